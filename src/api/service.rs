@@ -1,0 +1,36 @@
+//! `GET /v1/health` and `GET /v1/info`: no authentication, no writes.
+
+use super::respond;
+use crate::config::Config;
+use crate::error::ApiError;
+use crate::http::Response;
+use crate::router::MAX_KEY_BYTES;
+use crate::server::Step;
+use serde_json::json;
+
+/// Largest `Sync-Meta` value in bytes.
+pub const MAX_META_BYTES: usize = 8000;
+/// Longest long-poll the server holds.
+pub const MAX_WAIT_SECONDS: u64 = 60;
+
+pub fn health() -> Result<Step, ApiError> {
+    respond(Response::json(200, &json!({ "status": "ok" })))
+}
+
+pub fn info(config: &Config) -> Result<Step, ApiError> {
+    respond(Response::json(
+        200,
+        &json!({
+            "name": "sync-node",
+            "version": env!("CARGO_PKG_VERSION"),
+            "registration": if config.registration_open { "open" } else { "closed" },
+            "password_reset": config.reset_hook.is_some(),
+            "max_store_bytes": config.max_store_bytes,
+            "max_meta_bytes": MAX_META_BYTES,
+            "max_key_bytes": MAX_KEY_BYTES,
+            "quota_bytes": config.quota_bytes,
+            "session_ttl_days": config.session_ttl_days,
+            "max_wait_seconds": MAX_WAIT_SECONDS,
+        }),
+    ))
+}

@@ -1,0 +1,316 @@
+//! Stores: read, list, conditional write and delete. A write runs in two
+//! halves: the request half checks everything that can be checked before
+//! the body arrives and asks a connection thread to stage the upload; the
+//! upload half re-checks (another writer may have won meanwhile), publishes
+//! the file and commits, following the durability protocol of DESIGN §2.
+
+use super::service::MAX_META_BYTES;
+use super::{App, Session, respond};
+use crate::auth;
+use crate::blobs::Staged;
+use crate::clock;
+use crate::db::{self, Db, stores::StoreRow};
+use crate::encoding::{hex, http_date};
+use crate::error::{ApiError, CurrentVersion};
+use crate::http::{Body, Framing, Response};
+use crate::permission::{self, Permission};
+use crate::precondition::{self, Precondition, Refusal};
+use crate::server::{Request, Step};
+use serde_json::json;
+
+/// What a PUT does to the store's meta.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MetaChange {
+    Keep,
+    Clear,
+    Set(String),
+}
+
+/// A write waiting for its body.
+#[derive(Debug)]
+pub struct PendingWrite {
+    token_hash: String,
+    key: String,
+    precondition: Precondition,
+    meta: MetaChange,
+}
+
+/// `GET` / `HEAD /v1/stores/{key}`
+pub fn get(app: &mut App, request: &Request, key: &str) -> Result<Step, ApiError> {
+    let if_none_match = request
+        .head
+        .header_str("if-none-match")?
+        .map(precondition::parse_none_match)
+        .transpose()?;
+    let session = app.authenticate(request)?;
+    let (store, held) = visible(app, key, &session)?;
+    let etag = format!("\"{}\"", store.token);
+    if if_none_match.is_some_and(|tags| tags.matches(&store.token)) {
+        return respond(Response::new(304).with_header("ETag", etag));
+    }
+    let file = app.blobs.open_file(&store.file)?;
+    let mut response = Response::new(200)
+        .with_header("Content-Type", "application/octet-stream")
+        .with_header("ETag", etag)
+        .with_header("Sync-Permission", held.as_str())
+        .with_header("Sync-Seq", store.seq.to_string())
+        .with_header("Last-Modified", http_date(store.modified));
+    if let Some(meta) = store.meta {
+        response.header("Sync-Meta", meta);
+    }
+    response.body = Body::File {
+        file,
+        len: store.size,
+    };
+    respond(response)
+}
+
+/// `GET /v1/stores`
+pub fn list(app: &mut App, request: &Request) -> Result<Step, ApiError> {
+    let session = app.authenticate(request)?;
+    let stores: Vec<_> = db::stores::list_for(app.db.conn(), &session.account_id)?
+        .into_iter()
+        .map(|(store, held)| {
+            json!({
+                "key": store.key,
+                "token": store.token,
+                "size": store.size,
+                "modified": store.modified,
+                "seq": store.seq,
+                "permission": held.as_str(),
+                "meta": store.meta,
+            })
+        })
+        .collect();
+    respond(Response::json(
+        200,
+        &json!({ "seq": app.db.current_seq()?, "stores": stores }),
+    ))
+}
+
+/// `PUT /v1/stores/{key}`: the half before the body.
+pub fn put(app: &mut App, request: &Request, key: String) -> Result<Step, ApiError> {
+    let head = &request.head;
+    let precondition = precondition::parse_write(
+        head.header_str("if-match")?,
+        head.header_str("if-none-match")?,
+    )?;
+    let meta = parse_meta(head.header("sync-meta"))?;
+    let session = app.authenticate(request)?;
+    let existing = check_write(app, &session, &key, &precondition)?;
+    // A chunked body's size is checked while it streams and again at the end.
+    let declared = if let Framing::Length(n) = head.framing {
+        n
+    } else {
+        0
+    };
+    check_size(app, &session, &key, existing.as_ref(), &meta, declared)?;
+    let then = PendingWrite {
+        token_hash: session.token_hash,
+        key,
+        precondition,
+        meta,
+    };
+    Ok(Step::Receive {
+        limit: app.config.max_store_bytes,
+        then,
+    })
+}
+
+/// `PUT /v1/stores/{key}`: the half after the body is staged.
+pub fn finish_upload(app: &mut App, then: PendingWrite, staged: Staged) -> Result<Step, ApiError> {
+    let session = app.session_by_hash(&then.token_hash)?;
+    let existing = check_write(app, &session, &then.key, &then.precondition)?;
+    check_size(
+        app,
+        &session,
+        &then.key,
+        existing.as_ref(),
+        &then.meta,
+        staged.size,
+    )?;
+    let size = staged.size;
+    let store = StoreRow {
+        key: then.key,
+        file: app.blobs.publish(staged)?,
+        token: hex(&auth::random_bytes::<32>()?),
+        meta: match then.meta {
+            MetaChange::Keep => existing.as_ref().and_then(|old| old.meta.clone()),
+            MetaChange::Clear => None,
+            MetaChange::Set(meta) => Some(meta),
+        },
+        size,
+        modified: clock::now_ms(),
+        seq: 0,
+    };
+    let file = store.file.clone();
+    let store = match commit_write(&mut app.db, &session, store, existing.is_none()) {
+        Ok(store) => store,
+        Err(err) => {
+            // Not committed: the new file must not stay behind.
+            let _ = app.blobs.remove(&file);
+            return Err(err);
+        }
+    };
+    if let Some(old) = &existing
+        && let Err(err) = app.blobs.remove(&old.file)
+    {
+        eprintln!("sync-node: could not remove a replaced store file: {err}");
+    }
+    let status = if existing.is_none() { 201 } else { 200 };
+    let body = json!({
+        "key": store.key,
+        "token": store.token,
+        "size": store.size,
+        "modified": store.modified,
+        "seq": store.seq,
+    });
+    respond(Response::json(status, &body).with_header("ETag", format!("\"{}\"", store.token)))
+}
+
+/// `DELETE /v1/stores/{key}`
+pub fn delete(app: &mut App, request: &Request, key: &str) -> Result<Step, ApiError> {
+    let head = &request.head;
+    if head.header("if-none-match").is_some() {
+        return Err(ApiError::bad_request(
+            "If-None-Match is not allowed on DELETE.",
+        ));
+    }
+    let precondition = precondition::parse_write(head.header_str("if-match")?, None)?;
+    let session = app.authenticate(request)?;
+    let (store, held) = visible(app, key, &session)?;
+    permission::require(Some(held), Permission::Own)?;
+    precondition::decide(&precondition, Some(&store.token))
+        .map_err(|refusal| refused(refusal, &store))?;
+    let tx = app.db.transaction()?;
+    Db::next_seq(&tx)?;
+    db::stores::delete(&tx, key)?;
+    tx.commit()?;
+    if let Err(err) = app.blobs.remove(&store.file) {
+        eprintln!("sync-node: could not remove a deleted store file: {err}");
+    }
+    respond(Response::new(204))
+}
+
+/// The store and the caller's permission; 404 when either is missing.
+fn visible(app: &App, key: &str, session: &Session) -> Result<(StoreRow, Permission), ApiError> {
+    match db::stores::get_for(app.db.conn(), key, &session.account_id)? {
+        Some((store, Some(held))) => Ok((store, held)),
+        _ => Err(ApiError::NotFound),
+    }
+}
+
+/// Visibility, permission and precondition of a write, in the SPEC's order.
+/// Returns the current version (`None`: the write creates the store).
+fn check_write(
+    app: &App,
+    session: &Session,
+    key: &str,
+    precondition: &Precondition,
+) -> Result<Option<StoreRow>, ApiError> {
+    let Some((store, held)) = db::stores::get_for(app.db.conn(), key, &session.account_id)? else {
+        precondition::decide(precondition, None).map_err(|_| ApiError::PreconditionFailed(None))?;
+        return Ok(None);
+    };
+    if held.is_none() && matches!(precondition, Precondition::None | Precondition::Absent) {
+        return Err(ApiError::Forbidden(
+            "That key is taken by a store you cannot see.",
+        ));
+    }
+    permission::require(held, Permission::Write)?;
+    precondition::decide(precondition, Some(&store.token))
+        .map_err(|refusal| refused(refusal, &store))?;
+    Ok(Some(store))
+}
+
+/// Meta and quota limits for a write of `size` bytes.
+fn check_size(
+    app: &App,
+    session: &Session,
+    key: &str,
+    existing: Option<&StoreRow>,
+    meta: &MetaChange,
+    size: u64,
+) -> Result<(), ApiError> {
+    if size > app.config.max_store_bytes {
+        return Err(ApiError::PayloadTooLarge("store"));
+    }
+    if matches!(meta, MetaChange::Set(text) if text.len() > MAX_META_BYTES) {
+        return Err(ApiError::PayloadTooLarge("Sync-Meta value"));
+    }
+    let Some(quota) = app.config.quota_bytes else {
+        return Ok(());
+    };
+    let (owners, old_size) = match existing {
+        Some(store) => (db::stores::owners(app.db.conn(), key)?, store.size),
+        None => (vec![session.account_id.clone()], 0),
+    };
+    for owner in owners {
+        let (_, used) = db::accounts::usage(app.db.conn(), &owner)?;
+        if used.saturating_sub(old_size).saturating_add(size) > quota {
+            return Err(ApiError::InsufficientStorage);
+        }
+    }
+    Ok(())
+}
+
+/// One transaction: the next seq, the store row, and OWN for a creator.
+fn commit_write(
+    db: &mut Db,
+    session: &Session,
+    mut store: StoreRow,
+    created: bool,
+) -> Result<StoreRow, ApiError> {
+    let tx = db.transaction()?;
+    store.seq = Db::next_seq(&tx)?;
+    db::stores::upsert(&tx, &store)?;
+    if created {
+        db::stores::set_permission(&tx, &session.account_id, &store.key, Permission::Own)?;
+    }
+    tx.commit()?;
+    Ok(store)
+}
+
+fn refused(refusal: Refusal, store: &StoreRow) -> ApiError {
+    match refusal {
+        Refusal::Required => ApiError::PreconditionRequired,
+        Refusal::Failed => ApiError::PreconditionFailed(Some(CurrentVersion {
+            token: store.token.clone(),
+            size: store.size,
+            modified: store.modified,
+            seq: store.seq,
+            meta: store.meta.clone(),
+        })),
+    }
+}
+
+/// `Sync-Meta`: absent keeps, empty clears; visible ASCII and spaces only.
+fn parse_meta(value: Option<&[u8]>) -> Result<MetaChange, ApiError> {
+    match value {
+        None => Ok(MetaChange::Keep),
+        Some([]) => Ok(MetaChange::Clear),
+        Some(bytes) if bytes.iter().all(|&b| b == b' ' || b.is_ascii_graphic()) => {
+            Ok(MetaChange::Set(String::from_utf8_lossy(bytes).into_owned()))
+        }
+        Some(_) => Err(ApiError::bad_request(
+            "Sync-Meta may only hold visible ASCII and spaces.",
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn meta_header() {
+        assert_eq!(parse_meta(None).unwrap(), MetaChange::Keep);
+        assert_eq!(parse_meta(Some(b"")).unwrap(), MetaChange::Clear);
+        assert_eq!(
+            parse_meta(Some(b"a b=")).unwrap(),
+            MetaChange::Set("a b=".into())
+        );
+        assert!(parse_meta(Some(b"tab\there")).is_err());
+        assert!(parse_meta(Some("é".as_bytes())).is_err());
+    }
+}

@@ -1,0 +1,307 @@
+//! Store files: the only code that touches them. Uploads are staged in
+//! `tmp/` and fsync'd on connection threads; the loop publishes a staged file
+//! under a new random name in `stores/xx/`, fsyncs the directory, and removes
+//! files the database no longer references. A file path never comes from a
+//! store key: names are random hex, checked before every use.
+
+use crate::encoding::hex;
+use std::collections::HashSet;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+const TMP: &str = "tmp";
+const STORES: &str = "stores";
+
+#[derive(Debug, Clone)]
+pub struct Blobs {
+    root: PathBuf,
+}
+
+/// Deletes its file when dropped, unless disarmed: a failed or abandoned
+/// upload never leaves garbage.
+#[derive(Debug)]
+struct TempPath(Option<PathBuf>);
+
+impl TempPath {
+    fn disarm(&mut self) -> Option<PathBuf> {
+        self.0.take()
+    }
+}
+
+impl Drop for TempPath {
+    fn drop(&mut self) {
+        if let Some(path) = self.0.take() {
+            let _ = fs::remove_file(path);
+        }
+    }
+}
+
+/// An upload being written.
+#[derive(Debug)]
+pub struct Staging {
+    file: File,
+    path: TempPath,
+    size: u64,
+}
+
+/// A complete upload on stable storage, waiting to be published.
+#[derive(Debug)]
+pub struct Staged {
+    path: TempPath,
+    pub size: u64,
+}
+
+/// What a sweep found (and removed, unless it was a dry run).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Sweep {
+    pub temp_files: Vec<String>,
+    pub orphans: Vec<String>,
+}
+
+impl Write for Staging {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.size += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
+impl Staging {
+    /// Flushes the data to stable storage.
+    pub fn finish(self) -> io::Result<Staged> {
+        self.file.sync_all()?;
+        Ok(Staged {
+            path: self.path,
+            size: self.size,
+        })
+    }
+}
+
+impl Blobs {
+    /// Creates `tmp/` and `stores/00` … `stores/ff` under `root` if missing.
+    pub fn open(root: &Path) -> io::Result<Blobs> {
+        let blobs = Blobs {
+            root: root.to_path_buf(),
+        };
+        fs::create_dir_all(root.join(TMP))?;
+        for prefix in 0..=255u8 {
+            fs::create_dir_all(root.join(STORES).join(hex(&[prefix])))?;
+        }
+        sync_dir(root)?;
+        sync_dir(&root.join(STORES))?;
+        Ok(blobs)
+    }
+
+    /// Starts an upload in `tmp/`.
+    pub fn stage(&self) -> io::Result<Staging> {
+        let path = self.root.join(TMP).join(format!("{}.part", random_name()?));
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)?;
+        Ok(Staging {
+            file,
+            path: TempPath(Some(path)),
+            size: 0,
+        })
+    }
+
+    /// Moves a staged upload to a new name under `stores/` and makes the
+    /// rename durable. Returns the name to record in the database.
+    pub fn publish(&self, mut staged: Staged) -> io::Result<String> {
+        let random = random_name()?;
+        let name = format!("{}/{}", &random[..2], random);
+        let target = self.path_of(&name)?;
+        let source = staged
+            .path
+            .0
+            .clone()
+            .ok_or_else(|| io::Error::other("staged file already published"))?;
+        fs::rename(&source, &target)?;
+        staged.path.disarm();
+        let synced = target.parent().map_or(Ok(()), sync_dir);
+        if let Err(err) = synced {
+            let _ = fs::remove_file(&target);
+            return Err(err);
+        }
+        Ok(name)
+    }
+
+    /// Opens a published file for reading.
+    pub fn open_file(&self, name: &str) -> io::Result<File> {
+        File::open(self.path_of(name)?)
+    }
+
+    /// Removes a published file (already gone is fine).
+    pub fn remove(&self, name: &str) -> io::Result<()> {
+        match fs::remove_file(self.path_of(name)?) {
+            Err(err) if err.kind() != io::ErrorKind::NotFound => Err(err),
+            _ => Ok(()),
+        }
+    }
+
+    /// The size of a published file.
+    pub fn size_of(&self, name: &str) -> io::Result<u64> {
+        Ok(fs::metadata(self.path_of(name)?)?.len())
+    }
+
+    /// Finds temp files and files under `stores/` that `referenced` does not
+    /// name; removes them unless `dry_run`.
+    pub fn sweep(&self, referenced: &HashSet<String>, dry_run: bool) -> io::Result<Sweep> {
+        let mut sweep = Sweep::default();
+        for entry in fs::read_dir(self.root.join(TMP))? {
+            let entry = entry?;
+            if !dry_run {
+                remove_entry(&entry.path())?;
+            }
+            sweep
+                .temp_files
+                .push(format!("{TMP}/{}", entry.file_name().to_string_lossy()));
+        }
+        for dir in fs::read_dir(self.root.join(STORES))? {
+            let dir = dir?;
+            if !dir.file_type()?.is_dir() {
+                if !dry_run {
+                    remove_entry(&dir.path())?;
+                }
+                sweep
+                    .orphans
+                    .push(format!("{STORES}/{}", dir.file_name().to_string_lossy()));
+                continue;
+            }
+            for entry in fs::read_dir(dir.path())? {
+                let entry = entry?;
+                let name = format!(
+                    "{}/{}",
+                    dir.file_name().to_string_lossy(),
+                    entry.file_name().to_string_lossy()
+                );
+                if !referenced.contains(&name) {
+                    if !dry_run {
+                        remove_entry(&entry.path())?;
+                    }
+                    sweep.orphans.push(format!("{STORES}/{name}"));
+                }
+            }
+        }
+        sweep.temp_files.sort();
+        sweep.orphans.sort();
+        Ok(sweep)
+    }
+
+    /// `stores/<name>` for a well-formed name (`xx/` + 32 hex digits whose
+    /// first two are `xx`); anything else is refused.
+    fn path_of(&self, name: &str) -> io::Result<PathBuf> {
+        let well_formed = name.len() == 35
+            && name.as_bytes()[2] == b'/'
+            && name[..2] == name[3..5]
+            && name[3..]
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        if well_formed {
+            Ok(self.root.join(STORES).join(name))
+        } else {
+            Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "malformed store file name",
+            ))
+        }
+    }
+}
+
+fn random_name() -> io::Result<String> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).map_err(|err| io::Error::other(err.to_string()))?;
+    Ok(hex(&bytes))
+}
+
+fn remove_entry(path: &Path) -> io::Result<()> {
+    if path.is_dir() {
+        fs::remove_dir_all(path)
+    } else {
+        fs::remove_file(path)
+    }
+}
+
+/// Makes a directory's entries (creations, renames) durable.
+pub fn sync_dir(path: &Path) -> io::Result<()> {
+    File::open(path)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn staged(blobs: &Blobs, data: &[u8]) -> Staged {
+        let mut staging = blobs.stage().unwrap();
+        staging.write_all(data).unwrap();
+        staging.finish().unwrap()
+    }
+
+    #[test]
+    fn publish_open_remove() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = Blobs::open(dir.path()).unwrap();
+        let upload = staged(&blobs, b"hello");
+        assert_eq!(upload.size, 5);
+        let name = blobs.publish(upload).unwrap();
+        assert_eq!(blobs.size_of(&name).unwrap(), 5);
+        assert_eq!(
+            io::read_to_string(blobs.open_file(&name).unwrap()).unwrap(),
+            "hello"
+        );
+        assert!(fs::read_dir(dir.path().join(TMP)).unwrap().next().is_none());
+        blobs.remove(&name).unwrap();
+        blobs.remove(&name).unwrap();
+        assert!(blobs.open_file(&name).is_err());
+    }
+
+    #[test]
+    fn abandoned_uploads_leave_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = Blobs::open(dir.path()).unwrap();
+        drop(staged(&blobs, b"x"));
+        let mut staging = blobs.stage().unwrap();
+        staging.write_all(b"partial").unwrap();
+        drop(staging);
+        assert!(fs::read_dir(dir.path().join(TMP)).unwrap().next().is_none());
+    }
+
+    #[test]
+    fn names_from_outside_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = Blobs::open(dir.path()).unwrap();
+        for bad in [
+            "../secret",
+            "ab/../../x",
+            "ab/ab",
+            "ab/cd0123456789abcdef0123456789abcd",
+            "AB/AB0123456789ABCDEF0123456789ABCD",
+        ] {
+            assert!(blobs.open_file(bad).is_err(), "{bad}");
+            assert!(blobs.remove(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn sweep_finds_leftovers_and_orphans() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = Blobs::open(dir.path()).unwrap();
+        let kept = blobs.publish(staged(&blobs, b"keep")).unwrap();
+        let orphan = blobs.publish(staged(&blobs, b"orphan")).unwrap();
+        let pending = blobs.stage().unwrap().finish().unwrap();
+        std::mem::forget(pending);
+        let referenced: HashSet<String> = [kept.clone()].into();
+        let found = blobs.sweep(&referenced, true).unwrap();
+        assert_eq!(found.orphans, vec![format!("stores/{orphan}")]);
+        assert_eq!(found.temp_files.len(), 1);
+        assert_eq!(blobs.sweep(&referenced, false).unwrap(), found);
+        assert_eq!(blobs.sweep(&referenced, true).unwrap(), Sweep::default());
+        assert!(blobs.open_file(&kept).is_ok());
+    }
+}

@@ -1,0 +1,54 @@
+//! SQL for accounts.
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountRow {
+    pub id: String,
+    pub password: String,
+    pub key_salt: String,
+}
+
+/// Inserts an account; `false` when the id is taken.
+pub fn insert(
+    conn: &Connection,
+    id: &str,
+    password: &str,
+    key_salt: &str,
+    created: i64,
+) -> rusqlite::Result<bool> {
+    let inserted = conn
+        .prepare_cached(
+            "INSERT INTO sync_account (id, password, key_salt, created) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (id) DO NOTHING",
+        )?
+        .execute(params![id, password, key_salt, created])?;
+    Ok(inserted == 1)
+}
+
+pub fn get(conn: &Connection, id: &str) -> rusqlite::Result<Option<AccountRow>> {
+    conn.prepare_cached("SELECT id, password, key_salt FROM sync_account WHERE id = ?1")?
+        .query_row([id], |row| {
+            Ok(AccountRow {
+                id: row.get(0)?,
+                password: row.get(1)?,
+                key_salt: row.get(2)?,
+            })
+        })
+        .optional()
+}
+
+pub fn exists(conn: &Connection, id: &str) -> rusqlite::Result<bool> {
+    conn.prepare_cached("SELECT 1 FROM sync_account WHERE id = ?1")?
+        .exists([id])
+}
+
+/// Number and total size of the stores the account OWNs.
+pub fn usage(conn: &Connection, id: &str) -> rusqlite::Result<(u64, u64)> {
+    conn.prepare_cached(
+        "SELECT count(*), coalesce(sum(s.size), 0) FROM account_permission p
+         JOIN sync_store s ON s.store_key = p.store_key
+         WHERE p.account_id = ?1 AND p.permission = 'OWN'",
+    )?
+    .query_row([id], |row| Ok((row.get(0)?, row.get(1)?)))
+}

@@ -1,0 +1,110 @@
+//! The database: opening with the pragmas our durability needs, the
+//! `user_version` migration ladder, and (in the submodules) every SQL
+//! statement the server runs. Only this module contains SQL.
+
+pub mod accounts;
+mod schema;
+pub mod sessions;
+pub mod stores;
+
+use rusqlite::{Connection, OpenFlags, Transaction};
+use std::path::Path;
+
+/// The database file inside `STATIC_ROOT`.
+pub const FILE_NAME: &str = "sync-node.db";
+
+pub struct Db {
+    conn: Connection,
+}
+
+impl Db {
+    /// Opens (creating if missing) and upgrades the database. Refuses a
+    /// file that is not a database or comes from a newer version.
+    pub fn open(path: &Path) -> Result<Db, String> {
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let describe = |err: rusqlite::Error| format!("database {}: {err}", path.display());
+        let mut conn = Connection::open_with_flags(path, flags).map_err(describe)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(describe)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(describe)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(describe)?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(describe)?;
+        schema::migrate(&mut conn).map_err(|err| format!("database {}: {err}", path.display()))?;
+        Ok(Db { conn })
+    }
+
+    pub fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// Starts the transaction that one mutating request commits.
+    pub fn transaction(&mut self) -> rusqlite::Result<Transaction<'_>> {
+        self.conn.transaction()
+    }
+
+    /// The global change counter's next value; call inside the transaction
+    /// that makes the change.
+    pub fn next_seq(tx: &Transaction<'_>) -> rusqlite::Result<i64> {
+        tx.query_row(
+            "UPDATE sync_counter SET value = value + 1 WHERE name = 'seq' RETURNING value",
+            [],
+            |row| row.get(0),
+        )
+    }
+
+    /// The global change counter.
+    pub fn current_seq(&self) -> rusqlite::Result<i64> {
+        self.conn.query_row(
+            "SELECT value FROM sync_counter WHERE name = 'seq'",
+            [],
+            |row| row.get(0),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn opens_migrates_and_counts() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FILE_NAME);
+        let mut db = Db::open(&path).unwrap();
+        assert_eq!(db.current_seq().unwrap(), 0);
+        let tx = db.transaction().unwrap();
+        assert_eq!(Db::next_seq(&tx).unwrap(), 1);
+        assert_eq!(Db::next_seq(&tx).unwrap(), 2);
+        tx.commit().unwrap();
+        drop(db);
+        let db = Db::open(&path).unwrap();
+        assert_eq!(db.current_seq().unwrap(), 2);
+    }
+
+    #[test]
+    fn refuses_garbage_and_newer_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let garbage = dir.path().join("garbage.db");
+        std::fs::write(&garbage, vec![0x42u8; 8192]).unwrap();
+        assert!(Db::open(&garbage).is_err());
+        assert_eq!(
+            std::fs::read(&garbage).unwrap(),
+            vec![0x42u8; 8192],
+            "left untouched"
+        );
+
+        let newer = dir.path().join("newer.db");
+        drop(Db::open(&newer).unwrap());
+        Connection::open(&newer)
+            .unwrap()
+            .pragma_update(None, "user_version", 999)
+            .unwrap();
+        let err = Db::open(&newer).err().unwrap();
+        assert!(err.contains("newer"), "{err}");
+    }
+}

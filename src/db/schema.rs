@@ -1,0 +1,65 @@
+//! The schema as a ladder of migrations: `PRAGMA user_version` says how many
+//! steps a file has taken; the missing ones run in one transaction.
+
+use rusqlite::Connection;
+
+/// Step N (1-based) takes a file from version N-1 to N. Never edit a step
+/// that has shipped; add one.
+const MIGRATIONS: &[&str] = &[
+    // 1: accounts, sessions, reset tokens, stores, permissions, the counter.
+    "CREATE TABLE sync_account (
+        id TEXT PRIMARY KEY NOT NULL,
+        password TEXT NOT NULL,
+        key_salt TEXT NOT NULL UNIQUE,
+        created INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE sync_session (
+        token TEXT PRIMARY KEY NOT NULL,
+        account_id TEXT NOT NULL REFERENCES sync_account(id) ON DELETE CASCADE,
+        expiration INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX sync_session_account ON sync_session(account_id);
+    CREATE TABLE password_reset_token (
+        account_id TEXT PRIMARY KEY NOT NULL REFERENCES sync_account(id) ON DELETE CASCADE,
+        token TEXT NOT NULL UNIQUE,
+        expiration INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE sync_store (
+        store_key TEXT PRIMARY KEY NOT NULL,
+        store_file TEXT NOT NULL UNIQUE,
+        store_token TEXT NOT NULL,
+        store_meta TEXT,
+        size INTEGER NOT NULL,
+        modified INTEGER NOT NULL,
+        seq INTEGER NOT NULL
+    );
+    CREATE TABLE account_permission (
+        account_id TEXT NOT NULL REFERENCES sync_account(id) ON DELETE CASCADE,
+        store_key TEXT NOT NULL REFERENCES sync_store(store_key) ON DELETE CASCADE,
+        permission TEXT NOT NULL CHECK (permission IN ('READ', 'WRITE', 'OWN')),
+        PRIMARY KEY (account_id, store_key)
+    ) WITHOUT ROWID;
+    CREATE INDEX account_permission_store ON account_permission(store_key);
+    CREATE TABLE sync_counter (name TEXT PRIMARY KEY NOT NULL, value INTEGER NOT NULL) WITHOUT ROWID;
+    INSERT INTO sync_counter (name, value) VALUES ('seq', 0);",
+];
+
+pub fn migrate(conn: &mut Connection) -> Result<(), String> {
+    let version: usize = conn
+        .pragma_query_value(None, "user_version", |row| row.get(0))
+        .map_err(|err| err.to_string())?;
+    if version > MIGRATIONS.len() {
+        return Err(format!(
+            "schema version {version} is newer than this sync-node understands ({}); run a newer sync-node",
+            MIGRATIONS.len()
+        ));
+    }
+    let tx = conn.transaction().map_err(|err| err.to_string())?;
+    for (index, step) in MIGRATIONS.iter().enumerate().skip(version) {
+        tx.execute_batch(step)
+            .map_err(|err| format!("migration {}: {err}", index + 1))?;
+        tx.pragma_update(None, "user_version", index + 1)
+            .map_err(|err| err.to_string())?;
+    }
+    tx.commit().map_err(|err| err.to_string())
+}

@@ -1,0 +1,135 @@
+//! SQL for stores and permissions.
+
+use crate::permission::Permission;
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreRow {
+    pub key: String,
+    pub file: String,
+    pub token: String,
+    pub meta: Option<String>,
+    pub size: u64,
+    pub modified: i64,
+    pub seq: i64,
+}
+
+/// The columns [`store_row`] reads, as a literal for `concat!`.
+macro_rules! store_columns {
+    () => {
+        "s.store_key, s.store_file, s.store_token, s.store_meta, s.size, s.modified, s.seq"
+    };
+}
+
+fn store_row(row: &Row<'_>) -> rusqlite::Result<StoreRow> {
+    Ok(StoreRow {
+        key: row.get(0)?,
+        file: row.get(1)?,
+        token: row.get(2)?,
+        meta: row.get(3)?,
+        size: row.get(4)?,
+        modified: row.get(5)?,
+        seq: row.get(6)?,
+    })
+}
+
+fn permission(row: &Row<'_>, index: usize) -> rusqlite::Result<Option<Permission>> {
+    Ok(row
+        .get::<_, Option<String>>(index)?
+        .as_deref()
+        .and_then(Permission::parse))
+}
+
+/// A store and the account's permission on it (if any).
+pub fn get_for(
+    conn: &Connection,
+    key: &str,
+    account_id: &str,
+) -> rusqlite::Result<Option<(StoreRow, Option<Permission>)>> {
+    conn.prepare_cached(concat!(
+        "SELECT ",
+        store_columns!(),
+        ", p.permission FROM sync_store s
+         LEFT JOIN account_permission p ON p.store_key = s.store_key AND p.account_id = ?2
+         WHERE s.store_key = ?1"
+    ))?
+    .query_row(params![key, account_id], |row| {
+        Ok((store_row(row)?, permission(row, 7)?))
+    })
+    .optional()
+}
+
+/// Every store the account has a permission on, by key.
+pub fn list_for(
+    conn: &Connection,
+    account_id: &str,
+) -> rusqlite::Result<Vec<(StoreRow, Permission)>> {
+    let mut statement = conn.prepare_cached(concat!(
+        "SELECT ",
+        store_columns!(),
+        ", p.permission FROM account_permission p
+         JOIN sync_store s ON s.store_key = p.store_key
+         WHERE p.account_id = ?1 ORDER BY s.store_key"
+    ))?;
+    let rows = statement.query_map([account_id], |row| {
+        Ok((store_row(row)?, permission(row, 7)?))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (store, held) = row?;
+        if let Some(held) = held {
+            out.push((store, held));
+        }
+    }
+    Ok(out)
+}
+
+/// The accounts that OWN a store.
+pub fn owners(conn: &Connection, key: &str) -> rusqlite::Result<Vec<String>> {
+    let mut statement = conn.prepare_cached(
+        "SELECT account_id FROM account_permission WHERE store_key = ?1 AND permission = 'OWN'",
+    )?;
+    let rows = statement.query_map([key], |row| row.get(0))?;
+    rows.collect()
+}
+
+/// Inserts or replaces the store row.
+pub fn upsert(conn: &Connection, store: &StoreRow) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO sync_store (store_key, store_file, store_token, store_meta, size, modified, seq)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+         ON CONFLICT (store_key) DO UPDATE SET store_file = excluded.store_file,
+           store_token = excluded.store_token, store_meta = excluded.store_meta,
+           size = excluded.size, modified = excluded.modified, seq = excluded.seq",
+    )?
+    .execute(params![store.key, store.file, store.token, store.meta, store.size, store.modified, store.seq])?;
+    Ok(())
+}
+
+pub fn set_permission(
+    conn: &Connection,
+    account_id: &str,
+    key: &str,
+    permission: Permission,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO account_permission (account_id, store_key, permission) VALUES (?1, ?2, ?3)
+         ON CONFLICT (account_id, store_key) DO UPDATE SET permission = excluded.permission",
+    )?
+    .execute(params![account_id, key, permission.as_str()])?;
+    Ok(())
+}
+
+/// Deletes a store and (by cascade) its permissions.
+pub fn delete(conn: &Connection, key: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached("DELETE FROM sync_store WHERE store_key = ?1")?
+        .execute([key])?;
+    Ok(())
+}
+
+/// Every file name the database references.
+pub fn files(conn: &Connection) -> rusqlite::Result<Vec<String>> {
+    let mut statement = conn.prepare("SELECT store_file FROM sync_store")?;
+    let rows = statement.query_map([], |row| row.get(0))?;
+    rows.collect()
+}

@@ -1,0 +1,309 @@
+//! The byte work on one connection: reading heads under a deadline, reading
+//! or streaming bodies under a limit, writing answers and files, and closing
+//! without losing the answer. A slow or vanished client only ever blocks the
+//! thread that owns its connection.
+
+use super::request::{self, Framing, HeadLimits, Parsed, RequestHead};
+use super::response::{Body, Response};
+use crate::error::ApiError;
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::time::{Duration, Instant};
+
+/// Transfer unit for bodies and files.
+const CHUNK: usize = 64 * 1024;
+/// Longest chunk-size or trailer line we accept in a chunked body.
+const MAX_CHUNK_LINE: usize = 4096;
+
+/// Limits and timeouts of one connection.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub head: HeadLimits,
+    /// From the first byte of a head to its blank line (slowloris).
+    pub head_timeout: Duration,
+    /// How long a kept-alive connection may wait for its next request.
+    pub idle_timeout: Duration,
+    /// Longest wait for any single read or write of a body or answer.
+    pub io_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            head: HeadLimits {
+                max_line: 8 * 1024,
+                max_head: 16 * 1024,
+                max_headers: 64,
+            },
+            head_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            io_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Why reading a head ended without a request.
+#[derive(Debug)]
+pub enum HeadError {
+    /// The peer closed, timed out or broke the connection: nothing to answer.
+    Closed,
+    /// A malformed or oversized head: answer, then close.
+    Reject(ApiError),
+}
+
+/// Why reading a body failed.
+#[derive(Debug)]
+pub enum BodyError {
+    TooLarge,
+    Malformed,
+    /// The peer vanished or stalled; the connection is unusable.
+    Socket(io::Error),
+    /// Writing to the sink failed (e.g. a full disk).
+    Sink(io::Error),
+}
+
+/// How an answer is sent.
+#[derive(Debug, Clone, Default)]
+pub struct SendOptions {
+    pub head_only: bool,
+    pub keep_alive: bool,
+    pub extra: Vec<(&'static str, String)>,
+}
+
+pub struct Connection {
+    stream: TcpStream,
+    /// Bytes received but not consumed yet (pipelined requests, body start).
+    pending: Vec<u8>,
+    limits: Limits,
+}
+
+impl Connection {
+    pub fn new(stream: TcpStream, limits: Limits) -> Self {
+        Connection {
+            stream,
+            pending: Vec::new(),
+            limits,
+        }
+    }
+
+    /// Reads the next request head. `Err(Closed)` when the peer is done.
+    pub fn read_head(&mut self) -> Result<RequestHead, HeadError> {
+        let mut deadline = None;
+        loop {
+            if !self.pending.is_empty() {
+                let started =
+                    *deadline.get_or_insert_with(|| Instant::now() + self.limits.head_timeout);
+                match request::parse(&self.pending, self.limits.head).map_err(HeadError::Reject)? {
+                    Parsed::Complete(head, used) => {
+                        self.pending.drain(..used);
+                        return Ok(head);
+                    }
+                    Parsed::Partial => deadline = Some(started),
+                }
+            }
+            let wait = match deadline {
+                None => self.limits.idle_timeout,
+                Some(at) => at
+                    .checked_duration_since(Instant::now())
+                    .ok_or(HeadError::Closed)?,
+            };
+            self.stream
+                .set_read_timeout(Some(wait.max(Duration::from_millis(1))))
+                .map_err(|_| HeadError::Closed)?;
+            let room =
+                self.limits.head.max_head + 1 - self.pending.len().min(self.limits.head.max_head);
+            let mut chunk = [0u8; 4096];
+            let want = room.min(chunk.len());
+            match self.stream.read(&mut chunk[..want]) {
+                Ok(0) | Err(_) => return Err(HeadError::Closed),
+                Ok(n) => self.pending.extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
+
+    /// Sends `100 Continue` when the client waits for it before its body.
+    pub fn send_continue(&mut self) -> io::Result<()> {
+        self.stream
+            .set_write_timeout(Some(self.limits.io_timeout))?;
+        self.stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+    }
+
+    /// Reads a whole body of at most `limit` bytes into memory. A declared
+    /// length over the limit is refused before anything is read.
+    pub fn read_body(&mut self, framing: Framing, limit: u64) -> Result<Vec<u8>, BodyError> {
+        if let Framing::Length(n) = framing
+            && n > limit
+        {
+            return Err(BodyError::TooLarge);
+        }
+        let mut body = Vec::new();
+        self.copy_body(framing, limit, &mut body)?;
+        Ok(body)
+    }
+
+    /// Streams the body into `sink`, failing as soon as it exceeds `limit`.
+    pub fn copy_body(
+        &mut self,
+        framing: Framing,
+        limit: u64,
+        sink: &mut impl Write,
+    ) -> Result<u64, BodyError> {
+        self.stream
+            .set_read_timeout(Some(self.limits.io_timeout))
+            .map_err(BodyError::Socket)?;
+        match framing {
+            Framing::None => Ok(0),
+            Framing::Length(n) if n > limit => Err(BodyError::TooLarge),
+            Framing::Length(n) => {
+                self.copy_exact(n, sink)?;
+                Ok(n)
+            }
+            Framing::Chunked => self.copy_chunked(limit, sink),
+        }
+    }
+
+    fn copy_exact(&mut self, mut remaining: u64, sink: &mut impl Write) -> Result<(), BodyError> {
+        let mut buf = vec![
+            0u8;
+            CHUNK
+                .min(usize::try_from(remaining).unwrap_or(CHUNK))
+                .max(1)
+        ];
+        while remaining > 0 {
+            let want = buf
+                .len()
+                .min(usize::try_from(remaining).unwrap_or(usize::MAX));
+            let got = self.read_some(&mut buf[..want])?;
+            sink.write_all(&buf[..got]).map_err(BodyError::Sink)?;
+            remaining -= got as u64;
+        }
+        Ok(())
+    }
+
+    fn copy_chunked(&mut self, limit: u64, sink: &mut impl Write) -> Result<u64, BodyError> {
+        let mut total = 0u64;
+        loop {
+            let line = self.read_line()?;
+            let size_text = line
+                .split(|&b| b == b';')
+                .next()
+                .unwrap_or_default()
+                .trim_ascii();
+            if size_text.is_empty() || size_text.len() > 16 {
+                return Err(BodyError::Malformed);
+            }
+            let size = size_text
+                .iter()
+                .try_fold(0u64, |acc, &c| {
+                    Some(acc << 4 | u64::from(crate::encoding::hex_digit(c)?))
+                })
+                .ok_or(BodyError::Malformed)?;
+            if size == 0 {
+                // Trailer fields, then the blank line.
+                while !self.read_line()?.is_empty() {}
+                return Ok(total);
+            }
+            total = total
+                .checked_add(size)
+                .filter(|&t| t <= limit)
+                .ok_or(BodyError::TooLarge)?;
+            self.copy_exact(size, sink)?;
+            if !self.read_line()?.is_empty() {
+                return Err(BodyError::Malformed);
+            }
+        }
+    }
+
+    /// One CRLF-terminated line without its line end.
+    fn read_line(&mut self) -> Result<Vec<u8>, BodyError> {
+        loop {
+            if let Some(end) = self.pending.iter().position(|&b| b == b'\n') {
+                let mut line: Vec<u8> = self.pending.drain(..=end).collect();
+                line.pop();
+                if line.last() == Some(&b'\r') {
+                    line.pop();
+                }
+                return if line.len() > MAX_CHUNK_LINE {
+                    Err(BodyError::Malformed)
+                } else {
+                    Ok(line)
+                };
+            }
+            if self.pending.len() > MAX_CHUNK_LINE {
+                return Err(BodyError::Malformed);
+            }
+            let mut chunk = [0u8; 4096];
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return Err(BodyError::Socket(io::ErrorKind::UnexpectedEof.into())),
+                Ok(n) => self.pending.extend_from_slice(&chunk[..n]),
+                Err(err) => return Err(BodyError::Socket(err)),
+            }
+        }
+    }
+
+    /// Reads at least one byte, from what is buffered first.
+    fn read_some(&mut self, buf: &mut [u8]) -> Result<usize, BodyError> {
+        if !self.pending.is_empty() {
+            let n = buf.len().min(self.pending.len());
+            buf[..n].copy_from_slice(&self.pending[..n]);
+            self.pending.drain(..n);
+            return Ok(n);
+        }
+        match self.stream.read(buf) {
+            Ok(0) => Err(BodyError::Socket(io::ErrorKind::UnexpectedEof.into())),
+            Ok(n) => Ok(n),
+            Err(err) => Err(BodyError::Socket(err)),
+        }
+    }
+
+    /// Writes an answer: the head and a small body in one write, a file
+    /// streamed after its head.
+    pub fn send(&mut self, response: Response, options: &SendOptions) -> io::Result<()> {
+        self.stream
+            .set_write_timeout(Some(self.limits.io_timeout))?;
+        let mut out = Vec::with_capacity(512);
+        response.write_head(&mut out, &options.extra, options.keep_alive);
+        match response.body {
+            Body::Bytes(bytes) if !options.head_only => {
+                out.extend_from_slice(&bytes);
+                self.stream.write_all(&out)
+            }
+            Body::File { mut file, len } if !options.head_only => {
+                self.stream.write_all(&out)?;
+                let copied = io::copy(&mut (&mut file).take(len), &mut self.stream)?;
+                if copied == len {
+                    Ok(())
+                } else {
+                    Err(io::ErrorKind::UnexpectedEof.into())
+                }
+            }
+            _ => self.stream.write_all(&out),
+        }
+    }
+
+    /// Ends the connection without losing the answer already written: stop
+    /// sending, then read and discard what the client still sends for a
+    /// short while, so the kernel does not reset the connection under it.
+    pub fn linger_close(mut self) {
+        let _ = self.stream.shutdown(Shutdown::Write);
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let mut discarded = 0usize;
+        let mut buf = vec![0u8; CHUNK];
+        while discarded < 16 * 1024 * 1024 {
+            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                break;
+            };
+            if self
+                .stream
+                .set_read_timeout(Some(left.max(Duration::from_millis(1))))
+                .is_err()
+            {
+                break;
+            }
+            match self.stream.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => discarded += n,
+            }
+        }
+    }
+}

@@ -1,0 +1,13 @@
+//! Our small HTTP/1.1 layer on `std::net`: the accept thread with its
+//! connection cap ([`listener`]), request heads and body framing
+//! ([`request`]), answers as plain values ([`response`]) and the byte work on
+//! one connection ([`conn`]). Only this module touches sockets.
+
+pub mod conn;
+pub mod listener;
+pub mod request;
+pub mod response;
+
+pub use conn::{BodyError, Connection, Limits, SendOptions};
+pub use request::{Framing, RequestHead};
+pub use response::{Body, Response};

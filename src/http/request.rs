@@ -1,0 +1,352 @@
+//! Parsing a request head with `httparse` under our limits, and deciding how
+//! its body is framed (the request-smuggling rules live here).
+
+use crate::error::ApiError;
+
+/// How the request body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    None,
+    Length(u64),
+    Chunked,
+}
+
+#[derive(Debug, Clone)]
+pub struct RequestHead {
+    pub method: String,
+    /// The path as sent, still percent-encoded, without the query.
+    pub path: String,
+    pub query: Option<String>,
+    /// 0 for HTTP/1.0, 1 for HTTP/1.1.
+    pub version_minor: u8,
+    /// Names in lower case, values as sent.
+    pub headers: Vec<(String, Vec<u8>)>,
+    pub framing: Framing,
+    pub keep_alive: bool,
+    pub expect_continue: bool,
+}
+
+/// Size limits on a request head.
+#[derive(Debug, Clone, Copy)]
+pub struct HeadLimits {
+    pub max_line: usize,
+    pub max_head: usize,
+    pub max_headers: usize,
+}
+
+/// The outcome of parsing what has arrived so far.
+#[derive(Debug)]
+pub enum Parsed {
+    /// More bytes are needed.
+    Partial,
+    /// A whole head, and how many bytes of the buffer it used.
+    Complete(RequestHead, usize),
+}
+
+impl RequestHead {
+    /// The first value of a header, as bytes.
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_slice())
+    }
+
+    /// The first value of a header as text; a value that is not visible
+    /// ASCII is a bad header value (400).
+    pub fn header_str(&self, name: &str) -> Result<Option<&str>, ApiError> {
+        match self.header(name) {
+            None => Ok(None),
+            Some(value)
+                if value
+                    .iter()
+                    .all(|&b| b == b' ' || b == b'\t' || b.is_ascii_graphic()) =>
+            {
+                Ok(std::str::from_utf8(value).ok())
+            }
+            Some(_) => Err(ApiError::bad_request(format!(
+                "The {name} header has characters outside visible ASCII."
+            ))),
+        }
+    }
+
+    pub fn is_head(&self) -> bool {
+        self.method == "HEAD"
+    }
+}
+
+/// Parses the bytes received so far. Errors are answered, then the
+/// connection is closed.
+pub fn parse(buf: &[u8], limits: HeadLimits) -> Result<Parsed, ApiError> {
+    let line_end = buf.iter().position(|&b| b == b'\n');
+    if line_end.map_or(buf.len(), |end| end) > limits.max_line {
+        return Err(ApiError::UriTooLong);
+    }
+    let mut slots = vec![httparse::EMPTY_HEADER; limits.max_headers];
+    let mut request = httparse::Request::new(&mut slots);
+    let status = request.parse(buf).map_err(|err| match err {
+        httparse::Error::Version => ApiError::HttpVersionNotSupported,
+        httparse::Error::TooManyHeaders => ApiError::HeadersTooLarge,
+        _ => ApiError::bad_request("Malformed request head."),
+    });
+    let status = match status {
+        Err(err) if buf.len() > limits.max_head => {
+            // A head past the limit that also fails to parse is still too large.
+            return Err(if matches!(err, ApiError::BadRequest(_)) {
+                ApiError::HeadersTooLarge
+            } else {
+                err
+            });
+        }
+        other => other?,
+    };
+    let consumed = match status {
+        httparse::Status::Partial if buf.len() > limits.max_head => {
+            return Err(ApiError::HeadersTooLarge);
+        }
+        httparse::Status::Partial => return Ok(Parsed::Partial),
+        httparse::Status::Complete(consumed) if consumed > limits.max_head => {
+            return Err(ApiError::HeadersTooLarge);
+        }
+        httparse::Status::Complete(consumed) => consumed,
+    };
+    let version_minor = request.version.unwrap_or(1);
+    let target = request.path.unwrap_or("/");
+    let (path, query) = match target.split_once('?') {
+        Some((path, query)) => (path.to_owned(), Some(query.to_owned())),
+        None => (target.to_owned(), None),
+    };
+    let headers: Vec<(String, Vec<u8>)> = request
+        .headers
+        .iter()
+        .map(|h| (h.name.to_ascii_lowercase(), h.value.to_vec()))
+        .collect();
+    let framing = framing(version_minor, &headers)?;
+    let keep_alive = keep_alive(version_minor, &headers);
+    let expect_continue = version_minor == 1
+        && headers
+            .iter()
+            .any(|(n, v)| n == "expect" && v.eq_ignore_ascii_case(b"100-continue"));
+    let head = RequestHead {
+        method: request.method.unwrap_or("GET").to_owned(),
+        path,
+        query,
+        version_minor,
+        headers,
+        framing,
+        keep_alive,
+        expect_continue,
+    };
+    Ok(Parsed::Complete(head, consumed))
+}
+
+/// RFC 9112 §6: Transfer-Encoding and Content-Length together, several
+/// differing lengths, or a coding other than `chunked` are refused, so no
+/// proxy in front of us can disagree with us about where a body ends.
+pub fn framing(version_minor: u8, headers: &[(String, Vec<u8>)]) -> Result<Framing, ApiError> {
+    let values = |name: &str| -> Vec<String> {
+        headers
+            .iter()
+            .filter(|(n, _)| n == name)
+            .flat_map(|(_, v)| {
+                String::from_utf8_lossy(v)
+                    .split(',')
+                    .map(|s| s.trim().to_ascii_lowercase())
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    };
+    let codings = values("transfer-encoding");
+    let lengths = values("content-length");
+    if !codings.is_empty() {
+        if version_minor == 0 {
+            return Err(ApiError::bad_request(
+                "Transfer-Encoding is not allowed in HTTP/1.0.",
+            ));
+        }
+        if !lengths.is_empty() {
+            return Err(ApiError::bad_request(
+                "Content-Length and Transfer-Encoding together are not allowed.",
+            ));
+        }
+        if codings != ["chunked"] {
+            return Err(ApiError::bad_request(
+                "Only the chunked transfer coding is supported.",
+            ));
+        }
+        return Ok(Framing::Chunked);
+    }
+    let mut length = None;
+    for text in &lengths {
+        if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(ApiError::bad_request(
+                "Content-Length must be a decimal number.",
+            ));
+        }
+        let value: u64 = text
+            .parse()
+            .map_err(|_| ApiError::PayloadTooLarge("request body"))?;
+        if length.is_some_and(|previous| previous != value) {
+            return Err(ApiError::bad_request("Differing Content-Length values."));
+        }
+        length = Some(value);
+    }
+    Ok(match length {
+        Some(0) | None => Framing::None,
+        Some(n) => Framing::Length(n),
+    })
+}
+
+fn keep_alive(version_minor: u8, headers: &[(String, Vec<u8>)]) -> bool {
+    let mut tokens = headers
+        .iter()
+        .filter(|(n, _)| n == "connection")
+        .flat_map(|(_, v)| {
+            v.split(|&b| b == b',')
+                .map(|t| t.trim_ascii().to_ascii_lowercase())
+        });
+    let mut keep = version_minor == 1;
+    for token in tokens.by_ref() {
+        if token == b"close" {
+            return false;
+        }
+        if token == b"keep-alive" {
+            keep = true;
+        }
+    }
+    keep
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: HeadLimits = HeadLimits {
+        max_line: 64,
+        max_head: 256,
+        max_headers: 4,
+    };
+
+    fn parse_ok(text: &str) -> (RequestHead, usize) {
+        match parse(text.as_bytes(), LIMITS) {
+            Ok(Parsed::Complete(head, used)) => (head, used),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    fn parse_err(text: &[u8]) -> (u16, &'static str) {
+        match parse(text, LIMITS) {
+            Err(err) => err.status_and_code(),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    fn hdrs(pairs: &[(&str, &str)]) -> Vec<(String, Vec<u8>)> {
+        pairs
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec()))
+            .collect()
+    }
+
+    #[test]
+    fn parses_path_query_and_headers() {
+        let (head, used) =
+            parse_ok("GET /v1/changes?since=3 HTTP/1.1\r\nHost: x\r\nOrigin: o\r\n\r\nrest");
+        assert_eq!(head.path, "/v1/changes");
+        assert_eq!(head.query.as_deref(), Some("since=3"));
+        assert_eq!(head.header("origin"), Some(&b"o"[..]));
+        assert_eq!(head.framing, Framing::None);
+        assert!(head.keep_alive);
+        assert_eq!(used, 56);
+    }
+
+    #[test]
+    fn partial_until_blank_line() {
+        assert!(matches!(
+            parse(b"GET / HTTP/1.1\r\nHost: x\r\n", LIMITS),
+            Ok(Parsed::Partial)
+        ));
+    }
+
+    #[test]
+    fn limits_give_414_and_431() {
+        let long_line = format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(100));
+        assert_eq!(parse_err(long_line.as_bytes()), (414, "uri_too_long"));
+        assert_eq!(parse_err("a".repeat(100).as_bytes()), (414, "uri_too_long"));
+        let many = "GET / HTTP/1.1\r\na: 1\r\nb: 1\r\nc: 1\r\nd: 1\r\ne: 1\r\n\r\n";
+        assert_eq!(parse_err(many.as_bytes()), (431, "headers_too_large"));
+        let big = format!("GET / HTTP/1.1\r\na: {}\r\n", "x".repeat(300));
+        assert_eq!(parse_err(big.as_bytes()), (431, "headers_too_large"));
+    }
+
+    #[test]
+    fn other_versions_get_505_and_garbage_400() {
+        assert_eq!(
+            parse_err(b"GET / HTTP/2.0\r\n\r\n"),
+            (505, "http_version_not_supported")
+        );
+        assert_eq!(parse_err(b"\x00\x01garbage\r\n\r\n"), (400, "bad_request"));
+    }
+
+    #[test]
+    fn framing_rules() {
+        assert_eq!(
+            framing(1, &hdrs(&[("content-length", "5")])).unwrap(),
+            Framing::Length(5)
+        );
+        assert_eq!(
+            framing(
+                1,
+                &hdrs(&[("content-length", "5"), ("content-length", "5")])
+            )
+            .unwrap(),
+            Framing::Length(5)
+        );
+        assert_eq!(
+            framing(1, &hdrs(&[("content-length", "0")])).unwrap(),
+            Framing::None
+        );
+        assert_eq!(
+            framing(1, &hdrs(&[("transfer-encoding", "Chunked")])).unwrap(),
+            Framing::Chunked
+        );
+        assert_eq!(
+            framing(1, &hdrs(&[("content-length", "18446744073709551615")])).unwrap(),
+            Framing::Length(u64::MAX)
+        );
+        let status =
+            |h: &[(&str, &str)], minor| framing(minor, &hdrs(h)).unwrap_err().status_and_code().0;
+        assert_eq!(
+            status(&[("content-length", "5"), ("content-length", "6")], 1),
+            400
+        );
+        assert_eq!(status(&[("content-length", "5, 6")], 1), 400);
+        assert_eq!(status(&[("content-length", "-1")], 1), 400);
+        assert_eq!(status(&[("content-length", "+5")], 1), 400);
+        assert_eq!(status(&[("content-length", "")], 1), 400);
+        assert_eq!(
+            status(&[("content-length", "99999999999999999999999")], 1),
+            413
+        );
+        assert_eq!(
+            status(
+                &[("content-length", "5"), ("transfer-encoding", "chunked")],
+                1
+            ),
+            400
+        );
+        assert_eq!(status(&[("transfer-encoding", "gzip, chunked")], 1), 400);
+        assert_eq!(status(&[("transfer-encoding", "chunked")], 0), 400);
+    }
+
+    #[test]
+    fn keep_alive_defaults_by_version() {
+        assert!(keep_alive(1, &[]));
+        assert!(!keep_alive(0, &[]));
+        assert!(keep_alive(0, &hdrs(&[("connection", "Keep-Alive")])));
+        assert!(!keep_alive(
+            1,
+            &hdrs(&[("connection", "keep-alive, close")])
+        ));
+    }
+}

@@ -1,0 +1,26 @@
+//! Sync Node: a small, frugal sync server for local-first apps.
+//!
+//! Clients keep opaque (encrypted) blobs called stores; the server never
+//! looks inside, and never lets a write silently overwrite a newer version.
+//! One loop thread owns the SQLite connection and all state ([`server`]);
+//! connection threads do the socket I/O and PBKDF2 ([`worker`], [`http`]).
+//! See ARCHITECTURE.md for the code map and invariants.
+
+pub mod api;
+pub mod auth;
+pub mod blobs;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod cors;
+pub mod db;
+pub mod encoding;
+pub mod error;
+pub mod http;
+pub mod permission;
+pub mod precondition;
+pub mod router;
+pub mod secret;
+pub mod serve;
+pub mod server;
+pub mod worker;

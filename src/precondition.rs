@@ -1,0 +1,190 @@
+//! Conditional requests: parsing `If-Match` / `If-None-Match` and deciding,
+//! from the store's current token, whether a write may proceed. Pure, so the
+//! whole table of the SPEC is unit-tested here.
+
+use crate::error::ApiError;
+
+/// What a write request demands of the store's current version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Precondition {
+    /// No conditional header: only a create may proceed.
+    None,
+    /// `If-None-Match: *`: the store must not exist.
+    Absent,
+    /// `If-Match: *`: the store must exist (explicit overwrite).
+    AnyVersion,
+    /// `If-Match: "t1", "t2"`: the current token must be one of these.
+    OneOf(Vec<String>),
+}
+
+/// Why a write may not proceed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// 428: an existing store written without `If-Match`.
+    Required,
+    /// 412: the precondition names another version.
+    Failed,
+}
+
+/// Parses the conditional headers of a PUT or DELETE.
+pub fn parse_write(
+    if_match: Option<&str>,
+    if_none_match: Option<&str>,
+) -> Result<Precondition, ApiError> {
+    match (if_match, if_none_match) {
+        (Some(_), Some(_)) => Err(ApiError::bad_request(
+            "If-Match and If-None-Match together are not allowed.",
+        )),
+        (None, None) => Ok(Precondition::None),
+        (None, Some(value)) if value.trim() == "*" => Ok(Precondition::Absent),
+        (None, Some(_)) => Err(ApiError::bad_request(
+            "On a write, If-None-Match may only be *.",
+        )),
+        (Some(value), None) => Ok(match parse_tags(value)? {
+            Tags::Any => Precondition::AnyVersion,
+            // RFC 9110: If-Match compares strongly, so weak tags never match.
+            Tags::List(tags) => Precondition::OneOf(
+                tags.into_iter()
+                    .filter(|t| !t.weak)
+                    .map(|t| t.opaque)
+                    .collect(),
+            ),
+        }),
+    }
+}
+
+/// Decides a write against the current token (`None`: the store is missing).
+pub fn decide(precondition: &Precondition, current: Option<&str>) -> Result<(), Refusal> {
+    match (precondition, current) {
+        (Precondition::None | Precondition::Absent, None) => Ok(()),
+        (Precondition::None, Some(_)) => Err(Refusal::Required),
+        (Precondition::Absent, Some(_)) => Err(Refusal::Failed),
+        (Precondition::AnyVersion | Precondition::OneOf(_), None) => Err(Refusal::Failed),
+        (Precondition::AnyVersion, Some(_)) => Ok(()),
+        (Precondition::OneOf(tags), Some(token)) => {
+            if tags.iter().any(|t| t == token) {
+                Ok(())
+            } else {
+                Err(Refusal::Failed)
+            }
+        }
+    }
+}
+
+/// A parsed `If-None-Match` of a read.
+#[derive(Debug)]
+pub struct NoneMatch(Tags);
+
+/// Parses `If-None-Match` on a read (checked before authentication).
+pub fn parse_none_match(header: &str) -> Result<NoneMatch, ApiError> {
+    parse_tags(header).map(NoneMatch)
+}
+
+impl NoneMatch {
+    /// Whether the current token matches (→ 304). Weak comparison, as
+    /// RFC 9110 asks for this header.
+    pub fn matches(&self, current: &str) -> bool {
+        match &self.0 {
+            Tags::Any => true,
+            Tags::List(tags) => tags.iter().any(|t| t.opaque == current),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Tag {
+    weak: bool,
+    opaque: String,
+}
+
+#[derive(Debug)]
+enum Tags {
+    Any,
+    List(Vec<Tag>),
+}
+
+/// `*` or a comma-separated list of entity tags (`"x"` or `W/"x"`).
+fn parse_tags(value: &str) -> Result<Tags, ApiError> {
+    let bad = || ApiError::bad_request("Malformed entity tag in a conditional header.");
+    let value = value.trim();
+    if value == "*" {
+        return Ok(Tags::Any);
+    }
+    let mut tags = Vec::new();
+    for item in value
+        .split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+    {
+        let (weak, quoted) = match item.strip_prefix("W/") {
+            Some(rest) => (true, rest),
+            None => (false, item),
+        };
+        let opaque = quoted
+            .strip_prefix('"')
+            .and_then(|q| q.strip_suffix('"'))
+            .ok_or_else(bad)?;
+        if opaque.contains('"') {
+            return Err(bad());
+        }
+        tags.push(Tag {
+            weak,
+            opaque: opaque.to_owned(),
+        });
+    }
+    if tags.is_empty() {
+        return Err(bad());
+    }
+    Ok(Tags::List(tags))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(if_match: Option<&str>, if_none_match: Option<&str>) -> Precondition {
+        parse_write(if_match, if_none_match).unwrap()
+    }
+
+    #[test]
+    fn the_spec_table() {
+        let none = write(None, None);
+        let absent = write(None, Some("*"));
+        let exact = write(Some("\"abc\""), None);
+        let any = write(Some("*"), None);
+        // store missing
+        assert_eq!(decide(&none, None), Ok(()));
+        assert_eq!(decide(&absent, None), Ok(()));
+        assert_eq!(decide(&exact, None), Err(Refusal::Failed));
+        assert_eq!(decide(&any, None), Err(Refusal::Failed));
+        // store exists
+        assert_eq!(decide(&none, Some("abc")), Err(Refusal::Required));
+        assert_eq!(decide(&absent, Some("abc")), Err(Refusal::Failed));
+        assert_eq!(decide(&exact, Some("abc")), Ok(()));
+        assert_eq!(decide(&exact, Some("abd")), Err(Refusal::Failed));
+        assert_eq!(decide(&any, Some("abc")), Ok(()));
+    }
+
+    #[test]
+    fn lists_and_weak_tags() {
+        let list = write(Some("\"x\", \"abc\""), None);
+        assert_eq!(decide(&list, Some("abc")), Ok(()));
+        let weak = write(Some("W/\"abc\""), None);
+        assert_eq!(decide(&weak, Some("abc")), Err(Refusal::Failed));
+        let matches = |header: &str| parse_none_match(header).unwrap().matches("abc");
+        assert!(matches("W/\"abc\""));
+        assert!(matches("\"x\", \"abc\""));
+        assert!(matches("*"));
+        assert!(!matches("\"x\""));
+    }
+
+    #[test]
+    fn malformed_headers_are_400() {
+        for bad in ["abc", "\"abc", "\"a\"b\"", "", ",", "W/abc"] {
+            assert!(parse_write(Some(bad), None).is_err(), "{bad:?}");
+            assert!(parse_none_match(bad).is_err(), "{bad:?}");
+        }
+        assert!(parse_write(None, Some("\"abc\"")).is_err());
+        assert!(parse_write(Some("*"), Some("*")).is_err());
+    }
+}

@@ -1,0 +1,191 @@
+//! THE route table: every endpoint of the API, as one match on the method
+//! and the path segments. Unknown paths are 404, known paths with another
+//! method 405 with `Allow`. Store keys are percent-decoded and validated here.
+
+use crate::error::ApiError;
+
+/// Longest store key in bytes, after percent-decoding.
+pub const MAX_KEY_BYTES: usize = 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    Preflight,
+    Health,
+    Info,
+    Register,
+    Login,
+    Logout,
+    LogoutEverywhere,
+    Account,
+    ListStores,
+    GetStore(String),
+    PutStore(String),
+    DeleteStore(String),
+}
+
+impl Route {
+    /// Whether the body is streamed to disk on the loop's instruction
+    /// instead of being read into memory up front.
+    pub fn streams_body(&self) -> bool {
+        matches!(self, Route::PutStore(_))
+    }
+}
+
+/// Maps a method and a raw (still percent-encoded) path to its route.
+pub fn route(method: &str, path: &str) -> Result<Route, ApiError> {
+    let rest = path.strip_prefix("/v1/").ok_or(ApiError::NotFound)?;
+    if method == "OPTIONS" {
+        return Ok(Route::Preflight);
+    }
+    let segments: Vec<&str> = rest.split('/').collect();
+    // HEAD is GET without a body wherever GET is allowed.
+    let get = matches!(method, "GET" | "HEAD");
+    let allow = |allow: &'static str| Err(ApiError::MethodNotAllowed { allow });
+    match segments.as_slice() {
+        ["health"] if get => Ok(Route::Health),
+        ["health"] => allow("GET, HEAD"),
+        ["info"] if get => Ok(Route::Info),
+        ["info"] => allow("GET, HEAD"),
+        ["accounts"] if method == "POST" => Ok(Route::Register),
+        ["accounts"] => allow("POST"),
+        ["sessions"] => match method {
+            "POST" => Ok(Route::Login),
+            "DELETE" => Ok(Route::LogoutEverywhere),
+            _ => allow("POST, DELETE"),
+        },
+        ["sessions", "current"] if method == "DELETE" => Ok(Route::Logout),
+        ["sessions", "current"] => allow("DELETE"),
+        ["account"] if get => Ok(Route::Account),
+        ["account"] => allow("GET, HEAD"),
+        ["stores"] if get => Ok(Route::ListStores),
+        ["stores"] => allow("GET, HEAD"),
+        ["stores", key] => {
+            let key = decode_key(key)?;
+            match method {
+                "GET" | "HEAD" => Ok(Route::GetStore(key)),
+                "PUT" => Ok(Route::PutStore(key)),
+                "DELETE" => Ok(Route::DeleteStore(key)),
+                _ => allow("GET, HEAD, PUT, DELETE"),
+            }
+        }
+        _ => Err(ApiError::NotFound),
+    }
+}
+
+/// Percent-decodes one path segment into a store key: 1..=1024 bytes of
+/// UTF-8 without control characters.
+pub fn decode_key(segment: &str) -> Result<String, ApiError> {
+    let bad = |why: &str| ApiError::bad_request(format!("Invalid store key: {why}."));
+    let raw = segment.as_bytes();
+    let mut bytes = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        if raw[i] == b'%' {
+            let digit = |at: usize| raw.get(at).copied().and_then(crate::encoding::hex_digit);
+            let (Some(high), Some(low)) = (digit(i + 1), digit(i + 2)) else {
+                return Err(bad("broken percent-encoding"));
+            };
+            bytes.push(high << 4 | low);
+            i += 3;
+        } else {
+            bytes.push(raw[i]);
+            i += 1;
+        }
+        if bytes.len() > MAX_KEY_BYTES {
+            return Err(bad("longer than 1024 bytes"));
+        }
+    }
+    if bytes.is_empty() {
+        return Err(bad("empty"));
+    }
+    let key = String::from_utf8(bytes).map_err(|_| bad("not UTF-8"))?;
+    if key.chars().any(char::is_control) {
+        return Err(bad("control characters"));
+    }
+    Ok(key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(method: &str, path: &str) -> (u16, &'static str) {
+        route(method, path).unwrap_err().status_and_code()
+    }
+
+    #[test]
+    fn known_routes() {
+        assert_eq!(route("GET", "/v1/health").unwrap(), Route::Health);
+        assert_eq!(route("HEAD", "/v1/info").unwrap(), Route::Info);
+        assert_eq!(route("POST", "/v1/accounts").unwrap(), Route::Register);
+        assert_eq!(route("POST", "/v1/sessions").unwrap(), Route::Login);
+        assert_eq!(
+            route("DELETE", "/v1/sessions").unwrap(),
+            Route::LogoutEverywhere
+        );
+        assert_eq!(
+            route("DELETE", "/v1/sessions/current").unwrap(),
+            Route::Logout
+        );
+        assert_eq!(route("GET", "/v1/account").unwrap(), Route::Account);
+        assert_eq!(route("GET", "/v1/stores").unwrap(), Route::ListStores);
+        assert_eq!(
+            route("PUT", "/v1/stores/a%20b").unwrap(),
+            Route::PutStore("a b".into())
+        );
+        assert_eq!(
+            route("HEAD", "/v1/stores/k").unwrap(),
+            Route::GetStore("k".into())
+        );
+        assert_eq!(
+            route("DELETE", "/v1/stores/k").unwrap(),
+            Route::DeleteStore("k".into())
+        );
+        assert_eq!(
+            route("OPTIONS", "/v1/anything/at/all").unwrap(),
+            Route::Preflight
+        );
+    }
+
+    #[test]
+    fn unknown_paths_are_404_and_wrong_methods_405() {
+        assert_eq!(status("GET", "/"), (404, "not_found"));
+        assert_eq!(status("GET", "/v1"), (404, "not_found"));
+        assert_eq!(status("GET", "/v2/health"), (404, "not_found"));
+        assert_eq!(status("GET", "/v1/health/x"), (404, "not_found"));
+        assert_eq!(status("GET", "/v1/stores/k/x/y"), (404, "not_found"));
+        assert_eq!(status("OPTIONS", "/v2"), (404, "not_found"));
+        assert_eq!(status("POST", "/v1/health"), (405, "method_not_allowed"));
+        assert_eq!(status("GET", "/v1/accounts"), (405, "method_not_allowed"));
+        assert_eq!(status("PATCH", "/v1/stores/k"), (405, "method_not_allowed"));
+        match route("PUT", "/v1/sessions") {
+            Err(ApiError::MethodNotAllowed { allow }) => assert_eq!(allow, "POST, DELETE"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn keys_are_decoded_and_validated() {
+        assert_eq!(decode_key("..%2F..%2Fx").unwrap(), "../../x");
+        assert_eq!(decode_key("%C3%A9t%C3%A9").unwrap(), "été");
+        assert_eq!(decode_key("a+b").unwrap(), "a+b");
+        assert_eq!(decode_key(&"k".repeat(1024)).unwrap().len(), 1024);
+        for bad in [
+            "",
+            "%",
+            "%4",
+            "%zz",
+            "%FF",
+            "a%00b",
+            "%7F",
+            &"k".repeat(1025),
+            &"%41".repeat(1025),
+        ] {
+            assert_eq!(
+                decode_key(bad).unwrap_err().status_and_code().0,
+                400,
+                "{bad:?}"
+            );
+        }
+    }
+}

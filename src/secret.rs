@@ -1,0 +1,72 @@
+//! The server secret: 32 random bytes in `STATIC_ROOT/secret` (mode 0600),
+//! created on first start. It keys the hashes of account ids, so losing it
+//! orphans every account: it is never regenerated over an existing file.
+
+use crate::blobs::sync_dir;
+use std::fs::{self, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+pub const FILE_NAME: &str = "secret";
+const SECRET_BYTES: usize = 32;
+
+/// Reads the secret, creating it durably if there is none yet.
+pub fn load_or_create(root: &Path) -> Result<Vec<u8>, String> {
+    let path = root.join(FILE_NAME);
+    match fs::read(&path) {
+        Ok(secret) if secret.len() == SECRET_BYTES => Ok(secret),
+        Ok(_) => Err(format!(
+            "{} is not {SECRET_BYTES} bytes; restore it from a backup (a new one would orphan every account)",
+            path.display()
+        )),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => {
+            create(root).map_err(|err| format!("cannot create {}: {err}", path.display()))
+        }
+        Err(err) => Err(format!("cannot read {}: {err}", path.display())),
+    }
+}
+
+fn create(root: &Path) -> io::Result<Vec<u8>> {
+    let mut secret = vec![0u8; SECRET_BYTES];
+    getrandom::fill(&mut secret).map_err(|err| io::Error::other(err.to_string()))?;
+    let staging = root.join(format!("{FILE_NAME}.new"));
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&staging)?;
+    file.write_all(&secret)?;
+    file.sync_all()?;
+    fs::rename(&staging, root.join(FILE_NAME))?;
+    sync_dir(root)?;
+    Ok(secret)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn created_once_private_and_stable() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = load_or_create(dir.path()).unwrap();
+        assert_eq!(first.len(), SECRET_BYTES);
+        assert_eq!(load_or_create(dir.path()).unwrap(), first);
+        let mode = fs::metadata(dir.path().join(FILE_NAME))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn a_damaged_secret_is_refused_not_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join(FILE_NAME), b"short").unwrap();
+        assert!(load_or_create(dir.path()).is_err());
+        assert_eq!(fs::read(dir.path().join(FILE_NAME)).unwrap(), b"short");
+    }
+}

@@ -1,0 +1,100 @@
+//! The event loop: one thread owns the database and all state, takes one
+//! [`Event`] at a time from one channel, and answers each with a [`Step`]
+//! for the connection thread that sent it. It never waits on a client or on
+//! PBKDF2; a panic in a handler answers 500 and the loop goes on.
+
+use crate::api::{AfterPassword, App, PendingWrite};
+use crate::auth::{PasswordJob, PasswordOutcome};
+use crate::blobs::Staged;
+use crate::error::ApiError;
+use crate::http::{RequestHead, Response};
+use crate::router::Route;
+use std::net::IpAddr;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::mpsc::{Receiver, Sender};
+
+/// A request as the loop sees it: the head and (except for uploads, which
+/// are streamed later) the whole body.
+#[derive(Debug)]
+pub struct Request {
+    pub head: RequestHead,
+    pub body: Vec<u8>,
+    pub peer: IpAddr,
+}
+
+/// What the loop tells a connection thread to do next.
+#[derive(Debug)]
+pub enum Step {
+    /// Write this answer; the request is done.
+    Respond(Response),
+    /// Stream the body into a staged file of at most `limit` bytes, then
+    /// send [`Event::Uploaded`] with `then`.
+    Receive { limit: u64, then: PendingWrite },
+    /// Run PBKDF2, then send [`Event::PasswordDone`] with `then`.
+    Password {
+        job: PasswordJob,
+        then: AfterPassword,
+    },
+}
+
+/// The way back to one connection thread.
+#[derive(Debug, Clone)]
+pub struct Reply(pub Sender<Step>);
+
+impl Reply {
+    /// A vanished connection simply drops the step.
+    pub fn send(&self, step: Step) {
+        let _ = self.0.send(step);
+    }
+}
+
+/// Everything the loop reacts to.
+#[derive(Debug)]
+pub enum Event {
+    Request {
+        reply: Reply,
+        route: Result<Route, ApiError>,
+        request: Request,
+    },
+    Uploaded {
+        reply: Reply,
+        then: PendingWrite,
+        staged: Staged,
+    },
+    PasswordDone {
+        reply: Reply,
+        then: AfterPassword,
+        outcome: PasswordOutcome,
+    },
+}
+
+/// Runs until every sender is gone.
+pub fn run(mut app: App, events: Receiver<Event>) {
+    while let Ok(event) = events.recv() {
+        let (reply, outcome) = match event {
+            Event::Request {
+                reply,
+                route,
+                request,
+            } => (reply, guarded(|| app.handle(route, request))),
+            Event::Uploaded {
+                reply,
+                then,
+                staged,
+            } => (reply, guarded(|| app.finish_upload(then, staged))),
+            Event::PasswordDone {
+                reply,
+                then,
+                outcome,
+            } => (reply, guarded(|| app.after_password(then, outcome))),
+        };
+        reply.send(outcome.unwrap_or_else(|err| Step::Respond(err.into_response())));
+    }
+}
+
+/// Contains a handler panic: its transaction rolls back when dropped, and
+/// the client gets 500 `internal`.
+fn guarded(handler: impl FnOnce() -> Result<Step, ApiError>) -> Result<Step, ApiError> {
+    catch_unwind(AssertUnwindSafe(handler))
+        .unwrap_or_else(|_| Err(ApiError::Internal("a handler panicked".into())))
+}
