@@ -254,6 +254,16 @@ mod tests {
     }
 
     #[test]
+    fn readme_store_key_example() {
+        // README "Deriving store keys": key_salt 00 01 … 1f, name "notes".
+        let key_salt: Vec<u8> = (0..32).collect();
+        assert_eq!(
+            hex(&hmac_sha256(&key_salt, b"notes")),
+            "53ecf36184f2aff240a0b0182e4b281bf3babc0b928696c90e4b4e000dc8869e"
+        );
+    }
+
+    #[test]
     fn tokens_and_comparison() {
         let token = new_token().unwrap();
         assert_eq!(token.len(), 43);
