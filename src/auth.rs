@@ -51,14 +51,10 @@ pub fn account_hash(secret: &[u8], normalised_id: &str) -> String {
 pub fn normalise_id(id: &str) -> Result<String, ApiError> {
     let id = id.trim();
     if id.is_empty() || id.len() > 256 {
-        return Err(ApiError::bad_request(
-            "The id must be 1 to 256 bytes after trimming.",
-        ));
+        return Err(ApiError::bad_request("The id must be 1 to 256 bytes after trimming."));
     }
     if id.chars().any(char::is_control) {
-        return Err(ApiError::bad_request(
-            "The id must not contain control characters.",
-        ));
+        return Err(ApiError::bad_request("The id must not contain control characters."));
     }
     Ok(id.to_ascii_lowercase())
 }
@@ -68,9 +64,7 @@ pub fn check_password(password: &str) -> Result<(), ApiError> {
     if (8..=1024).contains(&password.len()) {
         Ok(())
     } else {
-        Err(ApiError::bad_request(
-            "The password must be 8 to 1024 bytes.",
-        ))
+        Err(ApiError::bad_request("The password must be 8 to 1024 bytes."))
     }
 }
 
@@ -83,11 +77,7 @@ pub fn hash_password(password: &str, iterations: u32) -> Result<String, ApiError
 fn phc_string(password: &str, salt: &[u8], iterations: u32) -> String {
     let mut out = [0u8; HASH_BYTES];
     pbkdf2::pbkdf2_hmac::<Sha256>(password.as_bytes(), salt, iterations, &mut out);
-    format!(
-        "${PHC_ID}$i={iterations},l={HASH_BYTES}${}${}",
-        base64(salt),
-        base64(&out)
-    )
+    format!("${PHC_ID}$i={iterations},l={HASH_BYTES}${}${}", base64(salt), base64(&out))
 }
 
 /// The parts of a stored PHC string.
@@ -118,11 +108,7 @@ pub fn parse_phc(phc: &str) -> Option<PhcHash> {
             _ => return None,
         }
     }
-    Some(PhcHash {
-        iterations: iterations?,
-        salt,
-        hash,
-    })
+    Some(PhcHash { iterations: iterations?, salt, hash })
 }
 
 /// Verifies a password against a stored PHC string, in constant time.
@@ -131,12 +117,7 @@ pub fn verify_password(password: &str, phc: &str) -> bool {
         return false;
     };
     let mut out = vec![0u8; parsed.hash.len()];
-    pbkdf2::pbkdf2_hmac::<Sha256>(
-        password.as_bytes(),
-        &parsed.salt,
-        parsed.iterations,
-        &mut out,
-    );
+    pbkdf2::pbkdf2_hmac::<Sha256>(password.as_bytes(), &parsed.salt, parsed.iterations, &mut out);
     constant_time_eq(&out, &parsed.hash)
 }
 
@@ -146,11 +127,7 @@ pub fn verify_password(password: &str, phc: &str) -> bool {
 pub fn decoy_hash(iterations: u32) -> Result<String, ApiError> {
     let salt = random_bytes::<SALT_BYTES>()?;
     let digest = random_bytes::<HASH_BYTES>()?;
-    Ok(format!(
-        "${PHC_ID}$i={iterations},l={HASH_BYTES}${}${}",
-        base64(&salt),
-        base64(&digest)
-    ))
+    Ok(format!("${PHC_ID}$i={iterations},l={HASH_BYTES}${}${}", base64(&salt), base64(&digest)))
 }
 
 /// PBKDF2 work that the loop hands to a connection thread.
@@ -170,13 +147,8 @@ pub enum PasswordOutcome {
 impl PasswordJob {
     pub fn run(self) -> PasswordOutcome {
         match self {
-            PasswordJob::Hash {
-                password,
-                iterations,
-            } => PasswordOutcome::Hashed(hash_password(&password, iterations)),
-            PasswordJob::Verify { password, phc } => {
-                PasswordOutcome::Verified(verify_password(&password, &phc))
-            }
+            PasswordJob::Hash { password, iterations } => PasswordOutcome::Hashed(hash_password(&password, iterations)),
+            PasswordJob::Verify { password, phc } => PasswordOutcome::Verified(verify_password(&password, &phc)),
         }
     }
 }
@@ -190,10 +162,7 @@ mod tests {
         // RFC 7914 §11: PBKDF2-HMAC-SHA256, P="passwd", S="salt", c=1, dkLen=64 (first 32 bytes).
         let phc = phc_string("passwd", b"salt", 1);
         let parsed = parse_phc(&phc).unwrap();
-        assert_eq!(
-            hex(&parsed.hash),
-            "55ac046e56e3089fec1691c22544b605f94185216dde0465e68b9d57c20dacbc"
-        );
+        assert_eq!(hex(&parsed.hash), "55ac046e56e3089fec1691c22544b605f94185216dde0465e68b9d57c20dacbc");
         assert_eq!(parsed.iterations, 1);
     }
 
@@ -204,11 +173,7 @@ mod tests {
         assert!(verify_password("correct horse", &phc));
         assert!(!verify_password("correct horsE", &phc));
         assert!(!verify_password("correct horse", "garbage"));
-        assert_ne!(
-            phc,
-            hash_password("correct horse", 1000).unwrap(),
-            "salts differ"
-        );
+        assert_ne!(phc, hash_password("correct horse", 1000).unwrap(), "salts differ");
     }
 
     #[test]
@@ -229,10 +194,7 @@ mod tests {
 
     #[test]
     fn ids_normalise() {
-        assert_eq!(
-            normalise_id("  Alice@Example.ORG \n").unwrap(),
-            "alice@example.org"
-        );
+        assert_eq!(normalise_id("  Alice@Example.ORG \n").unwrap(), "alice@example.org");
         assert_eq!(normalise_id("Ünïcode").unwrap(), "Ünïcode");
         assert!(normalise_id("   ").is_err());
         assert!(normalise_id("a\u{7}b").is_err());
@@ -267,15 +229,8 @@ mod tests {
     fn tokens_and_comparison() {
         let token = new_token().unwrap();
         assert_eq!(token.len(), 43);
-        assert!(
-            token
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        );
-        assert_eq!(
-            token_hash("abc"),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-        );
+        assert!(token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+        assert_eq!(token_hash("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
         assert!(constant_time_eq(b"abc", b"abc"));
         assert!(!constant_time_eq(b"abc", b"abd"));
         assert!(!constant_time_eq(b"abc", b"ab"));

@@ -75,19 +75,14 @@ impl Staging {
     /// Flushes the data to stable storage.
     pub fn finish(self) -> io::Result<Staged> {
         self.file.sync_all()?;
-        Ok(Staged {
-            path: self.path,
-            size: self.size,
-        })
+        Ok(Staged { path: self.path, size: self.size })
     }
 }
 
 impl Blobs {
     /// Creates `tmp/` and `stores/00` … `stores/ff` under `root` if missing.
     pub fn open(root: &Path) -> io::Result<Blobs> {
-        let blobs = Blobs {
-            root: root.to_path_buf(),
-        };
+        let blobs = Blobs { root: root.to_path_buf() };
         fs::create_dir_all(root.join(TMP))?;
         for prefix in 0..=255u8 {
             fs::create_dir_all(root.join(STORES).join(hex(&[prefix])))?;
@@ -100,15 +95,8 @@ impl Blobs {
     /// Starts an upload in `tmp/`.
     pub fn stage(&self) -> io::Result<Staging> {
         let path = self.root.join(TMP).join(format!("{}.part", random_name()?));
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)?;
-        Ok(Staging {
-            file,
-            path: TempPath(Some(path)),
-            size: 0,
-        })
+        let file = OpenOptions::new().write(true).create_new(true).open(&path)?;
+        Ok(Staging { file, path: TempPath(Some(path)), size: 0 })
     }
 
     /// Moves a staged upload to a new name under `stores/` and makes the
@@ -117,11 +105,7 @@ impl Blobs {
         let random = random_name()?;
         let name = format!("{}/{}", &random[..2], random);
         let target = self.path_of(&name)?;
-        let source = staged
-            .path
-            .0
-            .clone()
-            .ok_or_else(|| io::Error::other("staged file already published"))?;
+        let source = staged.path.0.clone().ok_or_else(|| io::Error::other("staged file already published"))?;
         fs::rename(&source, &target)?;
         staged.path.disarm();
         let synced = target.parent().map_or(Ok(()), sync_dir);
@@ -159,9 +143,7 @@ impl Blobs {
             if !dry_run {
                 remove_entry(&entry.path())?;
             }
-            sweep
-                .temp_files
-                .push(format!("{TMP}/{}", entry.file_name().to_string_lossy()));
+            sweep.temp_files.push(format!("{TMP}/{}", entry.file_name().to_string_lossy()));
         }
         for dir in fs::read_dir(self.root.join(STORES))? {
             let dir = dir?;
@@ -169,18 +151,12 @@ impl Blobs {
                 if !dry_run {
                     remove_entry(&dir.path())?;
                 }
-                sweep
-                    .orphans
-                    .push(format!("{STORES}/{}", dir.file_name().to_string_lossy()));
+                sweep.orphans.push(format!("{STORES}/{}", dir.file_name().to_string_lossy()));
                 continue;
             }
             for entry in fs::read_dir(dir.path())? {
                 let entry = entry?;
-                let name = format!(
-                    "{}/{}",
-                    dir.file_name().to_string_lossy(),
-                    entry.file_name().to_string_lossy()
-                );
+                let name = format!("{}/{}", dir.file_name().to_string_lossy(), entry.file_name().to_string_lossy());
                 if !referenced.contains(&name) {
                     if !dry_run {
                         remove_entry(&entry.path())?;
@@ -200,16 +176,11 @@ impl Blobs {
         let well_formed = name.len() == 35
             && name.as_bytes()[2] == b'/'
             && name[..2] == name[3..5]
-            && name[3..]
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+            && name[3..].bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
         if well_formed {
             Ok(self.root.join(STORES).join(name))
         } else {
-            Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "malformed store file name",
-            ))
+            Err(io::Error::new(io::ErrorKind::InvalidData, "malformed store file name"))
         }
     }
 }
@@ -221,11 +192,7 @@ fn random_name() -> io::Result<String> {
 }
 
 fn remove_entry(path: &Path) -> io::Result<()> {
-    if path.is_dir() {
-        fs::remove_dir_all(path)
-    } else {
-        fs::remove_file(path)
-    }
+    if path.is_dir() { fs::remove_dir_all(path) } else { fs::remove_file(path) }
 }
 
 /// Makes a directory's entries (creations, renames) durable.
@@ -251,10 +218,7 @@ mod tests {
         assert_eq!(upload.size, 5);
         let name = blobs.publish(upload).unwrap();
         assert_eq!(blobs.size_of(&name).unwrap(), 5);
-        assert_eq!(
-            io::read_to_string(blobs.open_file(&name).unwrap()).unwrap(),
-            "hello"
-        );
+        assert_eq!(io::read_to_string(blobs.open_file(&name).unwrap()).unwrap(), "hello");
         assert!(fs::read_dir(dir.path().join(TMP)).unwrap().next().is_none());
         blobs.remove(&name).unwrap();
         blobs.remove(&name).unwrap();

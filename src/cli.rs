@@ -48,20 +48,14 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
         [] | ["serve"] => with_config(|config| serve::serve(config).map(|()| ExitCode::SUCCESS)),
         ["account", "add", id] => with_config(|config| account_add(&config, id)),
         _ => {
-            eprintln!(
-                "sync-node: unknown command '{}'\n\n{}",
-                words.join(" "),
-                usage()
-            );
+            eprintln!("sync-node: unknown command '{}'\n\n{}", words.join(" "), usage());
             ExitCode::from(2)
         }
     }
 }
 
 fn with_config(command: impl FnOnce(Config) -> Result<ExitCode, StartupError>) -> ExitCode {
-    let outcome = Config::from_env()
-        .map_err(|err| StartupError(err.to_string()))
-        .and_then(command);
+    let outcome = Config::from_env().map_err(|err| StartupError(err.to_string())).and_then(command);
     outcome.unwrap_or_else(|err| {
         eprintln!("sync-node: {err}");
         ExitCode::from(2)
@@ -72,20 +66,16 @@ fn with_config(command: impl FnOnce(Config) -> Result<ExitCode, StartupError>) -
 fn account_add(config: &Config, id: &str) -> Result<ExitCode, StartupError> {
     let mut password = String::new();
     if let Err(err) = io::stdin().lock().read_line(&mut password) {
-        return Ok(failed(&format!(
-            "cannot read the password from stdin: {err}"
-        )));
+        return Ok(failed(&format!("cannot read the password from stdin: {err}")));
     }
     let password = password.strip_suffix('\n').unwrap_or(&password);
     let password = password.strip_suffix('\r').unwrap_or(password);
     let data = serve::open_data_dir(&config.static_root)?;
-    let created = auth::normalise_id(id)
-        .and_then(|id| auth::check_password(password).map(|()| id))
-        .and_then(|id| {
-            let account_id = auth::account_hash(&data.secret, &id);
-            let phc = auth::hash_password(password, config.pbkdf2_iterations)?;
-            api::create_account(data.db.conn(), &account_id, &phc)
-        });
+    let created = auth::normalise_id(id).and_then(|id| auth::check_password(password).map(|()| id)).and_then(|id| {
+        let account_id = auth::account_hash(&data.secret, &id);
+        let phc = auth::hash_password(password, config.pbkdf2_iterations)?;
+        api::create_account(data.db.conn(), &account_id, &phc)
+    });
     Ok(match created {
         Ok(_) => {
             println!("account created");

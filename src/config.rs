@@ -9,58 +9,18 @@ use std::path::PathBuf;
 
 /// Every variable the server reads, with its default, for `--help`.
 pub const VARIABLES: &[(&str, &str, &str)] = &[
-    (
-        "PORT",
-        "8080",
-        "TCP port (0 picks a free one; the address is printed at start)",
-    ),
+    ("PORT", "8080", "TCP port (0 picks a free one; the address is printed at start)"),
     ("BIND", "0.0.0.0", "address to listen on"),
-    (
-        "STATIC_ROOT",
-        "./data",
-        "directory for the database and store files; created if missing",
-    ),
+    ("STATIC_ROOT", "./data", "directory for the database and store files; created if missing"),
     ("MAX_STORE_BYTES", "67108864", "largest store body in bytes"),
-    (
-        "QUOTA_BYTES",
-        "unset",
-        "per-account total of owned stores in bytes",
-    ),
-    (
-        "REGISTRATION",
-        "open",
-        "open, or closed (accounts then only via `sync-node account add`)",
-    ),
-    (
-        "SESSION_TTL_DAYS",
-        "30",
-        "session lifetime in days (1..=3650)",
-    ),
-    (
-        "CORS_ORIGINS",
-        "*",
-        "* or a comma-separated list of allowed origins",
-    ),
-    (
-        "RESET_HOOK",
-        "unset",
-        "program run for each password-reset request",
-    ),
-    (
-        "PBKDF2_ITERATIONS",
-        "600000",
-        "PBKDF2 cost for new password hashes (1000..=100000000)",
-    ),
-    (
-        "TRUST_PROXY",
-        "unset",
-        "1: the client address comes from X-Forwarded-For",
-    ),
-    (
-        "MAX_CONNECTIONS",
-        "256",
-        "open connections at once (1..=65536); past it, 503",
-    ),
+    ("QUOTA_BYTES", "unset", "per-account total of owned stores in bytes"),
+    ("REGISTRATION", "open", "open, or closed (accounts then only via `sync-node account add`)"),
+    ("SESSION_TTL_DAYS", "30", "session lifetime in days (1..=3650)"),
+    ("CORS_ORIGINS", "*", "* or a comma-separated list of allowed origins"),
+    ("RESET_HOOK", "unset", "program run for each password-reset request"),
+    ("PBKDF2_ITERATIONS", "600000", "PBKDF2 cost for new password hashes (1000..=100000000)"),
+    ("TRUST_PROXY", "unset", "1: the client address comes from X-Forwarded-For"),
+    ("MAX_CONNECTIONS", "256", "open connections at once (1..=65536); past it, 503"),
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,10 +64,9 @@ impl Config {
         let mut pairs = Vec::new();
         for (name, _, _) in VARIABLES {
             if let Some(value) = std::env::var_os(name) {
-                let value = value.into_string().map_err(|_| ConfigError {
-                    variable: name,
-                    problem: "the value is not valid UTF-8".into(),
-                })?;
+                let value = value
+                    .into_string()
+                    .map_err(|_| ConfigError { variable: name, problem: "the value is not valid UTF-8".into() })?;
                 pairs.push((name.to_string(), value));
             }
         }
@@ -115,30 +74,17 @@ impl Config {
     }
 
     /// The pure parser. Unknown names are ignored; an empty value means unset.
-    pub fn from_pairs<I: IntoIterator<Item = (String, String)>>(
-        pairs: I,
-    ) -> Result<Config, ConfigError> {
-        let vars: HashMap<String, String> = pairs
-            .into_iter()
-            .filter(|(_, v)| !v.trim().is_empty())
-            .collect();
+    pub fn from_pairs<I: IntoIterator<Item = (String, String)>>(pairs: I) -> Result<Config, ConfigError> {
+        let vars: HashMap<String, String> = pairs.into_iter().filter(|(_, v)| !v.trim().is_empty()).collect();
         let get = |name: &str| vars.get(name).map(|v| v.trim());
         Ok(Config {
             port: number(get("PORT"), "PORT", 8080, 0, u16::MAX)?,
             bind: match get("BIND") {
                 None => IpAddr::from([0, 0, 0, 0]),
-                Some(text) => text
-                    .parse()
-                    .map_err(|_| error("BIND", format!("'{text}' is not an IP address")))?,
+                Some(text) => text.parse().map_err(|_| error("BIND", format!("'{text}' is not an IP address")))?,
             },
             static_root: PathBuf::from(get("STATIC_ROOT").unwrap_or("./data")),
-            max_store_bytes: number(
-                get("MAX_STORE_BYTES"),
-                "MAX_STORE_BYTES",
-                64 * 1024 * 1024,
-                1,
-                u64::MAX,
-            )?,
+            max_store_bytes: number(get("MAX_STORE_BYTES"), "MAX_STORE_BYTES", 64 * 1024 * 1024, 1, u64::MAX)?,
             quota_bytes: match get("QUOTA_BYTES") {
                 None => None,
                 value => Some(number(value, "QUOTA_BYTES", 0, 0, u64::MAX)?),
@@ -147,30 +93,18 @@ impl Config {
                 None | Some("open") => true,
                 Some("closed") => false,
                 Some(other) => {
-                    return Err(error(
-                        "REGISTRATION",
-                        format!("'{other}' is neither 'open' nor 'closed'"),
-                    ));
+                    return Err(error("REGISTRATION", format!("'{other}' is neither 'open' nor 'closed'")));
                 }
             },
             session_ttl_days: number(get("SESSION_TTL_DAYS"), "SESSION_TTL_DAYS", 30, 1, 3650)?,
             cors_origins: cors(get("CORS_ORIGINS"))?,
             reset_hook: get("RESET_HOOK").map(PathBuf::from),
-            pbkdf2_iterations: number(
-                get("PBKDF2_ITERATIONS"),
-                "PBKDF2_ITERATIONS",
-                600_000,
-                1000,
-                100_000_000,
-            )?,
+            pbkdf2_iterations: number(get("PBKDF2_ITERATIONS"), "PBKDF2_ITERATIONS", 600_000, 1000, 100_000_000)?,
             trust_proxy: match get("TRUST_PROXY") {
                 None | Some("0") => false,
                 Some("1") => true,
                 Some(other) => {
-                    return Err(error(
-                        "TRUST_PROXY",
-                        format!("'{other}' is neither 1 nor 0"),
-                    ));
+                    return Err(error("TRUST_PROXY", format!("'{other}' is neither 1 nor 0")));
                 }
             },
             max_connections: number(get("MAX_CONNECTIONS"), "MAX_CONNECTIONS", 256, 1, 65_536)?,
@@ -182,13 +116,7 @@ fn error(variable: &'static str, problem: String) -> ConfigError {
     ConfigError { variable, problem }
 }
 
-fn number<T>(
-    value: Option<&str>,
-    variable: &'static str,
-    default: T,
-    min: T,
-    max: T,
-) -> Result<T, ConfigError>
+fn number<T>(value: Option<&str>, variable: &'static str, default: T, min: T, max: T) -> Result<T, ConfigError>
 where
     T: std::str::FromStr + PartialOrd + fmt::Display + Copy,
 {
@@ -197,10 +125,7 @@ where
     };
     match text.parse::<T>() {
         Ok(n) if n >= min && n <= max => Ok(n),
-        _ => Err(error(
-            variable,
-            format!("'{text}' is not a whole number from {min} to {max}"),
-        )),
+        _ => Err(error(variable, format!("'{text}' is not a whole number from {min} to {max}"))),
     }
 }
 
@@ -210,10 +135,7 @@ fn cors(value: Option<&str>) -> Result<CorsOrigins, ConfigError> {
         Some(list) => {
             let origins: Vec<String> = list.split(',').map(|o| o.trim().to_owned()).collect();
             match origins.iter().find(|o| !is_origin(o)) {
-                Some(bad) => Err(error(
-                    "CORS_ORIGINS",
-                    format!("'{bad}' is not an origin like https://app.example"),
-                )),
+                Some(bad) => Err(error("CORS_ORIGINS", format!("'{bad}' is not an origin like https://app.example"))),
                 None => Ok(CorsOrigins::List(origins)),
             }
         }
@@ -224,9 +146,7 @@ fn is_origin(text: &str) -> bool {
     match text.split_once("://") {
         Some((scheme, host)) => {
             !scheme.is_empty()
-                && scheme
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b))
+                && scheme.bytes().all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b))
                 && !host.is_empty()
                 && !host.contains('/')
                 && host.bytes().all(|b| b.is_ascii_graphic())
@@ -282,10 +202,7 @@ mod tests {
         assert!(!config.registration_open);
         assert_eq!(
             config.cors_origins,
-            CorsOrigins::List(vec![
-                "https://a.example".into(),
-                "http://localhost:3000".into()
-            ])
+            CorsOrigins::List(vec!["https://a.example".into(), "http://localhost:3000".into()])
         );
         assert!(config.trust_proxy);
         assert_eq!(config.session_ttl_days, 30);
@@ -297,35 +214,14 @@ mod tests {
         assert_eq!(failing_variable(&[("PORT", "65536")]), "PORT");
         assert_eq!(failing_variable(&[("PORT", "-1")]), "PORT");
         assert_eq!(failing_variable(&[("BIND", "localhost")]), "BIND");
-        assert_eq!(
-            failing_variable(&[("MAX_STORE_BYTES", "0")]),
-            "MAX_STORE_BYTES"
-        );
+        assert_eq!(failing_variable(&[("MAX_STORE_BYTES", "0")]), "MAX_STORE_BYTES");
         assert_eq!(failing_variable(&[("QUOTA_BYTES", "1e6")]), "QUOTA_BYTES");
-        assert_eq!(
-            failing_variable(&[("REGISTRATION", "Open")]),
-            "REGISTRATION"
-        );
-        assert_eq!(
-            failing_variable(&[("SESSION_TTL_DAYS", "0")]),
-            "SESSION_TTL_DAYS"
-        );
-        assert_eq!(
-            failing_variable(&[("CORS_ORIGINS", "a.example")]),
-            "CORS_ORIGINS"
-        );
-        assert_eq!(
-            failing_variable(&[("CORS_ORIGINS", "https://a.example,")]),
-            "CORS_ORIGINS"
-        );
-        assert_eq!(
-            failing_variable(&[("PBKDF2_ITERATIONS", "999")]),
-            "PBKDF2_ITERATIONS"
-        );
+        assert_eq!(failing_variable(&[("REGISTRATION", "Open")]), "REGISTRATION");
+        assert_eq!(failing_variable(&[("SESSION_TTL_DAYS", "0")]), "SESSION_TTL_DAYS");
+        assert_eq!(failing_variable(&[("CORS_ORIGINS", "a.example")]), "CORS_ORIGINS");
+        assert_eq!(failing_variable(&[("CORS_ORIGINS", "https://a.example,")]), "CORS_ORIGINS");
+        assert_eq!(failing_variable(&[("PBKDF2_ITERATIONS", "999")]), "PBKDF2_ITERATIONS");
         assert_eq!(failing_variable(&[("TRUST_PROXY", "yes")]), "TRUST_PROXY");
-        assert_eq!(
-            failing_variable(&[("MAX_CONNECTIONS", "0")]),
-            "MAX_CONNECTIONS"
-        );
+        assert_eq!(failing_variable(&[("MAX_CONNECTIONS", "0")]), "MAX_CONNECTIONS");
     }
 }

@@ -37,10 +37,7 @@ mod tests {
     use super::*;
 
     fn value<'a>(headers: &'a [(&'static str, String)], name: &str) -> Option<&'a str> {
-        headers
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map(|(_, v)| v.as_str())
+        headers.iter().find(|(n, _)| *n == name).map(|(_, v)| v.as_str())
     }
 
     #[test]
@@ -55,19 +52,12 @@ mod tests {
     fn listed_origin_is_echoed_and_others_omitted() {
         let policy = CorsOrigins::List(vec!["https://a.example".into()]);
         let h = headers(&policy, Some(b"https://a.example"));
-        assert_eq!(
-            value(&h, "Access-Control-Allow-Origin"),
-            Some("https://a.example")
-        );
+        assert_eq!(value(&h, "Access-Control-Allow-Origin"), Some("https://a.example"));
         assert_eq!(value(&h, "Vary"), Some("Origin"));
         let h = headers(&policy, Some(b"https://evil.example"));
         assert_eq!(value(&h, "Access-Control-Allow-Origin"), None);
         let h = headers(&policy, None);
         assert_eq!(value(&h, "Access-Control-Allow-Origin"), None);
-        assert!(
-            value(&h, "Access-Control-Expose-Headers")
-                .unwrap()
-                .contains("Sync-Seq")
-        );
+        assert!(value(&h, "Access-Control-Expose-Headers").unwrap().contains("Sync-Seq"));
     }
 }

@@ -21,10 +21,7 @@ pub fn unhex(text: &str) -> Option<Vec<u8>> {
     if bytes.len() % 2 != 0 {
         return None;
     }
-    bytes
-        .chunks(2)
-        .map(|pair| Some(hex_digit(pair[0])? << 4 | hex_digit(pair[1])?))
-        .collect()
+    bytes.chunks(2).map(|pair| Some(hex_digit(pair[0])? << 4 | hex_digit(pair[1])?)).collect()
 }
 
 /// The value of one hex digit.
@@ -81,9 +78,7 @@ fn encode64(bytes: &[u8], alphabet: &[u8; 64]) -> String {
 /// An IMF-fixdate (RFC 9110 §5.6.7) for a time in milliseconds since the epoch.
 pub fn http_date(epoch_ms: i64) -> String {
     const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
+    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
     let secs = epoch_ms.div_euclid(1000);
     let days = secs.div_euclid(86_400);
     let of_day = secs.rem_euclid(86_400);
@@ -150,9 +145,6 @@ mod tests {
     fn http_dates() {
         assert_eq!(http_date(0), "Thu, 01 Jan 1970 00:00:00 GMT");
         assert_eq!(http_date(784_111_777_000), "Sun, 06 Nov 1994 08:49:37 GMT");
-        assert_eq!(
-            http_date(1_709_164_800_999),
-            "Thu, 29 Feb 2024 00:00:00 GMT"
-        );
+        assert_eq!(http_date(1_709_164_800_999), "Thu, 29 Feb 2024 00:00:00 GMT");
     }
 }

@@ -97,7 +97,9 @@ impl ApiError {
             }
             ApiError::AccountExists => "An account with that id exists.".into(),
             ApiError::LastOwner => "A store must keep at least one owner.".into(),
-            ApiError::Gone => "That sequence number is older than the retained change log; list again with since=0.".into(),
+            ApiError::Gone => {
+                "That sequence number is older than the retained change log; list again with since=0.".into()
+            }
             ApiError::PreconditionFailed(_) => "The store is not at the version the precondition names.".into(),
             ApiError::PayloadTooLarge(what) => format!("The {what} is larger than the server accepts."),
             ApiError::UriTooLong => "The request line is too long.".into(),
@@ -123,8 +125,7 @@ impl ApiError {
         match self {
             ApiError::Unauthorized => response.header("WWW-Authenticate", "Bearer"),
             ApiError::MethodNotAllowed { allow } => response.header("Allow", allow),
-            ApiError::TooManyRequests { retry_after_secs }
-            | ApiError::Unavailable { retry_after_secs } => {
+            ApiError::TooManyRequests { retry_after_secs } | ApiError::Unavailable { retry_after_secs } => {
                 response.header("Retry-After", retry_after_secs.to_string())
             }
             ApiError::PreconditionFailed(Some(current)) => {
@@ -162,20 +163,13 @@ impl From<rusqlite::Error> for ApiError {
 
 impl From<io::Error> for ApiError {
     fn from(err: io::Error) -> Self {
-        if is_out_of_space(&err) {
-            ApiError::InsufficientStorage
-        } else {
-            ApiError::Internal(format!("i/o: {err}"))
-        }
+        if is_out_of_space(&err) { ApiError::InsufficientStorage } else { ApiError::Internal(format!("i/o: {err}")) }
     }
 }
 
 /// ENOSPC or EDQUOT: the disk (or the user's disk quota) is full.
 pub fn is_out_of_space(err: &io::Error) -> bool {
-    matches!(
-        err.kind(),
-        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
-    )
+    matches!(err.kind(), io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded)
 }
 
 #[cfg(test)]
@@ -199,13 +193,7 @@ mod tests {
 
     #[test]
     fn precondition_failed_carries_current_version() {
-        let current = CurrentVersion {
-            token: "ab".into(),
-            size: 3,
-            modified: 5,
-            seq: 7,
-            meta: None,
-        };
+        let current = CurrentVersion { token: "ab".into(), size: 3, modified: 5, seq: 7, meta: None };
         let response = ApiError::PreconditionFailed(Some(current)).into_response();
         assert_eq!(response.header_value("ETag"), Some("\"ab\""));
         let body: Value = serde_json::from_slice(response.body_bytes()).unwrap();

@@ -18,6 +18,7 @@ pub mod encoding;
 pub mod error;
 pub mod http;
 pub mod permission;
+pub mod polls;
 pub mod precondition;
 pub mod router;
 pub mod secret;

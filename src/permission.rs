@@ -35,9 +35,7 @@ pub fn require(held: Option<Permission>, needed: Permission) -> Result<Permissio
     match held {
         None => Err(ApiError::NotFound),
         Some(held) if held >= needed => Ok(held),
-        Some(_) => Err(ApiError::Forbidden(
-            "Your permission on this store does not allow that.",
-        )),
+        Some(_) => Err(ApiError::Forbidden("Your permission on this store does not allow that.")),
     }
 }
 
@@ -49,27 +47,9 @@ mod tests {
     fn levels_include_lower_ones() {
         assert!(require(Some(Permission::Own), Permission::Write).is_ok());
         assert!(require(Some(Permission::Write), Permission::Read).is_ok());
-        assert_eq!(
-            require(Some(Permission::Read), Permission::Write)
-                .unwrap_err()
-                .status_and_code()
-                .0,
-            403
-        );
-        assert_eq!(
-            require(Some(Permission::Write), Permission::Own)
-                .unwrap_err()
-                .status_and_code()
-                .0,
-            403
-        );
-        assert_eq!(
-            require(None, Permission::Read)
-                .unwrap_err()
-                .status_and_code()
-                .0,
-            404
-        );
+        assert_eq!(require(Some(Permission::Read), Permission::Write).unwrap_err().status_and_code().0, 403);
+        assert_eq!(require(Some(Permission::Write), Permission::Own).unwrap_err().status_and_code().0, 403);
+        assert_eq!(require(None, Permission::Read).unwrap_err().status_and_code().0, 404);
     }
 
     #[test]

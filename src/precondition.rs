@@ -27,28 +27,16 @@ pub enum Refusal {
 }
 
 /// Parses the conditional headers of a PUT or DELETE.
-pub fn parse_write(
-    if_match: Option<&str>,
-    if_none_match: Option<&str>,
-) -> Result<Precondition, ApiError> {
+pub fn parse_write(if_match: Option<&str>, if_none_match: Option<&str>) -> Result<Precondition, ApiError> {
     match (if_match, if_none_match) {
-        (Some(_), Some(_)) => Err(ApiError::bad_request(
-            "If-Match and If-None-Match together are not allowed.",
-        )),
+        (Some(_), Some(_)) => Err(ApiError::bad_request("If-Match and If-None-Match together are not allowed.")),
         (None, None) => Ok(Precondition::None),
         (None, Some(value)) if value.trim() == "*" => Ok(Precondition::Absent),
-        (None, Some(_)) => Err(ApiError::bad_request(
-            "On a write, If-None-Match may only be *.",
-        )),
+        (None, Some(_)) => Err(ApiError::bad_request("On a write, If-None-Match may only be *.")),
         (Some(value), None) => Ok(match parse_tags(value)? {
             Tags::Any => Precondition::AnyVersion,
             // RFC 9110: If-Match compares strongly, so weak tags never match.
-            Tags::List(tags) => Precondition::OneOf(
-                tags.into_iter()
-                    .filter(|t| !t.weak)
-                    .map(|t| t.opaque)
-                    .collect(),
-            ),
+            Tags::List(tags) => Precondition::OneOf(tags.into_iter().filter(|t| !t.weak).map(|t| t.opaque).collect()),
         }),
     }
 }
@@ -111,26 +99,16 @@ fn parse_tags(value: &str) -> Result<Tags, ApiError> {
         return Ok(Tags::Any);
     }
     let mut tags = Vec::new();
-    for item in value
-        .split(',')
-        .map(str::trim)
-        .filter(|item| !item.is_empty())
-    {
+    for item in value.split(',').map(str::trim).filter(|item| !item.is_empty()) {
         let (weak, quoted) = match item.strip_prefix("W/") {
             Some(rest) => (true, rest),
             None => (false, item),
         };
-        let opaque = quoted
-            .strip_prefix('"')
-            .and_then(|q| q.strip_suffix('"'))
-            .ok_or_else(bad)?;
+        let opaque = quoted.strip_prefix('"').and_then(|q| q.strip_suffix('"')).ok_or_else(bad)?;
         if opaque.contains('"') {
             return Err(bad());
         }
-        tags.push(Tag {
-            weak,
-            opaque: opaque.to_owned(),
-        });
+        tags.push(Tag { weak, opaque: opaque.to_owned() });
     }
     if tags.is_empty() {
         return Err(bad());

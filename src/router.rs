@@ -21,6 +21,9 @@ pub enum Route {
     GetStore(String),
     PutStore(String),
     DeleteStore(String),
+    GetPermissions(String),
+    SetPermission(String),
+    Changes,
 }
 
 impl Route {
@@ -68,6 +71,16 @@ pub fn route(method: &str, path: &str) -> Result<Route, ApiError> {
                 _ => allow("GET, HEAD, PUT, DELETE"),
             }
         }
+        ["stores", key, "permissions"] => {
+            let key = decode_key(key)?;
+            match method {
+                "GET" | "HEAD" => Ok(Route::GetPermissions(key)),
+                "PUT" => Ok(Route::SetPermission(key)),
+                _ => allow("GET, HEAD, PUT"),
+            }
+        }
+        ["changes"] if get => Ok(Route::Changes),
+        ["changes"] => allow("GET, HEAD"),
         _ => Err(ApiError::NotFound),
     }
 }
@@ -119,32 +132,14 @@ mod tests {
         assert_eq!(route("HEAD", "/v1/info").unwrap(), Route::Info);
         assert_eq!(route("POST", "/v1/accounts").unwrap(), Route::Register);
         assert_eq!(route("POST", "/v1/sessions").unwrap(), Route::Login);
-        assert_eq!(
-            route("DELETE", "/v1/sessions").unwrap(),
-            Route::LogoutEverywhere
-        );
-        assert_eq!(
-            route("DELETE", "/v1/sessions/current").unwrap(),
-            Route::Logout
-        );
+        assert_eq!(route("DELETE", "/v1/sessions").unwrap(), Route::LogoutEverywhere);
+        assert_eq!(route("DELETE", "/v1/sessions/current").unwrap(), Route::Logout);
         assert_eq!(route("GET", "/v1/account").unwrap(), Route::Account);
         assert_eq!(route("GET", "/v1/stores").unwrap(), Route::ListStores);
-        assert_eq!(
-            route("PUT", "/v1/stores/a%20b").unwrap(),
-            Route::PutStore("a b".into())
-        );
-        assert_eq!(
-            route("HEAD", "/v1/stores/k").unwrap(),
-            Route::GetStore("k".into())
-        );
-        assert_eq!(
-            route("DELETE", "/v1/stores/k").unwrap(),
-            Route::DeleteStore("k".into())
-        );
-        assert_eq!(
-            route("OPTIONS", "/v1/anything/at/all").unwrap(),
-            Route::Preflight
-        );
+        assert_eq!(route("PUT", "/v1/stores/a%20b").unwrap(), Route::PutStore("a b".into()));
+        assert_eq!(route("HEAD", "/v1/stores/k").unwrap(), Route::GetStore("k".into()));
+        assert_eq!(route("DELETE", "/v1/stores/k").unwrap(), Route::DeleteStore("k".into()));
+        assert_eq!(route("OPTIONS", "/v1/anything/at/all").unwrap(), Route::Preflight);
     }
 
     #[test]
@@ -154,6 +149,9 @@ mod tests {
         assert_eq!(status("GET", "/v2/health"), (404, "not_found"));
         assert_eq!(status("GET", "/v1/health/x"), (404, "not_found"));
         assert_eq!(status("GET", "/v1/stores/k/x/y"), (404, "not_found"));
+        assert_eq!(status("GET", "/v1/stores/k/other"), (404, "not_found"));
+        assert_eq!(status("DELETE", "/v1/stores/k/permissions"), (405, "method_not_allowed"));
+        assert_eq!(status("POST", "/v1/changes"), (405, "method_not_allowed"));
         assert_eq!(status("OPTIONS", "/v2"), (404, "not_found"));
         assert_eq!(status("POST", "/v1/health"), (405, "method_not_allowed"));
         assert_eq!(status("GET", "/v1/accounts"), (405, "method_not_allowed"));
@@ -170,22 +168,8 @@ mod tests {
         assert_eq!(decode_key("%C3%A9t%C3%A9").unwrap(), "été");
         assert_eq!(decode_key("a+b").unwrap(), "a+b");
         assert_eq!(decode_key(&"k".repeat(1024)).unwrap().len(), 1024);
-        for bad in [
-            "",
-            "%",
-            "%4",
-            "%zz",
-            "%FF",
-            "a%00b",
-            "%7F",
-            &"k".repeat(1025),
-            &"%41".repeat(1025),
-        ] {
-            assert_eq!(
-                decode_key(bad).unwrap_err().status_and_code().0,
-                400,
-                "{bad:?}"
-            );
+        for bad in ["", "%", "%4", "%zz", "%FF", "a%00b", "%7F", &"k".repeat(1025), &"%41".repeat(1025)] {
+            assert_eq!(decode_key(bad).unwrap_err().status_and_code().0, 400, "{bad:?}");
         }
     }
 }

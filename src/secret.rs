@@ -31,12 +31,7 @@ fn create(root: &Path) -> io::Result<Vec<u8>> {
     let mut secret = vec![0u8; SECRET_BYTES];
     getrandom::fill(&mut secret).map_err(|err| io::Error::other(err.to_string()))?;
     let staging = root.join(format!("{FILE_NAME}.new"));
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&staging)?;
+    let mut file = OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&staging)?;
     file.write_all(&secret)?;
     file.sync_all()?;
     fs::rename(&staging, root.join(FILE_NAME))?;
@@ -55,10 +50,7 @@ mod tests {
         let first = load_or_create(dir.path()).unwrap();
         assert_eq!(first.len(), SECRET_BYTES);
         assert_eq!(load_or_create(dir.path()).unwrap(), first);
-        let mode = fs::metadata(dir.path().join(FILE_NAME))
-            .unwrap()
-            .permissions()
-            .mode();
+        let mode = fs::metadata(dir.path().join(FILE_NAME)).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
     }
 

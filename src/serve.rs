@@ -11,6 +11,7 @@ use crate::db::{self, Db};
 use crate::error::ApiError;
 use crate::http::Limits;
 use crate::http::listener;
+use crate::polls::Polls;
 use crate::secret;
 use crate::server;
 use crate::worker::{self, Gate, Shared};
@@ -21,6 +22,9 @@ use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
 use std::sync::{Arc, mpsc};
 use std::thread;
+
+/// Long-polls one account may hold at once; past it the oldest is answered.
+const MAX_POLLS_PER_ACCOUNT: usize = 64;
 
 /// Why the server could not start; the message names what to fix.
 #[derive(Debug)]
@@ -42,11 +46,9 @@ pub struct DataDir {
 /// and opens the database.
 pub fn open_data_dir(root: &Path) -> Result<DataDir, StartupError> {
     let fail = |problem: String| StartupError(format!("STATIC_ROOT: {problem}"));
-    fs::create_dir_all(root)
-        .map_err(|err| fail(format!("cannot create {}: {err}", root.display())))?;
+    fs::create_dir_all(root).map_err(|err| fail(format!("cannot create {}: {err}", root.display())))?;
     let probe = root.join(".write-test");
-    fs::write(&probe, b"")
-        .map_err(|err| fail(format!("{} is not writable: {err}", root.display())))?;
+    fs::write(&probe, b"").map_err(|err| fail(format!("{} is not writable: {err}", root.display())))?;
     let _ = fs::remove_file(&probe);
     let secret = secret::load_or_create(root).map_err(fail)?;
     let db = Db::open(&root.join(db::FILE_NAME)).map_err(fail)?;
@@ -58,17 +60,11 @@ pub fn serve(config: Config) -> Result<(), StartupError> {
     if let Some(hook) = &config.reset_hook
         && !hook.is_file()
     {
-        return Err(StartupError(format!(
-            "RESET_HOOK: {} is not a file",
-            hook.display()
-        )));
+        return Err(StartupError(format!("RESET_HOOK: {} is not a file", hook.display())));
     }
     let data = open_data_dir(&config.static_root)?;
-    let blobs = Blobs::open(&config.static_root).map_err(|err| {
-        StartupError(format!(
-            "STATIC_ROOT: cannot prepare store directories: {err}"
-        ))
-    })?;
+    let blobs = Blobs::open(&config.static_root)
+        .map_err(|err| StartupError(format!("STATIC_ROOT: cannot prepare store directories: {err}")))?;
     let referenced: HashSet<String> = db::stores::files(data.db.conn())
         .map_err(|err| StartupError(format!("STATIC_ROOT: cannot read the database: {err}")))?
         .into_iter()
@@ -84,13 +80,10 @@ pub fn serve(config: Config) -> Result<(), StartupError> {
         );
     }
     let address = SocketAddr::new(config.bind, config.port);
-    let tcp = TcpListener::bind(address)
-        .map_err(|err| StartupError(format!("PORT: cannot listen on {address}: {err}")))?;
-    let bound = tcp
-        .local_addr()
-        .map_err(|err| StartupError(format!("PORT: {err}")))?;
-    let decoy_hash =
-        auth::decoy_hash(config.pbkdf2_iterations).map_err(|err| StartupError(err.to_string()))?;
+    let tcp =
+        TcpListener::bind(address).map_err(|err| StartupError(format!("PORT: cannot listen on {address}: {err}")))?;
+    let bound = tcp.local_addr().map_err(|err| StartupError(format!("PORT: {err}")))?;
+    let decoy_hash = auth::decoy_hash(config.pbkdf2_iterations).map_err(|err| StartupError(err.to_string()))?;
 
     let config = Arc::new(config);
     let (events, inbox) = mpsc::channel();
@@ -117,29 +110,17 @@ pub fn serve(config: Config) -> Result<(), StartupError> {
         env!("CARGO_PKG_VERSION"),
         config.static_root.display()
     );
-    let app = App {
-        config,
-        db: data.db,
-        blobs,
-        secret: data.secret,
-        decoy_hash,
-    };
+    let polls = Polls::new(MAX_POLLS_PER_ACCOUNT, config.max_connections);
+    let app = App { config, db: data.db, blobs, secret: data.secret, decoy_hash, polls };
     server::run(app, inbox);
     Ok(())
 }
 
 /// The canned answer past the connection cap.
 fn refusal_bytes(config: &Config) -> Arc<[u8]> {
-    let response = ApiError::Unavailable {
-        retry_after_secs: 1,
-    }
-    .into_response();
+    let response = ApiError::Unavailable { retry_after_secs: 1 }.into_response();
     let mut bytes = Vec::new();
-    response.write_head(
-        &mut bytes,
-        &cors::headers(&config.cors_origins, None),
-        false,
-    );
+    response.write_head(&mut bytes, &cors::headers(&config.cors_origins, None), false);
     bytes.extend_from_slice(response.body_bytes());
     bytes.into()
 }

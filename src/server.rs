@@ -3,7 +3,7 @@
 //! for the connection thread that sent it. It never waits on a client or on
 //! PBKDF2; a panic in a handler answers 500 and the loop goes on.
 
-use crate::api::{AfterPassword, App, PendingWrite};
+use crate::api::{AfterPassword, App, Handled, PendingWrite};
 use crate::auth::{PasswordJob, PasswordOutcome};
 use crate::blobs::Staged;
 use crate::error::ApiError;
@@ -11,7 +11,11 @@ use crate::http::{RequestHead, Response};
 use crate::router::Route;
 use std::net::IpAddr;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::mpsc::{Receiver, Sender};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::time::{Duration, Instant};
+
+/// How often expired sessions and old tombstones are pruned.
+const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(600);
 
 /// A request as the loop sees it: the head and (except for uploads, which
 /// are streamed later) the whole body.
@@ -31,10 +35,7 @@ pub enum Step {
     /// send [`Event::Uploaded`] with `then`.
     Receive { limit: u64, then: PendingWrite },
     /// Run PBKDF2, then send [`Event::PasswordDone`] with `then`.
-    Password {
-        job: PasswordJob,
-        then: AfterPassword,
-    },
+    Password { job: PasswordJob, then: AfterPassword },
 }
 
 /// The way back to one connection thread.
@@ -51,50 +52,48 @@ impl Reply {
 /// Everything the loop reacts to.
 #[derive(Debug)]
 pub enum Event {
-    Request {
-        reply: Reply,
-        route: Result<Route, ApiError>,
-        request: Request,
-    },
-    Uploaded {
-        reply: Reply,
-        then: PendingWrite,
-        staged: Staged,
-    },
-    PasswordDone {
-        reply: Reply,
-        then: AfterPassword,
-        outcome: PasswordOutcome,
-    },
+    Request { reply: Reply, route: Result<Route, ApiError>, request: Request },
+    Uploaded { reply: Reply, then: PendingWrite, staged: Staged },
+    PasswordDone { reply: Reply, then: AfterPassword, outcome: PasswordOutcome },
 }
 
-/// Runs until every sender is gone.
+/// Runs until every sender is gone. Between events it answers long-polls
+/// whose wait is over and, every few minutes, prunes what has expired.
 pub fn run(mut app: App, events: Receiver<Event>) {
-    while let Ok(event) = events.recv() {
-        let (reply, outcome) = match event {
-            Event::Request {
-                reply,
-                route,
-                request,
-            } => (reply, guarded(|| app.handle(route, request))),
-            Event::Uploaded {
-                reply,
-                then,
-                staged,
-            } => (reply, guarded(|| app.finish_upload(then, staged))),
-            Event::PasswordDone {
-                reply,
-                then,
-                outcome,
-            } => (reply, guarded(|| app.after_password(then, outcome))),
-        };
-        reply.send(outcome.unwrap_or_else(|err| Step::Respond(err.into_response())));
+    let mut next_maintenance = Instant::now();
+    loop {
+        let now = Instant::now();
+        if now >= next_maintenance {
+            if let Err(err) = guarded(|| app.maintain()) {
+                eprintln!("sync-node: maintenance failed: {err:?}");
+            }
+            next_maintenance = now + MAINTENANCE_INTERVAL;
+        }
+        app.expire_polls(now);
+        let wake = app.next_poll_deadline().map_or(next_maintenance, |deadline| deadline.min(next_maintenance));
+        match events.recv_timeout(wake.saturating_duration_since(now)) {
+            Ok(event) => handle(&mut app, event),
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
     }
+}
+
+fn handle(app: &mut App, event: Event) {
+    let (reply, outcome) = match event {
+        Event::Request { reply, route, request } => match guarded(|| app.handle(route, request)) {
+            Ok(Handled::Park(poll)) => return app.park(reply, poll),
+            Ok(Handled::Step(step)) => (reply, Ok(step)),
+            Err(err) => (reply, Err(err)),
+        },
+        Event::Uploaded { reply, then, staged } => (reply, guarded(|| app.finish_upload(then, staged))),
+        Event::PasswordDone { reply, then, outcome } => (reply, guarded(|| app.after_password(then, outcome))),
+    };
+    reply.send(outcome.unwrap_or_else(|err| Step::Respond(err.into_response())));
 }
 
 /// Contains a handler panic: its transaction rolls back when dropped, and
 /// the client gets 500 `internal`.
-fn guarded(handler: impl FnOnce() -> Result<Step, ApiError>) -> Result<Step, ApiError> {
-    catch_unwind(AssertUnwindSafe(handler))
-        .unwrap_or_else(|_| Err(ApiError::Internal("a handler panicked".into())))
+fn guarded<T>(handler: impl FnOnce() -> Result<T, ApiError>) -> Result<T, ApiError> {
+    catch_unwind(AssertUnwindSafe(handler)).unwrap_or_else(|_| Err(ApiError::Internal("a handler panicked".into())))
 }

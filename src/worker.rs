@@ -13,12 +13,16 @@ use crate::router;
 use crate::server::{Event, Reply, Request, Step};
 use std::io;
 use std::net::{SocketAddr, TcpStream};
-use std::sync::mpsc::{self, Sender};
+use std::sync::mpsc::{self, RecvTimeoutError, Sender};
 use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
 
 /// A request body this small is read and discarded when the answer does not
 /// need it, so the connection can be kept alive.
 const DRAIN_LIMIT: u64 = 64 * 1024;
+
+/// How often a thread waiting on the loop checks that its client is still there.
+const LIVENESS_CHECK: Duration = Duration::from_secs(1);
 
 /// What every connection thread shares.
 pub struct Shared {
@@ -38,10 +42,7 @@ pub struct Gate {
 
 impl Gate {
     pub fn new(permits: usize) -> Gate {
-        Gate {
-            free: Mutex::new(permits.max(1)),
-            released: Condvar::new(),
-        }
+        Gate { free: Mutex::new(permits.max(1)), released: Condvar::new() }
     }
 
     fn run<T>(&self, work: impl FnOnce() -> T) -> T {
@@ -68,10 +69,8 @@ pub fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: &Shared) {
             Ok(head) => head,
             Err(HeadError::Closed) => return,
             Err(HeadError::Reject(err)) => {
-                let options = SendOptions {
-                    extra: cors::headers(&shared.config.cors_origins, None),
-                    ..Default::default()
-                };
+                let options =
+                    SendOptions { extra: cors::headers(&shared.config.cors_origins, None), ..Default::default() };
                 let _ = conn.send(err.into_response(), &options);
                 return conn.linger_close();
             }
@@ -96,24 +95,18 @@ pub fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: &Shared) {
             }
             body_unread = false;
         }
-        let request = Request {
-            head,
-            body,
-            peer: peer.ip(),
-        };
-        if shared
-            .events
-            .send(Event::Request {
-                reply: Reply(steps_tx.clone()),
-                route,
-                request,
-            })
-            .is_err()
-        {
+        let request = Request { head, body, peer: peer.ip() };
+        if shared.events.send(Event::Request { reply: Reply(steps_tx.clone()), route, request }).is_err() {
             return;
         }
         let response = loop {
-            let Ok(step) = steps.recv() else { return };
+            let step = match steps.recv_timeout(LIVENESS_CHECK) {
+                Ok(step) => step,
+                // A held request (a long-poll) whose client has gone frees its thread now.
+                Err(RecvTimeoutError::Timeout) if conn.peer_closed() => return,
+                Err(RecvTimeoutError::Timeout) => continue,
+                Err(RecvTimeoutError::Disconnected) => return,
+            };
             match step {
                 Step::Respond(response) => break response,
                 Step::Receive { limit, then } => {
@@ -123,11 +116,7 @@ pub fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: &Shared) {
                     match receive(&mut conn, framing, limit, &shared.blobs) {
                         Ok(staged) => {
                             body_unread = false;
-                            let event = Event::Uploaded {
-                                reply: Reply(steps_tx.clone()),
-                                then,
-                                staged,
-                            };
+                            let event = Event::Uploaded { reply: Reply(steps_tx.clone()), then, staged };
                             if shared.events.send(event).is_err() {
                                 return;
                             }
@@ -137,11 +126,7 @@ pub fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: &Shared) {
                 }
                 Step::Password { job, then } => {
                     let outcome = shared.hashing.run(|| job.run());
-                    let event = Event::PasswordDone {
-                        reply: Reply(steps_tx.clone()),
-                        then,
-                        outcome,
-                    };
+                    let event = Event::PasswordDone { reply: Reply(steps_tx.clone()), then, outcome };
                     if shared.events.send(event).is_err() {
                         return;
                     }
@@ -151,9 +136,7 @@ pub fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: &Shared) {
         if body_unread {
             body_unread = !(matches!(framing, Framing::Length(n) if n <= DRAIN_LIMIT)
                 && (!expect_continue || continue_sent)
-                && conn
-                    .copy_body(framing, DRAIN_LIMIT, &mut io::sink())
-                    .is_ok());
+                && conn.copy_body(framing, DRAIN_LIMIT, &mut io::sink()).is_ok());
         }
         options.keep_alive &= !body_unread;
         if conn.send(response, &options).is_err() {
@@ -169,12 +152,7 @@ pub fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: &Shared) {
 }
 
 /// Streams an upload into a staged file and makes it durable.
-fn receive(
-    conn: &mut Connection,
-    framing: Framing,
-    limit: u64,
-    blobs: &Blobs,
-) -> Result<Staged, BodyError> {
+fn receive(conn: &mut Connection, framing: Framing, limit: u64, blobs: &Blobs) -> Result<Staged, BodyError> {
     let mut staging = blobs.stage().map_err(BodyError::Sink)?;
     conn.copy_body(framing, limit, &mut staging)?;
     staging.finish().map_err(BodyError::Sink)

@@ -34,22 +34,14 @@ pub fn register(app: &mut App, request: &Request) -> Result<Step, ApiError> {
     let id = auth::normalise_id(&credentials.id)?;
     auth::check_password(&credentials.password)?;
     if !app.config.registration_open {
-        return Err(ApiError::Forbidden(
-            "Registration is closed on this server.",
-        ));
+        return Err(ApiError::Forbidden("Registration is closed on this server."));
     }
     let account_id = auth::account_hash(&app.secret, &id);
     if db::accounts::exists(app.db.conn(), &account_id)? {
         return Err(ApiError::AccountExists);
     }
-    let job = PasswordJob::Hash {
-        password: credentials.password,
-        iterations: app.config.pbkdf2_iterations,
-    };
-    Ok(Step::Password {
-        job,
-        then: AfterPassword::Register { account_id },
-    })
+    let job = PasswordJob::Hash { password: credentials.password, iterations: app.config.pbkdf2_iterations };
+    Ok(Step::Password { job, then: AfterPassword::Register { account_id } })
 }
 
 /// `POST /v1/sessions`
@@ -62,52 +54,28 @@ pub fn login(app: &mut App, request: &Request) -> Result<Step, ApiError> {
         Some(account) => (Some(account.id), account.password),
         None => (None, app.decoy_hash.clone()),
     };
-    let job = PasswordJob::Verify {
-        password: credentials.password,
-        phc,
-    };
-    Ok(Step::Password {
-        job,
-        then: AfterPassword::Login { account_id },
-    })
+    let job = PasswordJob::Verify { password: credentials.password, phc };
+    Ok(Step::Password { job, then: AfterPassword::Login { account_id } })
 }
 
-pub fn after_password(
-    app: &mut App,
-    then: AfterPassword,
-    outcome: PasswordOutcome,
-) -> Result<Step, ApiError> {
+pub fn after_password(app: &mut App, then: AfterPassword, outcome: PasswordOutcome) -> Result<Step, ApiError> {
     match (then, outcome) {
         (AfterPassword::Register { account_id }, PasswordOutcome::Hashed(phc)) => {
             let key_salt = create(app.db.conn(), &account_id, &phc?)?;
             signed_in(app, &account_id, key_salt)
         }
-        (
-            AfterPassword::Login {
-                account_id: Some(account_id),
-            },
-            PasswordOutcome::Verified(true),
-        ) => {
+        (AfterPassword::Login { account_id: Some(account_id) }, PasswordOutcome::Verified(true)) => {
             // The account may have been deleted while its password was checked.
-            let account = db::accounts::get(app.db.conn(), &account_id)?
-                .ok_or(ApiError::InvalidCredentials)?;
+            let account = db::accounts::get(app.db.conn(), &account_id)?.ok_or(ApiError::InvalidCredentials)?;
             signed_in(app, &account.id, account.key_salt)
         }
-        (AfterPassword::Login { .. }, PasswordOutcome::Verified(_)) => {
-            Err(ApiError::InvalidCredentials)
-        }
-        (then, outcome) => Err(ApiError::Internal(format!(
-            "password step {then:?} got {outcome:?}"
-        ))),
+        (AfterPassword::Login { .. }, PasswordOutcome::Verified(_)) => Err(ApiError::InvalidCredentials),
+        (then, outcome) => Err(ApiError::Internal(format!("password step {then:?} got {outcome:?}"))),
     }
 }
 
 /// Creates an account with a new random `key_salt`, which it returns.
-pub fn create(
-    conn: &rusqlite::Connection,
-    account_id: &str,
-    phc: &str,
-) -> Result<String, ApiError> {
+pub fn create(conn: &rusqlite::Connection, account_id: &str, phc: &str) -> Result<String, ApiError> {
     let key_salt = hex(&auth::random_bytes::<32>()?);
     if db::accounts::insert(conn, account_id, phc, &key_salt, clock::now_ms())? {
         Ok(key_salt)
@@ -120,12 +88,7 @@ pub fn create(
 fn signed_in(app: &mut App, account_id: &str, key_salt: String) -> Result<Step, ApiError> {
     let token = auth::new_token()?;
     let expires = clock::now_ms() + app.session_lifetime_ms();
-    db::sessions::insert(
-        app.db.conn(),
-        &auth::token_hash(&token),
-        account_id,
-        expires,
-    )?;
+    db::sessions::insert(app.db.conn(), &auth::token_hash(&token), account_id, expires)?;
     let body = json!({ "token": token, "expires": expires, "key_salt": key_salt });
     respond(Response::json(201, &body).with_header("Cache-Control", "no-store"))
 }
@@ -147,8 +110,7 @@ pub fn logout_everywhere(app: &mut App, request: &Request) -> Result<Step, ApiEr
 /// `GET /v1/account`
 pub fn show(app: &mut App, request: &Request) -> Result<Step, ApiError> {
     let session = app.authenticate(request)?;
-    let account =
-        db::accounts::get(app.db.conn(), &session.account_id)?.ok_or(ApiError::Unauthorized)?;
+    let account = db::accounts::get(app.db.conn(), &session.account_id)?.ok_or(ApiError::Unauthorized)?;
     let (store_count, bytes_used) = db::accounts::usage(app.db.conn(), &account.id)?;
     let body = json!({
         "account": account.id,

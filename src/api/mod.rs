@@ -3,7 +3,9 @@
 //! requests that wait for a connection thread (PBKDF2, uploads).
 
 mod accounts;
+mod changes;
 mod service;
+mod sharing;
 mod stores;
 
 pub use accounts::{AfterPassword, create as create_account};
@@ -17,13 +19,16 @@ use crate::cors;
 use crate::db::{self, Db};
 use crate::error::ApiError;
 use crate::http::Response;
+use crate::polls::{Poll, Polls};
 use crate::router::Route;
-use crate::server::{Request, Step};
+use crate::server::{Reply, Request, Step};
 use serde::de::DeserializeOwned;
 use std::sync::Arc;
 
 /// Largest JSON body of a control endpoint.
 pub const JSON_LIMIT: u64 = 64 * 1024;
+/// How long deletions and lost access stay in the change feed.
+const TOMBSTONE_RETENTION_MS: i64 = 30 * 86_400_000;
 /// Longest bearer token we look up.
 const MAX_TOKEN_CHARS: usize = 128;
 
@@ -36,6 +41,17 @@ pub struct App {
     pub secret: Vec<u8>,
     /// Verified against for unknown ids, so they cost what known ones do.
     pub decoy_hash: String,
+    /// Long-polls waiting for a change.
+    pub polls: Polls<Reply>,
+}
+
+/// What a request comes to on the loop.
+#[derive(Debug)]
+pub enum Handled {
+    /// Send this step to the connection thread now.
+    Step(Step),
+    /// Hold the request until a change or its deadline.
+    Park(Poll),
 }
 
 /// An authenticated caller.
@@ -47,12 +63,9 @@ pub struct Session {
 
 impl App {
     /// Dispatches a request to its handler.
-    pub fn handle(
-        &mut self,
-        route: Result<Route, ApiError>,
-        request: Request,
-    ) -> Result<Step, ApiError> {
-        match route? {
+    pub fn handle(&mut self, route: Result<Route, ApiError>, request: Request) -> Result<Handled, ApiError> {
+        let step = match route? {
+            Route::Changes => return changes::changes(self, &request),
             Route::Preflight => respond(cors::preflight()),
             Route::Health => service::health(),
             Route::Info => service::info(&self.config),
@@ -65,14 +78,13 @@ impl App {
             Route::GetStore(key) => stores::get(self, &request, &key),
             Route::PutStore(key) => stores::put(self, &request, key),
             Route::DeleteStore(key) => stores::delete(self, &request, &key),
-        }
+            Route::GetPermissions(key) => sharing::list(self, &request, &key),
+            Route::SetPermission(key) => sharing::set(self, &request, &key),
+        };
+        step.map(Handled::Step)
     }
 
-    pub fn after_password(
-        &mut self,
-        then: AfterPassword,
-        outcome: PasswordOutcome,
-    ) -> Result<Step, ApiError> {
+    pub fn after_password(&mut self, then: AfterPassword, outcome: PasswordOutcome) -> Result<Step, ApiError> {
         accounts::after_password(self, then, outcome)
     }
 
@@ -89,8 +101,7 @@ impl App {
 
     /// The live session stored under `token_hash`, extended when due.
     pub fn session_by_hash(&mut self, token_hash: &str) -> Result<Session, ApiError> {
-        let (account_id, expiration) =
-            db::sessions::get(self.db.conn(), token_hash)?.ok_or(ApiError::Unauthorized)?;
+        let (account_id, expiration) = db::sessions::get(self.db.conn(), token_hash)?.ok_or(ApiError::Unauthorized)?;
         let now = clock::now_ms();
         if expiration <= now {
             return Err(ApiError::Unauthorized);
@@ -99,10 +110,15 @@ impl App {
         if expiration - now < lifetime / 2 {
             db::sessions::set_expiration(self.db.conn(), token_hash, now + lifetime)?;
         }
-        Ok(Session {
-            account_id,
-            token_hash: token_hash.to_owned(),
-        })
+        Ok(Session { account_id, token_hash: token_hash.to_owned() })
+    }
+
+    /// Prunes expired sessions and tombstones older than the retention.
+    pub fn maintain(&mut self) -> Result<(), ApiError> {
+        let now = clock::now_ms();
+        db::sessions::delete_expired(self.db.conn(), now)?;
+        db::changes::prune(self.db.conn(), now - TOMBSTONE_RETENTION_MS)?;
+        Ok(())
     }
 
     pub fn session_lifetime_ms(&self) -> i64 {
@@ -111,19 +127,15 @@ impl App {
 }
 
 fn bearer_token(request: &Request) -> Option<&str> {
-    let value = std::str::from_utf8(request.head.header("authorization")?)
-        .ok()?
-        .trim();
+    let value = std::str::from_utf8(request.head.header("authorization")?).ok()?.trim();
     let (scheme, token) = value.split_once(' ')?;
     let token = token.trim();
-    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty() && token.len() <= MAX_TOKEN_CHARS)
-        .then_some(token)
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty() && token.len() <= MAX_TOKEN_CHARS).then_some(token)
 }
 
 /// Parses a JSON body into `T`; any mismatch is 400.
 pub fn json_body<T: DeserializeOwned>(request: &Request) -> Result<T, ApiError> {
-    serde_json::from_slice(&request.body)
-        .map_err(|err| ApiError::bad_request(format!("Invalid JSON body: {err}.")))
+    serde_json::from_slice(&request.body).map_err(|err| ApiError::bad_request(format!("Invalid JSON body: {err}.")))
 }
 
 pub fn respond(response: Response) -> Result<Step, ApiError> {

@@ -1,5 +1,6 @@
 //! `GET /v1/health` and `GET /v1/info`: no authentication, no writes.
 
+use super::changes::MAX_WAIT_SECONDS;
 use super::respond;
 use crate::config::Config;
 use crate::error::ApiError;
@@ -10,8 +11,6 @@ use serde_json::json;
 
 /// Largest `Sync-Meta` value in bytes.
 pub const MAX_META_BYTES: usize = 8000;
-/// Longest long-poll the server holds.
-pub const MAX_WAIT_SECONDS: u64 = 60;
 
 pub fn health() -> Result<Step, ApiError> {
     respond(Response::json(200, &json!({ "status": "ok" })))

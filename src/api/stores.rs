@@ -37,11 +37,7 @@ pub struct PendingWrite {
 
 /// `GET` / `HEAD /v1/stores/{key}`
 pub fn get(app: &mut App, request: &Request, key: &str) -> Result<Step, ApiError> {
-    let if_none_match = request
-        .head
-        .header_str("if-none-match")?
-        .map(precondition::parse_none_match)
-        .transpose()?;
+    let if_none_match = request.head.header_str("if-none-match")?.map(precondition::parse_none_match).transpose()?;
     let session = app.authenticate(request)?;
     let (store, held) = visible(app, key, &session)?;
     let etag = format!("\"{}\"", store.token);
@@ -58,10 +54,7 @@ pub fn get(app: &mut App, request: &Request, key: &str) -> Result<Step, ApiError
     if let Some(meta) = store.meta {
         response.header("Sync-Meta", meta);
     }
-    response.body = Body::File {
-        file,
-        len: store.size,
-    };
+    response.body = Body::File { file, len: store.size };
     respond(response)
 }
 
@@ -82,53 +75,28 @@ pub fn list(app: &mut App, request: &Request) -> Result<Step, ApiError> {
             })
         })
         .collect();
-    respond(Response::json(
-        200,
-        &json!({ "seq": app.db.current_seq()?, "stores": stores }),
-    ))
+    respond(Response::json(200, &json!({ "seq": app.db.current_seq()?, "stores": stores })))
 }
 
 /// `PUT /v1/stores/{key}`: the half before the body.
 pub fn put(app: &mut App, request: &Request, key: String) -> Result<Step, ApiError> {
     let head = &request.head;
-    let precondition = precondition::parse_write(
-        head.header_str("if-match")?,
-        head.header_str("if-none-match")?,
-    )?;
+    let precondition = precondition::parse_write(head.header_str("if-match")?, head.header_str("if-none-match")?)?;
     let meta = parse_meta(head.header("sync-meta"))?;
     let session = app.authenticate(request)?;
     let existing = check_write(app, &session, &key, &precondition)?;
     // A chunked body's size is checked while it streams and again at the end.
-    let declared = if let Framing::Length(n) = head.framing {
-        n
-    } else {
-        0
-    };
+    let declared = if let Framing::Length(n) = head.framing { n } else { 0 };
     check_size(app, &session, &key, existing.as_ref(), &meta, declared)?;
-    let then = PendingWrite {
-        token_hash: session.token_hash,
-        key,
-        precondition,
-        meta,
-    };
-    Ok(Step::Receive {
-        limit: app.config.max_store_bytes,
-        then,
-    })
+    let then = PendingWrite { token_hash: session.token_hash, key, precondition, meta };
+    Ok(Step::Receive { limit: app.config.max_store_bytes, then })
 }
 
 /// `PUT /v1/stores/{key}`: the half after the body is staged.
 pub fn finish_upload(app: &mut App, then: PendingWrite, staged: Staged) -> Result<Step, ApiError> {
     let session = app.session_by_hash(&then.token_hash)?;
     let existing = check_write(app, &session, &then.key, &then.precondition)?;
-    check_size(
-        app,
-        &session,
-        &then.key,
-        existing.as_ref(),
-        &then.meta,
-        staged.size,
-    )?;
+    check_size(app, &session, &then.key, existing.as_ref(), &then.meta, staged.size)?;
     let size = staged.size;
     let store = StoreRow {
         key: then.key,
@@ -144,8 +112,8 @@ pub fn finish_upload(app: &mut App, then: PendingWrite, staged: Staged) -> Resul
         seq: 0,
     };
     let file = store.file.clone();
-    let store = match commit_write(&mut app.db, &session, store, existing.is_none()) {
-        Ok(store) => store,
+    let (store, touched) = match commit_write(&mut app.db, &session, store, existing.is_none()) {
+        Ok(committed) => committed,
         Err(err) => {
             // Not committed: the new file must not stay behind.
             let _ = app.blobs.remove(&file);
@@ -157,6 +125,7 @@ pub fn finish_upload(app: &mut App, then: PendingWrite, staged: Staged) -> Resul
     {
         eprintln!("sync-node: could not remove a replaced store file: {err}");
     }
+    app.notify(&touched);
     let status = if existing.is_none() { 201 } else { 200 };
     let body = json!({
         "key": store.key,
@@ -172,28 +141,28 @@ pub fn finish_upload(app: &mut App, then: PendingWrite, staged: Staged) -> Resul
 pub fn delete(app: &mut App, request: &Request, key: &str) -> Result<Step, ApiError> {
     let head = &request.head;
     if head.header("if-none-match").is_some() {
-        return Err(ApiError::bad_request(
-            "If-None-Match is not allowed on DELETE.",
-        ));
+        return Err(ApiError::bad_request("If-None-Match is not allowed on DELETE."));
     }
     let precondition = precondition::parse_write(head.header_str("if-match")?, None)?;
     let session = app.authenticate(request)?;
     let (store, held) = visible(app, key, &session)?;
     permission::require(Some(held), Permission::Own)?;
-    precondition::decide(&precondition, Some(&store.token))
-        .map_err(|refusal| refused(refusal, &store))?;
+    precondition::decide(&precondition, Some(&store.token)).map_err(|refusal| refused(refusal, &store))?;
     let tx = app.db.transaction()?;
-    Db::next_seq(&tx)?;
+    let seq = Db::next_seq(&tx)?;
+    // Everyone who could see the store hears of its deletion.
+    let touched = db::changes::touch_store(&tx, key, seq, clock::now_ms())?;
     db::stores::delete(&tx, key)?;
     tx.commit()?;
     if let Err(err) = app.blobs.remove(&store.file) {
         eprintln!("sync-node: could not remove a deleted store file: {err}");
     }
+    app.notify(&touched);
     respond(Response::new(204))
 }
 
 /// The store and the caller's permission; 404 when either is missing.
-fn visible(app: &App, key: &str, session: &Session) -> Result<(StoreRow, Permission), ApiError> {
+pub(super) fn visible(app: &App, key: &str, session: &Session) -> Result<(StoreRow, Permission), ApiError> {
     match db::stores::get_for(app.db.conn(), key, &session.account_id)? {
         Some((store, Some(held))) => Ok((store, held)),
         _ => Err(ApiError::NotFound),
@@ -213,13 +182,10 @@ fn check_write(
         return Ok(None);
     };
     if held.is_none() && matches!(precondition, Precondition::None | Precondition::Absent) {
-        return Err(ApiError::Forbidden(
-            "That key is taken by a store you cannot see.",
-        ));
+        return Err(ApiError::Forbidden("That key is taken by a store you cannot see."));
     }
     permission::require(held, Permission::Write)?;
-    precondition::decide(precondition, Some(&store.token))
-        .map_err(|refusal| refused(refusal, &store))?;
+    precondition::decide(precondition, Some(&store.token)).map_err(|refusal| refused(refusal, &store))?;
     Ok(Some(store))
 }
 
@@ -238,37 +204,43 @@ fn check_size(
     if matches!(meta, MetaChange::Set(text) if text.len() > MAX_META_BYTES) {
         return Err(ApiError::PayloadTooLarge("Sync-Meta value"));
     }
-    let Some(quota) = app.config.quota_bytes else {
-        return Ok(());
-    };
-    let (owners, old_size) = match existing {
-        Some(store) => (db::stores::owners(app.db.conn(), key)?, store.size),
-        None => (vec![session.account_id.clone()], 0),
-    };
+    match existing {
+        Some(store) => check_quota(app, &db::stores::owners(app.db.conn(), key)?, store.size, size),
+        None => check_quota(app, std::slice::from_ref(&session.account_id), 0, size),
+    }
+}
+
+/// Whether each of `owners` stays within the quota when a store they own
+/// goes from `old_size` to `new_size` bytes (507 otherwise).
+pub(super) fn check_quota(app: &App, owners: &[String], old_size: u64, new_size: u64) -> Result<(), ApiError> {
+    let Some(quota) = app.config.quota_bytes else { return Ok(()) };
     for owner in owners {
-        let (_, used) = db::accounts::usage(app.db.conn(), &owner)?;
-        if used.saturating_sub(old_size).saturating_add(size) > quota {
+        let (_, used) = db::accounts::usage(app.db.conn(), owner)?;
+        if used.saturating_sub(old_size).saturating_add(new_size) > quota {
             return Err(ApiError::InsufficientStorage);
         }
     }
     Ok(())
 }
 
-/// One transaction: the next seq, the store row, and OWN for a creator.
+/// One transaction: the next seq, the store row, OWN for a creator, and
+/// the change log of everyone with access. Returns the row and those
+/// accounts.
 fn commit_write(
     db: &mut Db,
     session: &Session,
     mut store: StoreRow,
     created: bool,
-) -> Result<StoreRow, ApiError> {
+) -> Result<(StoreRow, Vec<String>), ApiError> {
     let tx = db.transaction()?;
     store.seq = Db::next_seq(&tx)?;
     db::stores::upsert(&tx, &store)?;
     if created {
         db::stores::set_permission(&tx, &session.account_id, &store.key, Permission::Own)?;
     }
+    let touched = db::changes::touch_store(&tx, &store.key, store.seq, store.modified)?;
     tx.commit()?;
-    Ok(store)
+    Ok((store, touched))
 }
 
 fn refused(refusal: Refusal, store: &StoreRow) -> ApiError {
@@ -292,9 +264,7 @@ fn parse_meta(value: Option<&[u8]>) -> Result<MetaChange, ApiError> {
         Some(bytes) if bytes.iter().all(|&b| b == b' ' || b.is_ascii_graphic()) => {
             Ok(MetaChange::Set(String::from_utf8_lossy(bytes).into_owned()))
         }
-        Some(_) => Err(ApiError::bad_request(
-            "Sync-Meta may only hold visible ASCII and spaces.",
-        )),
+        Some(_) => Err(ApiError::bad_request("Sync-Meta may only hold visible ASCII and spaces.")),
     }
 }
 
@@ -306,10 +276,7 @@ mod tests {
     fn meta_header() {
         assert_eq!(parse_meta(None).unwrap(), MetaChange::Keep);
         assert_eq!(parse_meta(Some(b"")).unwrap(), MetaChange::Clear);
-        assert_eq!(
-            parse_meta(Some(b"a b=")).unwrap(),
-            MetaChange::Set("a b=".into())
-        );
+        assert_eq!(parse_meta(Some(b"a b=")).unwrap(), MetaChange::Set("a b=".into()));
         assert!(parse_meta(Some(b"tab\there")).is_err());
         assert!(parse_meta(Some("é".as_bytes())).is_err());
     }

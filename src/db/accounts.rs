@@ -10,13 +10,7 @@ pub struct AccountRow {
 }
 
 /// Inserts an account; `false` when the id is taken.
-pub fn insert(
-    conn: &Connection,
-    id: &str,
-    password: &str,
-    key_salt: &str,
-    created: i64,
-) -> rusqlite::Result<bool> {
+pub fn insert(conn: &Connection, id: &str, password: &str, key_salt: &str, created: i64) -> rusqlite::Result<bool> {
     let inserted = conn
         .prepare_cached(
             "INSERT INTO sync_account (id, password, key_salt, created) VALUES (?1, ?2, ?3, ?4)
@@ -28,19 +22,12 @@ pub fn insert(
 
 pub fn get(conn: &Connection, id: &str) -> rusqlite::Result<Option<AccountRow>> {
     conn.prepare_cached("SELECT id, password, key_salt FROM sync_account WHERE id = ?1")?
-        .query_row([id], |row| {
-            Ok(AccountRow {
-                id: row.get(0)?,
-                password: row.get(1)?,
-                key_salt: row.get(2)?,
-            })
-        })
+        .query_row([id], |row| Ok(AccountRow { id: row.get(0)?, password: row.get(1)?, key_salt: row.get(2)? }))
         .optional()
 }
 
 pub fn exists(conn: &Connection, id: &str) -> rusqlite::Result<bool> {
-    conn.prepare_cached("SELECT 1 FROM sync_account WHERE id = ?1")?
-        .exists([id])
+    conn.prepare_cached("SELECT 1 FROM sync_account WHERE id = ?1")?.exists([id])
 }
 
 /// Number and total size of the stores the account OWNs.

@@ -3,6 +3,7 @@
 //! statement the server runs. Only this module contains SQL.
 
 pub mod accounts;
+pub mod changes;
 mod schema;
 pub mod sessions;
 pub mod stores;
@@ -21,19 +22,13 @@ impl Db {
     /// Opens (creating if missing) and upgrades the database. Refuses a
     /// file that is not a database or comes from a newer version.
     pub fn open(path: &Path) -> Result<Db, String> {
-        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
-            | OpenFlags::SQLITE_OPEN_CREATE
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let describe = |err: rusqlite::Error| format!("database {}: {err}", path.display());
         let mut conn = Connection::open_with_flags(path, flags).map_err(describe)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(describe)?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(describe)?;
-        conn.pragma_update(None, "synchronous", "FULL")
-            .map_err(describe)?;
-        conn.pragma_update(None, "foreign_keys", "ON")
-            .map_err(describe)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(describe)?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(describe)?;
+        conn.pragma_update(None, "synchronous", "FULL").map_err(describe)?;
+        conn.pragma_update(None, "foreign_keys", "ON").map_err(describe)?;
         schema::migrate(&mut conn).map_err(|err| format!("database {}: {err}", path.display()))?;
         Ok(Db { conn })
     }
@@ -50,20 +45,14 @@ impl Db {
     /// The global change counter's next value; call inside the transaction
     /// that makes the change.
     pub fn next_seq(tx: &Transaction<'_>) -> rusqlite::Result<i64> {
-        tx.query_row(
-            "UPDATE sync_counter SET value = value + 1 WHERE name = 'seq' RETURNING value",
-            [],
-            |row| row.get(0),
-        )
+        tx.query_row("UPDATE sync_counter SET value = value + 1 WHERE name = 'seq' RETURNING value", [], |row| {
+            row.get(0)
+        })
     }
 
     /// The global change counter.
     pub fn current_seq(&self) -> rusqlite::Result<i64> {
-        self.conn.query_row(
-            "SELECT value FROM sync_counter WHERE name = 'seq'",
-            [],
-            |row| row.get(0),
-        )
+        self.conn.query_row("SELECT value FROM sync_counter WHERE name = 'seq'", [], |row| row.get(0))
     }
 }
 
@@ -92,18 +81,11 @@ mod tests {
         let garbage = dir.path().join("garbage.db");
         std::fs::write(&garbage, vec![0x42u8; 8192]).unwrap();
         assert!(Db::open(&garbage).is_err());
-        assert_eq!(
-            std::fs::read(&garbage).unwrap(),
-            vec![0x42u8; 8192],
-            "left untouched"
-        );
+        assert_eq!(std::fs::read(&garbage).unwrap(), vec![0x42u8; 8192], "left untouched");
 
         let newer = dir.path().join("newer.db");
         drop(Db::open(&newer).unwrap());
-        Connection::open(&newer)
-            .unwrap()
-            .pragma_update(None, "user_version", 999)
-            .unwrap();
+        Connection::open(&newer).unwrap().pragma_update(None, "user_version", 999).unwrap();
         let err = Db::open(&newer).err().unwrap();
         assert!(err.contains("newer"), "{err}");
     }

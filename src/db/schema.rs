@@ -42,12 +42,25 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX account_permission_store ON account_permission(store_key);
     CREATE TABLE sync_counter (name TEXT PRIMARY KEY NOT NULL, value INTEGER NOT NULL) WITHOUT ROWID;
     INSERT INTO sync_counter (name, value) VALUES ('seq', 0);",
+    // 2: the change log (one row per account and store: the seq of the
+    // latest change that account must hear about) and its pruning horizon.
+    "CREATE TABLE change_log (
+        account_id TEXT NOT NULL REFERENCES sync_account(id) ON DELETE CASCADE,
+        store_key TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        changed INTEGER NOT NULL,
+        PRIMARY KEY (account_id, store_key)
+    ) WITHOUT ROWID;
+    CREATE INDEX change_log_feed ON change_log(account_id, seq);
+    INSERT INTO change_log (account_id, store_key, seq, changed)
+        SELECT p.account_id, p.store_key, s.seq, s.modified
+        FROM account_permission p JOIN sync_store s ON s.store_key = p.store_key;
+    INSERT INTO sync_counter (name, value) VALUES ('horizon', 0);",
 ];
 
 pub fn migrate(conn: &mut Connection) -> Result<(), String> {
-    let version: usize = conn
-        .pragma_query_value(None, "user_version", |row| row.get(0))
-        .map_err(|err| err.to_string())?;
+    let version: usize =
+        conn.pragma_query_value(None, "user_version", |row| row.get(0)).map_err(|err| err.to_string())?;
     if version > MIGRATIONS.len() {
         return Err(format!(
             "schema version {version} is newer than this sync-node understands ({}); run a newer sync-node",
@@ -56,10 +69,8 @@ pub fn migrate(conn: &mut Connection) -> Result<(), String> {
     }
     let tx = conn.transaction().map_err(|err| err.to_string())?;
     for (index, step) in MIGRATIONS.iter().enumerate().skip(version) {
-        tx.execute_batch(step)
-            .map_err(|err| format!("migration {}: {err}", index + 1))?;
-        tx.pragma_update(None, "user_version", index + 1)
-            .map_err(|err| err.to_string())?;
+        tx.execute_batch(step).map_err(|err| format!("migration {}: {err}", index + 1))?;
+        tx.pragma_update(None, "user_version", index + 1).map_err(|err| err.to_string())?;
     }
     tx.commit().map_err(|err| err.to_string())
 }

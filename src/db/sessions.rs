@@ -2,16 +2,9 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-pub fn insert(
-    conn: &Connection,
-    token_hash: &str,
-    account_id: &str,
-    expiration: i64,
-) -> rusqlite::Result<()> {
-    conn.prepare_cached(
-        "INSERT INTO sync_session (token, account_id, expiration) VALUES (?1, ?2, ?3)",
-    )?
-    .execute(params![token_hash, account_id, expiration])?;
+pub fn insert(conn: &Connection, token_hash: &str, account_id: &str, expiration: i64) -> rusqlite::Result<()> {
+    conn.prepare_cached("INSERT INTO sync_session (token, account_id, expiration) VALUES (?1, ?2, ?3)")?
+        .execute(params![token_hash, account_id, expiration])?;
     Ok(())
 }
 
@@ -22,24 +15,23 @@ pub fn get(conn: &Connection, token_hash: &str) -> rusqlite::Result<Option<(Stri
         .optional()
 }
 
-pub fn set_expiration(
-    conn: &Connection,
-    token_hash: &str,
-    expiration: i64,
-) -> rusqlite::Result<()> {
+pub fn set_expiration(conn: &Connection, token_hash: &str, expiration: i64) -> rusqlite::Result<()> {
     conn.prepare_cached("UPDATE sync_session SET expiration = ?2 WHERE token = ?1")?
         .execute(params![token_hash, expiration])?;
     Ok(())
 }
 
 pub fn delete(conn: &Connection, token_hash: &str) -> rusqlite::Result<()> {
-    conn.prepare_cached("DELETE FROM sync_session WHERE token = ?1")?
-        .execute([token_hash])?;
+    conn.prepare_cached("DELETE FROM sync_session WHERE token = ?1")?.execute([token_hash])?;
     Ok(())
 }
 
 pub fn delete_all(conn: &Connection, account_id: &str) -> rusqlite::Result<()> {
-    conn.prepare_cached("DELETE FROM sync_session WHERE account_id = ?1")?
-        .execute([account_id])?;
+    conn.prepare_cached("DELETE FROM sync_session WHERE account_id = ?1")?.execute([account_id])?;
     Ok(())
+}
+
+/// Removes sessions that expired before `now`.
+pub fn delete_expired(conn: &Connection, now: i64) -> rusqlite::Result<usize> {
+    conn.prepare_cached("DELETE FROM sync_session WHERE expiration <= ?1")?.execute([now])
 }

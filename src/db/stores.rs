@@ -34,10 +34,7 @@ fn store_row(row: &Row<'_>) -> rusqlite::Result<StoreRow> {
 }
 
 fn permission(row: &Row<'_>, index: usize) -> rusqlite::Result<Option<Permission>> {
-    Ok(row
-        .get::<_, Option<String>>(index)?
-        .as_deref()
-        .and_then(Permission::parse))
+    Ok(row.get::<_, Option<String>>(index)?.as_deref().and_then(Permission::parse))
 }
 
 /// A store and the account's permission on it (if any).
@@ -53,17 +50,12 @@ pub fn get_for(
          LEFT JOIN account_permission p ON p.store_key = s.store_key AND p.account_id = ?2
          WHERE s.store_key = ?1"
     ))?
-    .query_row(params![key, account_id], |row| {
-        Ok((store_row(row)?, permission(row, 7)?))
-    })
+    .query_row(params![key, account_id], |row| Ok((store_row(row)?, permission(row, 7)?)))
     .optional()
 }
 
 /// Every store the account has a permission on, by key.
-pub fn list_for(
-    conn: &Connection,
-    account_id: &str,
-) -> rusqlite::Result<Vec<(StoreRow, Permission)>> {
+pub fn list_for(conn: &Connection, account_id: &str) -> rusqlite::Result<Vec<(StoreRow, Permission)>> {
     let mut statement = conn.prepare_cached(concat!(
         "SELECT ",
         store_columns!(),
@@ -71,9 +63,7 @@ pub fn list_for(
          JOIN sync_store s ON s.store_key = p.store_key
          WHERE p.account_id = ?1 ORDER BY s.store_key"
     ))?;
-    let rows = statement.query_map([account_id], |row| {
-        Ok((store_row(row)?, permission(row, 7)?))
-    })?;
+    let rows = statement.query_map([account_id], |row| Ok((store_row(row)?, permission(row, 7)?)))?;
     let mut out = Vec::new();
     for row in rows {
         let (store, held) = row?;
@@ -86,9 +76,8 @@ pub fn list_for(
 
 /// The accounts that OWN a store.
 pub fn owners(conn: &Connection, key: &str) -> rusqlite::Result<Vec<String>> {
-    let mut statement = conn.prepare_cached(
-        "SELECT account_id FROM account_permission WHERE store_key = ?1 AND permission = 'OWN'",
-    )?;
+    let mut statement =
+        conn.prepare_cached("SELECT account_id FROM account_permission WHERE store_key = ?1 AND permission = 'OWN'")?;
     let rows = statement.query_map([key], |row| row.get(0))?;
     rows.collect()
 }
@@ -106,12 +95,7 @@ pub fn upsert(conn: &Connection, store: &StoreRow) -> rusqlite::Result<()> {
     Ok(())
 }
 
-pub fn set_permission(
-    conn: &Connection,
-    account_id: &str,
-    key: &str,
-    permission: Permission,
-) -> rusqlite::Result<()> {
+pub fn set_permission(conn: &Connection, account_id: &str, key: &str, permission: Permission) -> rusqlite::Result<()> {
     conn.prepare_cached(
         "INSERT INTO account_permission (account_id, store_key, permission) VALUES (?1, ?2, ?3)
          ON CONFLICT (account_id, store_key) DO UPDATE SET permission = excluded.permission",
@@ -120,10 +104,38 @@ pub fn set_permission(
     Ok(())
 }
 
+/// The account's permission on a store.
+pub fn permission_of(conn: &Connection, account_id: &str, key: &str) -> rusqlite::Result<Option<Permission>> {
+    conn.prepare_cached("SELECT permission FROM account_permission WHERE account_id = ?1 AND store_key = ?2")?
+        .query_row(params![account_id, key], |row| permission(row, 0))
+        .optional()
+        .map(Option::flatten)
+}
+
+/// Every permission on a store, by account.
+pub fn permissions(conn: &Connection, key: &str) -> rusqlite::Result<Vec<(String, Permission)>> {
+    let mut statement = conn.prepare_cached(
+        "SELECT account_id, permission FROM account_permission WHERE store_key = ?1 ORDER BY account_id",
+    )?;
+    let rows = statement.query_map([key], |row| Ok((row.get(0)?, permission(row, 1)?)))?;
+    let mut out = Vec::new();
+    for row in rows {
+        if let (account, Some(held)) = row? {
+            out.push((account, held));
+        }
+    }
+    Ok(out)
+}
+
+pub fn revoke(conn: &Connection, account_id: &str, key: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached("DELETE FROM account_permission WHERE account_id = ?1 AND store_key = ?2")?
+        .execute(params![account_id, key])?;
+    Ok(())
+}
+
 /// Deletes a store and (by cascade) its permissions.
 pub fn delete(conn: &Connection, key: &str) -> rusqlite::Result<()> {
-    conn.prepare_cached("DELETE FROM sync_store WHERE store_key = ?1")?
-        .execute([key])?;
+    conn.prepare_cached("DELETE FROM sync_store WHERE store_key = ?1")?.execute([key])?;
     Ok(())
 }
 

@@ -30,11 +30,7 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            head: HeadLimits {
-                max_line: 8 * 1024,
-                max_head: 16 * 1024,
-                max_headers: 64,
-            },
+            head: HeadLimits { max_line: 8 * 1024, max_head: 16 * 1024, max_headers: 64 },
             head_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             io_timeout: Duration::from_secs(30),
@@ -79,11 +75,7 @@ pub struct Connection {
 
 impl Connection {
     pub fn new(stream: TcpStream, limits: Limits) -> Self {
-        Connection {
-            stream,
-            pending: Vec::new(),
-            limits,
-        }
+        Connection { stream, pending: Vec::new(), limits }
     }
 
     /// Reads the next request head. `Err(Closed)` when the peer is done.
@@ -91,8 +83,7 @@ impl Connection {
         let mut deadline = None;
         loop {
             if !self.pending.is_empty() {
-                let started =
-                    *deadline.get_or_insert_with(|| Instant::now() + self.limits.head_timeout);
+                let started = *deadline.get_or_insert_with(|| Instant::now() + self.limits.head_timeout);
                 match request::parse(&self.pending, self.limits.head).map_err(HeadError::Reject)? {
                     Parsed::Complete(head, used) => {
                         self.pending.drain(..used);
@@ -103,15 +94,10 @@ impl Connection {
             }
             let wait = match deadline {
                 None => self.limits.idle_timeout,
-                Some(at) => at
-                    .checked_duration_since(Instant::now())
-                    .ok_or(HeadError::Closed)?,
+                Some(at) => at.checked_duration_since(Instant::now()).ok_or(HeadError::Closed)?,
             };
-            self.stream
-                .set_read_timeout(Some(wait.max(Duration::from_millis(1))))
-                .map_err(|_| HeadError::Closed)?;
-            let room =
-                self.limits.head.max_head + 1 - self.pending.len().min(self.limits.head.max_head);
+            self.stream.set_read_timeout(Some(wait.max(Duration::from_millis(1)))).map_err(|_| HeadError::Closed)?;
+            let room = self.limits.head.max_head + 1 - self.pending.len().min(self.limits.head.max_head);
             let mut chunk = [0u8; 4096];
             let want = room.min(chunk.len());
             match self.stream.read(&mut chunk[..want]) {
@@ -121,10 +107,24 @@ impl Connection {
         }
     }
 
+    /// Whether the client has closed its side (or the connection broke).
+    /// Bytes already sent (a pipelined request) mean it is still there.
+    pub fn peer_closed(&mut self) -> bool {
+        if self.stream.set_nonblocking(true).is_err() {
+            return true;
+        }
+        let mut probe = [0u8; 1];
+        let closed = match self.stream.peek(&mut probe) {
+            Ok(0) => true,
+            Ok(_) => false,
+            Err(err) => err.kind() != io::ErrorKind::WouldBlock,
+        };
+        closed || self.stream.set_nonblocking(false).is_err()
+    }
+
     /// Sends `100 Continue` when the client waits for it before its body.
     pub fn send_continue(&mut self) -> io::Result<()> {
-        self.stream
-            .set_write_timeout(Some(self.limits.io_timeout))?;
+        self.stream.set_write_timeout(Some(self.limits.io_timeout))?;
         self.stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
     }
 
@@ -142,15 +142,8 @@ impl Connection {
     }
 
     /// Streams the body into `sink`, failing as soon as it exceeds `limit`.
-    pub fn copy_body(
-        &mut self,
-        framing: Framing,
-        limit: u64,
-        sink: &mut impl Write,
-    ) -> Result<u64, BodyError> {
-        self.stream
-            .set_read_timeout(Some(self.limits.io_timeout))
-            .map_err(BodyError::Socket)?;
+    pub fn copy_body(&mut self, framing: Framing, limit: u64, sink: &mut impl Write) -> Result<u64, BodyError> {
+        self.stream.set_read_timeout(Some(self.limits.io_timeout)).map_err(BodyError::Socket)?;
         match framing {
             Framing::None => Ok(0),
             Framing::Length(n) if n > limit => Err(BodyError::TooLarge),
@@ -163,16 +156,9 @@ impl Connection {
     }
 
     fn copy_exact(&mut self, mut remaining: u64, sink: &mut impl Write) -> Result<(), BodyError> {
-        let mut buf = vec![
-            0u8;
-            CHUNK
-                .min(usize::try_from(remaining).unwrap_or(CHUNK))
-                .max(1)
-        ];
+        let mut buf = vec![0u8; CHUNK.min(usize::try_from(remaining).unwrap_or(CHUNK)).max(1)];
         while remaining > 0 {
-            let want = buf
-                .len()
-                .min(usize::try_from(remaining).unwrap_or(usize::MAX));
+            let want = buf.len().min(usize::try_from(remaining).unwrap_or(usize::MAX));
             let got = self.read_some(&mut buf[..want])?;
             sink.write_all(&buf[..got]).map_err(BodyError::Sink)?;
             remaining -= got as u64;
@@ -184,29 +170,20 @@ impl Connection {
         let mut total = 0u64;
         loop {
             let line = self.read_line()?;
-            let size_text = line
-                .split(|&b| b == b';')
-                .next()
-                .unwrap_or_default()
-                .trim_ascii();
+            let size_text = line.split(|&b| b == b';').next().unwrap_or_default().trim_ascii();
             if size_text.is_empty() || size_text.len() > 16 {
                 return Err(BodyError::Malformed);
             }
             let size = size_text
                 .iter()
-                .try_fold(0u64, |acc, &c| {
-                    Some(acc << 4 | u64::from(crate::encoding::hex_digit(c)?))
-                })
+                .try_fold(0u64, |acc, &c| Some(acc << 4 | u64::from(crate::encoding::hex_digit(c)?)))
                 .ok_or(BodyError::Malformed)?;
             if size == 0 {
                 // Trailer fields, then the blank line.
                 while !self.read_line()?.is_empty() {}
                 return Ok(total);
             }
-            total = total
-                .checked_add(size)
-                .filter(|&t| t <= limit)
-                .ok_or(BodyError::TooLarge)?;
+            total = total.checked_add(size).filter(|&t| t <= limit).ok_or(BodyError::TooLarge)?;
             self.copy_exact(size, sink)?;
             if !self.read_line()?.is_empty() {
                 return Err(BodyError::Malformed);
@@ -223,11 +200,7 @@ impl Connection {
                 if line.last() == Some(&b'\r') {
                     line.pop();
                 }
-                return if line.len() > MAX_CHUNK_LINE {
-                    Err(BodyError::Malformed)
-                } else {
-                    Ok(line)
-                };
+                return if line.len() > MAX_CHUNK_LINE { Err(BodyError::Malformed) } else { Ok(line) };
             }
             if self.pending.len() > MAX_CHUNK_LINE {
                 return Err(BodyError::Malformed);
@@ -259,8 +232,7 @@ impl Connection {
     /// Writes an answer: the head and a small body in one write, a file
     /// streamed after its head.
     pub fn send(&mut self, response: Response, options: &SendOptions) -> io::Result<()> {
-        self.stream
-            .set_write_timeout(Some(self.limits.io_timeout))?;
+        self.stream.set_write_timeout(Some(self.limits.io_timeout))?;
         let mut out = Vec::with_capacity(512);
         response.write_head(&mut out, &options.extra, options.keep_alive);
         match response.body {
@@ -271,11 +243,7 @@ impl Connection {
             Body::File { mut file, len } if !options.head_only => {
                 self.stream.write_all(&out)?;
                 let copied = io::copy(&mut (&mut file).take(len), &mut self.stream)?;
-                if copied == len {
-                    Ok(())
-                } else {
-                    Err(io::ErrorKind::UnexpectedEof.into())
-                }
+                if copied == len { Ok(()) } else { Err(io::ErrorKind::UnexpectedEof.into()) }
             }
             _ => self.stream.write_all(&out),
         }
@@ -293,11 +261,7 @@ impl Connection {
             let Some(left) = deadline.checked_duration_since(Instant::now()) else {
                 break;
             };
-            if self
-                .stream
-                .set_read_timeout(Some(left.max(Duration::from_millis(1))))
-                .is_err()
-            {
+            if self.stream.set_read_timeout(Some(left.max(Duration::from_millis(1)))).is_err() {
                 break;
             }
             match self.stream.read(&mut buf) {

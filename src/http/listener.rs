@@ -46,13 +46,10 @@ where
         let slot = Slot(Arc::clone(&open));
         let _ = stream.set_nodelay(true);
         let handle = Arc::clone(&handle);
-        let spawned = thread::Builder::new()
-            .name("conn".into())
-            .stack_size(CONNECTION_STACK)
-            .spawn(move || {
-                let _slot = slot;
-                handle(stream, peer);
-            });
+        let spawned = thread::Builder::new().name("conn".into()).stack_size(CONNECTION_STACK).spawn(move || {
+            let _slot = slot;
+            handle(stream, peer);
+        });
         if let Err(err) = spawned {
             // The closure (and with it the socket and slot) is dropped.
             eprintln!("sync-node: cannot start a connection thread: {err}");

@@ -46,10 +46,7 @@ pub enum Parsed {
 impl RequestHead {
     /// The first value of a header, as bytes.
     pub fn header(&self, name: &str) -> Option<&[u8]> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_slice())
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_slice())
     }
 
     /// The first value of a header as text; a value that is not visible
@@ -57,16 +54,10 @@ impl RequestHead {
     pub fn header_str(&self, name: &str) -> Result<Option<&str>, ApiError> {
         match self.header(name) {
             None => Ok(None),
-            Some(value)
-                if value
-                    .iter()
-                    .all(|&b| b == b' ' || b == b'\t' || b.is_ascii_graphic()) =>
-            {
+            Some(value) if value.iter().all(|&b| b == b' ' || b == b'\t' || b.is_ascii_graphic()) => {
                 Ok(std::str::from_utf8(value).ok())
             }
-            Some(_) => Err(ApiError::bad_request(format!(
-                "The {name} header has characters outside visible ASCII."
-            ))),
+            Some(_) => Err(ApiError::bad_request(format!("The {name} header has characters outside visible ASCII."))),
         }
     }
 
@@ -92,11 +83,7 @@ pub fn parse(buf: &[u8], limits: HeadLimits) -> Result<Parsed, ApiError> {
     let status = match status {
         Err(err) if buf.len() > limits.max_head => {
             // A head past the limit that also fails to parse is still too large.
-            return Err(if matches!(err, ApiError::BadRequest(_)) {
-                ApiError::HeadersTooLarge
-            } else {
-                err
-            });
+            return Err(if matches!(err, ApiError::BadRequest(_)) { ApiError::HeadersTooLarge } else { err });
         }
         other => other?,
     };
@@ -116,17 +103,12 @@ pub fn parse(buf: &[u8], limits: HeadLimits) -> Result<Parsed, ApiError> {
         Some((path, query)) => (path.to_owned(), Some(query.to_owned())),
         None => (target.to_owned(), None),
     };
-    let headers: Vec<(String, Vec<u8>)> = request
-        .headers
-        .iter()
-        .map(|h| (h.name.to_ascii_lowercase(), h.value.to_vec()))
-        .collect();
+    let headers: Vec<(String, Vec<u8>)> =
+        request.headers.iter().map(|h| (h.name.to_ascii_lowercase(), h.value.to_vec())).collect();
     let framing = framing(version_minor, &headers)?;
     let keep_alive = keep_alive(version_minor, &headers);
-    let expect_continue = version_minor == 1
-        && headers
-            .iter()
-            .any(|(n, v)| n == "expect" && v.eq_ignore_ascii_case(b"100-continue"));
+    let expect_continue =
+        version_minor == 1 && headers.iter().any(|(n, v)| n == "expect" && v.eq_ignore_ascii_case(b"100-continue"));
     let head = RequestHead {
         method: request.method.unwrap_or("GET").to_owned(),
         path,
@@ -149,10 +131,7 @@ pub fn framing(version_minor: u8, headers: &[(String, Vec<u8>)]) -> Result<Frami
             .iter()
             .filter(|(n, _)| n == name)
             .flat_map(|(_, v)| {
-                String::from_utf8_lossy(v)
-                    .split(',')
-                    .map(|s| s.trim().to_ascii_lowercase())
-                    .collect::<Vec<_>>()
+                String::from_utf8_lossy(v).split(',').map(|s| s.trim().to_ascii_lowercase()).collect::<Vec<_>>()
             })
             .collect()
     };
@@ -160,32 +139,22 @@ pub fn framing(version_minor: u8, headers: &[(String, Vec<u8>)]) -> Result<Frami
     let lengths = values("content-length");
     if !codings.is_empty() {
         if version_minor == 0 {
-            return Err(ApiError::bad_request(
-                "Transfer-Encoding is not allowed in HTTP/1.0.",
-            ));
+            return Err(ApiError::bad_request("Transfer-Encoding is not allowed in HTTP/1.0."));
         }
         if !lengths.is_empty() {
-            return Err(ApiError::bad_request(
-                "Content-Length and Transfer-Encoding together are not allowed.",
-            ));
+            return Err(ApiError::bad_request("Content-Length and Transfer-Encoding together are not allowed."));
         }
         if codings != ["chunked"] {
-            return Err(ApiError::bad_request(
-                "Only the chunked transfer coding is supported.",
-            ));
+            return Err(ApiError::bad_request("Only the chunked transfer coding is supported."));
         }
         return Ok(Framing::Chunked);
     }
     let mut length = None;
     for text in &lengths {
         if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(ApiError::bad_request(
-                "Content-Length must be a decimal number.",
-            ));
+            return Err(ApiError::bad_request("Content-Length must be a decimal number."));
         }
-        let value: u64 = text
-            .parse()
-            .map_err(|_| ApiError::PayloadTooLarge("request body"))?;
+        let value: u64 = text.parse().map_err(|_| ApiError::PayloadTooLarge("request body"))?;
         if length.is_some_and(|previous| previous != value) {
             return Err(ApiError::bad_request("Differing Content-Length values."));
         }
@@ -201,10 +170,7 @@ fn keep_alive(version_minor: u8, headers: &[(String, Vec<u8>)]) -> bool {
     let mut tokens = headers
         .iter()
         .filter(|(n, _)| n == "connection")
-        .flat_map(|(_, v)| {
-            v.split(|&b| b == b',')
-                .map(|t| t.trim_ascii().to_ascii_lowercase())
-        });
+        .flat_map(|(_, v)| v.split(|&b| b == b',').map(|t| t.trim_ascii().to_ascii_lowercase()));
     let mut keep = version_minor == 1;
     for token in tokens.by_ref() {
         if token == b"close" {
@@ -221,11 +187,7 @@ fn keep_alive(version_minor: u8, headers: &[(String, Vec<u8>)]) -> bool {
 mod tests {
     use super::*;
 
-    const LIMITS: HeadLimits = HeadLimits {
-        max_line: 64,
-        max_head: 256,
-        max_headers: 4,
-    };
+    const LIMITS: HeadLimits = HeadLimits { max_line: 64, max_head: 256, max_headers: 4 };
 
     fn parse_ok(text: &str) -> (RequestHead, usize) {
         match parse(text.as_bytes(), LIMITS) {
@@ -242,16 +204,12 @@ mod tests {
     }
 
     fn hdrs(pairs: &[(&str, &str)]) -> Vec<(String, Vec<u8>)> {
-        pairs
-            .iter()
-            .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec()))
-            .collect()
+        pairs.iter().map(|(n, v)| (n.to_string(), v.as_bytes().to_vec())).collect()
     }
 
     #[test]
     fn parses_path_query_and_headers() {
-        let (head, used) =
-            parse_ok("GET /v1/changes?since=3 HTTP/1.1\r\nHost: x\r\nOrigin: o\r\n\r\nrest");
+        let (head, used) = parse_ok("GET /v1/changes?since=3 HTTP/1.1\r\nHost: x\r\nOrigin: o\r\n\r\nrest");
         assert_eq!(head.path, "/v1/changes");
         assert_eq!(head.query.as_deref(), Some("since=3"));
         assert_eq!(head.header("origin"), Some(&b"o"[..]));
@@ -262,10 +220,7 @@ mod tests {
 
     #[test]
     fn partial_until_blank_line() {
-        assert!(matches!(
-            parse(b"GET / HTTP/1.1\r\nHost: x\r\n", LIMITS),
-            Ok(Parsed::Partial)
-        ));
+        assert!(matches!(parse(b"GET / HTTP/1.1\r\nHost: x\r\n", LIMITS), Ok(Parsed::Partial)));
     }
 
     #[test]
@@ -281,60 +236,28 @@ mod tests {
 
     #[test]
     fn other_versions_get_505_and_garbage_400() {
-        assert_eq!(
-            parse_err(b"GET / HTTP/2.0\r\n\r\n"),
-            (505, "http_version_not_supported")
-        );
+        assert_eq!(parse_err(b"GET / HTTP/2.0\r\n\r\n"), (505, "http_version_not_supported"));
         assert_eq!(parse_err(b"\x00\x01garbage\r\n\r\n"), (400, "bad_request"));
     }
 
     #[test]
     fn framing_rules() {
-        assert_eq!(
-            framing(1, &hdrs(&[("content-length", "5")])).unwrap(),
-            Framing::Length(5)
-        );
-        assert_eq!(
-            framing(
-                1,
-                &hdrs(&[("content-length", "5"), ("content-length", "5")])
-            )
-            .unwrap(),
-            Framing::Length(5)
-        );
-        assert_eq!(
-            framing(1, &hdrs(&[("content-length", "0")])).unwrap(),
-            Framing::None
-        );
-        assert_eq!(
-            framing(1, &hdrs(&[("transfer-encoding", "Chunked")])).unwrap(),
-            Framing::Chunked
-        );
+        assert_eq!(framing(1, &hdrs(&[("content-length", "5")])).unwrap(), Framing::Length(5));
+        assert_eq!(framing(1, &hdrs(&[("content-length", "5"), ("content-length", "5")])).unwrap(), Framing::Length(5));
+        assert_eq!(framing(1, &hdrs(&[("content-length", "0")])).unwrap(), Framing::None);
+        assert_eq!(framing(1, &hdrs(&[("transfer-encoding", "Chunked")])).unwrap(), Framing::Chunked);
         assert_eq!(
             framing(1, &hdrs(&[("content-length", "18446744073709551615")])).unwrap(),
             Framing::Length(u64::MAX)
         );
-        let status =
-            |h: &[(&str, &str)], minor| framing(minor, &hdrs(h)).unwrap_err().status_and_code().0;
-        assert_eq!(
-            status(&[("content-length", "5"), ("content-length", "6")], 1),
-            400
-        );
+        let status = |h: &[(&str, &str)], minor| framing(minor, &hdrs(h)).unwrap_err().status_and_code().0;
+        assert_eq!(status(&[("content-length", "5"), ("content-length", "6")], 1), 400);
         assert_eq!(status(&[("content-length", "5, 6")], 1), 400);
         assert_eq!(status(&[("content-length", "-1")], 1), 400);
         assert_eq!(status(&[("content-length", "+5")], 1), 400);
         assert_eq!(status(&[("content-length", "")], 1), 400);
-        assert_eq!(
-            status(&[("content-length", "99999999999999999999999")], 1),
-            413
-        );
-        assert_eq!(
-            status(
-                &[("content-length", "5"), ("transfer-encoding", "chunked")],
-                1
-            ),
-            400
-        );
+        assert_eq!(status(&[("content-length", "99999999999999999999999")], 1), 413);
+        assert_eq!(status(&[("content-length", "5"), ("transfer-encoding", "chunked")], 1), 400);
         assert_eq!(status(&[("transfer-encoding", "gzip, chunked")], 1), 400);
         assert_eq!(status(&[("transfer-encoding", "chunked")], 0), 400);
     }
@@ -344,9 +267,6 @@ mod tests {
         assert!(keep_alive(1, &[]));
         assert!(!keep_alive(0, &[]));
         assert!(keep_alive(0, &hdrs(&[("connection", "Keep-Alive")])));
-        assert!(!keep_alive(
-            1,
-            &hdrs(&[("connection", "keep-alive, close")])
-        ));
+        assert!(!keep_alive(1, &hdrs(&[("connection", "keep-alive, close")])));
     }
 }

@@ -24,11 +24,7 @@ pub struct Response {
 
 impl Response {
     pub fn new(status: u16) -> Self {
-        Response {
-            status,
-            headers: Vec::new(),
-            body: Body::Empty,
-        }
+        Response { status, headers: Vec::new(), body: Body::Empty }
     }
 
     /// A JSON answer with `value` as its body.
@@ -54,10 +50,7 @@ impl Response {
     }
 
     pub fn header_value(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 
     /// The in-memory body (empty for files and empty bodies).
@@ -77,12 +70,7 @@ impl Response {
     }
 
     /// Writes the status line and headers (with `extra` and framing headers).
-    pub fn write_head(
-        &self,
-        out: &mut Vec<u8>,
-        extra: &[(&'static str, String)],
-        keep_alive: bool,
-    ) {
+    pub fn write_head(&self, out: &mut Vec<u8>, extra: &[(&'static str, String)], keep_alive: bool) {
         out.extend_from_slice(b"HTTP/1.1 ");
         out.extend_from_slice(self.status.to_string().as_bytes());
         out.push(b' ');
@@ -94,11 +82,7 @@ impl Response {
         if !matches!(self.status, 100..=199 | 204 | 304) {
             push_header(out, "Content-Length", &self.body_len().to_string());
         }
-        push_header(
-            out,
-            "Connection",
-            if keep_alive { "keep-alive" } else { "close" },
-        );
+        push_header(out, "Connection", if keep_alive { "keep-alive" } else { "close" });
         out.extend_from_slice(b"\r\n");
     }
 }

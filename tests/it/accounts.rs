@@ -10,11 +10,7 @@ use std::time::{Duration, Instant};
 #[test]
 fn register_login_logout() {
     let server = Server::start();
-    let reg = server.post_json(
-        "/v1/accounts",
-        None,
-        &json!({"id": " Alice@Example.org ", "password": PASSWORD}),
-    );
+    let reg = server.post_json("/v1/accounts", None, &json!({"id": " Alice@Example.org ", "password": PASSWORD}));
     assert_eq!(reg.status, 201);
     assert_eq!(reg.header("Cache-Control"), Some("no-store"));
     let body = reg.json();
@@ -24,21 +20,10 @@ fn register_login_logout() {
     assert!(body["expires"].as_i64().unwrap() > 0);
     let first = body["token"].as_str().unwrap().to_owned();
 
-    let again = server.post_json(
-        "/v1/accounts",
-        None,
-        &json!({"id": "alice@example.ORG", "password": PASSWORD}),
-    );
-    assert_eq!(
-        (again.status, again.error().as_str()),
-        (409, "account_exists")
-    );
+    let again = server.post_json("/v1/accounts", None, &json!({"id": "alice@example.ORG", "password": PASSWORD}));
+    assert_eq!((again.status, again.error().as_str()), (409, "account_exists"));
 
-    let login = server.post_json(
-        "/v1/sessions",
-        None,
-        &json!({"id": "ALICE@example.org", "password": PASSWORD}),
-    );
+    let login = server.post_json("/v1/sessions", None, &json!({"id": "ALICE@example.org", "password": PASSWORD}));
     assert_eq!(login.status, 201);
     assert_eq!(login.json()["key_salt"], salt);
     let second = login.json()["token"].as_str().unwrap().to_owned();
@@ -53,33 +38,19 @@ fn register_login_logout() {
     assert_eq!(account["quota_bytes"], serde_json::Value::Null);
     assert_eq!(account["account"].as_str().unwrap().len(), 64);
 
-    assert_eq!(
-        server
-            .call("DELETE", "/v1/sessions/current", Some(&first), &[], b"")
-            .status,
-        204
-    );
+    assert_eq!(server.call("DELETE", "/v1/sessions/current", Some(&first), &[], b"").status, 204);
     let gone = server.get("/v1/account", Some(&first));
     assert_eq!((gone.status, gone.error().as_str()), (401, "unauthorized"));
     assert_eq!(gone.header("WWW-Authenticate"), Some("Bearer"));
     assert_eq!(server.get("/v1/account", Some(&second)).status, 200);
 
     let third = server
-        .post_json(
-            "/v1/sessions",
-            None,
-            &json!({"id": "alice@example.org", "password": PASSWORD}),
-        )
+        .post_json("/v1/sessions", None, &json!({"id": "alice@example.org", "password": PASSWORD}))
         .json()["token"]
         .as_str()
         .unwrap()
         .to_owned();
-    assert_eq!(
-        server
-            .call("DELETE", "/v1/sessions", Some(&second), &[], b"")
-            .status,
-        204
-    );
+    assert_eq!(server.call("DELETE", "/v1/sessions", Some(&second), &[], b"").status, 204);
     assert_eq!(server.get("/v1/account", Some(&second)).status, 401);
     assert_eq!(server.get("/v1/account", Some(&third)).status, 401);
 }
@@ -87,26 +58,9 @@ fn register_login_logout() {
 #[test]
 fn bad_tokens_are_401() {
     let server = Server::start();
-    for header in [
-        "",
-        "Bearer",
-        "Bearer ",
-        "Basic abc",
-        "Bearer nonsense",
-        &format!("Bearer {}", "a".repeat(500)),
-    ] {
-        let resp = server.call(
-            "GET",
-            "/v1/account",
-            None,
-            &[("Authorization", header)],
-            b"",
-        );
-        assert_eq!(
-            (resp.status, resp.error().as_str()),
-            (401, "unauthorized"),
-            "{header:?}"
-        );
+    for header in ["", "Bearer", "Bearer ", "Basic abc", "Bearer nonsense", &format!("Bearer {}", "a".repeat(500))] {
+        let resp = server.call("GET", "/v1/account", None, &[("Authorization", header)], b"");
+        assert_eq!((resp.status, resp.error().as_str()), (401, "unauthorized"), "{header:?}");
     }
     assert_eq!(server.get("/v1/stores", None).status, 401);
 }
@@ -131,40 +85,20 @@ fn invalid_bodies_are_400() {
     ] {
         for path in ["/v1/accounts", "/v1/sessions"] {
             let resp = server.call("POST", path, None, &[], body.as_bytes());
-            assert_eq!(
-                (resp.status, resp.error().as_str()),
-                (400, "bad_request"),
-                "{path} {body:.60}"
-            );
+            assert_eq!((resp.status, resp.error().as_str()), (400, "bad_request"), "{path} {body:.60}");
         }
     }
     let big = format!(r#"{{"id":"a","password":"{}"}}"#, "x".repeat(70_000));
-    assert_eq!(
-        server
-            .call("POST", "/v1/accounts", None, &[], big.as_bytes())
-            .status,
-        413
-    );
+    assert_eq!(server.call("POST", "/v1/accounts", None, &[], big.as_bytes()).status, 413);
 }
 
 #[test]
 fn unknown_id_and_wrong_password_answer_identically() {
     let server = Server::start();
     server.register("known");
-    let wrong = server.post_json(
-        "/v1/sessions",
-        None,
-        &json!({"id": "known", "password": "wrong password"}),
-    );
-    let unknown = server.post_json(
-        "/v1/sessions",
-        None,
-        &json!({"id": "unknown", "password": "wrong password"}),
-    );
-    assert_eq!(
-        (wrong.status, wrong.error().as_str()),
-        (401, "invalid_credentials")
-    );
+    let wrong = server.post_json("/v1/sessions", None, &json!({"id": "known", "password": "wrong password"}));
+    let unknown = server.post_json("/v1/sessions", None, &json!({"id": "unknown", "password": "wrong password"}));
+    assert_eq!((wrong.status, wrong.error().as_str()), (401, "invalid_credentials"));
     assert_eq!(wrong.raw, unknown.raw, "byte-identical answers");
 }
 
@@ -174,11 +108,7 @@ fn the_plain_id_is_stored_nowhere() {
     let token = server.register("Distinctive.Name@Example.org");
     server.put("k", &token, &[], b"data");
     drop(server.get("/v1/account", Some(&token)));
-    let needles = [
-        "distinctive.name@example.org",
-        "Distinctive.Name@Example.org",
-        "Distinctive",
-    ];
+    let needles = ["distinctive.name@example.org", "Distinctive.Name@Example.org", "Distinctive"];
     for file in files_below(&server.root) {
         let bytes = std::fs::read(&file).unwrap();
         for needle in needles {
@@ -194,11 +124,7 @@ fn the_plain_id_is_stored_nowhere() {
 #[test]
 fn closed_registration_and_the_cli() {
     let server = Server::start_with(Options::default().env("REGISTRATION", "closed"));
-    let resp = server.post_json(
-        "/v1/accounts",
-        None,
-        &json!({"id": "someone", "password": PASSWORD}),
-    );
+    let resp = server.post_json("/v1/accounts", None, &json!({"id": "someone", "password": PASSWORD}));
     assert_eq!((resp.status, resp.error().as_str()), (403, "forbidden"));
 
     let add = |id: &str, stdin: &str| {
@@ -212,30 +138,17 @@ fn closed_registration_and_the_cli() {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(stdin.as_bytes())
-            .unwrap();
+        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
         child.wait_with_output().unwrap()
     };
     // The CLI works on the same STATIC_ROOT while the server runs.
-    assert!(
-        add("Operator", &format!("{PASSWORD}\nignored second line\n"))
-            .status
-            .success()
-    );
+    assert!(add("Operator", &format!("{PASSWORD}\nignored second line\n")).status.success());
     let again = add("operator", &format!("{PASSWORD}\n"));
     assert_eq!(again.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&again.stderr).contains("exists"));
     assert_eq!(add("short", "abc\n").status.code(), Some(1));
 
-    let login = server.post_json(
-        "/v1/sessions",
-        None,
-        &json!({"id": "operator", "password": PASSWORD}),
-    );
+    let login = server.post_json("/v1/sessions", None, &json!({"id": "operator", "password": PASSWORD}));
     assert_eq!(login.status, 201, "{}", login.text());
 }
 
@@ -259,8 +172,5 @@ fn a_slow_login_does_not_stall_other_requests() {
     }
     let took = started.elapsed();
     assert_eq!(login.join().unwrap().status, 401);
-    assert!(
-        worst < Duration::from_millis(500),
-        "health took {worst:?} during a {took:?} login"
-    );
+    assert!(worst < Duration::from_millis(500), "health took {worst:?} during a {took:?} login");
 }

@@ -18,11 +18,7 @@ fn body(writer: u64, version: u64) -> Vec<u8> {
     let mut out = Vec::with_capacity(size);
     out.extend_from_slice(&writer.to_le_bytes());
     out.extend_from_slice(&version.to_le_bytes());
-    out.extend((16..size).map(|i| {
-        (i as u64)
-            .wrapping_mul(31)
-            .wrapping_add(writer * 7 + version * 13) as u8
-    }));
+    out.extend((16..size).map(|i| (i as u64).wrapping_mul(31).wrapping_add(writer * 7 + version * 13) as u8));
     out
 }
 
@@ -33,17 +29,8 @@ struct Writer {
     in_flight: Option<u64>,
 }
 
-fn storm(
-    addr: SocketAddr,
-    token: &str,
-    writer: u64,
-    start: Option<(u64, String)>,
-    stop: &AtomicBool,
-) -> Writer {
-    let mut state = Writer {
-        acked: start,
-        in_flight: None,
-    };
+fn storm(addr: SocketAddr, token: &str, writer: u64, start: Option<(u64, String)>, stop: &AtomicBool) -> Writer {
+    let mut state = Writer { acked: start, in_flight: None };
     let mut conn = Conn::open(addr);
     while !stop.load(Ordering::Relaxed) {
         let version = state.acked.as_ref().map_or(1, |(v, _)| v + 1);
@@ -66,12 +53,7 @@ fn storm(
         }
         match conn.try_read_response(false) {
             Some(resp) => {
-                assert!(
-                    resp.status == 200 || resp.status == 201,
-                    "writer {writer}: {} {}",
-                    resp.status,
-                    resp.text()
-                );
+                assert!(resp.status == 200 || resp.status == 201, "writer {writer}: {} {}", resp.status, resp.text());
                 state.acked = Some((version, resp.etag()));
                 state.in_flight = None;
             }
@@ -94,22 +76,14 @@ fn kill_9_mid_storm_loses_no_acknowledged_write() {
     let root = dir.path().join("data");
     let mut server = Server::start_in(&root, Options::default());
     let token: Arc<str> = server.register("crash").into();
-    let mut seed = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
-        | 1;
+    let mut seed = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64 | 1;
     let mut known: Vec<Option<(u64, String)>> = vec![None; WRITERS as usize];
     for round in 0..3 {
         let stop = Arc::new(AtomicBool::new(false));
         let handles: Vec<_> = (0..WRITERS)
             .map(|w| {
-                let (addr, token, stop, start) = (
-                    server.addr,
-                    Arc::clone(&token),
-                    Arc::clone(&stop),
-                    known[w as usize].clone(),
-                );
+                let (addr, token, stop, start) =
+                    (server.addr, Arc::clone(&token), Arc::clone(&stop), known[w as usize].clone());
                 thread::spawn(move || storm(addr, &token, w, start, &stop))
             })
             .collect();
@@ -122,27 +96,14 @@ fn kill_9_mid_storm_loses_no_acknowledged_write() {
         for (w, state) in writers.iter().enumerate() {
             let resp = server.get(&format!("/v1/stores/w{w}"), Some(&token));
             if resp.status == 404 {
-                assert!(
-                    state.acked.is_none(),
-                    "round {round} writer {w}: an acknowledged create was lost"
-                );
+                assert!(state.acked.is_none(), "round {round} writer {w}: an acknowledged create was lost");
                 known[w] = None;
                 continue;
             }
-            assert_eq!(
-                resp.status, 200,
-                "round {round} writer {w}: sessions survive"
-            );
+            assert_eq!(resp.status, 200, "round {round} writer {w}: sessions survive");
             let version = u64::from_le_bytes(resp.body[8..16].try_into().unwrap());
-            assert_eq!(
-                resp.body,
-                body(w as u64, version),
-                "round {round} writer {w}: complete, untorn"
-            );
-            assert_eq!(
-                resp.header("Content-Length").unwrap(),
-                resp.body.len().to_string()
-            );
+            assert_eq!(resp.body, body(w as u64, version), "round {round} writer {w}: complete, untorn");
+            assert_eq!(resp.header("Content-Length").unwrap(), resp.body.len().to_string());
             match &state.acked {
                 Some((acked, etag)) if *acked == version => assert_eq!(&resp.etag(), etag),
                 _ => assert_eq!(
@@ -153,15 +114,8 @@ fn kill_9_mid_storm_loses_no_acknowledged_write() {
             }
             known[w] = Some((version, resp.etag()));
         }
-        assert!(
-            temp_files(&root).is_empty(),
-            "round {round}: no temp files after restart"
-        );
+        assert!(temp_files(&root).is_empty(), "round {round}: no temp files after restart");
         let live = known.iter().filter(|k| k.is_some()).count();
-        assert_eq!(
-            store_files(&root).len(),
-            live,
-            "round {round}: no orphan files after restart"
-        );
+        assert_eq!(store_files(&root).len(), live, "round {round}: no orphan files after restart");
     }
 }

@@ -17,16 +17,9 @@ fn timed_health(server: &Server) -> Duration {
 #[test]
 fn absurd_content_lengths_get_413_and_the_server_lives() {
     let server = Server::start();
-    for length in [
-        "18446744073709551615",
-        "1099511627776",
-        "99999999999999999999999999",
-    ] {
+    for length in ["18446744073709551615", "1099511627776", "99999999999999999999999999"] {
         let mut conn = server.connect();
-        conn.send(
-            format!("POST /v1/accounts HTTP/1.1\r\nHost: x\r\nContent-Length: {length}\r\n\r\n")
-                .as_bytes(),
-        );
+        conn.send(format!("POST /v1/accounts HTTP/1.1\r\nHost: x\r\nContent-Length: {length}\r\n\r\n").as_bytes());
         let resp = conn.read_response(false);
         assert_eq!(resp.status, 413, "{length}");
         assert_eq!(resp.error(), "payload_too_large");
@@ -62,11 +55,7 @@ fn negative_and_conflicting_lengths_are_400() {
 fn oversized_request_line_and_head_are_refused() {
     let server = Server::start();
     let cases = [
-        (
-            format!("GET /v1/{} HTTP/1.1\r\n\r\n", "a".repeat(100_000)),
-            414,
-            "uri_too_long",
-        ),
+        (format!("GET /v1/{} HTTP/1.1\r\n\r\n", "a".repeat(100_000)), 414, "uri_too_long"),
         (
             format!(
                 "GET /v1/health HTTP/1.1\r\n{}\r\n",
@@ -78,9 +67,7 @@ fn oversized_request_line_and_head_are_refused() {
         (
             format!(
                 "GET /v1/health HTTP/1.1\r\n{}\r\n",
-                (0..100)
-                    .map(|i| format!("X-H{i}: 1\r\n"))
-                    .collect::<String>()
+                (0..100).map(|i| format!("X-H{i}: 1\r\n")).collect::<String>()
             ),
             431,
             "headers_too_large",
@@ -111,10 +98,7 @@ fn http_versions_head_and_connection_close() {
 
     let mut conn = server.connect();
     conn.send(b"GET /v1/health HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
-    assert_eq!(
-        conn.read_response(false).header("Connection"),
-        Some("keep-alive")
-    );
+    assert_eq!(conn.read_response(false).header("Connection"), Some("keep-alive"));
     conn.send(b"GET /v1/health HTTP/1.1\r\nConnection: close\r\n\r\n");
     assert_eq!(conn.read_response(false).status, 200);
     assert!(conn.is_closed());
@@ -123,27 +107,14 @@ fn http_versions_head_and_connection_close() {
     conn.send(b"HEAD /v1/info HTTP/1.1\r\n\r\nGET /v1/health HTTP/1.1\r\n\r\n");
     let head = conn.read_response(true);
     assert_eq!(head.status, 200);
-    assert!(
-        head.header("Content-Length")
-            .unwrap()
-            .parse::<usize>()
-            .unwrap()
-            > 0
-    );
+    assert!(head.header("Content-Length").unwrap().parse::<usize>().unwrap() > 0);
     let next = conn.read_response(false);
-    assert_eq!(
-        next.json()["status"],
-        "ok",
-        "HEAD sent no body, so the next answer follows directly"
-    );
+    assert_eq!(next.json()["status"], "ok", "HEAD sent no body, so the next answer follows directly");
 
     let mut conn = server.connect();
     conn.send(b"GET /v1/health HTTP/2.0\r\n\r\n");
     let resp = conn.read_response(false);
-    assert_eq!(
-        (resp.status, resp.error().as_str()),
-        (505, "http_version_not_supported")
-    );
+    assert_eq!((resp.status, resp.error().as_str()), (505, "http_version_not_supported"));
 }
 
 #[test]
@@ -163,10 +134,7 @@ fn pipelined_requests_are_answered_in_order() {
     assert_eq!(conn.read_response(false).status, 201);
     assert_eq!(conn.read_response(false).json()["name"], "sync-node");
     let last = conn.read_response(false);
-    assert_eq!(
-        (last.status, last.header("Allow")),
-        (405, Some("GET, HEAD"))
-    );
+    assert_eq!((last.status, last.header("Allow")), (405, Some("GET, HEAD")));
 }
 
 #[test]
@@ -182,11 +150,8 @@ fn chunked_bodies_and_expect_continue() {
     let body = r#"{"id":"expectant","password":"password123"}"#;
     let mut conn = server.connect();
     conn.send(
-        format!(
-            "POST /v1/accounts HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: {}\r\n\r\n",
-            body.len()
-        )
-        .as_bytes(),
+        format!("POST /v1/accounts HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: {}\r\n\r\n", body.len())
+            .as_bytes(),
     );
     assert_eq!(conn.read_response(false).status, 100);
     conn.send(body.as_bytes());
@@ -217,11 +182,7 @@ fn unknown_paths_and_methods() {
     for &(method, path, status, allow) in cases {
         let resp = server.call(method, path, None, &[], b"");
         assert_eq!(resp.status, status, "{method} {path}");
-        let expected = if status == 404 {
-            "not_found"
-        } else {
-            "method_not_allowed"
-        };
+        let expected = if status == 404 { "not_found" } else { "method_not_allowed" };
         assert_eq!(resp.error(), expected, "{method} {path}");
         assert!(resp.json()["message"].is_string());
         if let Some(allow) = allow {
@@ -230,11 +191,7 @@ fn unknown_paths_and_methods() {
     }
     for key in ["%zz", "%FF", "a%00b", &"k".repeat(1025)] {
         let resp = server.get(&format!("/v1/stores/{key}"), None);
-        assert_eq!(
-            (resp.status, resp.error().as_str()),
-            (400, "bad_request"),
-            "{key}"
-        );
+        assert_eq!((resp.status, resp.error().as_str()), (400, "bad_request"), "{key}");
     }
 }
 
@@ -245,9 +202,7 @@ fn a_burst_past_the_connection_cap_then_keep_alive_clients_are_all_answered() {
     // Past the cap of 256, connections get a canned 503 and are closed.
     let mut refused = 0;
     for conn in held.iter_mut().skip(256) {
-        conn.stream
-            .set_read_timeout(Some(Duration::from_secs(5)))
-            .unwrap();
+        conn.stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         if let Some(resp) = conn.try_read_response(false) {
             assert_eq!((resp.status, resp.error().as_str()), (503, "unavailable"));
             assert!(resp.header("Retry-After").is_some());
@@ -263,10 +218,7 @@ fn a_burst_past_the_connection_cap_then_keep_alive_clients_are_all_answered() {
             thread::spawn(move || {
                 let mut conn = Conn::open(addr);
                 for _ in 0..20 {
-                    assert_eq!(
-                        conn.request("GET", "/v1/health", None, &[], b"").status,
-                        200
-                    );
+                    assert_eq!(conn.request("GET", "/v1/health", None, &[], b"").status, 200);
                 }
             })
         })
@@ -278,49 +230,30 @@ fn a_burst_past_the_connection_cap_then_keep_alive_clients_are_all_answered() {
 
 #[test]
 fn running_out_of_descriptors_does_not_make_the_server_deaf() {
-    let options = Options {
-        wrapper: vec!["prlimit".into(), "--nofile=32:32".into()],
-        ..Options::default()
-    };
+    let options = Options { wrapper: vec!["prlimit".into(), "--nofile=32:32".into()], ..Options::default() };
     let server = Server::start_with(options);
     let mut conns: Vec<Conn> = (0..80).map(|_| server.connect()).collect();
     let mut answered = 0;
     for conn in &mut conns {
-        conn.stream
-            .set_read_timeout(Some(Duration::from_millis(200)))
-            .unwrap();
+        conn.stream.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
         conn.send(b"GET /v1/health HTTP/1.1\r\n\r\n");
     }
     for conn in &mut conns {
-        if conn
-            .try_read_response(false)
-            .is_some_and(|r| r.status == 200)
-        {
+        if conn.try_read_response(false).is_some_and(|r| r.status == 200) {
             answered += 1;
         }
     }
-    assert!(
-        answered < 80,
-        "the descriptor limit was reached ({answered} answered)"
-    );
+    assert!(answered < 80, "the descriptor limit was reached ({answered} answered)");
     drop(conns);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let mut conn = server.connect();
-        conn.stream
-            .set_read_timeout(Some(Duration::from_secs(1)))
-            .unwrap();
+        conn.stream.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
         conn.send(b"GET /v1/health HTTP/1.1\r\n\r\n");
-        if conn
-            .try_read_response(false)
-            .is_some_and(|r| r.status == 200)
-        {
+        if conn.try_read_response(false).is_some_and(|r| r.status == 200) {
             break;
         }
-        assert!(
-            Instant::now() < deadline,
-            "server deaf after descriptor exhaustion"
-        );
+        assert!(Instant::now() < deadline, "server deaf after descriptor exhaustion");
     }
 }
 

@@ -1,8 +1,10 @@
 //! The integration tests: each starts the real binary and speaks HTTP to it.
 
 mod accounts;
+mod changes;
 mod crash;
 mod http_layer;
 mod service;
+mod sharing;
 mod stores;
 mod support;

@@ -5,18 +5,11 @@ use std::process::Command;
 
 #[test]
 fn health_and_info() {
-    let server = Server::start_with(
-        Options::default()
-            .env("QUOTA_BYTES", "5000")
-            .env("REGISTRATION", "closed"),
-    );
+    let server = Server::start_with(Options::default().env("QUOTA_BYTES", "5000").env("REGISTRATION", "closed"));
     let health = server.get("/v1/health", None);
     assert_eq!(health.status, 200);
     assert_eq!(health.json(), serde_json::json!({"status": "ok"}));
-    assert_eq!(
-        health.header("Content-Type"),
-        Some("application/json; charset=utf-8")
-    );
+    assert_eq!(health.header("Content-Type"), Some("application/json; charset=utf-8"));
     assert_eq!(health.header("X-Content-Type-Options"), Some("nosniff"));
     assert_eq!(health.header("Access-Control-Allow-Origin"), Some("*"));
     assert_eq!(
@@ -38,49 +31,19 @@ fn health_and_info() {
 
 #[test]
 fn cors_with_an_origin_list_and_preflight() {
-    let server = Server::start_with(
-        Options::default().env("CORS_ORIGINS", "https://app.example,http://localhost:3000"),
-    );
-    let listed = server.call(
-        "GET",
-        "/v1/health",
-        None,
-        &[("Origin", "http://localhost:3000")],
-        b"",
-    );
-    assert_eq!(
-        listed.header("Access-Control-Allow-Origin"),
-        Some("http://localhost:3000")
-    );
+    let server =
+        Server::start_with(Options::default().env("CORS_ORIGINS", "https://app.example,http://localhost:3000"));
+    let listed = server.call("GET", "/v1/health", None, &[("Origin", "http://localhost:3000")], b"");
+    assert_eq!(listed.header("Access-Control-Allow-Origin"), Some("http://localhost:3000"));
     assert_eq!(listed.header("Vary"), Some("Origin"));
-    let unlisted = server.call(
-        "GET",
-        "/v1/health",
-        None,
-        &[("Origin", "https://evil.example")],
-        b"",
-    );
+    let unlisted = server.call("GET", "/v1/health", None, &[("Origin", "https://evil.example")], b"");
     assert_eq!(unlisted.header("Access-Control-Allow-Origin"), None);
     assert_eq!(unlisted.status, 200);
 
-    let preflight = server.call(
-        "OPTIONS",
-        "/v1/stores/some-key",
-        None,
-        &[("Origin", "https://app.example")],
-        b"",
-    );
+    let preflight = server.call("OPTIONS", "/v1/stores/some-key", None, &[("Origin", "https://app.example")], b"");
     assert_eq!(preflight.status, 204);
-    assert_eq!(
-        preflight.header("Access-Control-Allow-Origin"),
-        Some("https://app.example")
-    );
-    assert!(
-        preflight
-            .header("Access-Control-Allow-Methods")
-            .unwrap()
-            .contains("PUT")
-    );
+    assert_eq!(preflight.header("Access-Control-Allow-Origin"), Some("https://app.example"));
+    assert!(preflight.header("Access-Control-Allow-Methods").unwrap().contains("PUT"));
     assert_eq!(
         preflight.header("Access-Control-Allow-Headers"),
         Some("Authorization, Content-Type, If-Match, If-None-Match, Sync-Meta")
@@ -100,10 +63,7 @@ fn run(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
         .envs(env.iter().copied())
         .output()
         .unwrap();
-    (
-        output.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+    (output.status.code().unwrap_or(-1), String::from_utf8_lossy(&output.stderr).into_owned())
 }
 
 #[test]
@@ -145,13 +105,7 @@ fn command_line() {
     let help = Command::new(BIN).arg("--help").output().unwrap();
     assert!(help.status.success());
     let text = String::from_utf8(help.stdout).unwrap();
-    for word in [
-        "serve",
-        "account add",
-        "STATIC_ROOT",
-        "PBKDF2_ITERATIONS",
-        "MAX_CONNECTIONS",
-    ] {
+    for word in ["serve", "account add", "STATIC_ROOT", "PBKDF2_ITERATIONS", "MAX_CONNECTIONS"] {
         assert!(text.contains(word), "--help mentions {word}");
     }
     let (code, stderr) = run(&["frobnicate"], &[]);

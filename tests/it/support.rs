@@ -77,11 +77,7 @@ impl Server {
         thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if let Some(rest) = line.split("listening on http://").nth(1) {
-                    let addr = rest
-                        .split_whitespace()
-                        .next()
-                        .unwrap_or_default()
-                        .to_owned();
+                    let addr = rest.split_whitespace().next().unwrap_or_default().to_owned();
                     let _ = tx.send(addr);
                 }
                 let mut log = sink.lock().unwrap();
@@ -98,12 +94,7 @@ impl Server {
                 panic!("sync-node did not start: {}", log.lock().unwrap());
             }
         };
-        Server {
-            child,
-            addr,
-            root: root.to_path_buf(),
-            _dir: None,
-        }
+        Server { child, addr, root: root.to_path_buf(), _dir: None }
     }
 
     /// SIGKILL, no chance to clean up.
@@ -117,14 +108,7 @@ impl Server {
     }
 
     /// One request on a new connection.
-    pub fn call(
-        &self,
-        method: &str,
-        path: &str,
-        token: Option<&str>,
-        headers: &[(&str, &str)],
-        body: &[u8],
-    ) -> Resp {
+    pub fn call(&self, method: &str, path: &str, token: Option<&str>, headers: &[(&str, &str)], body: &[u8]) -> Resp {
         let mut conn = self.connect();
         conn.request(method, path, token, headers, body)
     }
@@ -134,35 +118,19 @@ impl Server {
     }
 
     pub fn post_json(&self, path: &str, token: Option<&str>, body: &Value) -> Resp {
-        self.call(
-            "POST",
-            path,
-            token,
-            &[("Content-Type", "application/json")],
-            body.to_string().as_bytes(),
-        )
+        self.call("POST", path, token, &[("Content-Type", "application/json")], body.to_string().as_bytes())
     }
 
     /// Registers `id` and returns its session token.
     pub fn register(&self, id: &str) -> String {
-        let resp = self.post_json(
-            "/v1/accounts",
-            None,
-            &serde_json::json!({"id": id, "password": PASSWORD}),
-        );
+        let resp = self.post_json("/v1/accounts", None, &serde_json::json!({"id": id, "password": PASSWORD}));
         assert_eq!(resp.status, 201, "register {id}: {}", resp.text());
         resp.json()["token"].as_str().unwrap().to_owned()
     }
 
     /// `PUT /v1/stores/{key}` with extra headers.
     pub fn put(&self, key: &str, token: &str, headers: &[(&str, &str)], body: &[u8]) -> Resp {
-        self.call(
-            "PUT",
-            &format!("/v1/stores/{key}"),
-            Some(token),
-            headers,
-            body,
-        )
+        self.call("PUT", &format!("/v1/stores/{key}"), Some(token), headers, body)
     }
 }
 
@@ -184,15 +152,11 @@ pub struct Resp {
 
 impl Resp {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 
     pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
     }
 
     pub fn text(&self) -> String {
@@ -217,14 +181,9 @@ pub struct Conn {
 impl Conn {
     pub fn open(addr: SocketAddr) -> Conn {
         let stream = TcpStream::connect(addr).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(30)))
-            .unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
         stream.set_nodelay(true).unwrap();
-        Conn {
-            stream,
-            pending: Vec::new(),
-        }
+        Conn { stream, pending: Vec::new() }
     }
 
     pub fn send(&mut self, bytes: &[u8]) {
@@ -268,45 +227,25 @@ impl Conn {
         };
         let mut slots = [httparse::EMPTY_HEADER; 64];
         let mut parsed = httparse::Response::new(&mut slots);
-        parsed
-            .parse(&self.pending[..head_end])
-            .expect("response head parses");
+        parsed.parse(&self.pending[..head_end]).expect("response head parses");
         let status = parsed.code.unwrap();
-        let headers: Vec<(String, String)> = parsed
-            .headers
-            .iter()
-            .map(|h| {
-                (
-                    h.name.to_owned(),
-                    String::from_utf8_lossy(h.value).into_owned(),
-                )
-            })
-            .collect();
+        let headers: Vec<(String, String)> =
+            parsed.headers.iter().map(|h| (h.name.to_owned(), String::from_utf8_lossy(h.value).into_owned())).collect();
         let length = headers
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
             .map_or(0, |(_, v)| v.parse::<usize>().unwrap());
-        let body_len = if head_only || status == 304 || status == 204 || status / 100 == 1 {
-            0
-        } else {
-            length
-        };
+        let body_len = if head_only || status == 304 || status == 204 || status / 100 == 1 { 0 } else { length };
         while self.pending.len() < head_end + body_len {
             assert!(self.fill(), "connection closed inside a body");
         }
         let raw: Vec<u8> = self.pending.drain(..head_end + body_len).collect();
         let body = raw[head_end..].to_vec();
-        Some(Resp {
-            status,
-            headers,
-            body,
-            raw,
-        })
+        Some(Resp { status, headers, body, raw })
     }
 
     pub fn read_response(&mut self, head_only: bool) -> Resp {
-        self.try_read_response(head_only)
-            .expect("an answer before the connection closed")
+        self.try_read_response(head_only).expect("an answer before the connection closed")
     }
 
     /// Whether the server has closed this connection (EOF or reset).

@@ -1,0 +1,139 @@
+//! `GET /v1/changes?since=N[&wait=S]`: the account's change feed, and the
+//! long-poll that parks on the loop until a commit touches the account.
+
+use super::{App, Handled};
+use crate::db::{self, changes::Change};
+use crate::error::ApiError;
+use crate::http::Response;
+use crate::polls::{Parked, Poll};
+use crate::server::{Reply, Request, Step};
+use serde_json::json;
+use std::time::{Duration, Instant};
+
+/// Longest wait a client may ask for.
+pub const MAX_WAIT_SECONDS: u64 = 60;
+
+#[derive(Debug, PartialEq, Eq)]
+struct FeedQuery {
+    since: i64,
+    wait: u64,
+}
+
+/// `GET /v1/changes`
+pub fn changes(app: &mut App, request: &Request) -> Result<Handled, ApiError> {
+    let query = parse_query(request.head.query.as_deref())?;
+    let session = app.authenticate(request)?;
+    let current = app.db.current_seq()?;
+    // since=0 lists what is accessible now and needs no tombstones.
+    let forgotten = query.since > 0 && query.since < db::changes::horizon(app.db.conn())?;
+    if forgotten || query.since > current {
+        return Err(ApiError::Gone);
+    }
+    let changes = db::changes::feed(app.db.conn(), &session.account_id, query.since, query.since == 0)?;
+    if changes.is_empty() && query.wait > 0 {
+        let deadline = Instant::now() + Duration::from_secs(query.wait);
+        return Ok(Handled::Park(Poll { account_id: session.account_id, since: query.since, deadline }));
+    }
+    Ok(Handled::Step(Step::Respond(feed_response(current, &changes))))
+}
+
+impl App {
+    /// Parks a long-poll; one evicted to keep the bounds is answered now.
+    pub fn park(&mut self, reply: Reply, poll: Poll) {
+        if let Some(evicted) = self.polls.park(reply, poll) {
+            self.answer(evicted);
+        }
+    }
+
+    /// Wakes the long-polls of accounts a commit just touched.
+    pub fn notify(&mut self, accounts: &[String]) {
+        for parked in self.polls.take_for(accounts) {
+            self.answer(parked);
+        }
+    }
+
+    /// Answers the long-polls whose wait is over.
+    pub fn expire_polls(&mut self, now: Instant) {
+        for parked in self.polls.take_expired(now) {
+            self.answer(parked);
+        }
+    }
+
+    /// The next instant a long-poll's wait ends.
+    pub fn next_poll_deadline(&self) -> Option<Instant> {
+        self.polls.next_deadline()
+    }
+
+    fn answer(&mut self, parked: Parked<Reply>) {
+        let Poll { account_id, since, .. } = parked.poll;
+        let answer = self.db.current_seq().and_then(|current| {
+            let changes = db::changes::feed(self.db.conn(), &account_id, since, since == 0)?;
+            Ok(feed_response(current, &changes))
+        });
+        let response = answer.unwrap_or_else(|err| ApiError::from(err).into_response());
+        parked.reply.send(Step::Respond(response));
+    }
+}
+
+fn feed_response(current: i64, changes: &[Change]) -> Response {
+    let changes: Vec<_> = changes
+        .iter()
+        .map(|change| {
+            json!({
+                "key": change.key,
+                "seq": change.seq,
+                "token": change.token,
+                "permission": change.permission.map(|p| p.as_str()),
+            })
+        })
+        .collect();
+    Response::json(200, &json!({ "seq": current, "changes": changes }))
+}
+
+/// `since` (required, ≥ 0) and `wait` (0..=60, default 0).
+fn parse_query(query: Option<&str>) -> Result<FeedQuery, ApiError> {
+    let (mut since, mut wait) = (None, 0);
+    for pair in query.unwrap_or_default().split('&').filter(|p| !p.is_empty()) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let number = || -> Option<u64> { value.bytes().all(|b| b.is_ascii_digit()).then(|| value.parse().ok())? };
+        match name {
+            "since" => {
+                let n = number().and_then(|n| i64::try_from(n).ok());
+                since = Some(n.ok_or_else(|| ApiError::bad_request("since must be a whole number ≥ 0."))?);
+            }
+            "wait" => {
+                wait = number()
+                    .filter(|&n| n <= MAX_WAIT_SECONDS)
+                    .ok_or_else(|| ApiError::bad_request("wait must be a whole number of seconds from 0 to 60."))?;
+            }
+            _ => {}
+        }
+    }
+    let since = since.ok_or_else(|| ApiError::bad_request("since is required."))?;
+    Ok(FeedQuery { since, wait })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_parsing() {
+        assert_eq!(parse_query(Some("since=5")).unwrap(), FeedQuery { since: 5, wait: 0 });
+        assert_eq!(parse_query(Some("wait=60&since=0&x=y")).unwrap(), FeedQuery { since: 0, wait: 60 });
+        for bad in [
+            None,
+            Some(""),
+            Some("since="),
+            Some("since=-1"),
+            Some("since=+1"),
+            Some("since=abc"),
+            Some("since=1&wait=61"),
+            Some("since=1&wait=-1"),
+            Some("since=1&wait="),
+            Some("since=99999999999999999999"),
+        ] {
+            assert_eq!(parse_query(bad).unwrap_err().status_and_code().0, 400, "{bad:?}");
+        }
+    }
+}
