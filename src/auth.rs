@@ -133,24 +133,42 @@ pub fn decoy_hash(iterations: u32) -> Result<String, ApiError> {
 /// PBKDF2 work that the loop hands to a connection thread.
 #[derive(Debug)]
 pub enum PasswordJob {
-    Hash { password: String, iterations: u32 },
-    Verify { password: String, phc: String },
+    Hash {
+        password: String,
+        iterations: u32,
+    },
+    /// Verify `password`; if it matches and `then_hash` is set, hash that
+    /// (a new password, or the same one at the current cost) in the same trip.
+    Verify {
+        password: String,
+        phc: String,
+        then_hash: Option<(String, u32)>,
+    },
 }
 
 /// The result of a [`PasswordJob`].
 #[derive(Debug)]
 pub enum PasswordOutcome {
     Hashed(Result<String, ApiError>),
-    Verified(bool),
+    Verified { matches: bool, new_hash: Option<Result<String, ApiError>> },
 }
 
 impl PasswordJob {
     pub fn run(self) -> PasswordOutcome {
         match self {
             PasswordJob::Hash { password, iterations } => PasswordOutcome::Hashed(hash_password(&password, iterations)),
-            PasswordJob::Verify { password, phc } => PasswordOutcome::Verified(verify_password(&password, &phc)),
+            PasswordJob::Verify { password, phc, then_hash } => {
+                let matches = verify_password(&password, &phc);
+                let new_hash = then_hash.filter(|_| matches).map(|(next, iterations)| hash_password(&next, iterations));
+                PasswordOutcome::Verified { matches, new_hash }
+            }
         }
     }
+}
+
+/// The cost a stored hash was made with (`None`: not a hash of ours).
+pub fn hash_iterations(phc: &str) -> Option<u32> {
+    parse_phc(phc).map(|parsed| parsed.iterations)
 }
 
 #[cfg(test)]
@@ -242,6 +260,21 @@ mod tests {
         assert_eq!(parse_phc(&decoy).unwrap().iterations, 1234);
         assert!(!verify_password("", &decoy));
         assert!(!verify_password("password", &decoy));
+    }
+
+    #[test]
+    fn verify_then_hash() {
+        let phc = hash_password("old password", 1000).unwrap();
+        let job = PasswordJob::Verify {
+            password: "old password".into(),
+            phc: phc.clone(),
+            then_hash: Some(("new password".into(), 2000)),
+        };
+        let PasswordOutcome::Verified { matches: true, new_hash: Some(Ok(new)) } = job.run() else { panic!() };
+        assert!(verify_password("new password", &new));
+        assert_eq!(hash_iterations(&new), Some(2000));
+        let job = PasswordJob::Verify { password: "wrong".into(), phc, then_hash: Some(("new password".into(), 2000)) };
+        assert!(matches!(job.run(), PasswordOutcome::Verified { matches: false, new_hash: None }));
     }
 
     #[test]

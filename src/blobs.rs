@@ -9,6 +9,7 @@ use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 const TMP: &str = "tmp";
 const STORES: &str = "stores";
@@ -57,6 +58,46 @@ pub struct Staged {
 pub struct Sweep {
     pub temp_files: Vec<String>,
     pub orphans: Vec<String>,
+    /// Unreferenced entries left alone because they are younger than the
+    /// sweep's minimum age (likely an upload in flight).
+    pub recent: usize,
+}
+
+/// Store files hard-linked into a private directory under `tmp/`: they stay
+/// readable whatever the server does to the originals, until dropped.
+#[derive(Debug)]
+pub struct Pinned {
+    dir: PathBuf,
+    names: Vec<String>,
+}
+
+impl Drop for Pinned {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Pinned {
+    /// Copies the pinned files to `root/stores/` and makes them durable.
+    pub fn copy_to(&self, root: &Path) -> io::Result<u64> {
+        let mut bytes = 0;
+        let mut dirs = HashSet::new();
+        for name in &self.names {
+            let target = root.join(STORES).join(name);
+            if let Some(parent) = target.parent()
+                && dirs.insert(parent.to_path_buf())
+            {
+                fs::create_dir_all(parent)?;
+            }
+            bytes += fs::copy(self.dir.join(name.replace('/', "-")), &target)?;
+            File::open(&target)?.sync_all()?;
+        }
+        for dir in &dirs {
+            sync_dir(dir)?;
+        }
+        sync_dir(&root.join(STORES))?;
+        Ok(bytes)
+    }
 }
 
 impl Write for Staging {
@@ -134,12 +175,33 @@ impl Blobs {
         Ok(fs::metadata(self.path_of(name)?)?.len())
     }
 
+    /// Hard-links the named files into a new directory under `tmp/`. Fails
+    /// with `NotFound` if one of them is already gone.
+    pub fn pin(&self, names: &[String]) -> io::Result<Pinned> {
+        let pinned = Pinned { dir: self.root.join(TMP).join(format!("pin-{}", random_name()?)), names: names.to_vec() };
+        fs::create_dir(&pinned.dir)?;
+        for name in names {
+            fs::hard_link(self.path_of(name)?, pinned.dir.join(name.replace('/', "-")))?;
+        }
+        Ok(pinned)
+    }
+
     /// Finds temp files and files under `stores/` that `referenced` does not
-    /// name; removes them unless `dry_run`.
-    pub fn sweep(&self, referenced: &HashSet<String>, dry_run: bool) -> io::Result<Sweep> {
+    /// name, skipping those modified less than `min_age` ago; removes them
+    /// unless `dry_run`.
+    pub fn sweep(&self, referenced: &HashSet<String>, dry_run: bool, min_age: Duration) -> io::Result<Sweep> {
         let mut sweep = Sweep::default();
+        let young = |path: &Path| {
+            fs::symlink_metadata(path)
+                .and_then(|meta| meta.modified())
+                .is_ok_and(|modified| modified.elapsed().unwrap_or_default() < min_age)
+        };
         for entry in fs::read_dir(self.root.join(TMP))? {
             let entry = entry?;
+            if young(&entry.path()) {
+                sweep.recent += 1;
+                continue;
+            }
             if !dry_run {
                 remove_entry(&entry.path())?;
             }
@@ -157,7 +219,9 @@ impl Blobs {
             for entry in fs::read_dir(dir.path())? {
                 let entry = entry?;
                 let name = format!("{}/{}", dir.file_name().to_string_lossy(), entry.file_name().to_string_lossy());
-                if !referenced.contains(&name) {
+                if !referenced.contains(&name) && young(&entry.path()) {
+                    sweep.recent += 1;
+                } else if !referenced.contains(&name) {
                     if !dry_run {
                         remove_entry(&entry.path())?;
                     }
@@ -237,6 +301,21 @@ mod tests {
     }
 
     #[test]
+    fn pinned_files_outlive_their_originals() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = Blobs::open(dir.path()).unwrap();
+        let name = blobs.publish(staged(&blobs, b"pinned")).unwrap();
+        let pinned = blobs.pin(std::slice::from_ref(&name)).unwrap();
+        blobs.remove(&name).unwrap();
+        let target = tempfile::tempdir().unwrap();
+        assert_eq!(pinned.copy_to(target.path()).unwrap(), 6);
+        assert_eq!(fs::read(target.path().join(STORES).join(&name)).unwrap(), b"pinned");
+        drop(pinned);
+        assert!(fs::read_dir(dir.path().join(TMP)).unwrap().next().is_none());
+        assert_eq!(blobs.pin(&[name]).unwrap_err().kind(), io::ErrorKind::NotFound);
+    }
+
+    #[test]
     fn names_from_outside_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let blobs = Blobs::open(dir.path()).unwrap();
@@ -261,11 +340,13 @@ mod tests {
         let pending = blobs.stage().unwrap().finish().unwrap();
         std::mem::forget(pending);
         let referenced: HashSet<String> = [kept.clone()].into();
-        let found = blobs.sweep(&referenced, true).unwrap();
+        let patient = blobs.sweep(&referenced, true, Duration::from_secs(600)).unwrap();
+        assert_eq!((patient.recent, patient.orphans.len(), patient.temp_files.len()), (2, 0, 0));
+        let found = blobs.sweep(&referenced, true, Duration::ZERO).unwrap();
         assert_eq!(found.orphans, vec![format!("stores/{orphan}")]);
         assert_eq!(found.temp_files.len(), 1);
-        assert_eq!(blobs.sweep(&referenced, false).unwrap(), found);
-        assert_eq!(blobs.sweep(&referenced, true).unwrap(), Sweep::default());
+        assert_eq!(blobs.sweep(&referenced, false, Duration::ZERO).unwrap(), found);
+        assert_eq!(blobs.sweep(&referenced, true, Duration::ZERO).unwrap(), Sweep::default());
         assert!(blobs.open_file(&kept).is_ok());
     }
 }

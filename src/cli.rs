@@ -1,14 +1,19 @@
-//! The command line: `serve` (the default), `account add`, `--help` and
-//! `--version`. Errors become exit codes here: 2 for usage and
-//! configuration, 1 for a command that could not do its job.
+//! The command line: `serve` (the default), `account add` / `delete`,
+//! `reset-token`, `backup`, `check`, `--help` and `--version`. Errors
+//! become exit codes here: 2 for usage and configuration, 1 for a command
+//! that could not do its job.
 
 use crate::api;
 use crate::auth;
+use crate::blobs::Blobs;
 use crate::config::{Config, VARIABLES};
+use crate::db;
 use crate::error::ApiError;
-use crate::serve::{self, StartupError};
+use crate::ops;
+use crate::serve::{self, DataDir, StartupError};
 use std::ffi::OsString;
 use std::io::{self, BufRead};
+use std::path::Path;
 use std::process::ExitCode;
 
 fn usage() -> String {
@@ -17,6 +22,12 @@ fn usage() -> String {
          Usage:\n  \
          sync-node [serve]           run the server\n  \
          sync-node account add ID    create an account; the password is the first line of stdin\n  \
+         sync-node account delete ID delete an account as DELETE /v1/account would\n  \
+         sync-node reset-token ID    print a one-hour password-reset token for the account\n  \
+         sync-node backup DIR        copy database, secret and store files into DIR (missing or empty);\n                              \
+         safe while the server runs; DIR then works as a STATIC_ROOT\n  \
+         sync-node check [--repair]  check that every store has its file at the right size and list\n                              \
+         orphan and leftover files; --repair removes those; exit 0 only when consistent\n  \
          sync-node --version         print the version\n  \
          sync-node --help            print this help\n\n\
          Configuration (environment variables):\n",
@@ -47,6 +58,11 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
         }
         [] | ["serve"] => with_config(|config| serve::serve(config).map(|()| ExitCode::SUCCESS)),
         ["account", "add", id] => with_config(|config| account_add(&config, id)),
+        ["account", "delete", id] => with_config(|config| account_delete(&config, id)),
+        ["reset-token", id] => with_config(|config| reset_token(&config, id)),
+        ["backup", dir] => with_config(|config| backup(&config, Path::new(dir))),
+        ["check"] => with_config(|config| check(&config, false)),
+        ["check", "--repair"] => with_config(|config| check(&config, true)),
         _ => {
             eprintln!("sync-node: unknown command '{}'\n\n{}", words.join(" "), usage());
             ExitCode::from(2)
@@ -83,6 +99,109 @@ fn account_add(config: &Config, id: &str) -> Result<ExitCode, StartupError> {
         }
         Err(err) => failed(&describe(&err)),
     })
+}
+
+/// The account an id names, if it exists.
+fn existing_account(data: &DataDir, id: &str) -> Result<Option<String>, String> {
+    let id = auth::normalise_id(id).map_err(|err| describe(&err))?;
+    let account_id = auth::account_hash(&data.secret, &id);
+    match db::accounts::exists(data.db.conn(), &account_id) {
+        Ok(true) => Ok(Some(account_id)),
+        Ok(false) => Ok(None),
+        Err(err) => Err(format!("reading the database: {err}")),
+    }
+}
+
+/// `sync-node account delete ID`
+fn account_delete(config: &Config, id: &str) -> Result<ExitCode, StartupError> {
+    let mut data = serve::open_data_dir(&config.static_root)?;
+    let blobs = open_blobs(config)?;
+    Ok(match existing_account(&data, id) {
+        Ok(Some(account_id)) => match api::delete_account(&mut data.db, &blobs, &account_id) {
+            Ok(_) => {
+                println!("account deleted");
+                ExitCode::SUCCESS
+            }
+            Err(err) => failed(&describe(&err)),
+        },
+        Ok(None) => failed("no account has that id"),
+        Err(problem) => failed(&problem),
+    })
+}
+
+/// `sync-node reset-token ID`: the token alone on one line of stdout.
+fn reset_token(config: &Config, id: &str) -> Result<ExitCode, StartupError> {
+    let data = serve::open_data_dir(&config.static_root)?;
+    Ok(match existing_account(&data, id) {
+        Ok(Some(account_id)) => match api::issue_reset_token(data.db.conn(), &account_id) {
+            Ok(token) => {
+                println!("{token}");
+                ExitCode::SUCCESS
+            }
+            Err(err) => failed(&describe(&err)),
+        },
+        Ok(None) => failed("no account has that id"),
+        Err(problem) => failed(&problem),
+    })
+}
+
+/// `sync-node backup DIR`
+fn backup(config: &Config, target: &Path) -> Result<ExitCode, StartupError> {
+    let data = serve::open_data_dir(&config.static_root)?;
+    let blobs = open_blobs(config)?;
+    Ok(match ops::backup(&data.db, &data.secret, &blobs, target) {
+        Ok(report) => {
+            println!("backed up {} store(s), {} bytes, to {}", report.stores, report.bytes, target.display());
+            ExitCode::SUCCESS
+        }
+        Err(problem) => failed(&problem),
+    })
+}
+
+/// `sync-node check [--repair]`
+fn check(config: &Config, repair: bool) -> Result<ExitCode, StartupError> {
+    let data = serve::open_data_dir(&config.static_root)?;
+    let blobs = open_blobs(config)?;
+    let report = match ops::check(&data.db, &blobs, repair) {
+        Ok(report) => report,
+        Err(problem) => return Ok(failed(&problem)),
+    };
+    println!("{} store(s) checked", report.stores);
+    for key in &report.missing {
+        println!("missing file: store {key:?}");
+    }
+    for (key, expected, actual) in &report.wrong_size {
+        println!("wrong size: store {key:?} should have {expected} bytes, its file has {actual}");
+    }
+    let verb = if repair { "removed" } else { "found" };
+    for path in &report.orphans {
+        println!("orphan file {verb}: {path}");
+    }
+    for path in &report.leftovers {
+        println!("leftover file {verb}: {path}");
+    }
+    if report.recent > 0 {
+        println!("{} unreferenced file(s) younger than 10 minutes left alone (uploads in flight?)", report.recent);
+    }
+    if report.consistent() {
+        println!("consistent");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        println!(
+            "NOT consistent{}",
+            if repair {
+                " (missing or damaged store files cannot be repaired; restore them from a backup)"
+            } else {
+                ""
+            }
+        );
+        Ok(ExitCode::from(1))
+    }
+}
+
+fn open_blobs(config: &Config) -> Result<Blobs, StartupError> {
+    Blobs::open(&config.static_root)
+        .map_err(|err| StartupError(format!("STATIC_ROOT: cannot open store directories: {err}")))
 }
 
 fn describe(err: &ApiError) -> String {

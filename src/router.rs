@@ -17,6 +17,10 @@ pub enum Route {
     Logout,
     LogoutEverywhere,
     Account,
+    ChangePassword,
+    DeleteAccount,
+    ResetRequest,
+    ResetConfirm,
     ListStores,
     GetStore(String),
     PutStore(String),
@@ -58,8 +62,17 @@ pub fn route(method: &str, path: &str) -> Result<Route, ApiError> {
         },
         ["sessions", "current"] if method == "DELETE" => Ok(Route::Logout),
         ["sessions", "current"] => allow("DELETE"),
-        ["account"] if get => Ok(Route::Account),
-        ["account"] => allow("GET, HEAD"),
+        ["account"] => match method {
+            "GET" | "HEAD" => Ok(Route::Account),
+            "DELETE" => Ok(Route::DeleteAccount),
+            _ => allow("GET, HEAD, DELETE"),
+        },
+        ["account", "password"] if method == "PUT" => Ok(Route::ChangePassword),
+        ["account", "password"] => allow("PUT"),
+        ["password-reset"] if method == "POST" => Ok(Route::ResetRequest),
+        ["password-reset"] => allow("POST"),
+        ["password-reset", "confirm"] if method == "POST" => Ok(Route::ResetConfirm),
+        ["password-reset", "confirm"] => allow("POST"),
         ["stores"] if get => Ok(Route::ListStores),
         ["stores"] => allow("GET, HEAD"),
         ["stores", key] => {
@@ -135,6 +148,10 @@ mod tests {
         assert_eq!(route("DELETE", "/v1/sessions").unwrap(), Route::LogoutEverywhere);
         assert_eq!(route("DELETE", "/v1/sessions/current").unwrap(), Route::Logout);
         assert_eq!(route("GET", "/v1/account").unwrap(), Route::Account);
+        assert_eq!(route("DELETE", "/v1/account").unwrap(), Route::DeleteAccount);
+        assert_eq!(route("PUT", "/v1/account/password").unwrap(), Route::ChangePassword);
+        assert_eq!(route("POST", "/v1/password-reset").unwrap(), Route::ResetRequest);
+        assert_eq!(route("POST", "/v1/password-reset/confirm").unwrap(), Route::ResetConfirm);
         assert_eq!(route("GET", "/v1/stores").unwrap(), Route::ListStores);
         assert_eq!(route("PUT", "/v1/stores/a%20b").unwrap(), Route::PutStore("a b".into()));
         assert_eq!(route("HEAD", "/v1/stores/k").unwrap(), Route::GetStore("k".into()));

@@ -9,11 +9,13 @@ use crate::config::Config;
 use crate::cors;
 use crate::db::{self, Db};
 use crate::error::ApiError;
+use crate::hook::ResetHook;
 use crate::http::Limits;
 use crate::http::listener;
 use crate::polls::Polls;
 use crate::secret;
 use crate::server;
+use crate::throttle::Throttle;
 use crate::worker::{self, Gate, Shared};
 use std::collections::HashSet;
 use std::fmt;
@@ -22,6 +24,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
 use std::sync::{Arc, mpsc};
 use std::thread;
+use std::time::Duration;
 
 /// Long-polls one account may hold at once; past it the oldest is answered.
 const MAX_POLLS_PER_ACCOUNT: usize = 64;
@@ -70,7 +73,7 @@ pub fn serve(config: Config) -> Result<(), StartupError> {
         .into_iter()
         .collect();
     let swept = blobs
-        .sweep(&referenced, false)
+        .sweep(&referenced, false, Duration::ZERO)
         .map_err(|err| StartupError(format!("STATIC_ROOT: cannot clean up store files: {err}")))?;
     if !swept.temp_files.is_empty() || !swept.orphans.is_empty() {
         eprintln!(
@@ -111,7 +114,18 @@ pub fn serve(config: Config) -> Result<(), StartupError> {
         config.static_root.display()
     );
     let polls = Polls::new(MAX_POLLS_PER_ACCOUNT, config.max_connections);
-    let app = App { config, db: data.db, blobs, secret: data.secret, decoy_hash, polls };
+    let reset_hook = config.reset_hook.clone().map(ResetHook::new);
+    let app = App {
+        config,
+        db: data.db,
+        blobs,
+        secret: data.secret,
+        decoy_hash,
+        polls,
+        throttle: Throttle::default(),
+        reset_hook,
+        deferred: Vec::new(),
+    };
     server::run(app, inbox);
     Ok(())
 }

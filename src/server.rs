@@ -3,7 +3,7 @@
 //! for the connection thread that sent it. It never waits on a client or on
 //! PBKDF2; a panic in a handler answers 500 and the loop goes on.
 
-use crate::api::{AfterPassword, App, Handled, PendingWrite};
+use crate::api::{self, AfterPassword, App, Handled, PendingWrite};
 use crate::auth::{PasswordJob, PasswordOutcome};
 use crate::blobs::Staged;
 use crate::error::ApiError;
@@ -90,6 +90,7 @@ fn handle(app: &mut App, event: Event) {
         Event::PasswordDone { reply, then, outcome } => (reply, guarded(|| app.after_password(then, outcome))),
     };
     reply.send(outcome.unwrap_or_else(|err| Step::Respond(err.into_response())));
+    api::run_deferred(app);
 }
 
 /// Contains a handler panic: its transaction rolls back when dropped, and

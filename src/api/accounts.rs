@@ -1,31 +1,35 @@
-//! Accounts and sessions: register, sign in, sign out, and the account
-//! summary. PBKDF2 runs on the connection thread; the loop resumes in
-//! [`after_password`] with the continuation it handed out.
+//! Accounts: register, the account summary, password change and account
+//! deletion. PBKDF2 runs on the connection thread; the loop resumes in the
+//! `finish_*` functions with the continuation it handed out.
 
-use super::{App, json_body, respond};
+use super::{AfterPassword, App, json_body, respond};
 use crate::auth::{self, PasswordJob, PasswordOutcome};
+use crate::blobs::Blobs;
 use crate::clock;
-use crate::db;
+use crate::db::{self, Db};
 use crate::encoding::hex;
 use crate::error::ApiError;
 use crate::http::Response;
 use crate::server::{Request, Step};
 use serde::Deserialize;
 use serde_json::json;
+use std::net::IpAddr;
 
 #[derive(Deserialize)]
-struct Credentials {
-    id: String,
-    password: String,
+pub(super) struct Credentials {
+    pub id: String,
+    pub password: String,
 }
 
-/// Where a request resumes once its PBKDF2 work is done.
-#[derive(Debug)]
-pub enum AfterPassword {
-    /// Create the account with the new hash.
-    Register { account_id: String },
-    /// Sign in if the password matched; `None`: the id is unknown.
-    Login { account_id: Option<String> },
+#[derive(Deserialize)]
+struct PasswordChange {
+    password: String,
+    new_password: String,
+}
+
+#[derive(Deserialize)]
+struct Confirmation {
+    password: String,
 }
 
 /// `POST /v1/accounts`
@@ -44,34 +48,9 @@ pub fn register(app: &mut App, request: &Request) -> Result<Step, ApiError> {
     Ok(Step::Password { job, then: AfterPassword::Register { account_id } })
 }
 
-/// `POST /v1/sessions`
-pub fn login(app: &mut App, request: &Request) -> Result<Step, ApiError> {
-    let credentials: Credentials = json_body(request)?;
-    let id = auth::normalise_id(&credentials.id)?;
-    auth::check_password(&credentials.password)?;
-    let account = db::accounts::get(app.db.conn(), &auth::account_hash(&app.secret, &id))?;
-    let (account_id, phc) = match account {
-        Some(account) => (Some(account.id), account.password),
-        None => (None, app.decoy_hash.clone()),
-    };
-    let job = PasswordJob::Verify { password: credentials.password, phc };
-    Ok(Step::Password { job, then: AfterPassword::Login { account_id } })
-}
-
-pub fn after_password(app: &mut App, then: AfterPassword, outcome: PasswordOutcome) -> Result<Step, ApiError> {
-    match (then, outcome) {
-        (AfterPassword::Register { account_id }, PasswordOutcome::Hashed(phc)) => {
-            let key_salt = create(app.db.conn(), &account_id, &phc?)?;
-            signed_in(app, &account_id, key_salt)
-        }
-        (AfterPassword::Login { account_id: Some(account_id) }, PasswordOutcome::Verified(true)) => {
-            // The account may have been deleted while its password was checked.
-            let account = db::accounts::get(app.db.conn(), &account_id)?.ok_or(ApiError::InvalidCredentials)?;
-            signed_in(app, &account.id, account.key_salt)
-        }
-        (AfterPassword::Login { .. }, PasswordOutcome::Verified(_)) => Err(ApiError::InvalidCredentials),
-        (then, outcome) => Err(ApiError::Internal(format!("password step {then:?} got {outcome:?}"))),
-    }
+pub fn finish_register(app: &mut App, account_id: &str, phc: Result<String, ApiError>) -> Result<Step, ApiError> {
+    let key_salt = create(app.db.conn(), account_id, &phc?)?;
+    super::sessions::signed_in(app, account_id, key_salt)
 }
 
 /// Creates an account with a new random `key_salt`, which it returns.
@@ -82,29 +61,6 @@ pub fn create(conn: &rusqlite::Connection, account_id: &str, phc: &str) -> Resul
     } else {
         Err(ApiError::AccountExists)
     }
-}
-
-/// Opens a session: 201 `{"token","expires","key_salt"}`.
-fn signed_in(app: &mut App, account_id: &str, key_salt: String) -> Result<Step, ApiError> {
-    let token = auth::new_token()?;
-    let expires = clock::now_ms() + app.session_lifetime_ms();
-    db::sessions::insert(app.db.conn(), &auth::token_hash(&token), account_id, expires)?;
-    let body = json!({ "token": token, "expires": expires, "key_salt": key_salt });
-    respond(Response::json(201, &body).with_header("Cache-Control", "no-store"))
-}
-
-/// `DELETE /v1/sessions/current`
-pub fn logout(app: &mut App, request: &Request) -> Result<Step, ApiError> {
-    let session = app.authenticate(request)?;
-    db::sessions::delete(app.db.conn(), &session.token_hash)?;
-    respond(Response::new(204))
-}
-
-/// `DELETE /v1/sessions`
-pub fn logout_everywhere(app: &mut App, request: &Request) -> Result<Step, ApiError> {
-    let session = app.authenticate(request)?;
-    db::sessions::delete_all(app.db.conn(), &session.account_id)?;
-    respond(Response::new(204))
 }
 
 /// `GET /v1/account`
@@ -120,4 +76,87 @@ pub fn show(app: &mut App, request: &Request) -> Result<Step, ApiError> {
         "quota_bytes": app.config.quota_bytes,
     });
     respond(Response::json(200, &body))
+}
+
+/// `PUT /v1/account/password`
+pub fn change_password(app: &mut App, request: &Request) -> Result<Step, ApiError> {
+    let change: PasswordChange = json_body(request)?;
+    auth::check_password(&change.new_password)?;
+    let session = app.authenticate(request)?;
+    let address = app.client_address(request);
+    app.check_throttle(&session.account_id, address)?;
+    let account = db::accounts::get(app.db.conn(), &session.account_id)?.ok_or(ApiError::Unauthorized)?;
+    let job = PasswordJob::Verify {
+        password: change.password,
+        phc: account.password,
+        then_hash: Some((change.new_password, app.config.pbkdf2_iterations)),
+    };
+    Ok(Step::Password { job, then: AfterPassword::ChangePassword { token_hash: session.token_hash, address } })
+}
+
+pub fn finish_change_password(
+    app: &mut App,
+    token_hash: &str,
+    address: IpAddr,
+    outcome: PasswordOutcome,
+) -> Result<Step, ApiError> {
+    let session = app.session_by_hash(token_hash)?;
+    let new_hash = app.verified(&session.account_id, address, outcome, ApiError::WrongPassword)?;
+    let new_hash = new_hash.ok_or_else(|| ApiError::Internal("no new hash after a password change".into()))??;
+    let tx = app.db.transaction()?;
+    db::accounts::set_password(&tx, &session.account_id, &new_hash)?;
+    db::sessions::delete_others(&tx, &session.account_id, &session.token_hash)?;
+    tx.commit()?;
+    respond(Response::new(204))
+}
+
+/// `DELETE /v1/account`
+pub fn delete(app: &mut App, request: &Request) -> Result<Step, ApiError> {
+    let confirmation: Confirmation = json_body(request)?;
+    let session = app.authenticate(request)?;
+    let address = app.client_address(request);
+    app.check_throttle(&session.account_id, address)?;
+    let account = db::accounts::get(app.db.conn(), &session.account_id)?.ok_or(ApiError::Unauthorized)?;
+    let job = PasswordJob::Verify { password: confirmation.password, phc: account.password, then_hash: None };
+    Ok(Step::Password { job, then: AfterPassword::DeleteAccount { token_hash: session.token_hash, address } })
+}
+
+pub fn finish_delete(
+    app: &mut App,
+    token_hash: &str,
+    address: IpAddr,
+    outcome: PasswordOutcome,
+) -> Result<Step, ApiError> {
+    let session = app.session_by_hash(token_hash)?;
+    app.verified(&session.account_id, address, outcome, ApiError::WrongPassword)?;
+    let touched = delete_account(&mut app.db, &app.blobs, &session.account_id)?;
+    app.notify(&touched);
+    respond(Response::new(204))
+}
+
+/// Deletes an account: the stores it alone owned (with their files, leaving
+/// tombstones for everyone who could see them), its permissions on other
+/// stores, its sessions and reset token. Returns the accounts whose feeds
+/// changed.
+pub fn delete_account(db: &mut Db, blobs: &Blobs, account_id: &str) -> Result<Vec<String>, ApiError> {
+    let tx = db.transaction()?;
+    let doomed = db::stores::solely_owned(&tx, account_id)?;
+    let now = clock::now_ms();
+    let mut touched = Vec::new();
+    for store in &doomed {
+        let seq = Db::next_seq(&tx)?;
+        touched.extend(db::changes::touch_store(&tx, &store.key, seq, now)?);
+        db::stores::delete(&tx, &store.key)?;
+    }
+    db::accounts::delete(&tx, account_id)?;
+    tx.commit()?;
+    for store in doomed {
+        if let Err(err) = blobs.remove(&store.file) {
+            eprintln!("sync-node: could not remove a deleted account's store file: {err}");
+        }
+    }
+    touched.sort();
+    touched.dedup();
+    touched.retain(|account| account != account_id);
+    Ok(touched)
 }

@@ -4,11 +4,14 @@
 
 mod accounts;
 mod changes;
+mod reset;
 mod service;
+mod sessions;
 mod sharing;
 mod stores;
 
-pub use accounts::{AfterPassword, create as create_account};
+pub use accounts::{create as create_account, delete_account};
+pub use reset::{Deferred, issue_token as issue_reset_token, run_deferred};
 pub use stores::PendingWrite;
 
 use crate::auth::{self, PasswordOutcome};
@@ -18,12 +21,16 @@ use crate::config::Config;
 use crate::cors;
 use crate::db::{self, Db};
 use crate::error::ApiError;
+use crate::hook::ResetHook;
 use crate::http::Response;
 use crate::polls::{Poll, Polls};
 use crate::router::Route;
 use crate::server::{Reply, Request, Step};
+use crate::throttle::Throttle;
 use serde::de::DeserializeOwned;
+use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 /// Largest JSON body of a control endpoint.
 pub const JSON_LIMIT: u64 = 64 * 1024;
@@ -43,6 +50,38 @@ pub struct App {
     pub decoy_hash: String,
     /// Long-polls waiting for a change.
     pub polls: Polls<Reply>,
+    pub throttle: Throttle,
+    pub reset_hook: Option<ResetHook>,
+    /// Work to do once the current answer has been sent.
+    pub deferred: Vec<Deferred>,
+}
+
+/// Where a request resumes once its PBKDF2 work is done.
+#[derive(Debug)]
+pub enum AfterPassword {
+    /// Create the account with the new hash.
+    Register {
+        account_id: String,
+    },
+    /// Sign in if the password matched (`exists`: the id is known).
+    Login {
+        account_id: String,
+        exists: bool,
+        address: IpAddr,
+    },
+    ChangePassword {
+        token_hash: String,
+        address: IpAddr,
+    },
+    DeleteAccount {
+        token_hash: String,
+        address: IpAddr,
+    },
+    /// Set the new hash if the reset token is still unspent.
+    ResetConfirm {
+        account_id: String,
+        token_hash: String,
+    },
 }
 
 /// What a request comes to on the loop.
@@ -70,10 +109,14 @@ impl App {
             Route::Health => service::health(),
             Route::Info => service::info(&self.config),
             Route::Register => accounts::register(self, &request),
-            Route::Login => accounts::login(self, &request),
-            Route::Logout => accounts::logout(self, &request),
-            Route::LogoutEverywhere => accounts::logout_everywhere(self, &request),
+            Route::Login => sessions::login(self, &request),
+            Route::Logout => sessions::logout(self, &request),
+            Route::LogoutEverywhere => sessions::logout_everywhere(self, &request),
             Route::Account => accounts::show(self, &request),
+            Route::ChangePassword => accounts::change_password(self, &request),
+            Route::DeleteAccount => accounts::delete(self, &request),
+            Route::ResetRequest => reset::request_reset(self, &request),
+            Route::ResetConfirm => reset::confirm(self, &request),
             Route::ListStores => stores::list(self, &request),
             Route::GetStore(key) => stores::get(self, &request, &key),
             Route::PutStore(key) => stores::put(self, &request, key),
@@ -85,7 +128,65 @@ impl App {
     }
 
     pub fn after_password(&mut self, then: AfterPassword, outcome: PasswordOutcome) -> Result<Step, ApiError> {
-        accounts::after_password(self, then, outcome)
+        match (then, outcome) {
+            (AfterPassword::Register { account_id }, PasswordOutcome::Hashed(phc)) => {
+                accounts::finish_register(self, &account_id, phc)
+            }
+            (AfterPassword::ResetConfirm { account_id, token_hash }, PasswordOutcome::Hashed(phc)) => {
+                reset::finish_confirm(self, &account_id, &token_hash, phc)
+            }
+            (AfterPassword::Login { account_id, exists, address }, outcome) => {
+                sessions::finish_login(self, &account_id, exists, address, outcome)
+            }
+            (AfterPassword::ChangePassword { token_hash, address }, outcome) => {
+                accounts::finish_change_password(self, &token_hash, address, outcome)
+            }
+            (AfterPassword::DeleteAccount { token_hash, address }, outcome) => {
+                accounts::finish_delete(self, &token_hash, address, outcome)
+            }
+            (then, outcome) => Err(ApiError::Internal(format!("password step {then:?} got {outcome:?}"))),
+        }
+    }
+
+    /// Settles a password check: a match resets the account's failure
+    /// count and yields the hash made in the same trip (if any); a mismatch
+    /// counts as a failure and becomes `mismatch`.
+    pub fn verified(
+        &mut self,
+        account_id: &str,
+        address: IpAddr,
+        outcome: PasswordOutcome,
+        mismatch: ApiError,
+    ) -> Result<Option<Result<String, ApiError>>, ApiError> {
+        match outcome {
+            PasswordOutcome::Verified { matches: true, new_hash } => {
+                self.throttle.success(account_id);
+                Ok(new_hash)
+            }
+            PasswordOutcome::Verified { matches: false, .. } => {
+                self.throttle.failure(account_id, address, Instant::now());
+                Err(mismatch)
+            }
+            PasswordOutcome::Hashed(_) => Err(ApiError::Internal("a hash where a verification was due".into())),
+        }
+    }
+
+    /// 429 with `Retry-After` while the account or address is locked out.
+    pub fn check_throttle(&self, account_id: &str, address: IpAddr) -> Result<(), ApiError> {
+        match self.throttle.check(account_id, address, Instant::now()) {
+            Some(wait) => Err(ApiError::TooManyRequests { retry_after_secs: wait.as_secs_f64().ceil() as u64 }),
+            None => Ok(()),
+        }
+    }
+
+    /// The client's address for rate limits: the peer, or with
+    /// `TRUST_PROXY=1` the last `X-Forwarded-For` entry (the one our proxy added).
+    pub fn client_address(&self, request: &Request) -> IpAddr {
+        let forwarded = || {
+            let header = std::str::from_utf8(request.head.header("x-forwarded-for")?).ok()?;
+            header.rsplit(',').next()?.trim().parse().ok()
+        };
+        if self.config.trust_proxy { forwarded().unwrap_or(request.peer) } else { request.peer }
     }
 
     pub fn finish_upload(&mut self, then: PendingWrite, staged: Staged) -> Result<Step, ApiError> {
@@ -113,10 +214,13 @@ impl App {
         Ok(Session { account_id, token_hash: token_hash.to_owned() })
     }
 
-    /// Prunes expired sessions and tombstones older than the retention.
+    /// Prunes expired sessions and reset tokens, tombstones older than the
+    /// retention, and throttle entries that no longer matter.
     pub fn maintain(&mut self) -> Result<(), ApiError> {
         let now = clock::now_ms();
         db::sessions::delete_expired(self.db.conn(), now)?;
+        db::resets::delete_expired(self.db.conn(), now)?;
+        self.throttle.prune(Instant::now());
         db::changes::prune(self.db.conn(), now - TOMBSTONE_RETENTION_MS)?;
         Ok(())
     }

@@ -39,3 +39,15 @@ pub fn usage(conn: &Connection, id: &str) -> rusqlite::Result<(u64, u64)> {
     )?
     .query_row([id], |row| Ok((row.get(0)?, row.get(1)?)))
 }
+
+pub fn set_password(conn: &Connection, id: &str, password: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached("UPDATE sync_account SET password = ?2 WHERE id = ?1")?.execute(params![id, password])?;
+    Ok(())
+}
+
+/// Deletes the account; its sessions, reset token, permissions and change
+/// log go with it (foreign keys cascade).
+pub fn delete(conn: &Connection, id: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached("DELETE FROM sync_account WHERE id = ?1")?.execute([id])?;
+    Ok(())
+}

@@ -4,6 +4,7 @@
 
 pub mod accounts;
 pub mod changes;
+pub mod resets;
 mod schema;
 pub mod sessions;
 pub mod stores;
@@ -48,6 +49,28 @@ impl Db {
         tx.query_row("UPDATE sync_counter SET value = value + 1 WHERE name = 'seq' RETURNING value", [], |row| {
             row.get(0)
         })
+    }
+
+    /// Starts a read transaction: until it is dropped, every read on this
+    /// connection (including [`Db::copy_to`]) sees one instant.
+    pub fn read_snapshot(&self) -> rusqlite::Result<Transaction<'_>> {
+        self.conn.unchecked_transaction()
+    }
+
+    /// Writes a copy of the database as this connection sees it to `path`
+    /// with SQLite's online backup API, in one step, and fsyncs it.
+    pub fn copy_to(&self, path: &Path) -> Result<(), String> {
+        let describe = |err: rusqlite::Error| format!("backup to {}: {err}", path.display());
+        {
+            let mut copy = Connection::open(path).map_err(describe)?;
+            let backup = rusqlite::backup::Backup::new(&self.conn, &mut copy).map_err(describe)?;
+            // -1: every page in one step, so the copy is the snapshot this
+            // connection sees, never restarted half-way.
+            while backup.step(-1).map_err(describe)? != rusqlite::backup::StepResult::Done {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+        }
+        std::fs::File::open(path).and_then(|file| file.sync_all()).map_err(|err| format!("{}: {err}", path.display()))
     }
 
     /// The global change counter.

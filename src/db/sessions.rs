@@ -35,3 +35,10 @@ pub fn delete_all(conn: &Connection, account_id: &str) -> rusqlite::Result<()> {
 pub fn delete_expired(conn: &Connection, now: i64) -> rusqlite::Result<usize> {
     conn.prepare_cached("DELETE FROM sync_session WHERE expiration <= ?1")?.execute([now])
 }
+
+/// Removes every session of the account except `keep`.
+pub fn delete_others(conn: &Connection, account_id: &str, keep: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached("DELETE FROM sync_session WHERE account_id = ?1 AND token <> ?2")?
+        .execute([account_id, keep])?;
+    Ok(())
+}

@@ -74,6 +74,20 @@ pub fn list_for(conn: &Connection, account_id: &str) -> rusqlite::Result<Vec<(St
     Ok(out)
 }
 
+/// The stores the account is the only owner of.
+pub fn solely_owned(conn: &Connection, account_id: &str) -> rusqlite::Result<Vec<StoreRow>> {
+    let mut statement = conn.prepare_cached(concat!(
+        "SELECT ",
+        store_columns!(),
+        " FROM account_permission p JOIN sync_store s ON s.store_key = p.store_key
+         WHERE p.account_id = ?1 AND p.permission = 'OWN' AND NOT EXISTS (
+             SELECT 1 FROM account_permission o
+             WHERE o.store_key = p.store_key AND o.permission = 'OWN' AND o.account_id <> ?1)"
+    ))?;
+    let rows = statement.query_map([account_id], store_row)?;
+    rows.collect()
+}
+
 /// The accounts that OWN a store.
 pub fn owners(conn: &Connection, key: &str) -> rusqlite::Result<Vec<String>> {
     let mut statement =
@@ -137,6 +151,13 @@ pub fn revoke(conn: &Connection, account_id: &str, key: &str) -> rusqlite::Resul
 pub fn delete(conn: &Connection, key: &str) -> rusqlite::Result<()> {
     conn.prepare_cached("DELETE FROM sync_store WHERE store_key = ?1")?.execute([key])?;
     Ok(())
+}
+
+/// Every store's key, file and size, by key.
+pub fn inventory(conn: &Connection) -> rusqlite::Result<Vec<(String, String, u64)>> {
+    let mut statement = conn.prepare("SELECT store_key, store_file, size FROM sync_store ORDER BY store_key")?;
+    let rows = statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?;
+    rows.collect()
 }
 
 /// Every file name the database references.

@@ -4,6 +4,8 @@ mod accounts;
 mod changes;
 mod crash;
 mod http_layer;
+mod lifecycle;
+mod operations;
 mod service;
 mod sharing;
 mod stores;

@@ -105,7 +105,16 @@ fn command_line() {
     let help = Command::new(BIN).arg("--help").output().unwrap();
     assert!(help.status.success());
     let text = String::from_utf8(help.stdout).unwrap();
-    for word in ["serve", "account add", "STATIC_ROOT", "PBKDF2_ITERATIONS", "MAX_CONNECTIONS"] {
+    for word in [
+        "serve",
+        "account add",
+        "account delete",
+        "reset-token",
+        "backup DIR",
+        "check [--repair]",
+        "STATIC_ROOT",
+        "MAX_CONNECTIONS",
+    ] {
         assert!(text.contains(word), "--help mentions {word}");
     }
     let (code, stderr) = run(&["frobnicate"], &[]);

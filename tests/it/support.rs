@@ -294,3 +294,25 @@ pub fn store_files(root: &Path) -> Vec<PathBuf> {
 pub fn temp_files(root: &Path) -> Vec<PathBuf> {
     files_below(&root.join("tmp"))
 }
+
+/// Runs a `sync-node` command on `root` and returns (exit code, stdout, stderr).
+pub fn cli(root: &Path, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let output = Command::new(BIN)
+        .args(args)
+        .env_clear()
+        .env("STATIC_ROOT", root)
+        .env("PBKDF2_ITERATIONS", "1000")
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let text = |bytes: Vec<u8>| String::from_utf8_lossy(&bytes).into_owned();
+    (output.status.code().unwrap_or(-1), text(output.stdout), text(output.stderr))
+}
+
+/// Opens the server's database directly, to inspect or age rows.
+pub fn database(root: &Path) -> rusqlite::Connection {
+    let conn = rusqlite::Connection::open(root.join("sync-node.db")).unwrap();
+    conn.busy_timeout(Duration::from_secs(5)).unwrap();
+    conn
+}

@@ -1,0 +1,122 @@
+//! Password reset: `POST /v1/password-reset` answers 202 whether or not the
+//! id exists, and only after the answer is on its way issues the token and
+//! hands it to `RESET_HOOK`; `POST /v1/password-reset/confirm` takes a
+//! single-use, one-hour token and a new password, and revokes every session.
+
+use super::{AfterPassword, App, json_body, respond};
+use crate::auth::{self, PasswordJob};
+use crate::clock;
+use crate::db;
+use crate::error::ApiError;
+use crate::http::Response;
+use crate::server::{Request, Step};
+use serde::Deserialize;
+use serde_json::json;
+
+/// How long a reset token works.
+pub const TOKEN_LIFETIME_MS: i64 = 3_600_000;
+
+#[derive(Deserialize)]
+struct ResetRequest {
+    id: String,
+}
+
+#[derive(Deserialize)]
+struct ResetConfirmation {
+    id: String,
+    token: String,
+    new_password: String,
+}
+
+/// Work done after an answer has been sent, so its timing cannot tell
+/// whether an id exists.
+#[derive(Debug)]
+pub enum Deferred {
+    IssueResetToken { account_id: String, id: String },
+}
+
+/// `POST /v1/password-reset`
+pub fn request_reset(app: &mut App, request: &Request) -> Result<Step, ApiError> {
+    if app.reset_hook.is_none() {
+        return Err(ApiError::NotConfigured);
+    }
+    let body: ResetRequest = json_body(request)?;
+    let id = auth::normalise_id(&body.id)?;
+    let account_id = auth::account_hash(&app.secret, &id);
+    if db::accounts::exists(app.db.conn(), &account_id)? {
+        app.deferred.push(Deferred::IssueResetToken { account_id, id: body.id.trim().to_owned() });
+    }
+    respond(Response::json(202, &json!({})))
+}
+
+/// Runs the work deferred until after the answer.
+pub fn run_deferred(app: &mut App) {
+    for work in std::mem::take(&mut app.deferred) {
+        let Deferred::IssueResetToken { account_id, id } = work;
+        match issue_token(app.db.conn(), &account_id) {
+            Ok(token) => {
+                if let Some(hook) = &app.reset_hook {
+                    hook.run(id, token);
+                }
+            }
+            Err(err) => eprintln!("sync-node: cannot issue a reset token: {err:?}"),
+        }
+    }
+}
+
+/// A new one-hour token for the account, replacing any older one.
+pub fn issue_token(conn: &rusqlite::Connection, account_id: &str) -> Result<String, ApiError> {
+    let token = auth::new_token()?;
+    db::resets::replace(conn, account_id, &auth::token_hash(&token), clock::now_ms() + TOKEN_LIFETIME_MS)?;
+    Ok(token)
+}
+
+/// `POST /v1/password-reset/confirm`
+pub fn confirm(app: &mut App, request: &Request) -> Result<Step, ApiError> {
+    let body: ResetConfirmation = json_body(request)?;
+    let id = auth::normalise_id(&body.id)?;
+    auth::check_password(&body.new_password)?;
+    let account_id = auth::account_hash(&app.secret, &id);
+    let address = app.client_address(request);
+    app.check_throttle(&account_id, address)?;
+    let token_hash = auth::token_hash(&body.token);
+    if !token_is_valid(app, &account_id, &token_hash)? {
+        app.throttle.failure(&account_id, address, std::time::Instant::now());
+        return Err(rejected());
+    }
+    let job = PasswordJob::Hash { password: body.new_password, iterations: app.config.pbkdf2_iterations };
+    Ok(Step::Password { job, then: AfterPassword::ResetConfirm { account_id, token_hash } })
+}
+
+pub fn finish_confirm(
+    app: &mut App,
+    account_id: &str,
+    token_hash: &str,
+    phc: Result<String, ApiError>,
+) -> Result<Step, ApiError> {
+    // Single use: another confirmation may have spent the token meanwhile.
+    if !token_is_valid(app, account_id, token_hash)? {
+        return Err(rejected());
+    }
+    let phc = phc?;
+    let tx = app.db.transaction()?;
+    db::accounts::set_password(&tx, account_id, &phc)?;
+    db::resets::delete(&tx, account_id)?;
+    db::sessions::delete_all(&tx, account_id)?;
+    tx.commit()?;
+    app.throttle.success(account_id);
+    respond(Response::new(204))
+}
+
+fn token_is_valid(app: &App, account_id: &str, token_hash: &str) -> Result<bool, ApiError> {
+    Ok(match db::resets::get(app.db.conn(), account_id)? {
+        Some((stored, expiration)) => {
+            (expiration > clock::now_ms()) & auth::constant_time_eq(stored.as_bytes(), token_hash.as_bytes())
+        }
+        None => false,
+    })
+}
+
+fn rejected() -> ApiError {
+    ApiError::bad_request("The reset token is wrong, used or expired.")
+}

@@ -1,0 +1,81 @@
+//! Sessions: sign in (throttled before any PBKDF2 work), sign out, sign out
+//! everywhere. A successful sign-in also upgrades a hash made with an older
+//! `PBKDF2_ITERATIONS`.
+
+use super::accounts::Credentials;
+use super::{AfterPassword, App, json_body, respond};
+use crate::auth::{self, PasswordJob, PasswordOutcome};
+use crate::clock;
+use crate::db;
+use crate::error::ApiError;
+use crate::http::Response;
+use crate::server::{Request, Step};
+use serde_json::json;
+use std::net::IpAddr;
+
+/// `POST /v1/sessions`
+pub fn login(app: &mut App, request: &Request) -> Result<Step, ApiError> {
+    let credentials: Credentials = json_body(request)?;
+    let id = auth::normalise_id(&credentials.id)?;
+    auth::check_password(&credentials.password)?;
+    let account_id = auth::account_hash(&app.secret, &id);
+    let address = app.client_address(request);
+    app.check_throttle(&account_id, address)?;
+    let account = db::accounts::get(app.db.conn(), &account_id)?;
+    let iterations = app.config.pbkdf2_iterations;
+    let exists = account.is_some();
+    let (phc, then_hash) = match account {
+        Some(account) if auth::hash_iterations(&account.password) != Some(iterations) => {
+            (account.password, Some((credentials.password.clone(), iterations)))
+        }
+        Some(account) => (account.password, None),
+        None => (app.decoy_hash.clone(), None),
+    };
+    let job = PasswordJob::Verify { password: credentials.password, phc, then_hash };
+    Ok(Step::Password { job, then: AfterPassword::Login { account_id, exists, address } })
+}
+
+pub fn finish_login(
+    app: &mut App,
+    account_id: &str,
+    exists: bool,
+    address: IpAddr,
+    outcome: PasswordOutcome,
+) -> Result<Step, ApiError> {
+    let outcome = match outcome {
+        PasswordOutcome::Verified { matches, new_hash } => {
+            PasswordOutcome::Verified { matches: matches && exists, new_hash }
+        }
+        other => other,
+    };
+    let upgraded = app.verified(account_id, address, outcome, ApiError::InvalidCredentials)?;
+    // The account may have been deleted while its password was checked.
+    let account = db::accounts::get(app.db.conn(), account_id)?.ok_or(ApiError::InvalidCredentials)?;
+    if let Some(new_hash) = upgraded {
+        db::accounts::set_password(app.db.conn(), account_id, &new_hash?)?;
+    }
+    signed_in(app, &account.id, account.key_salt)
+}
+
+/// Opens a session: 201 `{"token","expires","key_salt"}`.
+pub fn signed_in(app: &mut App, account_id: &str, key_salt: String) -> Result<Step, ApiError> {
+    let token = auth::new_token()?;
+    let expires = clock::now_ms() + app.session_lifetime_ms();
+    db::sessions::insert(app.db.conn(), &auth::token_hash(&token), account_id, expires)?;
+    let body = json!({ "token": token, "expires": expires, "key_salt": key_salt });
+    respond(Response::json(201, &body).with_header("Cache-Control", "no-store"))
+}
+
+/// `DELETE /v1/sessions/current`
+pub fn logout(app: &mut App, request: &Request) -> Result<Step, ApiError> {
+    let session = app.authenticate(request)?;
+    db::sessions::delete(app.db.conn(), &session.token_hash)?;
+    respond(Response::new(204))
+}
+
+/// `DELETE /v1/sessions`
+pub fn logout_everywhere(app: &mut App, request: &Request) -> Result<Step, ApiError> {
+    let session = app.authenticate(request)?;
+    db::sessions::delete_all(app.db.conn(), &session.account_id)?;
+    respond(Response::new(204))
+}

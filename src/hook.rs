@@ -1,0 +1,71 @@
+//! Runs `RESET_HOOK` for a password-reset request: the program itself, never
+//! a shell, with the id and token only in its environment, on its own
+//! thread, with a time limit. Its failures are logged, never shown to the
+//! client. At most a few run at once; past that a request is dropped (and
+//! logged) rather than letting a flood of requests fork a flood of processes.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+const TIME_LIMIT: Duration = Duration::from_secs(30);
+const MAX_RUNNING: usize = 4;
+
+#[derive(Debug, Clone)]
+pub struct ResetHook {
+    program: PathBuf,
+    running: Arc<AtomicUsize>,
+}
+
+impl ResetHook {
+    pub fn new(program: PathBuf) -> Self {
+        ResetHook { program, running: Arc::new(AtomicUsize::new(0)) }
+    }
+
+    /// Starts the hook for `id` and `token` and returns at once.
+    pub fn run(&self, id: String, token: String) {
+        if self.running.fetch_add(1, Ordering::AcqRel) >= MAX_RUNNING {
+            self.running.fetch_sub(1, Ordering::AcqRel);
+            eprintln!("sync-node: RESET_HOOK: {MAX_RUNNING} already running; a reset request was dropped");
+            return;
+        }
+        let (program, running) = (self.program.clone(), Arc::clone(&self.running));
+        let spawned = thread::Builder::new().name("reset-hook".into()).stack_size(64 * 1024).spawn(move || {
+            if let Err(problem) = run_to_end(&program, &id, &token) {
+                eprintln!("sync-node: RESET_HOOK {}: {problem}", program.display());
+            }
+            running.fetch_sub(1, Ordering::AcqRel);
+        });
+        if let Err(err) = spawned {
+            self.running.fetch_sub(1, Ordering::AcqRel);
+            eprintln!("sync-node: RESET_HOOK: cannot start a thread: {err}");
+        }
+    }
+}
+
+fn run_to_end(program: &PathBuf, id: &str, token: &str) -> Result<(), String> {
+    let mut child = Command::new(program)
+        .env("SYNC_NODE_ID", id)
+        .env("SYNC_NODE_TOKEN", token)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .map_err(|err| format!("cannot start: {err}"))?;
+    let deadline = Instant::now() + TIME_LIMIT;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) if status.success() => return Ok(()),
+            Ok(Some(status)) => return Err(format!("exited with {status}")),
+            Ok(None) if Instant::now() >= deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("still running after {} s; killed", TIME_LIMIT.as_secs()));
+            }
+            Ok(None) => thread::sleep(Duration::from_millis(50)),
+            Err(err) => return Err(format!("cannot wait for it: {err}")),
+        }
+    }
+}
