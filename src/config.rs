@@ -224,4 +224,31 @@ mod tests {
         assert_eq!(failing_variable(&[("TRUST_PROXY", "yes")]), "TRUST_PROXY");
         assert_eq!(failing_variable(&[("MAX_CONNECTIONS", "0")]), "MAX_CONNECTIONS");
     }
+
+    proptest::proptest! {
+        #[test]
+        fn parsing_any_values_never_panics(values in proptest::collection::vec("\\PC{0,30}", VARIABLES.len())) {
+            let pairs = VARIABLES.iter().zip(values).map(|((name, _, _), value)| (name.to_string(), value));
+            match Config::from_pairs(pairs) {
+                Ok(_) => {}
+                Err(err) => proptest::prop_assert!(VARIABLES.iter().any(|(name, _, _)| *name == err.variable)),
+            }
+        }
+
+        #[test]
+        fn numbers_parse_exactly_within_their_range(port in 0u32..70_000, days in 0u32..4000) {
+            let config = parse(&[("PORT", &port.to_string()), ("SESSION_TTL_DAYS", &days.to_string())]);
+            match config {
+                Ok(config) => {
+                    proptest::prop_assert_eq!(u32::from(config.port), port);
+                    proptest::prop_assert_eq!(config.session_ttl_days, days);
+                }
+                Err(err) if port > 65_535 => proptest::prop_assert_eq!(err.variable, "PORT"),
+                Err(err) => {
+                    proptest::prop_assert!(!(1..=3650).contains(&days));
+                    proptest::prop_assert_eq!(err.variable, "SESSION_TTL_DAYS");
+                }
+            }
+        }
+    }
 }

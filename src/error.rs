@@ -157,7 +157,11 @@ impl fmt::Display for ApiError {
 
 impl From<rusqlite::Error> for ApiError {
     fn from(err: rusqlite::Error) -> Self {
-        ApiError::Internal(format!("database: {err}"))
+        if err.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull) {
+            ApiError::InsufficientStorage
+        } else {
+            ApiError::Internal(format!("database: {err}"))
+        }
     }
 }
 
@@ -189,6 +193,14 @@ mod tests {
     fn out_of_space_maps_to_507() {
         let err: ApiError = io::Error::from(io::ErrorKind::StorageFull).into();
         assert_eq!(err.status_and_code(), (507, "insufficient_storage"));
+    }
+
+    #[test]
+    fn a_full_database_maps_to_507() {
+        let full = rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL), None);
+        assert_eq!(ApiError::from(full).status_and_code().0, 507);
+        let busy = rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY), None);
+        assert_eq!(ApiError::from(busy).status_and_code().0, 500);
     }
 
     #[test]

@@ -165,4 +165,38 @@ mod tests {
         assert!(parse_write(None, Some("\"abc\"")).is_err());
         assert!(parse_write(Some("*"), Some("*")).is_err());
     }
+
+    proptest::proptest! {
+        #[test]
+        fn parsing_never_panics(if_match in proptest::option::of("\\PC{0,40}"), if_none_match in proptest::option::of("\\PC{0,40}")) {
+            let _ = parse_write(if_match.as_deref(), if_none_match.as_deref());
+            if let Some(header) = if_none_match {
+                let _ = parse_none_match(&header);
+            }
+        }
+
+        #[test]
+        fn decisions_follow_the_table(
+            tags in proptest::collection::vec("[0-9a-f]{2}", 1..4),
+            current in proptest::option::of("[0-9a-f]{2}"),
+            kind in 0..4u8,
+        ) {
+            let list = tags.iter().map(|t| format!("\"{t}\"")).collect::<Vec<_>>().join(", ");
+            let precondition = match kind {
+                0 => parse_write(None, None),
+                1 => parse_write(None, Some("*")),
+                2 => parse_write(Some("*"), None),
+                _ => parse_write(Some(&list), None),
+            }.unwrap();
+            let expected = match (kind, &current) {
+                (0 | 1, None) => Ok(()),
+                (0, Some(_)) => Err(Refusal::Required),
+                (1, Some(_)) | (2.., None) => Err(Refusal::Failed),
+                (2, Some(_)) => Ok(()),
+                (_, Some(token)) if tags.contains(token) => Ok(()),
+                (_, Some(_)) => Err(Refusal::Failed),
+            };
+            proptest::prop_assert_eq!(decide(&precondition, current.as_deref()), expected);
+        }
+    }
 }

@@ -28,6 +28,10 @@ pub enum Route {
     GetPermissions(String),
     SetPermission(String),
     Changes,
+    /// Panics in its handler: only in builds with the `test-hooks` feature,
+    /// which the integration tests enable and no normal build has.
+    #[cfg(feature = "test-hooks")]
+    TestPanic,
 }
 
 impl Route {
@@ -94,6 +98,8 @@ pub fn route(method: &str, path: &str) -> Result<Route, ApiError> {
         }
         ["changes"] if get => Ok(Route::Changes),
         ["changes"] => allow("GET, HEAD"),
+        #[cfg(feature = "test-hooks")]
+        ["test-hooks", "panic"] => Ok(Route::TestPanic),
         _ => Err(ApiError::NotFound),
     }
 }
@@ -187,6 +193,28 @@ mod tests {
         assert_eq!(decode_key(&"k".repeat(1024)).unwrap().len(), 1024);
         for bad in ["", "%", "%4", "%zz", "%FF", "a%00b", "%7F", &"k".repeat(1025), &"%41".repeat(1025)] {
             assert_eq!(decode_key(bad).unwrap_err().status_and_code().0, 400, "{bad:?}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn routing_any_request_never_panics(method in "[A-Z]{0,8}", path in "\\PC{0,200}") {
+            let _ = route(&method, &path);
+        }
+
+        #[test]
+        fn percent_encoded_keys_round_trip(key in "[^\\x00-\\x1f\\x7f-\\x9f]{1,100}") {
+            let encoded: String = key.bytes().map(|b| format!("%{b:02X}")).collect();
+            proptest::prop_assert_eq!(decode_key(&encoded).unwrap(), key.clone());
+            proptest::prop_assert_eq!(route("PUT", &format!("/v1/stores/{encoded}")).unwrap(), Route::PutStore(key));
+        }
+
+        #[test]
+        fn decoded_keys_are_always_valid(segment in "(\\PC|%[0-9a-fA-F]{2}|%.?){0,60}") {
+            if let Ok(key) = decode_key(&segment) {
+                proptest::prop_assert!(!key.is_empty() && key.len() <= MAX_KEY_BYTES);
+                proptest::prop_assert!(!key.chars().any(char::is_control));
+            }
         }
     }
 }

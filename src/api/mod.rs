@@ -123,6 +123,8 @@ impl App {
             Route::DeleteStore(key) => stores::delete(self, &request, &key),
             Route::GetPermissions(key) => sharing::list(self, &request, &key),
             Route::SetPermission(key) => sharing::set(self, &request, &key),
+            #[cfg(feature = "test-hooks")]
+            Route::TestPanic => panic!("panic injected by the test-hooks feature"),
         };
         step.map(Handled::Step)
     }
@@ -208,8 +210,11 @@ impl App {
             return Err(ApiError::Unauthorized);
         }
         let lifetime = self.session_lifetime_ms();
-        if expiration - now < lifetime / 2 {
-            db::sessions::set_expiration(self.db.conn(), token_hash, now + lifetime)?;
+        // Best effort: a full disk must not turn every read into an error.
+        if expiration - now < lifetime / 2
+            && let Err(err) = db::sessions::set_expiration(self.db.conn(), token_hash, now + lifetime)
+        {
+            eprintln!("sync-node: could not extend a session: {err}");
         }
         Ok(Session { account_id, token_hash: token_hash.to_owned() })
     }

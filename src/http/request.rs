@@ -269,4 +269,24 @@ mod tests {
         assert!(keep_alive(0, &hdrs(&[("connection", "Keep-Alive")])));
         assert!(!keep_alive(1, &hdrs(&[("connection", "keep-alive, close")])));
     }
+
+    proptest::proptest! {
+        #[test]
+        fn parsing_any_bytes_never_panics(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600)) {
+            let _ = parse(&bytes, LIMITS);
+        }
+
+        #[test]
+        fn parsing_head_shaped_garbage_never_panics(
+            line in "[A-Z]{0,6} /\\PC{0,40} HTTP/1\\.[0-9]",
+            headers in proptest::collection::vec(("[A-Za-z-]{1,20}", "\\PC{0,30}"), 0..6),
+        ) {
+            let mut text = format!("{line}\r\n");
+            for (name, value) in headers {
+                text.push_str(&format!("{name}: {value}\r\n"));
+            }
+            text.push_str("\r\n");
+            let _ = parse(text.as_bytes(), LIMITS);
+        }
+    }
 }

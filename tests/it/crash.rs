@@ -1,7 +1,7 @@
 //! Crash safety: `kill -9` in the middle of a storm of conditional writes,
 //! then a restart on the same data directory.
 
-use crate::support::{Conn, Options, Server, store_files, temp_files};
+use crate::support::{Conn, Options, Server, cli, store_files, temp_files};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -116,6 +116,149 @@ fn kill_9_mid_storm_loses_no_acknowledged_write() {
         }
         assert!(temp_files(&root).is_empty(), "round {round}: no temp files after restart");
         let live = known.iter().filter(|k| k.is_some()).count();
+        assert_eq!(store_files(&root).len(), live, "round {round}: no orphan files after restart");
+    }
+}
+
+/// What one cycling writer last had acknowledged for its key.
+#[derive(Debug, Clone, PartialEq)]
+enum Known {
+    Absent,
+    Present { version: u64, etag: String, shared: bool },
+}
+
+/// The next operation in a writer's cycle: create, update, share, update, delete.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Op {
+    Create(u64),
+    Update(u64),
+    Share,
+    Delete,
+}
+
+fn next_op(known: &Known, step: u64) -> Op {
+    match known {
+        Known::Absent => Op::Create(step),
+        Known::Present { shared: false, version, .. } if version % 2 == 1 => Op::Update(step),
+        Known::Present { shared: false, .. } => Op::Share,
+        Known::Present { shared: true, version, .. } if version % 3 != 0 => Op::Update(step),
+        Known::Present { .. } => Op::Delete,
+    }
+}
+
+fn cycle(addr: SocketAddr, owner: &str, writer: u64, start: Known, stop: &AtomicBool) -> (Known, Option<Op>) {
+    let mut known = start;
+    let mut conn = Conn::open(addr);
+    let mut step = match &known {
+        Known::Present { version, .. } => version + 1,
+        Known::Absent => writer * 1_000_000 + 1,
+    };
+    while !stop.load(Ordering::Relaxed) {
+        let op = next_op(&known, step);
+        step += 1;
+        let path = format!("/v1/stores/m{writer}");
+        let etag = match &known {
+            Known::Present { etag, .. } => etag.clone(),
+            Known::Absent => String::new(),
+        };
+        let (method, path, headers, payload): (&str, String, Vec<(&str, &str)>, Vec<u8>) = match op {
+            Op::Create(v) => ("PUT", path, vec![("If-None-Match", "*")], body(writer, v)),
+            Op::Update(v) => ("PUT", path, vec![("If-Match", &etag)], body(writer, v)),
+            Op::Share => {
+                ("PUT", format!("{path}/permissions"), vec![], br#"{"account":"friend","permission":"READ"}"#.to_vec())
+            }
+            Op::Delete => ("DELETE", path, vec![("If-Match", &etag)], Vec::new()),
+        };
+        let mut head = format!(
+            "{method} {path} HTTP/1.1\r\nAuthorization: Bearer {owner}\r\nContent-Length: {}\r\n",
+            payload.len()
+        );
+        for (name, value) in &headers {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        head.push_str("\r\n");
+        let mut request = head.into_bytes();
+        request.extend_from_slice(&payload);
+        if std::io::Write::write_all(&mut conn.stream, &request).is_err() {
+            return (known, Some(op));
+        }
+        let Some(resp) = conn.try_read_response(false) else { return (known, Some(op)) };
+        assert!(resp.status / 100 == 2, "writer {writer} {op:?}: {} {}", resp.status, resp.text());
+        known = match (op, known) {
+            (Op::Create(version) | Op::Update(version), Known::Present { shared, .. }) => {
+                Known::Present { version, etag: resp.etag(), shared }
+            }
+            (Op::Create(version), Known::Absent) => Known::Present { version, etag: resp.etag(), shared: false },
+            (Op::Share, Known::Present { version, etag, .. }) => Known::Present { version, etag, shared: true },
+            (Op::Delete, _) => Known::Absent,
+            (op, known) => panic!("{op:?} after {known:?}"),
+        };
+    }
+    (known, None)
+}
+
+#[test]
+fn kill_9_during_creates_updates_deletes_and_shares() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("data");
+    let mut server = Server::start_in(&root, Options::default());
+    let owner: Arc<str> = server.register("owner").into();
+    let friend = server.register("friend");
+    let mut seed = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64 | 1;
+    let mut known = vec![Known::Absent; WRITERS as usize];
+    for round in 0..4 {
+        let stop = Arc::new(AtomicBool::new(false));
+        let handles: Vec<_> = (0..WRITERS)
+            .map(|w| {
+                let (addr, owner, stop, start) =
+                    (server.addr, Arc::clone(&owner), Arc::clone(&stop), known[w as usize].clone());
+                thread::spawn(move || cycle(addr, &owner, w, start, &stop))
+            })
+            .collect();
+        thread::sleep(Duration::from_millis(200 + pseudo_random(&mut seed) % 1000));
+        server.kill();
+        stop.store(true, Ordering::Relaxed);
+        let outcomes: Vec<(Known, Option<Op>)> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+
+        server = Server::start_in(&root, Options::default());
+        for (w, (acked, in_flight)) in outcomes.into_iter().enumerate() {
+            let path = format!("/v1/stores/m{w}");
+            let resp = server.get(&path, Some(&owner));
+            let shared_now = server.get(&path, Some(&friend)).status == 200;
+            let now = match resp.status {
+                404 => Known::Absent,
+                200 => {
+                    let version = u64::from_le_bytes(resp.body[8..16].try_into().unwrap());
+                    assert_eq!(resp.body, body(w as u64, version), "round {round} m{w}: complete, untorn");
+                    Known::Present { version, etag: resp.etag(), shared: shared_now }
+                }
+                other => panic!("round {round} m{w}: {other}"),
+            };
+            let explained_by_ack = match (&acked, &now) {
+                (Known::Absent, Known::Absent) => true,
+                (Known::Present { version: a, etag: e, shared: s }, Known::Present { version, etag, shared }) => {
+                    a == version && e == etag && s == shared
+                }
+                _ => false,
+            };
+            let explained_by_flight = match (in_flight, &acked, &now) {
+                (Some(Op::Create(v) | Op::Update(v)), _, Known::Present { version, .. }) => v == *version,
+                (Some(Op::Share), Known::Present { version: a, .. }, Known::Present { version, shared: true, .. }) => {
+                    a == version
+                }
+                (Some(Op::Delete), _, Known::Absent) => true,
+                _ => false,
+            };
+            assert!(
+                explained_by_ack || explained_by_flight,
+                "round {round} m{w}: acked {acked:?}, in flight {in_flight:?}, now {now:?}"
+            );
+            known[w] = now;
+        }
+        let (code, stdout, _) = cli(&root, &["check"], &[]);
+        assert_eq!(code, 0, "round {round}: {stdout}");
+        assert!(temp_files(&root).is_empty(), "round {round}: no temp files after restart");
+        let live = known.iter().filter(|k| **k != Known::Absent).count();
         assert_eq!(store_files(&root).len(), live, "round {round}: no orphan files after restart");
     }
 }

@@ -19,6 +19,7 @@ pub struct Server {
     pub addr: SocketAddr,
     pub root: PathBuf,
     _dir: Option<tempfile::TempDir>,
+    log: Arc<Mutex<String>>,
 }
 
 /// How to start a server.
@@ -94,7 +95,23 @@ impl Server {
                 panic!("sync-node did not start: {}", log.lock().unwrap());
             }
         };
-        Server { child, addr, root: root.to_path_buf(), _dir: None }
+        Server { child, addr, root: root.to_path_buf(), _dir: None, log }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// What the server has written to stderr so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// The server's resident memory in KiB (VmRSS).
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
     }
 
     /// SIGKILL, no chance to clean up.
