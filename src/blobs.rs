@@ -53,6 +53,12 @@ pub struct Staged {
     pub size: u64,
 }
 
+/// The directory one group of publications shares.
+#[derive(Debug)]
+pub struct Batch {
+    prefix: String,
+}
+
 /// What a sweep found (and removed, unless it was a dry run).
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Sweep {
@@ -140,21 +146,28 @@ impl Blobs {
         Ok(Staging { file, path: TempPath(Some(path)), size: 0 })
     }
 
-    /// Moves a staged upload to a new name under `stores/` and makes the
-    /// rename durable. Returns the name to record in the database.
-    pub fn publish(&self, mut staged: Staged) -> io::Result<String> {
+    /// Starts a batch of publications: they all go into one directory, so
+    /// one fsync makes all their renames durable.
+    pub fn batch(&self) -> io::Result<Batch> {
+        Ok(Batch { prefix: random_name()?[..2].to_owned() })
+    }
+
+    /// Moves a staged upload to a new name under `stores/` (in the batch's
+    /// directory). Returns the name to record in the database; the rename
+    /// is durable after [`Blobs::sync_batch`].
+    pub fn publish(&self, mut staged: Staged, batch: &Batch) -> io::Result<String> {
         let random = random_name()?;
-        let name = format!("{}/{}", &random[..2], random);
+        let name = format!("{0}/{0}{1}", batch.prefix, &random[2..]);
         let target = self.path_of(&name)?;
         let source = staged.path.0.clone().ok_or_else(|| io::Error::other("staged file already published"))?;
         fs::rename(&source, &target)?;
         staged.path.disarm();
-        let synced = target.parent().map_or(Ok(()), sync_dir);
-        if let Err(err) = synced {
-            let _ = fs::remove_file(&target);
-            return Err(err);
-        }
         Ok(name)
+    }
+
+    /// Makes the batch's renames durable.
+    pub fn sync_batch(&self, batch: &Batch) -> io::Result<()> {
+        sync_dir(&self.root.join(STORES).join(&batch.prefix))
     }
 
     /// Opens a published file for reading.
@@ -268,6 +281,13 @@ pub fn sync_dir(path: &Path) -> io::Result<()> {
 mod tests {
     use super::*;
 
+    fn publish(blobs: &Blobs, upload: Staged) -> String {
+        let batch = blobs.batch().unwrap();
+        let name = blobs.publish(upload, &batch).unwrap();
+        blobs.sync_batch(&batch).unwrap();
+        name
+    }
+
     fn staged(blobs: &Blobs, data: &[u8]) -> Staged {
         let mut staging = blobs.stage().unwrap();
         staging.write_all(data).unwrap();
@@ -280,7 +300,7 @@ mod tests {
         let blobs = Blobs::open(dir.path()).unwrap();
         let upload = staged(&blobs, b"hello");
         assert_eq!(upload.size, 5);
-        let name = blobs.publish(upload).unwrap();
+        let name = publish(&blobs, upload);
         assert_eq!(blobs.size_of(&name).unwrap(), 5);
         assert_eq!(io::read_to_string(blobs.open_file(&name).unwrap()).unwrap(), "hello");
         assert!(fs::read_dir(dir.path().join(TMP)).unwrap().next().is_none());
@@ -304,7 +324,7 @@ mod tests {
     fn pinned_files_outlive_their_originals() {
         let dir = tempfile::tempdir().unwrap();
         let blobs = Blobs::open(dir.path()).unwrap();
-        let name = blobs.publish(staged(&blobs, b"pinned")).unwrap();
+        let name = publish(&blobs, staged(&blobs, b"pinned"));
         let pinned = blobs.pin(std::slice::from_ref(&name)).unwrap();
         blobs.remove(&name).unwrap();
         let target = tempfile::tempdir().unwrap();
@@ -335,8 +355,8 @@ mod tests {
     fn sweep_finds_leftovers_and_orphans() {
         let dir = tempfile::tempdir().unwrap();
         let blobs = Blobs::open(dir.path()).unwrap();
-        let kept = blobs.publish(staged(&blobs, b"keep")).unwrap();
-        let orphan = blobs.publish(staged(&blobs, b"orphan")).unwrap();
+        let kept = publish(&blobs, staged(&blobs, b"keep"));
+        let orphan = publish(&blobs, staged(&blobs, b"orphan"));
         let pending = blobs.stage().unwrap().finish().unwrap();
         std::mem::forget(pending);
         let referenced: HashSet<String> = [kept.clone()].into();

@@ -40,6 +40,15 @@ impl Route {
     pub fn streams_body(&self) -> bool {
         matches!(self, Route::PutStore(_))
     }
+
+    /// Whether the handler only reads the database (apart from extending
+    /// the caller's session), so its statements can share one transaction.
+    pub fn reads_only(&self) -> bool {
+        matches!(
+            self,
+            Route::Account | Route::ListStores | Route::GetStore(_) | Route::GetPermissions(_) | Route::Changes
+        )
+    }
 }
 
 /// Maps a method and a raw (still percent-encoded) path to its route.

@@ -14,6 +14,8 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
+/// Most uploads committed in one transaction.
+const MAX_GROUP_COMMIT: usize = 64;
 /// How often expired sessions and old tombstones are pruned.
 const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(600);
 
@@ -72,25 +74,53 @@ pub fn run(mut app: App, events: Receiver<Event>) {
         app.expire_polls(now);
         let wake = app.next_poll_deadline().map_or(next_maintenance, |deadline| deadline.min(next_maintenance));
         match events.recv_timeout(wake.saturating_duration_since(now)) {
-            Ok(event) => handle(&mut app, event),
+            Ok(event) => handle(&mut app, event, &events),
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => return,
         }
     }
 }
 
-fn handle(app: &mut App, event: Event) {
+fn handle(app: &mut App, event: Event, events: &Receiver<Event>) {
     let (reply, outcome) = match event {
         Event::Request { reply, route, request } => match guarded(|| app.handle(route, request)) {
             Ok(Handled::Park(poll)) => return app.park(reply, poll),
             Ok(Handled::Step(step)) => (reply, Ok(step)),
             Err(err) => (reply, Err(err)),
         },
-        Event::Uploaded { reply, then, staged } => (reply, guarded(|| app.finish_upload(then, staged))),
+        Event::Uploaded { reply, then, staged } => return finish_uploads(app, (reply, then, staged), events),
         Event::PasswordDone { reply, then, outcome } => (reply, guarded(|| app.after_password(then, outcome))),
     };
     reply.send(outcome.unwrap_or_else(|err| Step::Respond(err.into_response())));
+    app.db.roll_back_leftover();
     api::run_deferred(app);
+}
+
+/// Group commit: the uploads already waiting behind `first` are committed
+/// with it in one transaction. Other events met on the way are handled
+/// afterwards, in their order.
+fn finish_uploads(app: &mut App, first: (Reply, PendingWrite, Staged), events: &Receiver<Event>) {
+    let mut uploads = vec![first];
+    let mut others = Vec::new();
+    while uploads.len() < MAX_GROUP_COMMIT {
+        match events.try_recv() {
+            Ok(Event::Uploaded { reply, then, staged }) => uploads.push((reply, then, staged)),
+            Ok(other) => others.push(other),
+            Err(_) => break,
+        }
+    }
+    let (replies, work): (Vec<Reply>, Vec<_>) =
+        uploads.into_iter().map(|(reply, then, staged)| (reply, (then, staged))).unzip();
+    let count = replies.len();
+    let outcomes = guarded(|| Ok(app.finish_uploads(work)))
+        .unwrap_or_else(|err| (0..count).map(|_| Err(ApiError::Internal(err.to_string()))).collect());
+    for (reply, outcome) in replies.into_iter().zip(outcomes) {
+        reply.send(outcome.unwrap_or_else(|err| Step::Respond(err.into_response())));
+    }
+    app.db.roll_back_leftover();
+    for event in others {
+        handle(app, event, events);
+    }
 }
 
 /// Contains a handler panic: its transaction rolls back when dropped, and

@@ -103,7 +103,21 @@ pub struct Session {
 impl App {
     /// Dispatches a request to its handler.
     pub fn handle(&mut self, route: Result<Route, ApiError>, request: Request) -> Result<Handled, ApiError> {
-        let step = match route? {
+        let route = route?;
+        if !route.reads_only() {
+            return self.dispatch(route, request);
+        }
+        // One transaction for all of a read's statements: one snapshot, one
+        // round of file locks. Committed whatever the outcome, since the
+        // session's sliding extension may have written.
+        self.db.begin()?;
+        let handled = self.dispatch(route, request);
+        self.db.commit()?;
+        handled
+    }
+
+    fn dispatch(&mut self, route: Route, request: Request) -> Result<Handled, ApiError> {
+        let step = match route {
             Route::Changes => return changes::changes(self, &request),
             Route::Preflight => respond(cors::preflight()),
             Route::Health => service::health(),
@@ -191,8 +205,8 @@ impl App {
         if self.config.trust_proxy { forwarded().unwrap_or(request.peer) } else { request.peer }
     }
 
-    pub fn finish_upload(&mut self, then: PendingWrite, staged: Staged) -> Result<Step, ApiError> {
-        stores::finish_upload(self, then, staged)
+    pub fn finish_uploads(&mut self, uploads: Vec<(PendingWrite, Staged)>) -> Vec<Result<Step, ApiError>> {
+        stores::finish_uploads(self, uploads)
     }
 
     /// The session behind `Authorization: Bearer …`, extended when past half

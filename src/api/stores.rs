@@ -7,7 +7,7 @@
 use super::service::MAX_META_BYTES;
 use super::{App, Session, respond};
 use crate::auth;
-use crate::blobs::Staged;
+use crate::blobs::{Batch, Staged};
 use crate::clock;
 use crate::db::{self, Db, stores::StoreRow};
 use crate::encoding::{hex, http_date};
@@ -92,41 +92,128 @@ pub fn put(app: &mut App, request: &Request, key: String) -> Result<Step, ApiErr
     Ok(Step::Receive { limit: app.config.max_store_bytes, then })
 }
 
-/// `PUT /v1/stores/{key}`: the half after the body is staged.
-pub fn finish_upload(app: &mut App, then: PendingWrite, staged: Staged) -> Result<Step, ApiError> {
-    let session = app.session_by_hash(&then.token_hash)?;
-    let existing = check_write(app, &session, &then.key, &then.precondition)?;
-    check_size(app, &session, &then.key, existing.as_ref(), &then.meta, staged.size)?;
-    let size = staged.size;
-    let store = StoreRow {
-        key: then.key,
-        file: app.blobs.publish(staged)?,
-        token: hex(&auth::random_bytes::<32>()?),
-        meta: match then.meta {
-            MetaChange::Keep => existing.as_ref().and_then(|old| old.meta.clone()),
-            MetaChange::Clear => None,
-            MetaChange::Set(meta) => Some(meta),
-        },
-        size,
-        modified: clock::now_ms(),
-        seq: 0,
+/// A write whose row is in the open batch transaction, waiting for the
+/// commit.
+struct Written {
+    store: StoreRow,
+    replaced: Option<StoreRow>,
+    touched: Vec<String>,
+}
+
+/// `PUT /v1/stores/{key}`, the half after the bodies are staged, for every
+/// upload that finished while the loop was busy (group commit). In one
+/// transaction, each is checked against the state the ones before it left
+/// (so two writes with the same `If-Match` cannot both win), renamed into
+/// one directory, and recorded; then one directory fsync and one commit
+/// make them all durable. Answers come back in the order of `uploads`.
+pub fn finish_uploads(app: &mut App, uploads: Vec<(PendingWrite, Staged)>) -> Vec<Result<Step, ApiError>> {
+    let count = uploads.len();
+    let all_fail = |err: &ApiError| (0..count).map(|_| Err(copy_of(err))).collect();
+    let batch = match app.blobs.batch() {
+        Ok(batch) => batch,
+        Err(err) => return all_fail(&err.into()),
     };
-    let file = store.file.clone();
-    let (store, touched) = match commit_write(&mut app.db, &session, store, existing.is_none()) {
-        Ok(committed) => committed,
-        Err(err) => {
-            // Not committed: the new file must not stay behind.
-            let _ = app.blobs.remove(&file);
-            return Err(err);
+    if let Err(err) = app.db.begin() {
+        return all_fail(&err.into());
+    }
+    let mut outcomes: Vec<Result<Written, ApiError>> = Vec::with_capacity(count);
+    let mut fatal = None;
+    for (then, staged) in uploads {
+        match stage_write(app, &batch, then, staged) {
+            Ok(outcome) => outcomes.push(outcome),
+            Err(err) => {
+                fatal = Some(err);
+                break;
+            }
         }
+    }
+    let committed = match fatal {
+        Some(err) => Err(err),
+        None if outcomes.iter().any(Result::is_ok) => {
+            app.blobs.sync_batch(&batch).map_err(ApiError::from).and_then(|()| Ok(app.db.commit()?))
+        }
+        None => app.db.commit().map_err(ApiError::from),
     };
-    if let Some(old) = &existing
+    if let Err(err) = committed {
+        app.db.roll_back_leftover();
+        for written in outcomes.iter().flatten() {
+            let _ = app.blobs.remove(&written.store.file);
+        }
+        return all_fail(&err);
+    }
+    outcomes.into_iter().map(|outcome| outcome.and_then(|written| answer_write(app, written))).collect()
+}
+
+/// Checks one upload and records it in the open transaction. The inner
+/// error refuses this upload alone; the outer one means a statement failed
+/// half-way, so nothing of the batch may be committed.
+fn stage_write(
+    app: &mut App,
+    batch: &Batch,
+    then: PendingWrite,
+    staged: Staged,
+) -> Result<Result<Written, ApiError>, ApiError> {
+    let checked = (|| {
+        let session = app.session_by_hash(&then.token_hash)?;
+        let existing = check_write(app, &session, &then.key, &then.precondition)?;
+        check_size(app, &session, &then.key, existing.as_ref(), &then.meta, staged.size)?;
+        Ok((session, existing))
+    })();
+    let (session, existing) = match checked {
+        Ok(checked) => checked,
+        Err(err) => return Ok(Err(err)),
+    };
+    let size = staged.size;
+    let token = match auth::random_bytes::<32>() {
+        Ok(bytes) => hex(&bytes),
+        Err(err) => return Ok(Err(err)),
+    };
+    let file = match app.blobs.publish(staged, batch) {
+        Ok(file) => file,
+        Err(err) => return Ok(Err(err.into())),
+    };
+    let meta = match then.meta {
+        MetaChange::Keep => existing.as_ref().and_then(|old| old.meta.clone()),
+        MetaChange::Clear => None,
+        MetaChange::Set(meta) => Some(meta),
+    };
+    let mut store = StoreRow { key: then.key, file, token, meta, size, modified: clock::now_ms(), seq: 0 };
+    match record_write(app.db.conn(), &session, &mut store, existing.is_none()) {
+        Ok(touched) => Ok(Ok(Written { store, replaced: existing, touched })),
+        Err(err) => {
+            let _ = app.blobs.remove(&store.file);
+            Err(err)
+        }
+    }
+}
+
+/// The next seq, the store row, OWN for a creator, and the change log of
+/// everyone with access; returns those accounts.
+fn record_write(
+    conn: &rusqlite::Connection,
+    session: &Session,
+    store: &mut StoreRow,
+    created: bool,
+) -> Result<Vec<String>, ApiError> {
+    store.seq = Db::next_seq(conn)?;
+    db::stores::upsert(conn, store)?;
+    if created {
+        db::stores::set_permission(conn, &session.account_id, &store.key, Permission::Own)?;
+    }
+    Ok(db::changes::touch_store(conn, &store.key, store.seq, store.modified)?)
+}
+
+/// After the commit: the replaced file goes, long-polls wake, the client
+/// hears 201 or 200.
+fn answer_write(app: &mut App, written: Written) -> Result<Step, ApiError> {
+    let Written { store, replaced, touched } = written;
+    if let Some(old) = &replaced
         && let Err(err) = app.blobs.remove(&old.file)
     {
         eprintln!("sync-node: could not remove a replaced store file: {err}");
     }
     app.notify(&touched);
-    let status = if existing.is_none() { 201 } else { 200 };
+    let status = if replaced.is_none() { 201 } else { 200 };
     let body = json!({
         "key": store.key,
         "token": store.token,
@@ -135,6 +222,14 @@ pub fn finish_upload(app: &mut App, then: PendingWrite, staged: Staged) -> Resul
         "seq": store.seq,
     });
     respond(Response::json(status, &body).with_header("ETag", format!("\"{}\"", store.token)))
+}
+
+/// The same error again, for each answer of a failed batch.
+fn copy_of(err: &ApiError) -> ApiError {
+    match err {
+        ApiError::InsufficientStorage => ApiError::InsufficientStorage,
+        other => ApiError::Internal(other.to_string()),
+    }
 }
 
 /// `DELETE /v1/stores/{key}`
@@ -221,26 +316,6 @@ pub(super) fn check_quota(app: &App, owners: &[String], old_size: u64, new_size:
         }
     }
     Ok(())
-}
-
-/// One transaction: the next seq, the store row, OWN for a creator, and
-/// the change log of everyone with access. Returns the row and those
-/// accounts.
-fn commit_write(
-    db: &mut Db,
-    session: &Session,
-    mut store: StoreRow,
-    created: bool,
-) -> Result<(StoreRow, Vec<String>), ApiError> {
-    let tx = db.transaction()?;
-    store.seq = Db::next_seq(&tx)?;
-    db::stores::upsert(&tx, &store)?;
-    if created {
-        db::stores::set_permission(&tx, &session.account_id, &store.key, Permission::Own)?;
-    }
-    let touched = db::changes::touch_store(&tx, &store.key, store.seq, store.modified)?;
-    tx.commit()?;
-    Ok((store, touched))
 }
 
 fn refused(refusal: Refusal, store: &StoreRow) -> ApiError {

@@ -71,11 +71,15 @@ pub struct Connection {
     /// Bytes received but not consumed yet (pipelined requests, body start).
     pending: Vec<u8>,
     limits: Limits,
+    /// The socket's timeouts as last set, so that unchanged ones cost no
+    /// system call.
+    read_timeout: Option<Duration>,
+    write_timeout: Option<Duration>,
 }
 
 impl Connection {
     pub fn new(stream: TcpStream, limits: Limits) -> Self {
-        Connection { stream, pending: Vec::new(), limits }
+        Connection { stream, pending: Vec::new(), limits, read_timeout: None, write_timeout: None }
     }
 
     /// Reads the next request head. `Err(Closed)` when the peer is done.
@@ -96,7 +100,7 @@ impl Connection {
                 None => self.limits.idle_timeout,
                 Some(at) => at.checked_duration_since(Instant::now()).ok_or(HeadError::Closed)?,
             };
-            self.stream.set_read_timeout(Some(wait.max(Duration::from_millis(1)))).map_err(|_| HeadError::Closed)?;
+            self.set_read_timeout(wait.max(Duration::from_millis(1))).map_err(|_| HeadError::Closed)?;
             let room = self.limits.head.max_head + 1 - self.pending.len().min(self.limits.head.max_head);
             let mut chunk = [0u8; 4096];
             let want = room.min(chunk.len());
@@ -105,6 +109,22 @@ impl Connection {
                 Ok(n) => self.pending.extend_from_slice(&chunk[..n]),
             }
         }
+    }
+
+    fn set_read_timeout(&mut self, timeout: Duration) -> io::Result<()> {
+        if self.read_timeout != Some(timeout) {
+            self.stream.set_read_timeout(Some(timeout))?;
+            self.read_timeout = Some(timeout);
+        }
+        Ok(())
+    }
+
+    fn set_write_timeout(&mut self, timeout: Duration) -> io::Result<()> {
+        if self.write_timeout != Some(timeout) {
+            self.stream.set_write_timeout(Some(timeout))?;
+            self.write_timeout = Some(timeout);
+        }
+        Ok(())
     }
 
     /// Whether the client has closed its side (or the connection broke).
@@ -124,7 +144,7 @@ impl Connection {
 
     /// Sends `100 Continue` when the client waits for it before its body.
     pub fn send_continue(&mut self) -> io::Result<()> {
-        self.stream.set_write_timeout(Some(self.limits.io_timeout))?;
+        self.set_write_timeout(self.limits.io_timeout)?;
         self.stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
     }
 
@@ -143,7 +163,7 @@ impl Connection {
 
     /// Streams the body into `sink`, failing as soon as it exceeds `limit`.
     pub fn copy_body(&mut self, framing: Framing, limit: u64, sink: &mut impl Write) -> Result<u64, BodyError> {
-        self.stream.set_read_timeout(Some(self.limits.io_timeout)).map_err(BodyError::Socket)?;
+        self.set_read_timeout(self.limits.io_timeout).map_err(BodyError::Socket)?;
         match framing {
             Framing::None => Ok(0),
             Framing::Length(n) if n > limit => Err(BodyError::TooLarge),
@@ -232,7 +252,7 @@ impl Connection {
     /// Writes an answer: the head and a small body in one write, a file
     /// streamed after its head.
     pub fn send(&mut self, response: Response, options: &SendOptions) -> io::Result<()> {
-        self.stream.set_write_timeout(Some(self.limits.io_timeout))?;
+        self.set_write_timeout(self.limits.io_timeout)?;
         let mut out = Vec::with_capacity(512);
         response.write_head(&mut out, &options.extra, options.keep_alive);
         match response.body {
@@ -241,8 +261,19 @@ impl Connection {
                 self.stream.write_all(&out)
             }
             Body::File { mut file, len } if !options.head_only => {
+                // A small file goes out with its head in one write (one TCP
+                // segment), read with one system call; a large one is
+                // streamed after the head.
+                if let Ok(small) = usize::try_from(len)
+                    && small <= CHUNK
+                {
+                    let head = out.len();
+                    out.resize(head + small, 0);
+                    file.read_exact(&mut out[head..])?;
+                    return self.stream.write_all(&out);
+                }
                 self.stream.write_all(&out)?;
-                let copied = io::copy(&mut (&mut file).take(len), &mut self.stream)?;
+                let copied = io::copy(&mut file.take(len), &mut self.stream)?;
                 if copied == len { Ok(()) } else { Err(io::ErrorKind::UnexpectedEof.into()) }
             }
             _ => self.stream.write_all(&out),
@@ -261,7 +292,7 @@ impl Connection {
             let Some(left) = deadline.checked_duration_since(Instant::now()) else {
                 break;
             };
-            if self.stream.set_read_timeout(Some(left.max(Duration::from_millis(1)))).is_err() {
+            if self.set_read_timeout(left.max(Duration::from_millis(1))).is_err() {
                 break;
             }
             match self.stream.read(&mut buf) {

@@ -305,3 +305,37 @@ fn a_client_that_never_reads_a_large_answer_stalls_nobody() {
         assert!(started.elapsed() < Duration::from_secs(1), "took {:?}", started.elapsed());
     }
 }
+
+#[test]
+fn of_simultaneous_writes_with_one_etag_exactly_one_wins() {
+    let server = Server::start();
+    let token = server.register("racer");
+    let mut etag = server.put("contested", &token, &[], b"v0").etag();
+    for round in 0..5 {
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(16));
+        let racers: Vec<_> = (0..16)
+            .map(|i| {
+                let (addr, token, etag, barrier) = (server.addr, token.clone(), etag.clone(), barrier.clone());
+                thread::spawn(move || {
+                    let mut conn = Conn::open(addr);
+                    let body = format!("round {round} writer {i}");
+                    let head = format!(
+                        "PUT /v1/stores/contested HTTP/1.1\r\nAuthorization: Bearer {token}\r\nIf-Match: {etag}\r\nContent-Length: {}\r\n\r\n",
+                        body.len()
+                    );
+                    barrier.wait();
+                    conn.send(format!("{head}{body}").as_bytes());
+                    (conn.read_response(false), body)
+                })
+            })
+            .collect();
+        let results: Vec<_> = racers.into_iter().map(|r| r.join().unwrap()).collect();
+        let winners: Vec<_> = results.iter().filter(|(resp, _)| resp.status == 200).collect();
+        assert_eq!(winners.len(), 1, "round {round}: {:?}", results.iter().map(|(r, _)| r.status).collect::<Vec<_>>());
+        assert!(results.iter().all(|(resp, _)| resp.status == 200 || resp.status == 412));
+        let current = server.get("/v1/stores/contested", Some(&token));
+        assert_eq!(current.body, winners[0].1.as_bytes());
+        etag = current.etag();
+        assert_eq!(etag, winners[0].0.etag());
+    }
+}

@@ -1,0 +1,241 @@
+#!/usr/bin/env python3
+"""The Sync Node benchmark (run it through bench/run.sh, which builds first).
+
+Starts Sync Node (release build) and nginx on loopback, measures the
+ceilings (nginx serving a static 1 KiB file; this disk's durable-write
+ceiling), drives every workload with wrk at 1, 16 and 64 connections, and
+prints a Markdown table with each row's ratio to its ceiling, then the
+footprint (binary size, idle RSS, RSS under load, cold start)."""
+import argparse, json, os, re, shutil, socket, subprocess, sys, tempfile, threading, time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+TOP = os.path.dirname(HERE)
+BIN = os.path.join(TOP, "target", "release", "sync-node")
+CEILING = os.path.join(TOP, "target", "release", "examples", "write_ceiling")
+WRK = os.path.join(HERE, "wrk")
+PASSWORD = "benchmark password"
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http(port, method, path, token=None, body=None, headers=()):
+    """One request on its own connection; returns (status, headers dict, body)."""
+    data = json.dumps(body).encode() if isinstance(body, dict) else (body or b"")
+    head = f"{method} {path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\nContent-Length: {len(data)}\r\n"
+    if token:
+        head += f"Authorization: Bearer {token}\r\n"
+    for name, value in headers:
+        head += f"{name}: {value}\r\n"
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.sendall(head.encode() + b"\r\n" + data)
+        raw = b""
+        while chunk := s.recv(65536):
+            raw += chunk
+    head, _, payload = raw.partition(b"\r\n\r\n")
+    lines = head.decode().split("\r\n")
+    fields = {l.split(":", 1)[0].lower(): l.split(":", 1)[1].strip() for l in lines[1:]}
+    return int(lines[0].split()[1]), fields, payload
+
+
+def proc_status(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return {l.split(":")[0]: int(l.split()[1]) for l in f if l.startswith(("VmRSS", "VmHWM"))}
+
+
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def start_server(root, port, **env):
+    environment = dict(os.environ, PORT=str(port), BIND="127.0.0.1", STATIC_ROOT=root, MAX_CONNECTIONS="1024", **env)
+    started = time.monotonic()
+    proc = subprocess.Popen([BIN], env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    while True:
+        try:
+            if http(port, "GET", "/v1/health")[0] == 200:
+                return proc, time.monotonic() - started
+        except OSError:
+            pass
+        if proc.poll() is not None:
+            sys.exit("sync-node exited at start")
+        time.sleep(0.001)
+
+
+def start_nginx(work, port):
+    docroot = os.path.join(work, "www")
+    os.makedirs(docroot)
+    with open(os.path.join(docroot, "1k.bin"), "wb") as f:
+        f.write(b"x" * 1024)
+    conf = os.path.join(work, "nginx.conf")
+    with open(conf, "w") as f:
+        f.write(f"""worker_processes 1;
+daemon off;
+pid {work}/nginx.pid;
+error_log {work}/nginx-error.log;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    keepalive_requests 10000000;
+    keepalive_timeout 60;
+    client_body_temp_path {work}/body; proxy_temp_path {work}/proxy; fastcgi_temp_path {work}/fcgi;
+    uwsgi_temp_path {work}/uwsgi; scgi_temp_path {work}/scgi;
+    server {{ listen 127.0.0.1:{port}; root {docroot}; }}
+}}
+""")
+    proc = subprocess.Popen(["nginx", "-c", conf, "-p", work], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(200):
+        try:
+            if http(port, "GET", "/1k.bin")[0] == 200:
+                return proc
+        except OSError:
+            pass
+        time.sleep(0.01)
+    proc.kill()
+    sys.exit(f"nginx did not serve {docroot}/1k.bin (see {work}/nginx-error.log)")
+
+
+def to_ms(text):
+    value, unit = re.match(r"([\d.]+)(\w+)", text).groups()
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
+
+
+def wrk(port, script, conns, seconds, env, threads=None, timeout="10s"):
+    threads = threads or min(conns, 2)
+    cmd = ["wrk", f"-t{threads}", f"-c{conns}", f"-d{seconds}s", f"--timeout={timeout}", "--latency",
+           "-s", os.path.join(WRK, script), f"http://127.0.0.1:{port}"]
+    out = subprocess.run(cmd, env=dict(os.environ, **env), capture_output=True, text=True, check=True).stdout
+    result = {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))}
+    result["p50"] = to_ms(re.search(r"50%\s+(\S+)", out).group(1))
+    result["p99"] = to_ms(re.search(r"99%\s+(\S+)", out).group(1))
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    result["non2xx"] = int(errors.group(1)) if errors else 0
+    conflicts = re.search(r"conflicts (\d+)", out)
+    result["conflicts"] = int(conflicts.group(1)) if conflicts else 0
+    socket_errors = re.search(r"Socket errors: (.*)", out)
+    result["socket_errors"] = socket_errors.group(1) if socket_errors else ""
+    return result
+
+
+def measured(pid, fn):
+    """Runs fn while sampling the server's RSS; adds RSS and CPU figures."""
+    samples, stop = [], threading.Event()
+
+    def sample():
+        while not stop.is_set():
+            samples.append(proc_status(pid)["VmRSS"])
+            stop.wait(0.25)
+
+    sampler = threading.Thread(target=sample)
+    cpu0, t0 = cpu_seconds(pid), time.monotonic()
+    sampler.start()
+    result = fn()
+    stop.set()
+    sampler.join()
+    result["cpu"] = 100 * (cpu_seconds(pid) - cpu0) / (time.monotonic() - t0)
+    result["rss"] = max(samples)
+    result["hwm"] = proc_status(pid)["VmHWM"]
+    return result
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--conns", default="1,16,64")
+    args = parser.parse_args()
+    conns = [int(c) for c in args.conns.split(",")]
+    work = tempfile.mkdtemp(prefix="sync-node-bench-")
+    os.chmod(work, 0o755)  # nginx's worker may run as another user
+    procs = []
+    try:
+        # Cold start on a fresh and on an existing data directory.
+        root = os.path.join(work, "data")
+        port = free_port()
+        proc, cold_fresh = start_server(root, port)
+        proc.kill(); proc.wait()
+        proc, cold = start_server(root, port)
+        procs.append(proc)
+        time.sleep(1)
+        idle = proc_status(proc.pid)["VmRSS"]
+
+        status, _, body = http(port, "POST", "/v1/accounts", body={"id": "bench", "password": PASSWORD})
+        token = json.loads(body)["token"]
+        status, fields, _ = http(port, "PUT", "/v1/stores/bench-1k", token, b"x" * 1024)
+        etag = fields["etag"]
+        for i in range(20):
+            http(port, "PUT", f"/v1/stores/listed-{i}", token, b"y" * 100)
+        env = {"SYNC_TOKEN": token, "SYNC_KEY": "bench-1k", "SYNC_ETAG": etag, "SYNC_ID": "bench", "SYNC_PASSWORD": PASSWORD}
+
+        nginx_port = free_port()
+        os.makedirs(os.path.join(work, "nginx"))
+        procs.append(start_nginx(os.path.join(work, "nginx"), nginx_port))
+
+        ceiling_dir = os.path.join(work, "ceiling")
+        out = subprocess.run([CEILING, ceiling_dir, str(args.seconds)], capture_output=True, text=True, check=True).stdout
+        write_ceiling = float(out.split()[1])
+
+        rows, nginx_rps = [], {}
+        for c in conns:
+            wrk(nginx_port, "nginx.lua", c, args.warmup, {})
+            r = wrk(nginx_port, "nginx.lua", c, args.seconds, {})
+            nginx_rps[c] = r["rps"]
+            rows.append(("nginx static 1 KiB (ceiling)", c, r, None, None))
+        workloads = [("get", "get.lua", {}), ("get304", "get304.lua", {}), ("put", "put.lua", {}),
+                     ("login", "login.lua", {"timeout": "60s"}), ("changes", "changes.lua", {})]
+        for name, script, extra in workloads:
+            for c in conns:
+                row_env = dict(env, SYNC_PREFIX=f"put-{c}-")
+                threads = c if name == "put" else None
+                wrk(port, script, c, args.warmup, dict(row_env, SYNC_PREFIX=f"warm-{c}-"), threads, **extra)
+                r = measured(proc.pid, lambda: wrk(port, script, c, args.seconds, row_env, threads, **extra))
+                if name in ("get", "get304"):
+                    ratio = (r["rps"] / nginx_rps[c], "nginx")
+                elif name == "put":
+                    ratio = (r["rps"] / write_ceiling, "write ceiling")
+                else:
+                    ratio = None
+                rows.append((name, c, r, ratio, None))
+
+        print(f"Sync Node benchmark — {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, {os.uname().machine}, "
+              f"{args.seconds} s per row after {args.warmup} s warm-up; wrk and the server share the machine.\n")
+        print("| workload | conns | req/s | p50 ms | p99 ms | ratio to ceiling | server RSS max / HWM KiB | server CPU % | notes |")
+        print("|---|---:|---:|---:|---:|---|---|---:|---|")
+        under_load = 0
+        for name, c, r, ratio, _ in rows:
+            ratio_text = f"{100 * ratio[0]:.0f} % of {ratio[1]}" if ratio else "—"
+            rss = f"{r['rss']} / {r['hwm']}" if "rss" in r else "—"
+            cpu = f"{r['cpu']:.0f}" if "cpu" in r else "—"
+            notes = []
+            if r["non2xx"] and name not in ("get304",):
+                notes.append(f"{r['non2xx']} non-2xx")
+            if r["conflicts"]:
+                notes.append(f"{r['conflicts']} × 412")
+            if r["socket_errors"]:
+                notes.append("socket errors: " + r["socket_errors"])
+            if c == max(conns) and "rss" in r:
+                under_load = max(under_load, r["rss"])
+            print(f"| {name} | {c} | {r['rps']:.0f} | {r['p50']:.2f} | {r['p99']:.2f} | {ratio_text} | {rss} | {cpu} | {', '.join(notes)} |")
+        print(f"\nDurable-write ceiling of this disk (1 KiB temp file + fsync + rename + dir fsync + SQLite FULL commit, one writer): {write_ceiling:.0f} ops/s\n")
+        print("| footprint | value |")
+        print("|---|---|")
+        print(f"| stripped release binary | {os.path.getsize(BIN) / 1e6:.2f} MB ({os.path.getsize(BIN)} bytes) |")
+        print(f"| idle RSS after start | {idle / 1024:.1f} MiB ({idle} KiB) |")
+        print(f"| RSS under {max(conns)} connections (max sampled) | {under_load / 1024:.1f} MiB ({under_load} KiB) |")
+        print(f"| cold start to first /v1/health answer | {1000 * cold:.1f} ms (first start on an empty directory: {1000 * cold_fresh:.1f} ms) |")
+    finally:
+        for p in procs:
+            if p:
+                p.kill()
+                p.wait()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
