@@ -112,8 +112,8 @@ def wrk(port, script, conns, seconds, env, threads=None, timeout="10s"):
            "-s", os.path.join(WRK, script), f"http://127.0.0.1:{port}"]
     out = subprocess.run(cmd, env=dict(os.environ, **env), capture_output=True, text=True, check=True).stdout
     result = {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))}
-    result["p50"] = to_ms(re.search(r"50%\s+(\S+)", out).group(1))
-    result["p99"] = to_ms(re.search(r"99%\s+(\S+)", out).group(1))
+    result["p50"] = to_ms(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1))
+    result["p99"] = to_ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     result["non2xx"] = int(errors.group(1)) if errors else 0
     conflicts = re.search(r"conflicts (\d+)", out)
