@@ -5,10 +5,11 @@
 //! store key: names are random hex, checked before every use.
 
 use crate::encoding::hex;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 const TMP: &str = "tmp";
@@ -51,6 +52,41 @@ pub struct Staging {
 pub struct Staged {
     path: TempPath,
     pub size: u64,
+}
+
+/// Open handles of recently read store files, kept by the loop, so reading
+/// a hot store costs no `open` or `close`. A file is never changed after
+/// it is published and its name is never reused, so a handle always shows
+/// the version its name stands for; the loop forgets a name when it
+/// removes the file. Bounded: when full, one handle is dropped.
+#[derive(Debug)]
+pub struct OpenFiles {
+    files: HashMap<String, Arc<File>>,
+    capacity: usize,
+}
+
+impl OpenFiles {
+    pub fn new(capacity: usize) -> Self {
+        OpenFiles { files: HashMap::new(), capacity: capacity.max(1) }
+    }
+
+    pub fn get(&mut self, blobs: &Blobs, name: &str) -> io::Result<Arc<File>> {
+        if let Some(file) = self.files.get(name) {
+            return Ok(Arc::clone(file));
+        }
+        let file = Arc::new(blobs.open_file(name)?);
+        if self.files.len() >= self.capacity
+            && let Some(victim) = self.files.keys().next().cloned()
+        {
+            self.files.remove(&victim);
+        }
+        self.files.insert(name.to_owned(), Arc::clone(&file));
+        Ok(file)
+    }
+
+    pub fn forget(&mut self, name: &str) {
+        self.files.remove(name);
+    }
 }
 
 /// The directory one group of publications shares.
@@ -307,6 +343,22 @@ mod tests {
         blobs.remove(&name).unwrap();
         blobs.remove(&name).unwrap();
         assert!(blobs.open_file(&name).is_err());
+    }
+
+    #[test]
+    fn open_files_are_shared_bounded_and_forgotten() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = Blobs::open(dir.path()).unwrap();
+        let names: Vec<String> = (0..3).map(|i| publish(&blobs, staged(&blobs, &[i]))).collect();
+        let mut open = OpenFiles::new(2);
+        let first = open.get(&blobs, &names[0]).unwrap();
+        assert!(Arc::ptr_eq(&first, &open.get(&blobs, &names[0]).unwrap()), "one handle, shared");
+        open.get(&blobs, &names[1]).unwrap();
+        open.get(&blobs, &names[2]).unwrap();
+        assert_eq!(open.files.len(), 2, "bounded");
+        open.forget(&names[2]);
+        blobs.remove(&names[2]).unwrap();
+        assert!(open.get(&blobs, &names[2]).is_err(), "a forgotten, removed file is not served");
     }
 
     #[test]

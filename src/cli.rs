@@ -117,8 +117,13 @@ fn account_delete(config: &Config, id: &str) -> Result<ExitCode, StartupError> {
     let mut data = serve::open_data_dir(&config.static_root)?;
     let blobs = open_blobs(config)?;
     Ok(match existing_account(&data, id) {
-        Ok(Some(account_id)) => match api::delete_account(&mut data.db, &blobs, &account_id) {
-            Ok(_) => {
+        Ok(Some(account_id)) => match api::delete_account(&mut data.db, &account_id) {
+            Ok(deleted) => {
+                for file in &deleted.files {
+                    if let Err(err) = blobs.remove(file) {
+                        eprintln!("sync-node: could not remove a store file: {err}");
+                    }
+                }
                 println!("account deleted");
                 ExitCode::SUCCESS
             }

@@ -4,7 +4,7 @@
 
 use crate::api::App;
 use crate::auth;
-use crate::blobs::Blobs;
+use crate::blobs::{Blobs, OpenFiles};
 use crate::config::Config;
 use crate::cors;
 use crate::db::{self, Db};
@@ -26,6 +26,8 @@ use std::sync::{Arc, mpsc};
 use std::thread;
 use std::time::Duration;
 
+/// Store files the loop keeps open for reading.
+const OPEN_FILES: usize = 64;
 /// Long-polls one account may hold at once; past it the oldest is answered.
 const MAX_POLLS_PER_ACCOUNT: usize = 64;
 
@@ -122,6 +124,7 @@ pub fn serve(config: Config) -> Result<(), StartupError> {
         secret: data.secret,
         decoy_hash,
         polls,
+        open_files: OpenFiles::new(OPEN_FILES),
         throttle: Throttle::default(),
         reset_hook,
         deferred: Vec::new(),

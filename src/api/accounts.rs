@@ -4,7 +4,6 @@
 
 use super::{AfterPassword, App, json_body, respond};
 use crate::auth::{self, PasswordJob, PasswordOutcome};
-use crate::blobs::Blobs;
 use crate::clock;
 use crate::db::{self, Db};
 use crate::encoding::hex;
@@ -129,16 +128,28 @@ pub fn finish_delete(
 ) -> Result<Step, ApiError> {
     let session = app.session_by_hash(token_hash)?;
     app.verified(&session.account_id, address, outcome, ApiError::WrongPassword)?;
-    let touched = delete_account(&mut app.db, &app.blobs, &session.account_id)?;
+    let deleted = delete_account(&mut app.db, &session.account_id)?;
+    for file in &deleted.files {
+        app.remove_store_file(file);
+    }
+    let touched = deleted.touched;
     app.notify(&touched);
     respond(Response::new(204))
 }
 
-/// Deletes an account: the stores it alone owned (with their files, leaving
-/// tombstones for everyone who could see them), its permissions on other
-/// stores, its sessions and reset token. Returns the accounts whose feeds
-/// changed.
-pub fn delete_account(db: &mut Db, blobs: &Blobs, account_id: &str) -> Result<Vec<String>, ApiError> {
+/// What deleting an account left to do after its commit.
+#[derive(Debug)]
+pub struct DeletedAccount {
+    /// Accounts whose feeds changed (they could see a deleted store).
+    pub touched: Vec<String>,
+    /// Files of the deleted stores, to remove.
+    pub files: Vec<String>,
+}
+
+/// Deletes an account in one transaction: the stores it alone owned
+/// (leaving tombstones for everyone who could see them), its permissions on
+/// other stores, its sessions and reset token. The caller removes the files.
+pub fn delete_account(db: &mut Db, account_id: &str) -> Result<DeletedAccount, ApiError> {
     let tx = db.transaction()?;
     let doomed = db::stores::solely_owned(&tx, account_id)?;
     let now = clock::now_ms();
@@ -150,13 +161,8 @@ pub fn delete_account(db: &mut Db, blobs: &Blobs, account_id: &str) -> Result<Ve
     }
     db::accounts::delete(&tx, account_id)?;
     tx.commit()?;
-    for store in doomed {
-        if let Err(err) = blobs.remove(&store.file) {
-            eprintln!("sync-node: could not remove a deleted account's store file: {err}");
-        }
-    }
     touched.sort();
     touched.dedup();
     touched.retain(|account| account != account_id);
-    Ok(touched)
+    Ok(DeletedAccount { touched, files: doomed.into_iter().map(|store| store.file).collect() })
 }

@@ -15,7 +15,7 @@ pub use reset::{Deferred, issue_token as issue_reset_token, run_deferred};
 pub use stores::PendingWrite;
 
 use crate::auth::{self, PasswordOutcome};
-use crate::blobs::{Blobs, Staged};
+use crate::blobs::{Blobs, OpenFiles, Staged};
 use crate::clock;
 use crate::config::Config;
 use crate::cors;
@@ -50,6 +50,8 @@ pub struct App {
     pub decoy_hash: String,
     /// Long-polls waiting for a change.
     pub polls: Polls<Reply>,
+    /// Handles of recently read store files.
+    pub open_files: OpenFiles,
     pub throttle: Throttle,
     pub reset_hook: Option<ResetHook>,
     /// Work to do once the current answer has been sent.
@@ -231,6 +233,14 @@ impl App {
             eprintln!("sync-node: could not extend a session: {err}");
         }
         Ok(Session { account_id, token_hash: token_hash.to_owned() })
+    }
+
+    /// Removes a store file the database no longer references.
+    pub fn remove_store_file(&mut self, name: &str) {
+        self.open_files.forget(name);
+        if let Err(err) = self.blobs.remove(name) {
+            eprintln!("sync-node: could not remove a store file: {err}");
+        }
     }
 
     /// Prunes expired sessions and reset tokens, tombstones older than the

@@ -44,7 +44,7 @@ pub fn get(app: &mut App, request: &Request, key: &str) -> Result<Step, ApiError
     if if_none_match.is_some_and(|tags| tags.matches(&store.token)) {
         return respond(Response::new(304).with_header("ETag", etag));
     }
-    let file = app.blobs.open_file(&store.file)?;
+    let file = app.open_files.get(&app.blobs, &store.file)?;
     let mut response = Response::new(200)
         .with_header("Content-Type", "application/octet-stream")
         .with_header("ETag", etag)
@@ -207,10 +207,8 @@ fn record_write(
 /// hears 201 or 200.
 fn answer_write(app: &mut App, written: Written) -> Result<Step, ApiError> {
     let Written { store, replaced, touched } = written;
-    if let Some(old) = &replaced
-        && let Err(err) = app.blobs.remove(&old.file)
-    {
-        eprintln!("sync-node: could not remove a replaced store file: {err}");
+    if let Some(old) = &replaced {
+        app.remove_store_file(&old.file);
     }
     app.notify(&touched);
     let status = if replaced.is_none() { 201 } else { 200 };
@@ -249,9 +247,7 @@ pub fn delete(app: &mut App, request: &Request, key: &str) -> Result<Step, ApiEr
     let touched = db::changes::touch_store(&tx, key, seq, clock::now_ms())?;
     db::stores::delete(&tx, key)?;
     tx.commit()?;
-    if let Err(err) = app.blobs.remove(&store.file) {
-        eprintln!("sync-node: could not remove a deleted store file: {err}");
-    }
+    app.remove_store_file(&store.file);
     app.notify(&touched);
     respond(Response::new(204))
 }

@@ -8,6 +8,7 @@ use super::response::{Body, Response};
 use crate::error::ApiError;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
+use std::os::unix::fs::FileExt;
 use std::time::{Duration, Instant};
 
 /// Transfer unit for bodies and files.
@@ -260,7 +261,7 @@ impl Connection {
                 out.extend_from_slice(&bytes);
                 self.stream.write_all(&out)
             }
-            Body::File { mut file, len } if !options.head_only => {
+            Body::File { file, len } if !options.head_only => {
                 // A small file goes out with its head in one write (one TCP
                 // segment), read with one system call; a large one is
                 // streamed after the head.
@@ -269,12 +270,19 @@ impl Connection {
                 {
                     let head = out.len();
                     out.resize(head + small, 0);
-                    file.read_exact(&mut out[head..])?;
+                    file.read_exact_at(&mut out[head..], 0)?;
                     return self.stream.write_all(&out);
                 }
                 self.stream.write_all(&out)?;
-                let copied = io::copy(&mut file.take(len), &mut self.stream)?;
-                if copied == len { Ok(()) } else { Err(io::ErrorKind::UnexpectedEof.into()) }
+                let mut buf = vec![0u8; CHUNK];
+                let mut offset = 0;
+                while offset < len {
+                    let want = buf.len().min(usize::try_from(len - offset).unwrap_or(usize::MAX));
+                    file.read_exact_at(&mut buf[..want], offset)?;
+                    self.stream.write_all(&buf[..want])?;
+                    offset += want as u64;
+                }
+                Ok(())
             }
             _ => self.stream.write_all(&out),
         }

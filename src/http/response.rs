@@ -2,15 +2,18 @@
 
 use serde::Serialize;
 use std::fs::File;
+use std::sync::Arc;
 
 /// What follows the head.
 #[derive(Debug)]
 pub enum Body {
     Empty,
     Bytes(Vec<u8>),
-    /// An already-open file streamed by the connection thread; `len` bytes.
+    /// An already-open file streamed by the connection thread; `len` bytes
+    /// from its start. Read by position, so one handle can serve many
+    /// connections at once.
     File {
-        file: File,
+        file: Arc<File>,
         len: u64,
     },
 }
