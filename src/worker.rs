@@ -7,7 +7,7 @@ use crate::blobs::{Blobs, Staged};
 use crate::config::Config;
 use crate::cors;
 use crate::error::{ApiError, is_out_of_space};
-use crate::http::conn::HeadError;
+use crate::http::conn::{ExtraHeaders, HeadError};
 use crate::http::{BodyError, Connection, Framing, Limits, Response, SendOptions};
 use crate::router;
 use crate::server::{Event, Reply, Request, Step};
@@ -64,22 +64,31 @@ impl Gate {
 pub fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: &Shared) {
     let mut conn = Connection::new(stream, shared.limits);
     let (steps_tx, steps) = mpsc::channel();
+    // The CORS headers for the Origin this connection last sent.
+    let mut cors_memo: Option<(Option<Vec<u8>>, ExtraHeaders)> = None;
     loop {
         let head = match conn.read_head() {
             Ok(head) => head,
             Err(HeadError::Closed) => return,
             Err(HeadError::Reject(err)) => {
-                let options =
-                    SendOptions { extra: cors::headers(&shared.config.cors_origins, None), ..Default::default() };
+                let options = SendOptions {
+                    extra: cors::headers(&shared.config.cors_origins, None).into(),
+                    ..Default::default()
+                };
                 let _ = conn.send(err.into_response(), &options);
                 return conn.linger_close();
             }
         };
-        let mut options = SendOptions {
-            head_only: head.is_head(),
-            keep_alive: head.keep_alive,
-            extra: cors::headers(&shared.config.cors_origins, head.header("origin")),
+        let origin = head.header("origin");
+        let extra = match &cors_memo {
+            Some((memo_origin, extra)) if memo_origin.as_deref() == origin => Arc::clone(extra),
+            _ => {
+                let extra: ExtraHeaders = cors::headers(&shared.config.cors_origins, origin).into();
+                cors_memo = Some((origin.map(<[u8]>::to_vec), Arc::clone(&extra)));
+                extra
+            }
         };
+        let mut options = SendOptions { head_only: head.is_head(), keep_alive: head.keep_alive, extra };
         let (framing, expect_continue) = (head.framing, head.expect_continue);
         let route = router::route(&head.method, &head.path);
         let mut body_unread = framing != Framing::None;

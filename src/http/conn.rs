@@ -9,6 +9,7 @@ use crate::error::ApiError;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::os::unix::fs::FileExt;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Transfer unit for bodies and files.
@@ -59,12 +60,17 @@ pub enum BodyError {
     Sink(io::Error),
 }
 
+/// Headers added to every answer on a connection, shared between answers.
+pub type ExtraHeaders = Arc<[(&'static str, String)]>;
+
 /// How an answer is sent.
 #[derive(Debug, Clone, Default)]
 pub struct SendOptions {
     pub head_only: bool,
     pub keep_alive: bool,
-    pub extra: Vec<(&'static str, String)>,
+    /// Headers every answer on this connection carries (CORS and the like),
+    /// shared so a kept-alive connection builds them once.
+    pub extra: ExtraHeaders,
 }
 
 pub struct Connection {

@@ -2,6 +2,7 @@
 
 use serde::Serialize;
 use std::fs::File;
+use std::io::Write;
 use std::sync::Arc;
 
 /// What follows the head.
@@ -74,16 +75,13 @@ impl Response {
 
     /// Writes the status line and headers (with `extra` and framing headers).
     pub fn write_head(&self, out: &mut Vec<u8>, extra: &[(&'static str, String)], keep_alive: bool) {
-        out.extend_from_slice(b"HTTP/1.1 ");
-        out.extend_from_slice(self.status.to_string().as_bytes());
-        out.push(b' ');
-        out.extend_from_slice(reason(self.status).as_bytes());
-        out.extend_from_slice(b"\r\n");
+        // Writing into a Vec cannot fail.
+        let _ = write!(out, "HTTP/1.1 {} {}\r\n", self.status, reason(self.status));
         for (name, value) in self.headers.iter().chain(extra) {
             push_header(out, name, value);
         }
         if !matches!(self.status, 100..=199 | 204 | 304) {
-            push_header(out, "Content-Length", &self.body_len().to_string());
+            let _ = write!(out, "Content-Length: {}\r\n", self.body_len());
         }
         push_header(out, "Connection", if keep_alive { "keep-alive" } else { "close" });
         out.extend_from_slice(b"\r\n");
