@@ -2,10 +2,10 @@
 //! deletion. PBKDF2 runs on the connection thread; the loop resumes in the
 //! `finish_*` functions with the continuation it handed out.
 
-use super::{AfterPassword, App, json_body, respond};
+use super::{AfterPassword, App, Session, json_body, respond};
 use crate::auth::{self, PasswordJob, PasswordOutcome};
 use crate::clock;
-use crate::db::{self, Db};
+use crate::db::{self, Db, accounts::AccountRow};
 use crate::encoding::hex;
 use crate::error::ApiError;
 use crate::http::Response;
@@ -81,10 +81,7 @@ pub fn show(app: &mut App, request: &Request) -> Result<Step, ApiError> {
 pub fn change_password(app: &mut App, request: &Request) -> Result<Step, ApiError> {
     let change: PasswordChange = json_body(request)?;
     auth::check_password(&change.new_password)?;
-    let session = app.authenticate(request)?;
-    let address = app.client_address(request);
-    app.check_throttle(&session.account_id, address)?;
-    let account = db::accounts::get(app.db.conn(), &session.account_id)?.ok_or(ApiError::Unauthorized)?;
+    let (session, address, account) = before_password_check(app, request)?;
     let job = PasswordJob::Verify {
         password: change.password,
         phc: account.password,
@@ -109,13 +106,20 @@ pub fn finish_change_password(
     respond(Response::new(204))
 }
 
-/// `DELETE /v1/account`
-pub fn delete(app: &mut App, request: &Request) -> Result<Step, ApiError> {
-    let confirmation: Confirmation = json_body(request)?;
+/// What checking the current password needs: the session, the client's
+/// address, the account (with its hash); 401 or 429 before any PBKDF2 work.
+fn before_password_check(app: &mut App, request: &Request) -> Result<(Session, IpAddr, AccountRow), ApiError> {
     let session = app.authenticate(request)?;
     let address = app.client_address(request);
     app.check_throttle(&session.account_id, address)?;
     let account = db::accounts::get(app.db.conn(), &session.account_id)?.ok_or(ApiError::Unauthorized)?;
+    Ok((session, address, account))
+}
+
+/// `DELETE /v1/account`
+pub fn delete(app: &mut App, request: &Request) -> Result<Step, ApiError> {
+    let confirmation: Confirmation = json_body(request)?;
+    let (session, address, account) = before_password_check(app, request)?;
     let job = PasswordJob::Verify { password: confirmation.password, phc: account.password, then_hash: None };
     Ok(Step::Password { job, then: AfterPassword::DeleteAccount { token_hash: session.token_hash, address } })
 }
