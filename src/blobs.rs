@@ -163,15 +163,12 @@ impl Staging {
 }
 
 impl Blobs {
-    /// Creates `tmp/` and `stores/00` … `stores/ff` under `root` if missing.
+    /// Creates `tmp/` and `stores/` under `root` if missing.
     pub fn open(root: &Path) -> io::Result<Blobs> {
         let blobs = Blobs { root: root.to_path_buf() };
         fs::create_dir_all(root.join(TMP))?;
-        for prefix in 0..=255u8 {
-            fs::create_dir_all(root.join(STORES).join(hex(&[prefix])))?;
-        }
+        fs::create_dir_all(root.join(STORES))?;
         sync_dir(root)?;
-        sync_dir(&root.join(STORES))?;
         Ok(blobs)
     }
 
@@ -185,7 +182,15 @@ impl Blobs {
     /// Starts a batch of publications: they all go into one directory, so
     /// one fsync makes all their renames durable.
     pub fn batch(&self) -> io::Result<Batch> {
-        Ok(Batch { prefix: random_name()?[..2].to_owned() })
+        let prefix = random_name()?[..2].to_owned();
+        // Directories are made on first use (a first start stays fast);
+        // a new one's entry is made durable before any file in it counts.
+        match fs::create_dir(self.root.join(STORES).join(&prefix)) {
+            Ok(()) => sync_dir(&self.root.join(STORES))?,
+            Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(err) => return Err(err),
+        }
+        Ok(Batch { prefix })
     }
 
     /// Moves a staged upload to a new name under `stores/` (in the batch's

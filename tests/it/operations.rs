@@ -119,6 +119,9 @@ fn check_finds_orphans_missing_and_truncated_files_and_repairs_what_it_can() {
     let stores = server.root.join("stores");
     std::fs::remove_file(stores.join(file_of("deleted"))).unwrap();
     std::fs::write(stores.join(file_of("truncated")), [7u8; 10]).unwrap();
+    for prefix in ["ab", "cd"] {
+        std::fs::create_dir_all(stores.join(prefix)).unwrap();
+    }
     let orphan = stores.join("ab").join("ab0123456789abcdef0123456789abcd");
     std::fs::write(&orphan, b"nobody's").unwrap();
     let fresh = stores.join("cd").join("cd0123456789abcdef0123456789abcd");
