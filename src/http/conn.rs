@@ -32,7 +32,7 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            head: HeadLimits { max_line: 8 * 1024, max_head: 16 * 1024, max_headers: 64 },
+            head: HeadLimits { max_line: 8 * 1024, max_head: 16 * 1024, max_headers: request::MAX_HEADERS },
             head_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             io_timeout: Duration::from_secs(30),

@@ -26,6 +26,9 @@ pub struct RequestHead {
     pub expect_continue: bool,
 }
 
+/// The most header fields any configuration may allow (room on the stack).
+pub const MAX_HEADERS: usize = 64;
+
 /// Size limits on a request head.
 #[derive(Debug, Clone, Copy)]
 pub struct HeadLimits {
@@ -73,8 +76,8 @@ pub fn parse(buf: &[u8], limits: HeadLimits) -> Result<Parsed, ApiError> {
     if line_end.map_or(buf.len(), |end| end) > limits.max_line {
         return Err(ApiError::UriTooLong);
     }
-    let mut slots = vec![httparse::EMPTY_HEADER; limits.max_headers];
-    let mut request = httparse::Request::new(&mut slots);
+    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut request = httparse::Request::new(&mut slots[..limits.max_headers.min(MAX_HEADERS)]);
     let status = request.parse(buf).map_err(|err| match err {
         httparse::Error::Version => ApiError::HttpVersionNotSupported,
         httparse::Error::TooManyHeaders => ApiError::HeadersTooLarge,
