@@ -114,35 +114,37 @@ fn existing_account(data: &DataDir, id: &str) -> Result<Option<String>, String> 
 
 /// `sync-node account delete ID`
 fn account_delete(config: &Config, id: &str) -> Result<ExitCode, StartupError> {
-    let mut data = serve::open_data_dir(&config.static_root)?;
     let blobs = open_blobs(config)?;
-    Ok(match existing_account(&data, id) {
-        Ok(Some(account_id)) => match api::delete_account(&mut data.db, &account_id) {
-            Ok(deleted) => {
-                for file in &deleted.files {
-                    if let Err(err) = blobs.remove(file) {
-                        eprintln!("sync-node: could not remove a store file: {err}");
-                    }
-                }
-                println!("account deleted");
-                ExitCode::SUCCESS
+    for_account(config, id, |data, account_id| {
+        let deleted = api::delete_account(&mut data.db, account_id)?;
+        for file in &deleted.files {
+            if let Err(err) = blobs.remove(file) {
+                eprintln!("sync-node: could not remove a store file: {err}");
             }
-            Err(err) => failed(&describe(&err)),
-        },
-        Ok(None) => failed("no account has that id"),
-        Err(problem) => failed(&problem),
+        }
+        println!("account deleted");
+        Ok(())
     })
 }
 
 /// `sync-node reset-token ID`: the token alone on one line of stdout.
 fn reset_token(config: &Config, id: &str) -> Result<ExitCode, StartupError> {
-    let data = serve::open_data_dir(&config.static_root)?;
+    for_account(config, id, |data, account_id| {
+        println!("{}", api::issue_reset_token(data.db.conn(), account_id)?);
+        Ok(())
+    })
+}
+
+/// Runs `command` on the account an id names; an unknown id is exit 1.
+fn for_account(
+    config: &Config,
+    id: &str,
+    command: impl FnOnce(&mut DataDir, &str) -> Result<(), ApiError>,
+) -> Result<ExitCode, StartupError> {
+    let mut data = serve::open_data_dir(&config.static_root)?;
     Ok(match existing_account(&data, id) {
-        Ok(Some(account_id)) => match api::issue_reset_token(data.db.conn(), &account_id) {
-            Ok(token) => {
-                println!("{token}");
-                ExitCode::SUCCESS
-            }
+        Ok(Some(account_id)) => match command(&mut data, &account_id) {
+            Ok(()) => ExitCode::SUCCESS,
             Err(err) => failed(&describe(&err)),
         },
         Ok(None) => failed("no account has that id"),

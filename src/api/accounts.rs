@@ -2,7 +2,7 @@
 //! deletion. PBKDF2 runs on the connection thread; the loop resumes in the
 //! `finish_*` functions with the continuation it handed out.
 
-use super::{AfterPassword, App, Session, json_body, respond};
+use super::{AfterPassword, App, CurrentPassword, Session, json_body, respond};
 use crate::auth::{self, PasswordJob, PasswordOutcome};
 use crate::clock;
 use crate::db::{self, Db, accounts::AccountRow};
@@ -87,17 +87,18 @@ pub fn change_password(app: &mut App, request: &Request) -> Result<Step, ApiErro
         phc: account.password,
         then_hash: Some((change.new_password, app.config.pbkdf2_iterations)),
     };
-    Ok(Step::Password { job, then: AfterPassword::ChangePassword { token_hash: session.token_hash, address } })
+    Ok(Step::Password {
+        job,
+        then: AfterPassword::ChangePassword(CurrentPassword { token_hash: session.token_hash, address }),
+    })
 }
 
 pub fn finish_change_password(
     app: &mut App,
-    token_hash: &str,
-    address: IpAddr,
+    check: CurrentPassword,
     outcome: PasswordOutcome,
 ) -> Result<Step, ApiError> {
-    let session = app.session_by_hash(token_hash)?;
-    let new_hash = app.verified(&session.account_id, address, outcome, ApiError::WrongPassword)?;
+    let (session, new_hash) = confirmed(app, check, outcome)?;
     let new_hash = new_hash.ok_or_else(|| ApiError::Internal("no new hash after a password change".into()))??;
     let tx = app.db.transaction()?;
     db::accounts::set_password(&tx, &session.account_id, &new_hash)?;
@@ -121,17 +122,14 @@ pub fn delete(app: &mut App, request: &Request) -> Result<Step, ApiError> {
     let confirmation: Confirmation = json_body(request)?;
     let (session, address, account) = before_password_check(app, request)?;
     let job = PasswordJob::Verify { password: confirmation.password, phc: account.password, then_hash: None };
-    Ok(Step::Password { job, then: AfterPassword::DeleteAccount { token_hash: session.token_hash, address } })
+    Ok(Step::Password {
+        job,
+        then: AfterPassword::DeleteAccount(CurrentPassword { token_hash: session.token_hash, address }),
+    })
 }
 
-pub fn finish_delete(
-    app: &mut App,
-    token_hash: &str,
-    address: IpAddr,
-    outcome: PasswordOutcome,
-) -> Result<Step, ApiError> {
-    let session = app.session_by_hash(token_hash)?;
-    app.verified(&session.account_id, address, outcome, ApiError::WrongPassword)?;
+pub fn finish_delete(app: &mut App, check: CurrentPassword, outcome: PasswordOutcome) -> Result<Step, ApiError> {
+    let (session, _) = confirmed(app, check, outcome)?;
     let deleted = delete_account(&mut app.db, &session.account_id)?;
     for file in &deleted.files {
         app.remove_store_file(file);
@@ -148,6 +146,19 @@ pub struct DeletedAccount {
     pub touched: Vec<String>,
     /// Files of the deleted stores, to remove.
     pub files: Vec<String>,
+}
+
+/// The caller's session, if it is still live and the current password
+/// matched, with any hash made in the same trip; a mismatch counts as a
+/// failed attempt and is 403 `wrong_password`.
+fn confirmed(
+    app: &mut App,
+    check: CurrentPassword,
+    outcome: PasswordOutcome,
+) -> Result<(Session, Option<Result<String, ApiError>>), ApiError> {
+    let session = app.session_by_hash(&check.token_hash)?;
+    let new_hash = app.verified(&session.account_id, check.address, outcome, ApiError::WrongPassword)?;
+    Ok((session, new_hash))
 }
 
 /// Deletes an account in one transaction: the stores it alone owned

@@ -58,6 +58,14 @@ pub struct App {
     pub deferred: Vec<Deferred>,
 }
 
+/// A check of the signed-in caller's current password, before a change
+/// that needs it.
+#[derive(Debug)]
+pub struct CurrentPassword {
+    pub token_hash: String,
+    pub address: IpAddr,
+}
+
 /// Where a request resumes once its PBKDF2 work is done.
 #[derive(Debug)]
 pub enum AfterPassword {
@@ -71,14 +79,8 @@ pub enum AfterPassword {
         exists: bool,
         address: IpAddr,
     },
-    ChangePassword {
-        token_hash: String,
-        address: IpAddr,
-    },
-    DeleteAccount {
-        token_hash: String,
-        address: IpAddr,
-    },
+    ChangePassword(CurrentPassword),
+    DeleteAccount(CurrentPassword),
     /// Set the new hash if the reset token is still unspent.
     ResetConfirm {
         account_id: String,
@@ -156,12 +158,8 @@ impl App {
             (AfterPassword::Login { account_id, exists, address }, outcome) => {
                 sessions::finish_login(self, &account_id, exists, address, outcome)
             }
-            (AfterPassword::ChangePassword { token_hash, address }, outcome) => {
-                accounts::finish_change_password(self, &token_hash, address, outcome)
-            }
-            (AfterPassword::DeleteAccount { token_hash, address }, outcome) => {
-                accounts::finish_delete(self, &token_hash, address, outcome)
-            }
+            (AfterPassword::ChangePassword(check), outcome) => accounts::finish_change_password(self, check, outcome),
+            (AfterPassword::DeleteAccount(check), outcome) => accounts::finish_delete(self, check, outcome),
             (then, outcome) => Err(ApiError::Internal(format!("password step {then:?} got {outcome:?}"))),
         }
     }

@@ -70,6 +70,38 @@ fn pseudo_random(seed: &mut u64) -> u64 {
     *seed
 }
 
+/// Runs one writer per entry of `starts` (each from its own last known
+/// state) until the server is killed at a random moment between 0.2 and
+/// 1.2 s, restarts the server on `root`, and returns what each writer knew.
+fn kill_mid_storm<S, T>(
+    server: &mut Server,
+    root: &std::path::Path,
+    starts: &[S],
+    seed: &mut u64,
+    writer: impl Fn(SocketAddr, u64, S, &AtomicBool) -> T + Send + Sync + 'static,
+) -> Vec<T>
+where
+    S: Clone + Send + 'static,
+    T: Send + 'static,
+{
+    let writer = Arc::new(writer);
+    let stop = Arc::new(AtomicBool::new(false));
+    let handles: Vec<_> = starts
+        .iter()
+        .enumerate()
+        .map(|(w, start)| {
+            let (addr, start, stop, writer) = (server.addr, start.clone(), Arc::clone(&stop), Arc::clone(&writer));
+            thread::spawn(move || writer(addr, w as u64, start, &stop))
+        })
+        .collect();
+    thread::sleep(Duration::from_millis(200 + pseudo_random(seed) % 1000));
+    server.kill();
+    stop.store(true, Ordering::Relaxed);
+    let outcomes = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    *server = Server::start_in(root, Options::default());
+    outcomes
+}
+
 #[test]
 fn kill_9_mid_storm_loses_no_acknowledged_write() {
     let dir = tempfile::tempdir().unwrap();
@@ -79,20 +111,10 @@ fn kill_9_mid_storm_loses_no_acknowledged_write() {
     let mut seed = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64 | 1;
     let mut known: Vec<Option<(u64, String)>> = vec![None; WRITERS as usize];
     for round in 0..3 {
-        let stop = Arc::new(AtomicBool::new(false));
-        let handles: Vec<_> = (0..WRITERS)
-            .map(|w| {
-                let (addr, token, stop, start) =
-                    (server.addr, Arc::clone(&token), Arc::clone(&stop), known[w as usize].clone());
-                thread::spawn(move || storm(addr, &token, w, start, &stop))
-            })
-            .collect();
-        thread::sleep(Duration::from_millis(300 + pseudo_random(&mut seed) % 900));
-        server.kill();
-        stop.store(true, Ordering::Relaxed);
-        let writers: Vec<Writer> = handles.into_iter().map(|h| h.join().unwrap()).collect();
-
-        server = Server::start_in(&root, Options::default());
+        let writer_token = Arc::clone(&token);
+        let writers = kill_mid_storm(&mut server, &root, &known, &mut seed, move |addr, w, start, stop| {
+            storm(addr, &writer_token, w, start, stop)
+        });
         for (w, state) in writers.iter().enumerate() {
             let resp = server.get(&format!("/v1/stores/w{w}"), Some(&token));
             if resp.status == 404 {
@@ -207,20 +229,10 @@ fn kill_9_during_creates_updates_deletes_and_shares() {
     let mut seed = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64 | 1;
     let mut known = vec![Known::Absent; WRITERS as usize];
     for round in 0..4 {
-        let stop = Arc::new(AtomicBool::new(false));
-        let handles: Vec<_> = (0..WRITERS)
-            .map(|w| {
-                let (addr, owner, stop, start) =
-                    (server.addr, Arc::clone(&owner), Arc::clone(&stop), known[w as usize].clone());
-                thread::spawn(move || cycle(addr, &owner, w, start, &stop))
-            })
-            .collect();
-        thread::sleep(Duration::from_millis(200 + pseudo_random(&mut seed) % 1000));
-        server.kill();
-        stop.store(true, Ordering::Relaxed);
-        let outcomes: Vec<(Known, Option<Op>)> = handles.into_iter().map(|h| h.join().unwrap()).collect();
-
-        server = Server::start_in(&root, Options::default());
+        let writer_token = Arc::clone(&owner);
+        let outcomes = kill_mid_storm(&mut server, &root, &known, &mut seed, move |addr, w, start, stop| {
+            cycle(addr, &writer_token, w, start, stop)
+        });
         for (w, (acked, in_flight)) in outcomes.into_iter().enumerate() {
             let path = format!("/v1/stores/m{w}");
             let resp = server.get(&path, Some(&owner));
