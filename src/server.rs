@@ -9,6 +9,7 @@ use crate::blobs::Staged;
 use crate::error::ApiError;
 use crate::http::{RequestHead, Response};
 use crate::router::Route;
+use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
@@ -16,6 +17,8 @@ use std::time::{Duration, Instant};
 
 /// Most uploads committed in one transaction.
 const MAX_GROUP_COMMIT: usize = 64;
+/// Most reads sharing one transaction.
+const MAX_READ_BATCH: usize = 64;
 /// How often expired sessions and old tombstones are pruned.
 const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(600);
 
@@ -59,9 +62,40 @@ pub enum Event {
     PasswordDone { reply: Reply, then: AfterPassword, outcome: PasswordOutcome },
 }
 
+/// The loop's queue: the channel, plus the events taken from it ahead of
+/// their turn (by a batch that stopped at them), which come first.
+struct Inbox<T> {
+    events: Receiver<T>,
+    held: VecDeque<T>,
+}
+
+impl<T> Inbox<T> {
+    /// The next event, waiting for it until `deadline`.
+    fn next(&mut self, deadline: Instant) -> Result<T, RecvTimeoutError> {
+        match self.held.pop_front() {
+            Some(event) => Ok(event),
+            None => self.events.recv_timeout(deadline.saturating_duration_since(Instant::now())),
+        }
+    }
+
+    /// The next event if one is already waiting.
+    fn ready(&mut self) -> Option<T> {
+        self.held.pop_front().or_else(|| self.events.try_recv().ok())
+    }
+
+    /// Returns events taken by [`Inbox::ready`], in their order, to the
+    /// front of the queue.
+    fn put_back<I: IntoIterator<Item = T, IntoIter: DoubleEndedIterator>>(&mut self, events: I) {
+        for event in events.into_iter().rev() {
+            self.held.push_front(event);
+        }
+    }
+}
+
 /// Runs until every sender is gone. Between events it answers long-polls
 /// whose wait is over and, every few minutes, prunes what has expired.
 pub fn run(mut app: App, events: Receiver<Event>) {
+    let mut inbox = Inbox { events, held: VecDeque::new() };
     let mut next_maintenance = Instant::now();
     loop {
         let now = Instant::now();
@@ -73,22 +107,25 @@ pub fn run(mut app: App, events: Receiver<Event>) {
         }
         app.expire_polls(now);
         let wake = app.next_poll_deadline().map_or(next_maintenance, |deadline| deadline.min(next_maintenance));
-        match events.recv_timeout(wake.saturating_duration_since(now)) {
-            Ok(event) => handle(&mut app, event, &events),
+        match inbox.next(wake) {
+            Ok(event) => handle(&mut app, event, &mut inbox),
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => return,
         }
     }
 }
 
-fn handle(app: &mut App, event: Event, events: &Receiver<Event>) {
+fn handle(app: &mut App, event: Event, inbox: &mut Inbox<Event>) {
     let (reply, outcome) = match event {
-        Event::Request { reply, route, request } => match guarded(|| app.handle(route, request)) {
+        Event::Request { reply, route: Ok(route), request } if route.reads_only() => {
+            return handle_reads(app, (reply, route, request), inbox);
+        }
+        Event::Request { reply, route, request } => match guarded(|| app.handle(route?, request)) {
             Ok(Handled::Park(poll)) => return app.park(reply, poll),
             Ok(Handled::Step(step)) => (reply, Ok(step)),
             Err(err) => (reply, Err(err)),
         },
-        Event::Uploaded { reply, then, staged } => return finish_uploads(app, (reply, then, staged), events),
+        Event::Uploaded { reply, then, staged } => return finish_uploads(app, (reply, then, staged), inbox),
         Event::PasswordDone { reply, then, outcome } => (reply, guarded(|| app.after_password(then, outcome))),
     };
     reply.send(outcome.unwrap_or_else(|err| Step::Respond(err.into_response())));
@@ -96,19 +133,59 @@ fn handle(app: &mut App, event: Event, events: &Receiver<Event>) {
     api::run_deferred(app);
 }
 
+/// Read-only requests share one transaction with the reads waiting right
+/// behind them: one snapshot and one round of file locks for the lot, which
+/// under load is most of what a read costs the loop. Each is answered as
+/// soon as it is handled (nothing it answers depends on the commit), and
+/// the transaction is committed whatever the outcomes, since a session's
+/// sliding extension may have written.
+fn handle_reads(app: &mut App, first: (Reply, Route, Request), inbox: &mut Inbox<Event>) {
+    if let Err(err) = app.db.begin() {
+        return first.0.send(Step::Respond(ApiError::from(err).into_response()));
+    }
+    let mut next = Some(first);
+    let mut handled = 0;
+    while let Some((reply, route, request)) = next.take() {
+        match guarded(|| app.handle(route, request)) {
+            Ok(Handled::Park(poll)) => app.park(reply, poll),
+            Ok(Handled::Step(step)) => reply.send(step),
+            Err(err) => reply.send(Step::Respond(err.into_response())),
+        }
+        handled += 1;
+        if handled == MAX_READ_BATCH {
+            break;
+        }
+        next = match inbox.ready() {
+            Some(Event::Request { reply, route: Ok(route), request }) if route.reads_only() => {
+                Some((reply, route, request))
+            }
+            Some(other) => {
+                inbox.put_back([other]);
+                None
+            }
+            None => None,
+        };
+    }
+    if let Err(err) = app.db.commit() {
+        eprintln!("sync-node: could not commit a batch of reads: {err}");
+    }
+    app.db.roll_back_leftover();
+}
+
 /// Group commit: the uploads already waiting behind `first` are committed
-/// with it in one transaction. Other events met on the way are handled
-/// afterwards, in their order.
-fn finish_uploads(app: &mut App, first: (Reply, PendingWrite, Staged), events: &Receiver<Event>) {
+/// with it in one transaction. Other events met on the way keep their
+/// place in the queue.
+fn finish_uploads(app: &mut App, first: (Reply, PendingWrite, Staged), inbox: &mut Inbox<Event>) {
     let mut uploads = vec![first];
     let mut others = Vec::new();
     while uploads.len() < MAX_GROUP_COMMIT {
-        match events.try_recv() {
-            Ok(Event::Uploaded { reply, then, staged }) => uploads.push((reply, then, staged)),
-            Ok(other) => others.push(other),
-            Err(_) => break,
+        match inbox.ready() {
+            Some(Event::Uploaded { reply, then, staged }) => uploads.push((reply, then, staged)),
+            Some(other) => others.push(other),
+            None => break,
         }
     }
+    inbox.put_back(others);
     let (replies, work): (Vec<Reply>, Vec<_>) =
         uploads.into_iter().map(|(reply, then, staged)| (reply, (then, staged))).unzip();
     let count = replies.len();
@@ -118,13 +195,37 @@ fn finish_uploads(app: &mut App, first: (Reply, PendingWrite, Staged), events: &
         reply.send(outcome.unwrap_or_else(|err| Step::Respond(err.into_response())));
     }
     app.db.roll_back_leftover();
-    for event in others {
-        handle(app, event, events);
-    }
 }
 
 /// Contains a handler panic: its transaction rolls back when dropped, and
 /// the client gets 500 `internal`.
 fn guarded<T>(handler: impl FnOnce() -> Result<T, ApiError>) -> Result<T, ApiError> {
     catch_unwind(AssertUnwindSafe(handler)).unwrap_or_else(|_| Err(ApiError::Internal("a handler panicked".into())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+
+    #[test]
+    fn events_put_back_come_first_and_in_their_order() {
+        let (tx, rx) = mpsc::channel();
+        let mut inbox = Inbox { events: rx, held: VecDeque::new() };
+        for n in 1..=4 {
+            tx.send(n).unwrap();
+        }
+        let taken: Vec<_> = (0..3).filter_map(|_| inbox.ready()).collect();
+        assert_eq!(taken, [1, 2, 3]);
+        inbox.put_back([2, 3]);
+        assert_eq!(inbox.ready(), Some(2));
+        inbox.put_back([2]);
+        let deadline = Instant::now();
+        let order: Vec<_> = (0..3).map(|_| inbox.next(deadline).unwrap()).collect();
+        assert_eq!(order, [2, 3, 4]);
+        assert_eq!(inbox.ready(), None);
+        assert_eq!(inbox.next(deadline), Err(RecvTimeoutError::Timeout));
+        drop(tx);
+        assert_eq!(inbox.next(deadline), Err(RecvTimeoutError::Disconnected));
+    }
 }

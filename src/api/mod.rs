@@ -105,22 +105,9 @@ pub struct Session {
 }
 
 impl App {
-    /// Dispatches a request to its handler.
-    pub fn handle(&mut self, route: Result<Route, ApiError>, request: Request) -> Result<Handled, ApiError> {
-        let route = route?;
-        if !route.reads_only() {
-            return self.dispatch(route, request);
-        }
-        // One transaction for all of a read's statements: one snapshot, one
-        // round of file locks. Committed whatever the outcome, since the
-        // session's sliding extension may have written.
-        self.db.begin()?;
-        let handled = self.dispatch(route, request);
-        self.db.commit()?;
-        handled
-    }
-
-    fn dispatch(&mut self, route: Route, request: Request) -> Result<Handled, ApiError> {
+    /// Dispatches a request to its handler. The loop runs read-only routes
+    /// inside a transaction it shares between the reads waiting together.
+    pub fn handle(&mut self, route: Route, request: Request) -> Result<Handled, ApiError> {
         let step = match route {
             Route::Changes => return changes::changes(self, &request),
             Route::Preflight => respond(cors::preflight()),

@@ -339,3 +339,47 @@ fn of_simultaneous_writes_with_one_etag_exactly_one_wins() {
         assert_eq!(etag, winners[0].0.etag());
     }
 }
+
+#[test]
+fn reads_racing_writes_never_go_back_and_a_writer_reads_its_own_write() {
+    let server = Server::start();
+    let token = server.register("busy");
+    let mut etag = server.put("hot", &token, &[], b"0").etag();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readers: Vec<_> = (0..8)
+        .map(|i| {
+            let (addr, token, done) = (server.addr, token.clone(), done.clone());
+            thread::spawn(move || {
+                let mut conn = Conn::open(addr);
+                let (mut last, mut reads) = (0u64, 0);
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    // Other reads in the same batches: a list and a miss.
+                    if i % 2 == 0 {
+                        assert_eq!(conn.request("GET", "/v1/stores", Some(&token), &[], b"").status, 200);
+                        assert_eq!(conn.request("GET", "/v1/stores/missing", Some(&token), &[], b"").status, 404);
+                    }
+                    let resp = conn.request("GET", "/v1/stores/hot", Some(&token), &[], b"");
+                    assert_eq!(resp.status, 200);
+                    let seen: u64 = resp.text().parse().unwrap();
+                    assert!(seen >= last, "reader {i} saw version {seen} after {last}");
+                    (last, reads) = (seen, reads + 1);
+                }
+                reads
+            })
+        })
+        .collect();
+    let mut writer = server.connect();
+    for version in 1..=60u64 {
+        let body = version.to_string();
+        let resp = writer.request("PUT", "/v1/stores/hot", Some(&token), &[("If-Match", &etag)], body.as_bytes());
+        assert_eq!(resp.status, 200, "{}", resp.text());
+        etag = resp.etag();
+        let read = writer.request("GET", "/v1/stores/hot", Some(&token), &[], b"");
+        assert_eq!((read.text(), read.etag()), (body, etag.clone()));
+    }
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    for reader in readers {
+        assert!(reader.join().unwrap() > 0);
+    }
+    assert_eq!(server.get("/v1/stores/hot", Some(&token)).text(), "60");
+}
