@@ -197,8 +197,9 @@ fn finish_uploads(app: &mut App, first: (Reply, PendingWrite, Staged), inbox: &m
     app.db.roll_back_leftover();
 }
 
-/// Contains a handler panic: its transaction rolls back when dropped, and
-/// the client gets 500 `internal`.
+/// Contains a handler panic: the client gets 500 `internal` and the loop
+/// goes on. A write's transaction rolls back (when dropped, or by
+/// [`crate::db::Db::roll_back_leftover`]); a batch of reads goes on.
 fn guarded<T>(handler: impl FnOnce() -> Result<T, ApiError>) -> Result<T, ApiError> {
     catch_unwind(AssertUnwindSafe(handler)).unwrap_or_else(|_| Err(ApiError::Internal("a handler panicked".into())))
 }
