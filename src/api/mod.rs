@@ -174,6 +174,18 @@ impl App {
         }
     }
 
+    /// Checks the id and password of an unauthenticated password attempt
+    /// (sign-in, reset confirmation) and throttles it before any hashing:
+    /// the account's id hash and the client's address.
+    pub fn password_attempt(&self, request: &Request, id: &str, password: &str) -> Result<(String, IpAddr), ApiError> {
+        let id = auth::normalise_id(id)?;
+        auth::check_password(password)?;
+        let account_id = auth::account_hash(&self.secret, &id);
+        let address = self.client_address(request);
+        self.check_throttle(&account_id, address)?;
+        Ok((account_id, address))
+    }
+
     /// 429 with `Retry-After` while the account or address is locked out.
     pub fn check_throttle(&self, account_id: &str, address: IpAddr) -> Result<(), ApiError> {
         match self.throttle.check(account_id, address, Instant::now()) {

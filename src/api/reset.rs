@@ -74,11 +74,7 @@ pub fn issue_token(conn: &rusqlite::Connection, account_id: &str) -> Result<Stri
 /// `POST /v1/password-reset/confirm`
 pub fn confirm(app: &mut App, request: &Request) -> Result<Step, ApiError> {
     let body: ResetConfirmation = json_body(request)?;
-    let id = auth::normalise_id(&body.id)?;
-    auth::check_password(&body.new_password)?;
-    let account_id = auth::account_hash(&app.secret, &id);
-    let address = app.client_address(request);
-    app.check_throttle(&account_id, address)?;
+    let (account_id, address) = app.password_attempt(request, &body.id, &body.new_password)?;
     let token_hash = auth::token_hash(&body.token);
     if !token_is_valid(app, &account_id, &token_hash)? {
         app.throttle.failure(&account_id, address, std::time::Instant::now());

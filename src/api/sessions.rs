@@ -16,11 +16,7 @@ use std::net::IpAddr;
 /// `POST /v1/sessions`
 pub fn login(app: &mut App, request: &Request) -> Result<Step, ApiError> {
     let credentials: Credentials = json_body(request)?;
-    let id = auth::normalise_id(&credentials.id)?;
-    auth::check_password(&credentials.password)?;
-    let account_id = auth::account_hash(&app.secret, &id);
-    let address = app.client_address(request);
-    app.check_throttle(&account_id, address)?;
+    let (account_id, address) = app.password_attempt(request, &credentials.id, &credentials.password)?;
     let account = db::accounts::get(app.db.conn(), &account_id)?;
     let iterations = app.config.pbkdf2_iterations;
     let exists = account.is_some();
