@@ -4,6 +4,7 @@
 //! files the database no longer references. A file path never comes from a
 //! store key: names are random hex, checked before every use.
 
+use crate::durable::{self, sync_dir};
 use crate::encoding::hex;
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
@@ -87,6 +88,11 @@ impl OpenFiles {
     pub fn forget(&mut self, name: &str) {
         self.files.remove(name);
     }
+
+    /// Drops every handle (another process may have removed files).
+    pub fn clear(&mut self) {
+        self.files.clear();
+    }
 }
 
 /// The directory one group of publications shares.
@@ -124,12 +130,13 @@ impl Pinned {
     pub fn copy_to(&self, root: &Path) -> io::Result<u64> {
         let mut bytes = 0;
         let mut dirs = HashSet::new();
+        durable::create_dir_all(&root.join(STORES))?;
         for name in &self.names {
             let target = root.join(STORES).join(name);
             if let Some(parent) = target.parent()
                 && dirs.insert(parent.to_path_buf())
             {
-                fs::create_dir_all(parent)?;
+                durable::create_dir_all(parent)?;
             }
             bytes += fs::copy(self.dir.join(name.replace('/', "-")), &target)?;
             File::open(&target)?.sync_all()?;
@@ -137,7 +144,6 @@ impl Pinned {
         for dir in &dirs {
             sync_dir(dir)?;
         }
-        sync_dir(&root.join(STORES))?;
         Ok(bytes)
     }
 }
@@ -163,13 +169,18 @@ impl Staging {
 }
 
 impl Blobs {
-    /// Creates `tmp/` and `stores/` under `root` if missing.
+    /// For the server: creates `tmp/` and `stores/` under `root` if
+    /// missing (each durable in `root`).
     pub fn open(root: &Path) -> io::Result<Blobs> {
-        let blobs = Blobs { root: root.to_path_buf() };
-        fs::create_dir_all(root.join(TMP))?;
-        fs::create_dir_all(root.join(STORES))?;
-        sync_dir(root)?;
-        Ok(blobs)
+        durable::create_dir_all(&root.join(TMP))?;
+        durable::create_dir_all(&root.join(STORES))?;
+        Ok(Blobs::at(root))
+    }
+
+    /// For a command-line tool: the files of an existing data directory,
+    /// creating nothing.
+    pub fn at(root: &Path) -> Blobs {
+        Blobs { root: root.to_path_buf() }
     }
 
     /// Starts an upload in `tmp/`.
@@ -185,11 +196,7 @@ impl Blobs {
         let prefix = random_name()?[..2].to_owned();
         // Directories are made on first use (a first start stays fast);
         // a new one's entry is made durable before any file in it counts.
-        match fs::create_dir(self.root.join(STORES).join(&prefix)) {
-            Ok(()) => sync_dir(&self.root.join(STORES))?,
-            Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {}
-            Err(err) => return Err(err),
-        }
+        durable::create_dir_all(&self.root.join(STORES).join(&prefix))?;
         Ok(Batch { prefix })
     }
 
@@ -250,8 +257,7 @@ impl Blobs {
                 .and_then(|meta| meta.modified())
                 .is_ok_and(|modified| modified.elapsed().unwrap_or_default() < min_age)
         };
-        for entry in fs::read_dir(self.root.join(TMP))? {
-            let entry = entry?;
+        for entry in read_dir_if_any(&self.root.join(TMP))? {
             if young(&entry.path()) {
                 sweep.recent += 1;
                 continue;
@@ -261,8 +267,7 @@ impl Blobs {
             }
             sweep.temp_files.push(format!("{TMP}/{}", entry.file_name().to_string_lossy()));
         }
-        for dir in fs::read_dir(self.root.join(STORES))? {
-            let dir = dir?;
+        for dir in read_dir_if_any(&self.root.join(STORES))? {
             if !dir.file_type()?.is_dir() {
                 if !dry_run {
                     remove_entry(&dir.path())?;
@@ -303,6 +308,16 @@ impl Blobs {
     }
 }
 
+/// The entries of a directory; none if it does not exist (a data directory
+/// a server has not started on yet, or a fresh backup).
+fn read_dir_if_any(path: &Path) -> io::Result<Vec<fs::DirEntry>> {
+    match fs::read_dir(path) {
+        Ok(entries) => entries.collect(),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(err) => Err(err),
+    }
+}
+
 fn random_name() -> io::Result<String> {
     let mut bytes = [0u8; 16];
     getrandom::fill(&mut bytes).map_err(|err| io::Error::other(err.to_string()))?;
@@ -311,11 +326,6 @@ fn random_name() -> io::Result<String> {
 
 fn remove_entry(path: &Path) -> io::Result<()> {
     if path.is_dir() { fs::remove_dir_all(path) } else { fs::remove_file(path) }
-}
-
-/// Makes a directory's entries (creations, renames) durable.
-pub fn sync_dir(path: &Path) -> io::Result<()> {
-    File::open(path)?.sync_all()
 }
 
 #[cfg(test)]

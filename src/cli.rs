@@ -1,16 +1,20 @@
 //! The command line: `serve` (the default), `account add` / `delete`,
 //! `reset-token`, `backup`, `check`, `--help` and `--version`. Errors
-//! become exit codes here: 2 for usage and configuration, 1 for a command
-//! that could not do its job.
+//! become exit codes here (SPEC §8): 2 for usage and configuration, 1 for
+//! a command that could not do its job, 3 for a start that may succeed
+//! later. Every command but `serve` opens an existing data directory only
+//! and works beside a running server, in short write transactions.
 
 use crate::api;
 use crate::auth;
 use crate::blobs::Blobs;
 use crate::config::{Config, VARIABLES};
+use crate::datadir::DataDir;
 use crate::db;
 use crate::error::ApiError;
+use crate::exit::Failure;
 use crate::ops;
-use crate::serve::{self, DataDir, StartupError};
+use crate::serve;
 use std::ffi::OsString;
 use std::io::{self, BufRead};
 use std::path::Path;
@@ -70,27 +74,24 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
     }
 }
 
-fn with_config(command: impl FnOnce(Config) -> Result<ExitCode, StartupError>) -> ExitCode {
-    let outcome = Config::from_env().map_err(|err| StartupError(err.to_string())).and_then(command);
-    outcome.unwrap_or_else(|err| {
-        eprintln!("sync-node: {err}");
-        ExitCode::from(2)
-    })
+fn with_config(command: impl FnOnce(Config) -> Result<ExitCode, Failure>) -> ExitCode {
+    let outcome = Config::from_env().map_err(|err| Failure::config(err.to_string())).and_then(command);
+    outcome.unwrap_or_else(|failure| failure.report())
 }
 
 /// `sync-node account add ID`: works whether registration is open or not.
-fn account_add(config: &Config, id: &str) -> Result<ExitCode, StartupError> {
+fn account_add(config: &Config, id: &str) -> Result<ExitCode, Failure> {
     let mut password = String::new();
     if let Err(err) = io::stdin().lock().read_line(&mut password) {
         return Ok(failed(&format!("cannot read the password from stdin: {err}")));
     }
     let password = password.strip_suffix('\n').unwrap_or(&password);
     let password = password.strip_suffix('\r').unwrap_or(password);
-    let data = serve::open_data_dir(&config.static_root)?;
+    let data = DataDir::open_existing(&config.static_root)?;
     let created = auth::normalise_id(id).and_then(|id| auth::check_password(password).map(|()| id)).and_then(|id| {
         let account_id = auth::account_hash(&data.secret, &id);
         let phc = auth::hash_password(password, config.pbkdf2_iterations)?;
-        api::create_account(data.db.conn(), &account_id, &phc)
+        data.db.write(|tx| api::create_account(tx, &account_id, &phc))
     });
     Ok(match created {
         Ok(_) => {
@@ -113,10 +114,10 @@ fn existing_account(data: &DataDir, id: &str) -> Result<Option<String>, String> 
 }
 
 /// `sync-node account delete ID`
-fn account_delete(config: &Config, id: &str) -> Result<ExitCode, StartupError> {
-    let blobs = open_blobs(config)?;
+fn account_delete(config: &Config, id: &str) -> Result<ExitCode, Failure> {
+    let blobs = Blobs::at(&config.static_root);
     for_account(config, id, |data, account_id| {
-        let deleted = api::delete_account(&mut data.db, account_id)?;
+        let deleted = data.db.write(|tx| api::delete_account(tx, account_id))?;
         for file in &deleted.files {
             if let Err(err) = blobs.remove(file) {
                 eprintln!("sync-node: could not remove a store file: {err}");
@@ -128,9 +129,9 @@ fn account_delete(config: &Config, id: &str) -> Result<ExitCode, StartupError> {
 }
 
 /// `sync-node reset-token ID`: the token alone on one line of stdout.
-fn reset_token(config: &Config, id: &str) -> Result<ExitCode, StartupError> {
+fn reset_token(config: &Config, id: &str) -> Result<ExitCode, Failure> {
     for_account(config, id, |data, account_id| {
-        println!("{}", api::issue_reset_token(data.db.conn(), account_id)?);
+        println!("{}", data.db.write(|tx| api::issue_reset_token(tx, account_id))?);
         Ok(())
     })
 }
@@ -139,11 +140,11 @@ fn reset_token(config: &Config, id: &str) -> Result<ExitCode, StartupError> {
 fn for_account(
     config: &Config,
     id: &str,
-    command: impl FnOnce(&mut DataDir, &str) -> Result<(), ApiError>,
-) -> Result<ExitCode, StartupError> {
-    let mut data = serve::open_data_dir(&config.static_root)?;
+    command: impl FnOnce(&DataDir, &str) -> Result<(), ApiError>,
+) -> Result<ExitCode, Failure> {
+    let data = DataDir::open_existing(&config.static_root)?;
     Ok(match existing_account(&data, id) {
-        Ok(Some(account_id)) => match command(&mut data, &account_id) {
+        Ok(Some(account_id)) => match command(&data, &account_id) {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => failed(&describe(&err)),
         },
@@ -153,9 +154,9 @@ fn for_account(
 }
 
 /// `sync-node backup DIR`
-fn backup(config: &Config, target: &Path) -> Result<ExitCode, StartupError> {
-    let data = serve::open_data_dir(&config.static_root)?;
-    let blobs = open_blobs(config)?;
+fn backup(config: &Config, target: &Path) -> Result<ExitCode, Failure> {
+    let data = DataDir::open_existing(&config.static_root)?;
+    let blobs = Blobs::at(&config.static_root);
     Ok(match ops::backup(&data.db, &data.secret, &blobs, target) {
         Ok(report) => {
             println!("backed up {} store(s), {} bytes, to {}", report.stores, report.bytes, target.display());
@@ -166,9 +167,9 @@ fn backup(config: &Config, target: &Path) -> Result<ExitCode, StartupError> {
 }
 
 /// `sync-node check [--repair]`
-fn check(config: &Config, repair: bool) -> Result<ExitCode, StartupError> {
-    let data = serve::open_data_dir(&config.static_root)?;
-    let blobs = open_blobs(config)?;
+fn check(config: &Config, repair: bool) -> Result<ExitCode, Failure> {
+    let data = DataDir::open_existing(&config.static_root)?;
+    let blobs = Blobs::at(&config.static_root);
     let report = match ops::check(&data.db, &blobs, repair) {
         Ok(report) => report,
         Err(problem) => return Ok(failed(&problem)),
@@ -206,11 +207,6 @@ fn check(config: &Config, repair: bool) -> Result<ExitCode, StartupError> {
     }
 }
 
-fn open_blobs(config: &Config) -> Result<Blobs, StartupError> {
-    Blobs::open(&config.static_root)
-        .map_err(|err| StartupError(format!("STATIC_ROOT: cannot open store directories: {err}")))
-}
-
 fn describe(err: &ApiError) -> String {
     match err {
         ApiError::AccountExists => "an account with that id exists".into(),
@@ -220,6 +216,5 @@ fn describe(err: &ApiError) -> String {
 }
 
 fn failed(message: &str) -> ExitCode {
-    eprintln!("sync-node: {message}");
-    ExitCode::from(1)
+    Failure::failed(message).report()
 }

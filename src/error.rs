@@ -17,7 +17,7 @@ pub struct CurrentVersion {
     pub meta: Option<String>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum ApiError {
     BadRequest(String),
     Unauthorized,
@@ -157,10 +157,13 @@ impl fmt::Display for ApiError {
 
 impl From<rusqlite::Error> for ApiError {
     fn from(err: rusqlite::Error) -> Self {
-        if err.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull) {
-            ApiError::InsufficientStorage
-        } else {
-            ApiError::Internal(format!("database: {err}"))
+        match err.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DiskFull) => ApiError::InsufficientStorage,
+            // A command-line tool holds the write lock for a moment.
+            Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
+                ApiError::Unavailable { retry_after_secs: 1 }
+            }
+            _ => ApiError::Internal(format!("database: {err}")),
         }
     }
 }
@@ -196,11 +199,12 @@ mod tests {
     }
 
     #[test]
-    fn a_full_database_maps_to_507() {
+    fn a_full_database_is_507_and_a_busy_one_503() {
         let full = rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL), None);
         assert_eq!(ApiError::from(full).status_and_code().0, 507);
         let busy = rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY), None);
-        assert_eq!(ApiError::from(busy).status_and_code().0, 500);
+        let busy = ApiError::from(busy).into_response();
+        assert_eq!((busy.status, busy.header_value("Retry-After")), (503, Some("1")));
     }
 
     #[test]

@@ -1,13 +1,13 @@
 //! Operations on a data directory, for the command line: a consistent
 //! online backup, and the consistency check between database and files.
 
-use crate::blobs::{Blobs, sync_dir};
+use crate::blobs::Blobs;
 use crate::db::{self, Db};
+use crate::durable::{self, sync_dir};
 use crate::secret;
 use std::collections::HashSet;
-use std::fs::{self, OpenOptions};
+use std::fs;
 use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::time::Duration;
 
@@ -17,6 +17,8 @@ const BACKUP_ATTEMPTS: usize = 20;
 /// `check` leaves unreferenced files younger than this alone: they are most
 /// likely uploads in flight on a running server.
 pub const CHECK_MIN_AGE: Duration = Duration::from_secs(600);
+/// Fresh looks at a suspect store before `check` gives up on it.
+const RECHECKS: usize = 100;
 
 /// What a backup wrote.
 #[derive(Debug)]
@@ -25,19 +27,32 @@ pub struct BackupReport {
     pub bytes: u64,
 }
 
-/// Copies the database (SQLite online backup), the secret and every store
-/// file the copy references into `target`, which must be missing or empty.
-/// Safe while the server runs; `target` then works as a `STATIC_ROOT`.
+/// Copies the database (SQLite online backup, given a new generation), the
+/// secret and every store file the copy references into `target`, which
+/// must be missing or empty. Safe while the server runs; `target` then
+/// works as a `STATIC_ROOT`. Every directory it creates is made durable in
+/// its parent; on failure it removes what it wrote, leaving `target` as it
+/// found it (missing or empty).
 pub fn backup(db: &Db, secret: &[u8], blobs: &Blobs, target: &Path) -> Result<BackupReport, String> {
-    let empty = match fs::read_dir(target) {
-        Ok(mut entries) => entries.next().is_none(),
-        Err(err) if err.kind() == io::ErrorKind::NotFound => true,
-        Err(err) => return Err(format!("{}: {err}", target.display())),
+    let shown = target.display();
+    let existed = match fs::read_dir(target).map(|mut entries| entries.next().is_none()) {
+        Ok(true) => true,
+        Ok(false) => return Err(format!("{shown} exists and is not empty")),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => false,
+        Err(err) => return Err(format!("{shown}: {err}")),
     };
-    if !empty {
-        return Err(format!("{} exists and is not empty", target.display()));
+    durable::create_dir_all(target).map_err(|err| format!("cannot create {shown}: {err}"))?;
+    let copied = copy_into(db, secret, blobs, target);
+    if copied.is_err() {
+        let cleaned = if existed { empty_dir(target) } else { fs::remove_dir_all(target) };
+        if let Err(err) = cleaned {
+            eprintln!("sync-node: could not remove the partial backup in {shown}: {err}");
+        }
     }
-    fs::create_dir_all(target).map_err(|err| format!("cannot create {}: {err}", target.display()))?;
+    copied
+}
+
+fn copy_into(db: &Db, secret: &[u8], blobs: &Blobs, target: &Path) -> Result<BackupReport, String> {
     // Inside one read transaction, pin the files the database references,
     // then copy the database: both describe the same instant. Pinning fails
     // only if the server replaced a store in the instant between.
@@ -61,8 +76,17 @@ pub fn backup(db: &Db, secret: &[u8], blobs: &Blobs, target: &Path) -> Result<Ba
     Ok(BackupReport { stores: files.len(), bytes })
 }
 
+/// Removes everything inside `dir`.
+fn empty_dir(dir: &Path) -> io::Result<()> {
+    for entry in fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir() { fs::remove_dir_all(path)? } else { fs::remove_file(path)? }
+    }
+    Ok(())
+}
+
 fn write_secret(target: &Path, secret: &[u8]) -> io::Result<()> {
-    let mut file = OpenOptions::new().write(true).create_new(true).mode(0o600).open(target.join(secret::FILE_NAME))?;
+    let mut file = durable::create_private_file(&target.join(secret::FILE_NAME))?;
     file.write_all(secret)?;
     file.sync_all()
 }
@@ -93,17 +117,27 @@ impl CheckReport {
 
 /// Compares every store row with its file and looks for files no row
 /// references; with `repair`, removes those (files modified in the last
-/// [`CHECK_MIN_AGE`] are left alone).
+/// [`CHECK_MIN_AGE`] are left alone: on a live server they are uploads in
+/// flight or just published).
+///
+/// The rows come from one snapshot. A row whose file looks wrong may just
+/// have been replaced by a write that committed since (the server removes
+/// the old file after its commit), so each suspect is checked again
+/// against a fresh read: it is reported only if the same row names the
+/// same file before and after the file was found wrong.
 pub fn check(db: &Db, blobs: &Blobs, repair: bool) -> Result<CheckReport, String> {
-    let inventory = db::stores::inventory(db.conn()).map_err(|err| format!("reading the database: {err}"))?;
+    let reading = |err: rusqlite::Error| format!("reading the database: {err}");
+    let inventory = db::stores::inventory(db.conn()).map_err(reading)?;
     let mut report = CheckReport { stores: inventory.len(), repaired: repair, ..CheckReport::default() };
     let mut referenced = HashSet::new();
     for (key, file, size) in inventory {
-        match blobs.size_of(&file) {
-            Ok(actual) if actual == size => {}
-            Ok(actual) => report.wrong_size.push((key, size, actual)),
-            Err(err) if err.kind() == io::ErrorKind::NotFound => report.missing.push(key),
-            Err(err) => return Err(format!("store file {file}: {err}")),
+        match file_state(blobs, &file, size)? {
+            FileState::Right => {}
+            _ => match recheck(db, blobs, &key)? {
+                FileState::Right => {}
+                FileState::Missing => report.missing.push(key),
+                FileState::WrongSize(expected, actual) => report.wrong_size.push((key, expected, actual)),
+            },
         }
         referenced.insert(file);
     }
@@ -112,4 +146,38 @@ pub fn check(db: &Db, blobs: &Blobs, repair: bool) -> Result<CheckReport, String
     report.leftovers = sweep.temp_files;
     report.recent = sweep.recent;
     Ok(report)
+}
+
+/// How a store's file compares with its row.
+#[derive(Debug, PartialEq, Eq)]
+enum FileState {
+    Right,
+    Missing,
+    WrongSize(u64, u64),
+}
+
+fn file_state(blobs: &Blobs, file: &str, size: u64) -> Result<FileState, String> {
+    match blobs.size_of(file) {
+        Ok(actual) if actual == size => Ok(FileState::Right),
+        Ok(actual) => Ok(FileState::WrongSize(size, actual)),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(FileState::Missing),
+        Err(err) => Err(format!("store file {file}: {err}")),
+    }
+}
+
+/// A suspect store, looked at again until a row stays the same around the
+/// look at its file (a deleted store is fine).
+fn recheck(db: &Db, blobs: &Blobs, key: &str) -> Result<FileState, String> {
+    let reading = |err: rusqlite::Error| format!("reading the database: {err}");
+    let mut row = db::stores::file_of(db.conn(), key).map_err(reading)?;
+    for _ in 0..RECHECKS {
+        let Some((file, size)) = &row else { return Ok(FileState::Right) };
+        let state = file_state(blobs, file, *size)?;
+        let again = db::stores::file_of(db.conn(), key).map_err(reading)?;
+        if again == row {
+            return Ok(state);
+        }
+        row = again;
+    }
+    Err(format!("store {key:?} kept changing while it was checked; run check again"))
 }

@@ -58,6 +58,11 @@ impl<R> Polls<R> {
         self.take_where(|poll| poll.deadline <= now)
     }
 
+    /// Takes every parked poll.
+    pub fn take_all(&mut self) -> Vec<Parked<R>> {
+        std::mem::take(&mut self.parked)
+    }
+
     /// The soonest deadline.
     pub fn next_deadline(&self) -> Option<Instant> {
         self.parked.iter().map(|p| p.poll.deadline).min()

@@ -42,12 +42,23 @@ impl Route {
     }
 
     /// Whether the handler only reads the database (apart from extending
-    /// the caller's session), so its statements can share one transaction.
+    /// the caller's session), so its statements can share one read
+    /// transaction with other reads. For a request that continues later
+    /// (after PBKDF2 or an upload) this is about the first half only: the
+    /// continuation is a write of its own, which re-checks what it needs.
     pub fn reads_only(&self) -> bool {
-        matches!(
-            self,
-            Route::Account | Route::ListStores | Route::GetStore(_) | Route::GetPermissions(_) | Route::Changes
-        )
+        !matches!(self, Route::Logout | Route::LogoutEverywhere | Route::DeleteStore(_) | Route::SetPermission(_))
+            && !self.is_test_hook()
+    }
+
+    #[cfg(feature = "test-hooks")]
+    fn is_test_hook(&self) -> bool {
+        matches!(self, Route::TestPanic)
+    }
+
+    #[cfg(not(feature = "test-hooks"))]
+    fn is_test_hook(&self) -> bool {
+        false
     }
 }
 

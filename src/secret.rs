@@ -2,27 +2,42 @@
 //! created on first start. It keys the hashes of account ids, so losing it
 //! orphans every account: it is never regenerated over an existing file.
 
-use crate::blobs::sync_dir;
-use std::fs::{self, OpenOptions};
+use crate::durable::{self, sync_dir};
+use std::fs;
 use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 pub const FILE_NAME: &str = "secret";
 const SECRET_BYTES: usize = 32;
 
-/// Reads the secret, creating it durably if there is none yet.
+/// Reads the secret (the server, at start), creating it durably if there
+/// is none yet.
 pub fn load_or_create(root: &Path) -> Result<Vec<u8>, String> {
+    match read(root) {
+        Err(err) if err.kind() == io::ErrorKind::NotFound => {
+            create(root).map_err(|err| format!("cannot create {}: {err}", root.join(FILE_NAME).display()))
+        }
+        other => checked(root, other),
+    }
+}
+
+/// Reads the secret of an existing data directory (a command-line tool).
+pub fn load(root: &Path) -> Result<Vec<u8>, String> {
+    checked(root, read(root))
+}
+
+fn read(root: &Path) -> io::Result<Vec<u8>> {
+    fs::read(root.join(FILE_NAME))
+}
+
+fn checked(root: &Path, read: io::Result<Vec<u8>>) -> Result<Vec<u8>, String> {
     let path = root.join(FILE_NAME);
-    match fs::read(&path) {
+    match read {
         Ok(secret) if secret.len() == SECRET_BYTES => Ok(secret),
         Ok(_) => Err(format!(
             "{} is not {SECRET_BYTES} bytes; restore it from a backup (a new one would orphan every account)",
             path.display()
         )),
-        Err(err) if err.kind() == io::ErrorKind::NotFound => {
-            create(root).map_err(|err| format!("cannot create {}: {err}", path.display()))
-        }
         Err(err) => Err(format!("cannot read {}: {err}", path.display())),
     }
 }
@@ -31,7 +46,8 @@ fn create(root: &Path) -> io::Result<Vec<u8>> {
     let mut secret = vec![0u8; SECRET_BYTES];
     getrandom::fill(&mut secret).map_err(|err| io::Error::other(err.to_string()))?;
     let staging = root.join(format!("{FILE_NAME}.new"));
-    let mut file = OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&staging)?;
+    let _ = fs::remove_file(&staging);
+    let mut file = durable::create_private_file(&staging)?;
     file.write_all(&secret)?;
     file.sync_all()?;
     fs::rename(&staging, root.join(FILE_NAME))?;
@@ -52,6 +68,14 @@ mod tests {
         assert_eq!(load_or_create(dir.path()).unwrap(), first);
         let mode = fs::metadata(dir.path().join(FILE_NAME)).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(load(dir.path()).unwrap(), first);
+    }
+
+    #[test]
+    fn loading_never_creates() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(load(dir.path()).is_err());
+        assert!(!dir.path().join(FILE_NAME).exists());
     }
 
     #[test]

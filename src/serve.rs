@@ -1,27 +1,27 @@
-//! Starting the server: check the environment, open the data directory,
-//! converge the disk to the database, bind, then run the accept thread and
-//! the loop. Every failure here is a [`StartupError`] (exit code 2).
+//! Starting the server: check the environment, lock the data directory,
+//! bind, open the database, converge the disk to it, then run the accept
+//! thread and the loop. Every failure here is a [`Failure`] with the exit
+//! code SPEC §7 gives it.
 
-use crate::api::App;
+use crate::api::{AfterCommit, App};
 use crate::auth;
 use crate::blobs::{Blobs, OpenFiles};
 use crate::config::Config;
 use crate::cors;
-use crate::db::{self, Db};
+use crate::datadir::{self, DataDir};
+use crate::db;
 use crate::error::ApiError;
+use crate::exit::Failure;
 use crate::hook::ResetHook;
 use crate::http::Limits;
 use crate::http::listener;
 use crate::polls::Polls;
-use crate::secret;
 use crate::server;
 use crate::throttle::Throttle;
 use crate::worker::{self, Gate, Shared};
 use std::collections::HashSet;
-use std::fmt;
-use std::fs;
+use std::io;
 use std::net::{SocketAddr, TcpListener};
-use std::path::Path;
 use std::sync::{Arc, mpsc};
 use std::thread;
 use std::time::Duration;
@@ -31,52 +31,34 @@ const OPEN_FILES: usize = 64;
 /// Long-polls one account may hold at once; past it the oldest is answered.
 const MAX_POLLS_PER_ACCOUNT: usize = 64;
 
-/// Why the server could not start; the message names what to fix.
-#[derive(Debug)]
-pub struct StartupError(pub String);
-
-impl fmt::Display for StartupError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-/// The data directory, opened for the server or the CLI.
-pub struct DataDir {
-    pub db: Db,
-    pub secret: Vec<u8>,
-}
-
-/// Creates `STATIC_ROOT` if missing, checks it is writable, loads the secret
-/// and opens the database.
-pub fn open_data_dir(root: &Path) -> Result<DataDir, StartupError> {
-    let fail = |problem: String| StartupError(format!("STATIC_ROOT: {problem}"));
-    fs::create_dir_all(root).map_err(|err| fail(format!("cannot create {}: {err}", root.display())))?;
-    let probe = root.join(".write-test");
-    fs::write(&probe, b"").map_err(|err| fail(format!("{} is not writable: {err}", root.display())))?;
-    let _ = fs::remove_file(&probe);
-    let secret = secret::load_or_create(root).map_err(fail)?;
-    let db = Db::open(&root.join(db::FILE_NAME)).map_err(fail)?;
-    Ok(DataDir { db, secret })
-}
-
-/// Runs the server until the process is stopped.
-pub fn serve(config: Config) -> Result<(), StartupError> {
+/// Runs the server until the process is stopped. Start-up goes: lock the
+/// data directory (before anything in it is touched), bind the port, open
+/// and upgrade the database, converge the disk to it, then serve.
+pub fn serve(config: Config) -> Result<(), Failure> {
     if let Some(hook) = &config.reset_hook
         && !hook.is_file()
     {
-        return Err(StartupError(format!("RESET_HOOK: {} is not a file", hook.display())));
+        return Err(Failure::config(format!("RESET_HOOK: {} is not a file", hook.display())));
     }
-    let data = open_data_dir(&config.static_root)?;
+    let claim = datadir::claim(&config.static_root)?;
+    let address = SocketAddr::new(config.bind, config.port);
+    let tcp = TcpListener::bind(address).map_err(|err| {
+        let message = format!("PORT: cannot listen on {address}: {err}");
+        match err.kind() {
+            io::ErrorKind::AddrInUse | io::ErrorKind::AddrNotAvailable => Failure::transient(message),
+            _ => Failure::config(message),
+        }
+    })?;
+    let bound = tcp.local_addr().map_err(|err| Failure::config(format!("PORT: {err}")))?;
+    let data = DataDir::open_for_server(&config.static_root, &claim)?;
+    let unreadable = |err: rusqlite::Error| Failure::config(format!("STATIC_ROOT: cannot read the database: {err}"));
+    let generation = data.db.generation().map_err(unreadable)?;
     let blobs = Blobs::open(&config.static_root)
-        .map_err(|err| StartupError(format!("STATIC_ROOT: cannot prepare store directories: {err}")))?;
-    let referenced: HashSet<String> = db::stores::files(data.db.conn())
-        .map_err(|err| StartupError(format!("STATIC_ROOT: cannot read the database: {err}")))?
-        .into_iter()
-        .collect();
+        .map_err(|err| Failure::config(format!("STATIC_ROOT: cannot prepare store directories: {err}")))?;
+    let referenced: HashSet<String> = db::stores::files(data.db.conn()).map_err(unreadable)?.into_iter().collect();
     let swept = blobs
         .sweep(&referenced, false, Duration::ZERO)
-        .map_err(|err| StartupError(format!("STATIC_ROOT: cannot clean up store files: {err}")))?;
+        .map_err(|err| Failure::config(format!("STATIC_ROOT: cannot clean up store files: {err}")))?;
     if !swept.temp_files.is_empty() || !swept.orphans.is_empty() {
         eprintln!(
             "sync-node: removed {} unfinished upload(s) and {} unreferenced store file(s)",
@@ -84,11 +66,7 @@ pub fn serve(config: Config) -> Result<(), StartupError> {
             swept.orphans.len()
         );
     }
-    let address = SocketAddr::new(config.bind, config.port);
-    let tcp =
-        TcpListener::bind(address).map_err(|err| StartupError(format!("PORT: cannot listen on {address}: {err}")))?;
-    let bound = tcp.local_addr().map_err(|err| StartupError(format!("PORT: {err}")))?;
-    let decoy_hash = auth::decoy_hash(config.pbkdf2_iterations).map_err(|err| StartupError(err.to_string()))?;
+    let decoy_hash = auth::decoy_hash(config.pbkdf2_iterations).map_err(|err| Failure::config(err.to_string()))?;
 
     let config = Arc::new(config);
     let (events, inbox) = mpsc::channel();
@@ -109,7 +87,7 @@ pub fn serve(config: Config) -> Result<(), StartupError> {
                 worker::serve_connection(stream, peer, &shared);
             });
         })
-        .map_err(|err| StartupError(format!("cannot start the accept thread: {err}")))?;
+        .map_err(|err| Failure::config(format!("cannot start the accept thread: {err}")))?;
     eprintln!(
         "sync-node {} listening on http://{bound} (data in {})",
         env!("CARGO_PKG_VERSION"),
@@ -119,6 +97,7 @@ pub fn serve(config: Config) -> Result<(), StartupError> {
     let reset_hook = config.reset_hook.clone().map(ResetHook::new);
     let app = App {
         config,
+        generation,
         db: data.db,
         blobs,
         secret: data.secret,
@@ -128,8 +107,11 @@ pub fn serve(config: Config) -> Result<(), StartupError> {
         throttle: Throttle::default(),
         reset_hook,
         deferred: Vec::new(),
+        after_commit: AfterCommit::default(),
+        data_version: None,
     };
     server::run(app, inbox);
+    drop(claim);
     Ok(())
 }
 

@@ -100,8 +100,12 @@ pub fn run(mut app: App, events: Receiver<Event>) {
     loop {
         let now = Instant::now();
         if now >= next_maintenance {
-            if let Err(err) = guarded(|| app.maintain()) {
+            if let Err(err) = write(&mut app, App::maintain) {
                 eprintln!("sync-node: maintenance failed: {err:?}");
+            }
+            app.run_after_commit();
+            if let Err(err) = app.db.checkpoint() {
+                eprintln!("sync-node: checkpoint failed: {err}");
             }
             next_maintenance = now + MAINTENANCE_INTERVAL;
         }
@@ -116,21 +120,52 @@ pub fn run(mut app: App, events: Receiver<Event>) {
 }
 
 fn handle(app: &mut App, event: Event, inbox: &mut Inbox<Event>) {
+    app.notice_outside_commits();
     let (reply, outcome) = match event {
         Event::Request { reply, route: Ok(route), request } if route.reads_only() => {
-            return handle_reads(app, (reply, route, request), inbox);
+            handle_reads(app, (reply, route, request), inbox);
+            return run_deferred(app);
         }
-        Event::Request { reply, route, request } => match guarded(|| app.handle(route?, request)) {
-            Ok(Handled::Park(poll)) => return app.park(reply, poll),
-            Ok(Handled::Step(step)) => (reply, Ok(step)),
-            Err(err) => (reply, Err(err)),
-        },
+        Event::Request { reply, route, request } => (reply, write(app, |app| app.handle(route?, request))),
         Event::Uploaded { reply, then, staged } => return finish_uploads(app, (reply, then, staged), inbox),
-        Event::PasswordDone { reply, then, outcome } => (reply, guarded(|| app.after_password(then, outcome))),
+        Event::PasswordDone { reply, then, outcome } => {
+            (reply, write(app, |app| app.after_password(then, outcome).map(Handled::Step)))
+        }
     };
-    reply.send(outcome.unwrap_or_else(|err| Step::Respond(err.into_response())));
-    app.db.roll_back_leftover();
-    api::run_deferred(app);
+    match outcome {
+        Ok(Handled::Park(poll)) => app.park(reply, poll),
+        Ok(Handled::Step(step)) => reply.send(step),
+        Err(err) => reply.send(Step::Respond(err.into_response())),
+    }
+    app.run_after_commit();
+}
+
+/// THE write transaction: every change the loop makes goes through here.
+/// It takes the write lock at once (`BEGIN IMMEDIATE`; a command-line tool
+/// holding it makes this `503`, after a wait of milliseconds), runs `work`,
+/// and commits. On any failure — a refused request, a failed statement, a
+/// panic, a failed commit — it rolls back and forgets what `work` left in
+/// [`App::after_commit`]; on success the caller answers first and then runs
+/// that list.
+fn write<T>(app: &mut App, work: impl FnOnce(&mut App) -> Result<T, ApiError>) -> Result<T, ApiError> {
+    app.db.begin_write()?;
+    let outcome = guarded(|| work(app)).and_then(|value| Ok(app.db.commit().map(|()| value)?));
+    if outcome.is_err() {
+        app.db.roll_back();
+        app.discard_after_commit();
+    }
+    outcome
+}
+
+/// Runs, each in its own write transaction, the work that reads left for
+/// after their answers (so its cost cannot be timed by the client).
+fn run_deferred(app: &mut App) {
+    for work in std::mem::take(&mut app.deferred) {
+        match write(app, |app| work.run(app)) {
+            Ok(()) => app.run_after_commit(),
+            Err(err) => eprintln!("sync-node: deferred work failed: {err:?}"),
+        }
+    }
 }
 
 /// Read-only requests share one transaction with the reads waiting right
@@ -140,7 +175,7 @@ fn handle(app: &mut App, event: Event, inbox: &mut Inbox<Event>) {
 /// the transaction is committed whatever the outcomes, since a session's
 /// sliding extension may have written.
 fn handle_reads(app: &mut App, first: (Reply, Route, Request), inbox: &mut Inbox<Event>) {
-    if let Err(err) = app.db.begin() {
+    if let Err(err) = app.db.begin_read() {
         return first.0.send(Step::Respond(ApiError::from(err).into_response()));
     }
     let mut next = Some(first);
@@ -169,12 +204,12 @@ fn handle_reads(app: &mut App, first: (Reply, Route, Request), inbox: &mut Inbox
     if let Err(err) = app.db.commit() {
         eprintln!("sync-node: could not commit a batch of reads: {err}");
     }
-    app.db.roll_back_leftover();
+    app.db.roll_back();
 }
 
 /// Group commit: the uploads already waiting behind `first` are committed
-/// with it in one transaction. Other events met on the way keep their
-/// place in the queue.
+/// with it in one write transaction. Other events met on the way keep
+/// their place in the queue.
 fn finish_uploads(app: &mut App, first: (Reply, PendingWrite, Staged), inbox: &mut Inbox<Event>) {
     let mut uploads = vec![first];
     let mut others = Vec::new();
@@ -188,18 +223,24 @@ fn finish_uploads(app: &mut App, first: (Reply, PendingWrite, Staged), inbox: &m
     inbox.put_back(others);
     let (replies, work): (Vec<Reply>, Vec<_>) =
         uploads.into_iter().map(|(reply, then, staged)| (reply, (then, staged))).unzip();
-    let count = replies.len();
-    let outcomes = guarded(|| Ok(app.finish_uploads(work)))
-        .unwrap_or_else(|err| (0..count).map(|_| Err(ApiError::Internal(err.to_string()))).collect());
-    for (reply, outcome) in replies.into_iter().zip(outcomes) {
-        reply.send(outcome.unwrap_or_else(|err| Step::Respond(err.into_response())));
+    match write(app, |app| api::finish_uploads(app, work)) {
+        Ok(outcomes) => {
+            for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                reply.send(outcome.unwrap_or_else(|err| Step::Respond(err.into_response())));
+            }
+        }
+        Err(err) => {
+            for reply in replies {
+                reply.send(Step::Respond(err.clone().into_response()));
+            }
+        }
     }
-    app.db.roll_back_leftover();
+    app.run_after_commit();
 }
 
 /// Contains a handler panic: the client gets 500 `internal` and the loop
-/// goes on. A write's transaction rolls back (when dropped, or by
-/// [`crate::db::Db::roll_back_leftover`]); a batch of reads goes on.
+/// goes on. A write's transaction rolls back ([`write`]); a batch of reads
+/// goes on.
 fn guarded<T>(handler: impl FnOnce() -> Result<T, ApiError>) -> Result<T, ApiError> {
     catch_unwind(AssertUnwindSafe(handler)).unwrap_or_else(|_| Err(ApiError::Internal("a handler panicked".into())))
 }

@@ -100,10 +100,8 @@ pub fn finish_change_password(
 ) -> Result<Step, ApiError> {
     let (session, new_hash) = confirmed(app, check, outcome)?;
     let new_hash = new_hash.ok_or_else(|| ApiError::Internal("no new hash after a password change".into()))??;
-    let tx = app.db.transaction()?;
-    db::accounts::set_password(&tx, &session.account_id, &new_hash)?;
-    db::sessions::delete_others(&tx, &session.account_id, &session.token_hash)?;
-    tx.commit()?;
+    db::accounts::set_password(app.db.conn(), &session.account_id, &new_hash)?;
+    db::sessions::delete_others(app.db.conn(), &session.account_id, &session.token_hash)?;
     respond(Response::new(204))
 }
 
@@ -130,12 +128,11 @@ pub fn delete(app: &mut App, request: &Request) -> Result<Step, ApiError> {
 
 pub fn finish_delete(app: &mut App, check: CurrentPassword, outcome: PasswordOutcome) -> Result<Step, ApiError> {
     let (session, _) = confirmed(app, check, outcome)?;
-    let deleted = delete_account(&mut app.db, &session.account_id)?;
-    for file in &deleted.files {
-        app.remove_store_file(file);
+    let deleted = delete_account(app.db.conn(), &session.account_id)?;
+    for file in deleted.files {
+        app.after_commit.remove_file(file);
     }
-    let touched = deleted.touched;
-    app.notify(&touched);
+    app.after_commit.wake(deleted.touched);
     respond(Response::new(204))
 }
 
@@ -161,21 +158,20 @@ fn confirmed(
     Ok((session, new_hash))
 }
 
-/// Deletes an account in one transaction: the stores it alone owned
-/// (leaving tombstones for everyone who could see them), its permissions on
-/// other stores, its sessions and reset token. The caller removes the files.
-pub fn delete_account(db: &mut Db, account_id: &str) -> Result<DeletedAccount, ApiError> {
-    let tx = db.transaction()?;
-    let doomed = db::stores::solely_owned(&tx, account_id)?;
+/// Deletes an account inside the caller's write transaction: the stores it
+/// alone owned (leaving tombstones for everyone who could see them), its
+/// permissions on other stores, its sessions and reset token. The caller
+/// removes the files once the transaction has committed.
+pub fn delete_account(tx: &rusqlite::Connection, account_id: &str) -> Result<DeletedAccount, ApiError> {
+    let doomed = db::stores::solely_owned(tx, account_id)?;
     let now = clock::now_ms();
     let mut touched = Vec::new();
     for store in &doomed {
-        let seq = Db::next_seq(&tx)?;
-        touched.extend(db::changes::touch_store(&tx, &store.key, seq, now)?);
-        db::stores::delete(&tx, &store.key)?;
+        let seq = Db::next_seq(tx)?;
+        touched.extend(db::changes::touch_store(tx, &store.key, seq, now)?);
+        db::stores::delete(tx, &store.key)?;
     }
-    db::accounts::delete(&tx, account_id)?;
-    tx.commit()?;
+    db::accounts::delete(tx, account_id)?;
     touched.sort();
     touched.dedup();
     touched.retain(|account| account != account_id);

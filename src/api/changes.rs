@@ -34,7 +34,7 @@ pub fn changes(app: &mut App, request: &Request) -> Result<Handled, ApiError> {
         let deadline = Instant::now() + Duration::from_secs(query.wait);
         return Ok(Handled::Park(Poll { account_id: session.account_id, since: query.since, deadline }));
     }
-    Ok(Handled::Step(Step::Respond(feed_response(current, &changes))))
+    Ok(Handled::Step(Step::Respond(feed_response(current, &app.generation, &changes))))
 }
 
 impl App {
@@ -64,18 +64,37 @@ impl App {
         self.polls.next_deadline()
     }
 
+    /// Answers the parked polls that have something to report after a
+    /// commit the loop did not make (a command-line tool's); the others
+    /// keep waiting.
+    pub fn recheck_polls(&mut self) {
+        for parked in self.polls.take_all() {
+            match self.feed_of(&parked.poll) {
+                Ok(Some(response)) => parked.reply.send(Step::Respond(response)),
+                Ok(None) => self.park(parked.reply, parked.poll),
+                Err(err) => parked.reply.send(Step::Respond(err.into_response())),
+            }
+        }
+    }
+
     fn answer(&mut self, parked: Parked<Reply>) {
-        let Poll { account_id, since, .. } = parked.poll;
-        let answer = self.db.current_seq().and_then(|current| {
-            let changes = db::changes::feed(self.db.conn(), &account_id, since, since == 0)?;
-            Ok(feed_response(current, &changes))
-        });
-        let response = answer.unwrap_or_else(|err| ApiError::from(err).into_response());
+        let response = match self.feed_of(&parked.poll) {
+            Ok(Some(response)) => response,
+            Ok(None) => feed_response(self.db.current_seq().unwrap_or(parked.poll.since), &self.generation, &[]),
+            Err(err) => err.into_response(),
+        };
         parked.reply.send(Step::Respond(response));
+    }
+
+    /// The poll's feed answer, if it has changes to report.
+    fn feed_of(&self, poll: &Poll) -> Result<Option<Response>, ApiError> {
+        let current = self.db.current_seq()?;
+        let changes = db::changes::feed(self.db.conn(), &poll.account_id, poll.since, poll.since == 0)?;
+        Ok((!changes.is_empty()).then(|| feed_response(current, &self.generation, &changes)))
     }
 }
 
-fn feed_response(current: i64, changes: &[Change]) -> Response {
+fn feed_response(current: i64, generation: &str, changes: &[Change]) -> Response {
     let changes: Vec<_> = changes
         .iter()
         .map(|change| {
@@ -87,7 +106,7 @@ fn feed_response(current: i64, changes: &[Change]) -> Response {
             })
         })
         .collect();
-    Response::json(200, &json!({ "seq": current, "changes": changes }))
+    Response::json(200, &json!({ "seq": current, "generation": generation, "changes": changes }))
 }
 
 /// `since` (required, ≥ 0) and `wait` (0..=60, default 0).

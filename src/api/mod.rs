@@ -11,11 +11,11 @@ mod sharing;
 mod stores;
 
 pub use accounts::{create as create_account, delete_account};
-pub use reset::{Deferred, issue_token as issue_reset_token, run_deferred};
-pub use stores::PendingWrite;
+pub use reset::{Deferred, issue_token as issue_reset_token};
+pub use stores::{PendingWrite, finish_uploads};
 
 use crate::auth::{self, PasswordOutcome};
-use crate::blobs::{Blobs, OpenFiles, Staged};
+use crate::blobs::{Blobs, OpenFiles};
 use crate::clock;
 use crate::config::Config;
 use crate::cors;
@@ -42,6 +42,8 @@ const MAX_TOKEN_CHARS: usize = 128;
 /// Everything the loop owns.
 pub struct App {
     pub config: Arc<Config>,
+    /// The data directory's generation (SPEC §2).
+    pub generation: String,
     pub db: Db,
     pub blobs: Blobs,
     /// Key of the account-id hashes.
@@ -56,6 +58,37 @@ pub struct App {
     pub reset_hook: Option<ResetHook>,
     /// Work to do once the current answer has been sent.
     pub deferred: Vec<Deferred>,
+    /// What the open write transaction leaves to do once it commits.
+    pub after_commit: AfterCommit,
+    /// The database's `data_version` when the loop last looked: it changes
+    /// when a command-line tool commits.
+    pub data_version: Option<i64>,
+}
+
+/// What a write leaves to do once its transaction has committed — remove
+/// the files the database no longer references, wake the long-polls of the
+/// accounts it touched, start the reset hook — and nothing of it if the
+/// commit fails: a file is never removed while a row may still name it.
+#[derive(Debug, Default)]
+pub struct AfterCommit {
+    files: Vec<String>,
+    wake: Vec<String>,
+    reset_hooks: Vec<(String, String)>,
+}
+
+impl AfterCommit {
+    pub fn remove_file(&mut self, name: String) {
+        self.files.push(name);
+    }
+
+    pub fn wake(&mut self, accounts: impl IntoIterator<Item = String>) {
+        self.wake.extend(accounts);
+    }
+
+    /// Hands `token` for `id` to the reset hook.
+    pub fn run_reset_hook(&mut self, id: String, token: String) {
+        self.reset_hooks.push((id, token));
+    }
 }
 
 /// A check of the signed-in caller's current password, before a change
@@ -112,7 +145,7 @@ impl App {
             Route::Changes => return changes::changes(self, &request),
             Route::Preflight => respond(cors::preflight()),
             Route::Health => service::health(),
-            Route::Info => service::info(&self.config),
+            Route::Info => service::info(&self.config, &self.generation),
             Route::Register => accounts::register(self, &request),
             Route::Login => sessions::login(self, &request),
             Route::Logout => sessions::logout(self, &request),
@@ -204,10 +237,6 @@ impl App {
         if self.config.trust_proxy { forwarded().unwrap_or(request.peer) } else { request.peer }
     }
 
-    pub fn finish_uploads(&mut self, uploads: Vec<(PendingWrite, Staged)>) -> Vec<Result<Step, ApiError>> {
-        stores::finish_uploads(self, uploads)
-    }
-
     /// The session behind `Authorization: Bearer …`, extended when past half
     /// its lifetime (at most one write per session per half-lifetime).
     pub fn authenticate(&mut self, request: &Request) -> Result<Session, ApiError> {
@@ -232,11 +261,37 @@ impl App {
         Ok(Session { account_id, token_hash: token_hash.to_owned() })
     }
 
-    /// Removes a store file the database no longer references.
-    pub fn remove_store_file(&mut self, name: &str) {
-        self.open_files.forget(name);
-        if let Err(err) = self.blobs.remove(name) {
-            eprintln!("sync-node: could not remove a store file: {err}");
+    /// Does what the write that just committed left to do.
+    pub fn run_after_commit(&mut self) {
+        let AfterCommit { files, wake, reset_hooks } = std::mem::take(&mut self.after_commit);
+        for name in files {
+            self.open_files.forget(&name);
+            if let Err(err) = self.blobs.remove(&name) {
+                eprintln!("sync-node: could not remove a store file: {err}");
+            }
+        }
+        if !wake.is_empty() {
+            self.notify(&wake);
+        }
+        if let Some(hook) = &self.reset_hook {
+            for (id, token) in reset_hooks {
+                hook.run(id, token);
+            }
+        }
+    }
+
+    /// Forgets what a write that failed (or rolled back) left to do.
+    pub fn discard_after_commit(&mut self) {
+        self.after_commit = AfterCommit::default();
+    }
+
+    /// Notices commits by a command-line tool: its deletions must not stay
+    /// open in the file cache, and its changes may concern parked polls.
+    pub fn notice_outside_commits(&mut self) {
+        let Ok(version) = self.db.data_version() else { return };
+        if self.data_version.replace(version).is_some_and(|seen| seen != version) {
+            self.open_files.clear();
+            self.recheck_polls();
         }
     }
 

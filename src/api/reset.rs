@@ -49,18 +49,13 @@ pub fn request_reset(app: &mut App, request: &Request) -> Result<Step, ApiError>
     respond(Response::json(202, &json!({})))
 }
 
-/// Runs the work deferred until after the answer.
-pub fn run_deferred(app: &mut App) {
-    for work in std::mem::take(&mut app.deferred) {
-        let Deferred::IssueResetToken { account_id, id } = work;
-        match issue_token(app.db.conn(), &account_id) {
-            Ok(token) => {
-                if let Some(hook) = &app.reset_hook {
-                    hook.run(id, token);
-                }
-            }
-            Err(err) => eprintln!("sync-node: cannot issue a reset token: {err:?}"),
-        }
+impl Deferred {
+    /// Does the work inside the loop's write transaction.
+    pub fn run(self, app: &mut App) -> Result<(), ApiError> {
+        let Deferred::IssueResetToken { account_id, id } = self;
+        let token = issue_token(app.db.conn(), &account_id)?;
+        app.after_commit.run_reset_hook(id, token);
+        Ok(())
     }
 }
 
@@ -95,11 +90,10 @@ pub fn finish_confirm(
         return Err(rejected());
     }
     let phc = phc?;
-    let tx = app.db.transaction()?;
-    db::accounts::set_password(&tx, account_id, &phc)?;
-    db::resets::delete(&tx, account_id)?;
-    db::sessions::delete_all(&tx, account_id)?;
-    tx.commit()?;
+    let conn = app.db.conn();
+    db::accounts::set_password(conn, account_id, &phc)?;
+    db::resets::delete(conn, account_id)?;
+    db::sessions::delete_all(conn, account_id)?;
     app.throttle.success(account_id);
     respond(Response::new(204))
 }

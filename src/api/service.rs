@@ -16,12 +16,13 @@ pub fn health() -> Result<Step, ApiError> {
     respond(Response::json(200, &json!({ "status": "ok" })))
 }
 
-pub fn info(config: &Config) -> Result<Step, ApiError> {
+pub fn info(config: &Config, generation: &str) -> Result<Step, ApiError> {
     respond(Response::json(
         200,
         &json!({
             "name": "sync-node",
             "version": env!("CARGO_PKG_VERSION"),
+            "generation": generation,
             "registration": if config.registration_open { "open" } else { "closed" },
             "password_reset": config.reset_hook.is_some(),
             "max_store_bytes": config.max_store_bytes,

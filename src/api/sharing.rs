@@ -45,21 +45,15 @@ pub fn set(app: &mut App, request: &Request, key: &str) -> Result<Step, ApiError
     if wanted == Some(Permission::Own) {
         check_quota(app, std::slice::from_ref(&grantee), 0, store.size)?;
     }
-    commit_grant(&mut app.db, &grantee, key, wanted)?;
-    app.notify(&[grantee]);
-    respond(Response::new(204))
-}
-
-fn commit_grant(db: &mut Db, grantee: &str, key: &str, wanted: Option<Permission>) -> Result<(), ApiError> {
-    let tx = db.transaction()?;
-    let seq = Db::next_seq(&tx)?;
+    let conn = app.db.conn();
+    let seq = Db::next_seq(conn)?;
     match wanted {
-        Some(permission) => db::stores::set_permission(&tx, grantee, key, permission)?,
-        None => db::stores::revoke(&tx, grantee, key)?,
+        Some(permission) => db::stores::set_permission(conn, &grantee, key, permission)?,
+        None => db::stores::revoke(conn, &grantee, key)?,
     }
-    db::changes::touch_account(&tx, grantee, key, seq, clock::now_ms())?;
-    tx.commit()?;
-    Ok(())
+    db::changes::touch_account(conn, &grantee, key, seq, clock::now_ms())?;
+    app.after_commit.wake([grantee]);
+    respond(Response::new(204))
 }
 
 /// The account named by an id, or by the account hash that listings show.

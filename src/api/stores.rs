@@ -101,47 +101,41 @@ struct Written {
 }
 
 /// `PUT /v1/stores/{key}`, the half after the bodies are staged, for every
-/// upload that finished while the loop was busy (group commit). In one
-/// transaction, each is checked against the state the ones before it left
-/// (so two writes with the same `If-Match` cannot both win), renamed into
-/// one directory, and recorded; then one directory fsync and one commit
-/// make them all durable. Answers come back in the order of `uploads`.
-pub fn finish_uploads(app: &mut App, uploads: Vec<(PendingWrite, Staged)>) -> Vec<Result<Step, ApiError>> {
-    let count = uploads.len();
-    let all_fail = |err: &ApiError| (0..count).map(|_| Err(copy_of(err))).collect();
-    let batch = match app.blobs.batch() {
-        Ok(batch) => batch,
-        Err(err) => return all_fail(&err.into()),
-    };
-    if let Err(err) = app.db.begin() {
-        return all_fail(&err.into());
-    }
-    let mut outcomes: Vec<Result<Written, ApiError>> = Vec::with_capacity(count);
-    let mut fatal = None;
+/// upload that finished while the loop was busy (group commit), inside the
+/// loop's write transaction. Each is checked against the state the ones
+/// before it left (so two writes with the same `If-Match` cannot both
+/// win), renamed into one directory, and recorded; one directory fsync
+/// then makes every rename durable before the loop commits. The inner
+/// results answer each upload in the order of `uploads`; the outer error
+/// fails the whole batch (nothing of it may be committed).
+pub fn finish_uploads(
+    app: &mut App,
+    uploads: Vec<(PendingWrite, Staged)>,
+) -> Result<Vec<Result<Step, ApiError>>, ApiError> {
+    let batch = app.blobs.batch()?;
+    let mut outcomes: Vec<Result<Written, ApiError>> = Vec::with_capacity(uploads.len());
+    let mut failed = None;
     for (then, staged) in uploads {
         match stage_write(app, &batch, then, staged) {
             Ok(outcome) => outcomes.push(outcome),
             Err(err) => {
-                fatal = Some(err);
+                failed = Some(err);
                 break;
             }
         }
     }
-    let committed = match fatal {
-        Some(err) => Err(err),
-        None if outcomes.iter().any(Result::is_ok) => {
-            app.blobs.sync_batch(&batch).map_err(ApiError::from).and_then(|()| Ok(app.db.commit()?))
-        }
-        None => app.db.commit().map_err(ApiError::from),
+    let failed = match failed {
+        None if outcomes.iter().any(Result::is_ok) => app.blobs.sync_batch(&batch).err().map(ApiError::from),
+        other => other,
     };
-    if let Err(err) = committed {
-        app.db.roll_back_leftover();
+    if let Some(err) = failed {
+        // The transaction will roll back for sure: no row names these files.
         for written in outcomes.iter().flatten() {
             let _ = app.blobs.remove(&written.store.file);
         }
-        return all_fail(&err);
+        return Err(err);
     }
-    outcomes.into_iter().map(|outcome| outcome.and_then(|written| answer_write(app, written))).collect()
+    Ok(outcomes.into_iter().map(|outcome| outcome.map(|written| answer_write(app, written))).collect())
 }
 
 /// Checks one upload and records it in the open transaction. The inner
@@ -203,14 +197,10 @@ fn record_write(
     Ok(db::changes::touch_store(conn, &store.key, store.seq, store.modified)?)
 }
 
-/// After the commit: the replaced file goes, long-polls wake, the client
-/// hears 201 or 200.
-fn answer_write(app: &mut App, written: Written) -> Result<Step, ApiError> {
+/// The answer (201 or 200), sent once the loop has committed; then the
+/// replaced file goes and long-polls wake.
+fn answer_write(app: &mut App, written: Written) -> Step {
     let Written { store, replaced, touched } = written;
-    if let Some(old) = &replaced {
-        app.remove_store_file(&old.file);
-    }
-    app.notify(&touched);
     let status = if replaced.is_none() { 201 } else { 200 };
     let body = json!({
         "key": store.key,
@@ -219,15 +209,11 @@ fn answer_write(app: &mut App, written: Written) -> Result<Step, ApiError> {
         "modified": store.modified,
         "seq": store.seq,
     });
-    respond(Response::json(status, &body).with_header("ETag", format!("\"{}\"", store.token)))
-}
-
-/// The same error again, for each answer of a failed batch.
-fn copy_of(err: &ApiError) -> ApiError {
-    match err {
-        ApiError::InsufficientStorage => ApiError::InsufficientStorage,
-        other => ApiError::Internal(other.to_string()),
+    if let Some(old) = replaced {
+        app.after_commit.remove_file(old.file);
     }
+    app.after_commit.wake(touched);
+    Step::Respond(Response::json(status, &body).with_header("ETag", format!("\"{}\"", store.token)))
 }
 
 /// `DELETE /v1/stores/{key}`
@@ -241,14 +227,13 @@ pub fn delete(app: &mut App, request: &Request, key: &str) -> Result<Step, ApiEr
     let (store, held) = visible(app, key, &session)?;
     permission::require(Some(held), Permission::Own)?;
     precondition::decide(&precondition, Some(&store.token)).map_err(|refusal| refused(refusal, &store))?;
-    let tx = app.db.transaction()?;
-    let seq = Db::next_seq(&tx)?;
+    let conn = app.db.conn();
+    let seq = Db::next_seq(conn)?;
     // Everyone who could see the store hears of its deletion.
-    let touched = db::changes::touch_store(&tx, key, seq, clock::now_ms())?;
-    db::stores::delete(&tx, key)?;
-    tx.commit()?;
-    app.remove_store_file(&store.file);
-    app.notify(&touched);
+    let touched = db::changes::touch_store(conn, key, seq, clock::now_ms())?;
+    db::stores::delete(conn, key)?;
+    app.after_commit.remove_file(store.file);
+    app.after_commit.wake(touched);
     respond(Response::new(204))
 }
 

@@ -102,7 +102,7 @@ mod tests {
     #[test]
     fn feed_shows_latest_state_once_and_prunes_old_tombstones() {
         let dir = tempfile::tempdir().unwrap();
-        let db = Db::open(&dir.path().join(FILE_NAME)).unwrap();
+        let db = Db::open_for_server(&dir.path().join(FILE_NAME)).unwrap();
         let conn = db.conn();
         for id in ["a", "b"] {
             accounts::insert(conn, id, "x", &format!("salt-{id}"), 0).unwrap();

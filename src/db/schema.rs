@@ -56,18 +56,48 @@ const MIGRATIONS: &[&str] = &[
         SELECT p.account_id, p.store_key, s.seq, s.modified
         FROM account_permission p JOIN sync_store s ON s.store_key = p.store_key;
     INSERT INTO sync_counter (name, value) VALUES ('horizon', 0);",
+    // 3: settings of the data directory; its generation is random, and a
+    // copy made by `sync-node backup` gets a new one.
+    "CREATE TABLE sync_setting (name TEXT PRIMARY KEY NOT NULL, value TEXT NOT NULL) WITHOUT ROWID;
+    INSERT INTO sync_setting (name, value) VALUES ('generation', lower(hex(randomblob(16))));",
 ];
 
+fn version(conn: &Connection) -> Result<usize, String> {
+    conn.pragma_query_value(None, "user_version", |row| row.get(0)).map_err(|err| err.to_string())
+}
+
+/// For command-line tools: the file must have exactly this version's
+/// schema. They never upgrade it: a server of another version may be
+/// running on it.
+pub fn check_current(conn: &Connection) -> Result<(), String> {
+    let (version, ours) = (version(conn)?, MIGRATIONS.len());
+    match version.cmp(&ours) {
+        std::cmp::Ordering::Equal => Ok(()),
+        std::cmp::Ordering::Less => Err(format!(
+            "schema version {version}, but this sync-node uses {ours}: start this version's server once to \
+             upgrade it (commands never change the schema), or use the sync-node that matches the server"
+        )),
+        std::cmp::Ordering::Greater => Err(format!(
+            "schema version {version} is newer than this sync-node understands ({ours}); use the sync-node \
+             that matches the server"
+        )),
+    }
+}
+
+/// For the server, holding the data directory's lock: runs the missing
+/// steps in one transaction.
 pub fn migrate(conn: &mut Connection) -> Result<(), String> {
-    let version: usize =
-        conn.pragma_query_value(None, "user_version", |row| row.get(0)).map_err(|err| err.to_string())?;
+    let version = version(conn)?;
     if version > MIGRATIONS.len() {
         return Err(format!(
             "schema version {version} is newer than this sync-node understands ({}); run a newer sync-node",
             MIGRATIONS.len()
         ));
     }
-    let tx = conn.transaction().map_err(|err| err.to_string())?;
+    if version == MIGRATIONS.len() {
+        return Ok(());
+    }
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(|err| err.to_string())?;
     for (index, step) in MIGRATIONS.iter().enumerate().skip(version) {
         tx.execute_batch(step).map_err(|err| format!("migration {}: {err}", index + 1))?;
         tx.pragma_update(None, "user_version", index + 1).map_err(|err| err.to_string())?;

@@ -160,6 +160,13 @@ pub fn inventory(conn: &Connection) -> rusqlite::Result<Vec<(String, String, u64
     rows.collect()
 }
 
+/// A store's file and size.
+pub fn file_of(conn: &Connection, key: &str) -> rusqlite::Result<Option<(String, u64)>> {
+    conn.prepare_cached("SELECT store_file, size FROM sync_store WHERE store_key = ?1")?
+        .query_row([key], |row| Ok((row.get(0)?, row.get(1)?)))
+        .optional()
+}
+
 /// Every file name the database references.
 pub fn files(conn: &Connection) -> rusqlite::Result<Vec<String>> {
     let mut statement = conn.prepare("SELECT store_file FROM sync_store")?;

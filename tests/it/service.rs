@@ -90,11 +90,11 @@ fn bad_configuration_exits_2_naming_the_variable() {
 }
 
 #[test]
-fn a_port_in_use_exits_2() {
+fn a_port_in_use_exits_3_so_a_service_manager_retries() {
     let server = Server::start();
     let port = server.addr.port().to_string();
     let (code, stderr) = run(&[], &[("PORT", &port)]);
-    assert_eq!(code, 2, "{stderr}");
+    assert_eq!(code, 3, "{stderr}");
     assert!(stderr.contains("PORT"), "{stderr}");
 }
 
