@@ -18,7 +18,7 @@ pub fn hex(bytes: &[u8]) -> String {
 /// Decodes hex (either case); `None` for odd length or a non-hex digit.
 pub fn unhex(text: &str) -> Option<Vec<u8>> {
     let bytes = text.as_bytes();
-    if bytes.len() % 2 != 0 {
+    if !bytes.len().is_multiple_of(2) {
         return None;
     }
     bytes.chunks(2).map(|pair| Some(hex_digit(pair[0])? << 4 | hex_digit(pair[1])?)).collect()

@@ -81,7 +81,7 @@ fn garbage_on_the_wire_gets_4xx_or_a_closed_connection() {
     for _ in 0..150 {
         let len = (xorshift(&mut seed) % 300) as usize;
         let mut bytes: Vec<u8> = (0..len).map(|_| xorshift(&mut seed) as u8).collect();
-        if xorshift(&mut seed) % 2 == 0 {
+        if xorshift(&mut seed).is_multiple_of(2) {
             let mut prefixed = b"POST /v1/accounts HTTP/1.1\r\n".to_vec();
             prefixed.append(&mut bytes);
             bytes = prefixed;
