@@ -21,6 +21,7 @@ pub mod error;
 pub mod exit;
 pub mod hook;
 pub mod http;
+pub mod lifecycle;
 pub mod ops;
 pub mod permission;
 pub mod polls;

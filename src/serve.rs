@@ -15,10 +15,13 @@ use crate::exit::Failure;
 use crate::hook::ResetHook;
 use crate::http::Limits;
 use crate::http::listener;
+use crate::lifecycle::Lifecycle;
 use crate::polls::Polls;
-use crate::server;
+use crate::server::{self, Event};
 use crate::throttle::Throttle;
 use crate::worker::{self, Gate, Shared};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
 use std::collections::HashSet;
 use std::io;
 use std::net::{SocketAddr, TcpListener};
@@ -70,9 +73,12 @@ pub fn serve(config: Config) -> Result<(), Failure> {
 
     let config = Arc::new(config);
     let (events, inbox) = mpsc::channel();
+    let lifecycle = Arc::new(Lifecycle::new(bound));
+    catch_signals(events.clone())?;
     let cores = thread::available_parallelism().map_or(1, |n| n.get());
     let shared = Arc::new(Shared {
         events,
+        lifecycle: Arc::clone(&lifecycle),
         config: Arc::clone(&config),
         blobs: blobs.clone(),
         limits: Limits::default(),
@@ -80,10 +86,12 @@ pub fn serve(config: Config) -> Result<(), Failure> {
     });
     let refusal = refusal_bytes(&config);
     let max_connections = config.max_connections;
+    let accepting = Arc::clone(&lifecycle);
     thread::Builder::new()
         .name("accept".into())
         .spawn(move || {
-            listener::accept_loop(tcp, max_connections, refusal, move |stream, peer| {
+            let keep_going = || !accepting.stopping();
+            listener::accept_loop(tcp, max_connections, refusal, keep_going, move |stream, peer| {
                 worker::serve_connection(stream, peer, &shared);
             });
         })
@@ -109,10 +117,33 @@ pub fn serve(config: Config) -> Result<(), Failure> {
         deferred: Vec::new(),
         after_commit: AfterCommit::default(),
         data_version: None,
+        stopping: false,
     };
-    server::run(app, inbox);
+    server::run(app, inbox, &lifecycle);
+    eprintln!("sync-node stopped");
     drop(claim);
     Ok(())
+}
+
+/// SIGTERM and SIGINT start a graceful shutdown (SPEC §8): the loop hears
+/// of it as an event. The standard library cannot catch signals, and this
+/// crate forbids `unsafe`, hence `signal-hook`.
+fn catch_signals(events: mpsc::Sender<Event>) -> Result<(), Failure> {
+    let mut signals = Signals::new([SIGTERM, SIGINT])
+        .map_err(|err| Failure::config(format!("cannot catch SIGTERM and SIGINT: {err}")))?;
+    thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            for signal in signals.forever() {
+                let name = if signal == SIGTERM { "SIGTERM" } else { "SIGINT" };
+                eprintln!("sync-node: {name}: stopping (requests in flight get up to 10 s)");
+                if events.send(Event::Shutdown).is_err() {
+                    return;
+                }
+            }
+        })
+        .map(drop)
+        .map_err(|err| Failure::config(format!("cannot start the signal thread: {err}")))
 }
 
 /// The canned answer past the connection cap.

@@ -8,6 +8,7 @@ use crate::auth::{PasswordJob, PasswordOutcome};
 use crate::blobs::Staged;
 use crate::error::ApiError;
 use crate::http::{RequestHead, Response};
+use crate::lifecycle::Lifecycle;
 use crate::router::Route;
 use std::collections::VecDeque;
 use std::net::IpAddr;
@@ -21,6 +22,10 @@ const MAX_GROUP_COMMIT: usize = 64;
 const MAX_READ_BATCH: usize = 64;
 /// How often expired sessions and old tombstones are pruned.
 const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(600);
+/// How long a graceful shutdown lets requests in flight finish.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// How often a shutdown looks whether requests are still in flight.
+const DRAIN_TICK: Duration = Duration::from_millis(20);
 
 /// A request as the loop sees it: the head and (except for uploads, which
 /// are streamed later) the whole body.
@@ -57,9 +62,23 @@ impl Reply {
 /// Everything the loop reacts to.
 #[derive(Debug)]
 pub enum Event {
-    Request { reply: Reply, route: Result<Route, ApiError>, request: Request },
-    Uploaded { reply: Reply, then: PendingWrite, staged: Staged },
-    PasswordDone { reply: Reply, then: AfterPassword, outcome: PasswordOutcome },
+    Request {
+        reply: Reply,
+        route: Result<Route, ApiError>,
+        request: Request,
+    },
+    Uploaded {
+        reply: Reply,
+        then: PendingWrite,
+        staged: Staged,
+    },
+    PasswordDone {
+        reply: Reply,
+        then: AfterPassword,
+        outcome: PasswordOutcome,
+    },
+    /// SIGTERM or SIGINT: stop gracefully.
+    Shutdown,
 }
 
 /// The loop's queue: the channel, plus the events taken from it ahead of
@@ -92,9 +111,10 @@ impl<T> Inbox<T> {
     }
 }
 
-/// Runs until every sender is gone. Between events it answers long-polls
-/// whose wait is over and, every few minutes, prunes what has expired.
-pub fn run(mut app: App, events: Receiver<Event>) {
+/// Runs until shut down (or every sender is gone). Between events it
+/// answers long-polls whose wait is over and, every few minutes, prunes
+/// what has expired.
+pub fn run(mut app: App, events: Receiver<Event>, lifecycle: &Lifecycle) {
     let mut inbox = Inbox { events, held: VecDeque::new() };
     let mut next_maintenance = Instant::now();
     loop {
@@ -112,10 +132,37 @@ pub fn run(mut app: App, events: Receiver<Event>) {
         app.expire_polls(now);
         let wake = app.next_poll_deadline().map_or(next_maintenance, |deadline| deadline.min(next_maintenance));
         match inbox.next(wake) {
+            Ok(Event::Shutdown) => break,
             Ok(event) => handle(&mut app, event, &mut inbox),
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => return,
         }
+    }
+    shut_down(app, inbox, lifecycle);
+}
+
+/// The graceful end (SPEC §8): stop accepting, answer every held long-poll
+/// (with no changes), keep serving what is in flight for up to
+/// [`SHUTDOWN_GRACE`], then checkpoint the WAL. Connections close after
+/// their current answer; an upload still streaming when time is up changes
+/// nothing (its staged file is swept at the next start).
+fn shut_down(mut app: App, mut inbox: Inbox<Event>, lifecycle: &Lifecycle) {
+    lifecycle.stop();
+    app.stopping = true;
+    app.expire_all_polls();
+    let deadline = Instant::now() + SHUTDOWN_GRACE;
+    while lifecycle.in_flight() > 0 && Instant::now() < deadline {
+        match inbox.next((Instant::now() + DRAIN_TICK).min(deadline)) {
+            Ok(Event::Shutdown) | Err(RecvTimeoutError::Timeout) => {}
+            Ok(event) => handle(&mut app, event, &mut inbox),
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    if lifecycle.in_flight() > 0 {
+        eprintln!("sync-node: {} request(s) still in flight after {SHUTDOWN_GRACE:?}, cut off", lifecycle.in_flight());
+    }
+    if let Err(err) = app.db.checkpoint() {
+        eprintln!("sync-node: checkpoint failed: {err}");
     }
 }
 
@@ -131,6 +178,8 @@ fn handle(app: &mut App, event: Event, inbox: &mut Inbox<Event>) {
         Event::PasswordDone { reply, then, outcome } => {
             (reply, write(app, |app| app.after_password(then, outcome).map(Handled::Step)))
         }
+        // The caller's to act on.
+        Event::Shutdown => return,
     };
     match outcome {
         Ok(Handled::Park(poll)) => app.park(reply, poll),

@@ -9,6 +9,7 @@ use crate::cors;
 use crate::error::{ApiError, is_out_of_space};
 use crate::http::conn::{ExtraHeaders, HeadError};
 use crate::http::{BodyError, Connection, Framing, Limits, Response, SendOptions};
+use crate::lifecycle::Lifecycle;
 use crate::router;
 use crate::server::{Event, Reply, Request, Step};
 use std::io;
@@ -27,6 +28,7 @@ const LIVENESS_CHECK: Duration = Duration::from_secs(1);
 /// What every connection thread shares.
 pub struct Shared {
     pub events: Sender<Event>,
+    pub lifecycle: Arc<Lifecycle>,
     pub config: Arc<Config>,
     pub blobs: Blobs,
     pub limits: Limits,
@@ -105,6 +107,7 @@ pub fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: &Shared) {
             body_unread = false;
         }
         let request = Request { head, body, peer: peer.ip() };
+        let _in_flight = shared.lifecycle.request();
         if shared.events.send(Event::Request { reply: Reply(steps_tx.clone()), route, request }).is_err() {
             return;
         }
@@ -147,7 +150,8 @@ pub fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: &Shared) {
                 && (!expect_continue || continue_sent)
                 && conn.copy_body(framing, DRAIN_LIMIT, &mut io::sink()).is_ok());
         }
-        options.keep_alive &= !body_unread;
+        // A server shutting down closes each connection after its answer.
+        options.keep_alive &= !body_unread && !shared.lifecycle.stopping();
         if conn.send(response, &options).is_err() {
             return;
         }

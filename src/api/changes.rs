@@ -38,10 +38,21 @@ pub fn changes(app: &mut App, request: &Request) -> Result<Handled, ApiError> {
 }
 
 impl App {
-    /// Parks a long-poll; one evicted to keep the bounds is answered now.
+    /// Parks a long-poll; one evicted to keep the bounds is answered now,
+    /// and so is every poll while the server shuts down.
     pub fn park(&mut self, reply: Reply, poll: Poll) {
+        if self.stopping {
+            return self.answer(Parked { reply, poll });
+        }
         if let Some(evicted) = self.polls.park(reply, poll) {
             self.answer(evicted);
+        }
+    }
+
+    /// Answers every parked poll now (the server is shutting down).
+    pub fn expire_all_polls(&mut self) {
+        for parked in self.polls.take_all() {
+            self.answer(parked);
         }
     }
 

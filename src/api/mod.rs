@@ -63,6 +63,8 @@ pub struct App {
     /// The database's `data_version` when the loop last looked: it changes
     /// when a command-line tool commits.
     pub data_version: Option<i64>,
+    /// Shutting down: long-polls are answered at once instead of parked.
+    pub stopping: bool,
 }
 
 /// What a write leaves to do once its transaction has committed — remove

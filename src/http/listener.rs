@@ -21,17 +21,28 @@ impl Drop for Slot {
     }
 }
 
-/// Accepts forever. `handle` runs on a new thread per connection; past
-/// `max_connections` open ones, `refusal` (a whole canned answer) is written
-/// and the socket closed.
-pub fn accept_loop<F>(listener: TcpListener, max_connections: usize, refusal: Arc<[u8]>, handle: F)
-where
+/// Accepts until `keep_going` says no (checked after each accept, so whoever
+/// stops it connects once to wake it); then the listening socket closes.
+/// `handle` runs on a new thread per connection; past `max_connections`
+/// open ones, `refusal` (a whole canned answer) is written and the socket
+/// closed.
+pub fn accept_loop<F>(
+    listener: TcpListener,
+    max_connections: usize,
+    refusal: Arc<[u8]>,
+    keep_going: impl Fn() -> bool,
+    handle: F,
+) where
     F: Fn(TcpStream, SocketAddr) + Send + Sync + 'static,
 {
     let handle = Arc::new(handle);
     let open = Arc::new(AtomicUsize::new(0));
     loop {
-        let (stream, peer) = match listener.accept() {
+        let accepted = listener.accept();
+        if !keep_going() {
+            return;
+        }
+        let (stream, peer) = match accepted {
             Ok(accepted) => accepted,
             Err(err) => {
                 back_off(&err);

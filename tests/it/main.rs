@@ -9,6 +9,7 @@ mod operations;
 mod robustness;
 mod service;
 mod sharing;
+mod shutdown;
 mod soak;
 mod stores;
 mod support;

@@ -120,6 +120,16 @@ impl Server {
         let _ = self.child.wait();
     }
 
+    /// Sends `signal` (e.g. "TERM") and waits for the process to end:
+    /// its exit code and how long it took.
+    pub fn stop_with(&mut self, signal: &str) -> (Option<i32>, Duration) {
+        let started = std::time::Instant::now();
+        let sent = Command::new("kill").arg(format!("-{signal}")).arg(self.pid().to_string()).status().unwrap();
+        assert!(sent.success());
+        let status = self.child.wait().unwrap();
+        (status.code(), started.elapsed())
+    }
+
     pub fn connect(&self) -> Conn {
         Conn::open(self.addr)
     }
