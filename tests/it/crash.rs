@@ -9,6 +9,12 @@ use std::thread;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 const WRITERS: u64 = 6;
+
+/// Kill rounds of the mixed test: 20 by default (about 20 s), more with
+/// `SYNC_NODE_CRASH_ROUNDS` (`scripts/kill9-rounds.sh` runs 100).
+fn rounds() -> usize {
+    std::env::var("SYNC_NODE_CRASH_ROUNDS").ok().and_then(|n| n.parse().ok()).unwrap_or(20)
+}
 const SIZES: [usize; 5] = [0, 17, 10 * 1024, 300 * 1024, 2 * 1024 * 1024];
 
 /// The body of `version` of `writer`'s store: a header naming both, then a
@@ -228,11 +234,13 @@ fn kill_9_during_creates_updates_deletes_and_shares() {
     let friend = server.register("friend");
     let mut seed = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64 | 1;
     let mut known = vec![Known::Absent; WRITERS as usize];
-    for round in 0..4 {
+    let mut acknowledged_rounds = 0;
+    for round in 0..rounds() {
         let writer_token = Arc::clone(&owner);
         let outcomes = kill_mid_storm(&mut server, &root, &known, &mut seed, move |addr, w, start, stop| {
             cycle(addr, &writer_token, w, start, stop)
         });
+        acknowledged_rounds += usize::from(outcomes.iter().any(|(acked, _)| *acked != Known::Absent));
         for (w, (acked, in_flight)) in outcomes.into_iter().enumerate() {
             let path = format!("/v1/stores/m{w}");
             let resp = server.get(&path, Some(&owner));
@@ -273,4 +281,5 @@ fn kill_9_during_creates_updates_deletes_and_shares() {
         let live = known.iter().filter(|k| **k != Known::Absent).count();
         assert_eq!(store_files(&root).len(), live, "round {round}: no orphan files after restart");
     }
+    assert!(acknowledged_rounds * 2 > rounds(), "most rounds got writes acknowledged before the kill");
 }
