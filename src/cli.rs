@@ -34,6 +34,10 @@ fn usage() -> String {
          orphan and leftover files; --repair removes those; exit 0 only when consistent\n  \
          sync-node --version         print the version\n  \
          sync-node --help            print this help\n\n\
+         Commands other than serve need an existing STATIC_ROOT and work beside a running server.\n\
+         SIGTERM or SIGINT stops the server gracefully (up to 10 s).\n\
+         Exit codes: 0 done, 1 could not do it (e.g. STATIC_ROOT missing or in use),\n\
+         2 usage or configuration error, 3 a start failure that may pass (port in use).\n\n\
          Configuration (environment variables):\n",
         env!("CARGO_PKG_VERSION")
     );

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 pub const VARIABLES: &[(&str, &str, &str)] = &[
     ("PORT", "8080", "TCP port (0 picks a free one; the address is printed at start)"),
     ("BIND", "0.0.0.0", "address to listen on"),
-    ("STATIC_ROOT", "./data", "directory for the database and store files; created if missing"),
+    ("STATIC_ROOT", "./data", "data directory; the server creates it (0700) if missing, commands never do"),
     ("MAX_STORE_BYTES", "67108864", "largest store body in bytes"),
     ("QUOTA_BYTES", "unset", "per-account total of owned stores in bytes"),
     ("REGISTRATION", "open", "open, or closed (accounts then only via `sync-node account add`)"),
