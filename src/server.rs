@@ -22,6 +22,9 @@ const MAX_GROUP_COMMIT: usize = 64;
 const MAX_READ_BATCH: usize = 64;
 /// How often expired sessions and old tombstones are pruned.
 const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(600);
+/// How often the loop looks for commits by command-line tools while
+/// long-polls are parked and no event comes.
+const OUTSIDE_COMMIT_CHECK: Duration = Duration::from_secs(1);
 /// How long a graceful shutdown lets requests in flight finish.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// How often a shutdown looks whether requests are still in flight.
@@ -130,11 +133,16 @@ pub fn run(mut app: App, events: Receiver<Event>, lifecycle: &Lifecycle) {
             next_maintenance = now + MAINTENANCE_INTERVAL;
         }
         app.expire_polls(now);
-        let wake = app.next_poll_deadline().map_or(next_maintenance, |deadline| deadline.min(next_maintenance));
-        match inbox.next(wake) {
+        // While polls are parked, look for commits by command-line tools
+        // at least once a second: those must wake polls too.
+        let wake = match app.next_poll_deadline() {
+            Some(deadline) => deadline.min(now + OUTSIDE_COMMIT_CHECK),
+            None => next_maintenance,
+        };
+        match inbox.next(wake.min(next_maintenance)) {
             Ok(Event::Shutdown) => break,
             Ok(event) => handle(&mut app, event, &mut inbox),
-            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Timeout) => app.notice_outside_commits(),
             Err(RecvTimeoutError::Disconnected) => return,
         }
     }
