@@ -130,8 +130,8 @@ pub fn decoy_hash(iterations: u32) -> Result<String, ApiError> {
     Ok(format!("${PHC_ID}$i={iterations},l={HASH_BYTES}${}${}", base64(&salt), base64(&digest)))
 }
 
-/// PBKDF2 work that the loop hands to a connection thread.
-#[derive(Debug)]
+/// PBKDF2 work that the loop hands to a connection thread. Its `Debug`
+/// never shows a password.
 pub enum PasswordJob {
     Hash {
         password: String,
@@ -144,6 +144,21 @@ pub enum PasswordJob {
         phc: String,
         then_hash: Option<(String, u32)>,
     },
+}
+
+impl std::fmt::Debug for PasswordJob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PasswordJob::Hash { iterations, .. } => {
+                f.debug_struct("Hash").field("password", &"<redacted>").field("iterations", iterations).finish()
+            }
+            PasswordJob::Verify { then_hash, .. } => f
+                .debug_struct("Verify")
+                .field("password", &"<redacted>")
+                .field("then_hash", &then_hash.as_ref().map(|(_, iterations)| ("<redacted>", iterations)))
+                .finish_non_exhaustive(),
+        }
+    }
 }
 
 /// The result of a [`PasswordJob`].
@@ -260,6 +275,19 @@ mod tests {
         assert_eq!(parse_phc(&decoy).unwrap().iterations, 1234);
         assert!(!verify_password("", &decoy));
         assert!(!verify_password("password", &decoy));
+    }
+
+    #[test]
+    fn jobs_never_show_passwords() {
+        let hash = PasswordJob::Hash { password: "hunter2 secret".into(), iterations: 1000 };
+        let verify = PasswordJob::Verify {
+            password: "hunter2 secret".into(),
+            phc: "$pbkdf2-sha256$x".into(),
+            then_hash: Some(("next secret".into(), 1000)),
+        };
+        for text in [format!("{hash:?}"), format!("{verify:?}")] {
+            assert!(!text.contains("secret"), "{text}");
+        }
     }
 
     #[test]

@@ -91,7 +91,9 @@ enum Tags {
     List(Vec<Tag>),
 }
 
-/// `*` or a comma-separated list of entity tags (`"x"` or `W/"x"`).
+/// `*` or a comma-separated list of entity tags (`"x"` or `W/"x"`). An
+/// entity tag may itself contain commas (RFC 9110 §8.8.3: any visible
+/// character but `"`), so the list is read tag by tag, not split.
 fn parse_tags(value: &str) -> Result<Tags, ApiError> {
     let bad = || ApiError::bad_request("Malformed entity tag in a conditional header.");
     let value = value.trim();
@@ -99,16 +101,29 @@ fn parse_tags(value: &str) -> Result<Tags, ApiError> {
         return Ok(Tags::Any);
     }
     let mut tags = Vec::new();
-    for item in value.split(',').map(str::trim).filter(|item| !item.is_empty()) {
-        let (weak, quoted) = match item.strip_prefix("W/") {
-            Some(rest) => (true, rest),
-            None => (false, item),
+    let mut rest = value;
+    loop {
+        rest = rest.trim_start_matches([' ', '\t', ',']);
+        if rest.is_empty() {
+            break;
+        }
+        let (weak, quoted) = match rest.strip_prefix("W/") {
+            Some(after) => (true, after),
+            None => (false, rest),
         };
-        let opaque = quoted.strip_prefix('"').and_then(|q| q.strip_suffix('"')).ok_or_else(bad)?;
-        if opaque.contains('"') {
+        let inner = quoted.strip_prefix('"').ok_or_else(bad)?;
+        let end = inner.find('"').ok_or_else(bad)?;
+        let opaque = &inner[..end];
+        if !opaque.bytes().all(|b| b == 0x21 || (0x23..=0x7e).contains(&b)) {
             return Err(bad());
         }
         tags.push(Tag { weak, opaque: opaque.to_owned() });
+        rest = &inner[end + 1..];
+        // After a tag: the end, or white space and a comma.
+        let after = rest.trim_start_matches([' ', '\t']);
+        if !after.is_empty() && !after.starts_with(',') {
+            return Err(bad());
+        }
     }
     if tags.is_empty() {
         return Err(bad());
@@ -154,11 +169,14 @@ mod tests {
         assert!(matches("\"x\", \"abc\""));
         assert!(matches("*"));
         assert!(!matches("\"x\""));
+        let comma = write(Some("\"a,b\""), None);
+        assert_eq!(comma, Precondition::OneOf(vec!["a,b".into()]));
+        assert_eq!(write(Some("\"a,b\" ,W/\"c\",\"d\""), None), Precondition::OneOf(vec!["a,b".into(), "d".into()]));
     }
 
     #[test]
     fn malformed_headers_are_400() {
-        for bad in ["abc", "\"abc", "\"a\"b\"", "", ",", "W/abc"] {
+        for bad in ["abc", "\"abc", "\"a\"b\"", "", ",", "W/abc", "\"a\"\"b\"", "\"a b\"", "\"a\" x"] {
             assert!(parse_write(Some(bad), None).is_err(), "{bad:?}");
             assert!(parse_none_match(bad).is_err(), "{bad:?}");
         }

@@ -25,6 +25,7 @@ use signal_hook::iterator::Signals;
 use std::collections::HashSet;
 use std::io;
 use std::net::{SocketAddr, TcpListener};
+use std::os::unix::fs::PermissionsExt;
 use std::sync::{Arc, mpsc};
 use std::thread;
 use std::time::Duration;
@@ -38,10 +39,11 @@ const MAX_POLLS_PER_ACCOUNT: usize = 64;
 /// data directory (before anything in it is touched), bind the port, open
 /// and upgrade the database, converge the disk to it, then serve.
 pub fn serve(config: Config) -> Result<(), Failure> {
-    if let Some(hook) = &config.reset_hook
-        && !hook.is_file()
-    {
-        return Err(Failure::config(format!("RESET_HOOK: {} is not a file", hook.display())));
+    if let Some(hook) = &config.reset_hook {
+        let executable = hook.metadata().is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0);
+        if !executable {
+            return Err(Failure::config(format!("RESET_HOOK: {} is not an executable file", hook.display())));
+        }
     }
     let claim = datadir::claim(&config.static_root)?;
     let address = SocketAddr::new(config.bind, config.port);

@@ -230,10 +230,11 @@ impl App {
     }
 
     /// The client's address for rate limits: the peer, or with
-    /// `TRUST_PROXY=1` the last `X-Forwarded-For` entry (the one our proxy added).
+    /// `TRUST_PROXY=1` the last entry of the last `X-Forwarded-For` line
+    /// (the one our proxy added; a client can forge only earlier ones).
     pub fn client_address(&self, request: &Request) -> IpAddr {
         let forwarded = || {
-            let header = std::str::from_utf8(request.head.header("x-forwarded-for")?).ok()?;
+            let header = std::str::from_utf8(request.head.last_header("x-forwarded-for")?).ok()?;
             header.rsplit(',').next()?.trim().parse().ok()
         };
         if self.config.trust_proxy { forwarded().unwrap_or(request.peer) } else { request.peer }

@@ -18,6 +18,10 @@ use crate::precondition::{self, Precondition, Refusal};
 use crate::server::{Request, Step};
 use serde_json::json;
 
+/// Store answers may be cached only if revalidated every time (SPEC §1): a
+/// browser must never show a stale version or serve a revoked reader.
+const REVALIDATE: &str = "private, no-cache";
+
 /// What a PUT does to the store's meta.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MetaChange {
@@ -42,11 +46,12 @@ pub fn get(app: &mut App, request: &Request, key: &str) -> Result<Step, ApiError
     let (store, held) = visible(app, key, &session)?;
     let etag = format!("\"{}\"", store.token);
     if if_none_match.is_some_and(|tags| tags.matches(&store.token)) {
-        return respond(Response::new(304).with_header("ETag", etag));
+        return respond(Response::new(304).with_header("ETag", etag).with_header("Cache-Control", REVALIDATE));
     }
     let file = app.open_files.get(&app.blobs, &store.file)?;
     let mut response = Response::new(200)
         .with_header("Content-Type", "application/octet-stream")
+        .with_header("Cache-Control", REVALIDATE)
         .with_header("ETag", etag)
         .with_header("Sync-Permission", held.as_str())
         .with_header("Sync-Seq", store.seq.to_string())

@@ -197,18 +197,20 @@ impl Connection {
         let mut total = 0u64;
         loop {
             let line = self.read_line()?;
-            let size_text = line.split(|&b| b == b';').next().unwrap_or_default().trim_ascii();
-            if size_text.is_empty() || size_text.len() > 16 {
-                return Err(BodyError::Malformed);
-            }
-            let size = size_text
-                .iter()
-                .try_fold(0u64, |acc, &c| Some(acc << 4 | u64::from(crate::encoding::hex_digit(c)?)))
-                .ok_or(BodyError::Malformed)?;
+            let size = request::chunk_size(&line).ok_or(BodyError::Malformed)?;
             if size == 0 {
-                // Trailer fields, then the blank line.
-                while !self.read_line()?.is_empty() {}
-                return Ok(total);
+                // Trailer fields (ignored, bounded like a head), then the blank line.
+                let mut trailer = 0;
+                loop {
+                    let field = self.read_line()?;
+                    if field.is_empty() {
+                        return Ok(total);
+                    }
+                    trailer += field.len() + 2;
+                    if trailer > self.limits.head.max_head {
+                        return Err(BodyError::Malformed);
+                    }
+                }
             }
             total = total.checked_add(size).filter(|&t| t <= limit).ok_or(BodyError::TooLarge)?;
             self.copy_exact(size, sink)?;
@@ -218,16 +220,17 @@ impl Connection {
         }
     }
 
-    /// One CRLF-terminated line without its line end.
+    /// One CRLF-terminated line without its line end; a bare LF is
+    /// malformed (RFC 9112 §7.1 gives no leniency inside chunked bodies).
     fn read_line(&mut self) -> Result<Vec<u8>, BodyError> {
         loop {
             if let Some(end) = self.pending.iter().position(|&b| b == b'\n') {
                 let mut line: Vec<u8> = self.pending.drain(..=end).collect();
                 line.pop();
-                if line.last() == Some(&b'\r') {
-                    line.pop();
+                if line.pop() != Some(b'\r') || line.len() > MAX_CHUNK_LINE {
+                    return Err(BodyError::Malformed);
                 }
-                return if line.len() > MAX_CHUNK_LINE { Err(BodyError::Malformed) } else { Ok(line) };
+                return Ok(line);
             }
             if self.pending.len() > MAX_CHUNK_LINE {
                 return Err(BodyError::Malformed);

@@ -52,6 +52,11 @@ impl RequestHead {
         self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_slice())
     }
 
+    /// The last value of a header that may come in several lines.
+    pub fn last_header(&self, name: &str) -> Option<&[u8]> {
+        self.headers.iter().rev().find(|(n, _)| n == name).map(|(_, v)| v.as_slice())
+    }
+
     /// The first value of a header as text; a value that is not visible
     /// ASCII is a bad header value (400).
     pub fn header_str(&self, name: &str) -> Result<Option<&str>, ApiError> {
@@ -101,13 +106,19 @@ pub fn parse(buf: &[u8], limits: HeadLimits) -> Result<Parsed, ApiError> {
         httparse::Status::Complete(consumed) => consumed,
     };
     let version_minor = request.version.unwrap_or(1);
-    let target = request.path.unwrap_or("/");
+    let target = origin_form(request.path.unwrap_or("/"));
     let (path, query) = match target.split_once('?') {
         Some((path, query)) => (path.to_owned(), Some(query.to_owned())),
         None => (target.to_owned(), None),
     };
     let headers: Vec<(String, Vec<u8>)> =
         request.headers.iter().map(|h| (h.name.to_ascii_lowercase(), h.value.to_vec())).collect();
+    // RFC 9112 §3.2: exactly one Host in HTTP/1.1, never two in any version.
+    match headers.iter().filter(|(n, _)| n == "host").count() {
+        0 if version_minor == 1 => return Err(ApiError::bad_request("HTTP/1.1 requests need a Host header.")),
+        0 | 1 => {}
+        _ => return Err(ApiError::bad_request("More than one Host header.")),
+    }
     let framing = framing(version_minor, &headers)?;
     let keep_alive = keep_alive(version_minor, &headers);
     let expect_continue =
@@ -123,6 +134,26 @@ pub fn parse(buf: &[u8], limits: HeadLimits) -> Result<Parsed, ApiError> {
         expect_continue,
     };
     Ok(Parsed::Complete(head, consumed))
+}
+
+/// The path and query of a request target: an absolute-form target
+/// (`http://host/path?q`, RFC 9112 §3.2.2, which servers must accept) is
+/// reduced to its path and query.
+fn origin_form(target: &str) -> &str {
+    let scheme_end = ["http://", "https://"]
+        .iter()
+        .find(|scheme| target.get(..scheme.len()).is_some_and(|start| start.eq_ignore_ascii_case(scheme)))
+        .map(|scheme| scheme.len());
+    match scheme_end {
+        Some(start) => {
+            let after_authority = &target[start..];
+            match after_authority.find(['/', '?']) {
+                Some(at) if after_authority[at..].starts_with('/') => &after_authority[at..],
+                _ => "/",
+            }
+        }
+        None => target,
+    }
 }
 
 /// RFC 9112 §6: Transfer-Encoding and Content-Length together, several
@@ -167,6 +198,20 @@ pub fn framing(version_minor: u8, headers: &[(String, Vec<u8>)]) -> Result<Frami
         Some(0) | None => Framing::None,
         Some(n) => Framing::Length(n),
     })
+}
+
+/// The size of a chunk from its size line (without CRLF): 1 to 16 hex
+/// digits, optionally followed by white space and `;` extensions, which are
+/// ignored. Leading white space or anything else is malformed (`None`).
+pub fn chunk_size(line: &[u8]) -> Option<u64> {
+    let digits = match line.iter().position(|&b| b == b';') {
+        Some(at) => line[..at].trim_ascii_end(),
+        None => line,
+    };
+    if digits.is_empty() || digits.len() > 16 {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |acc, &c| Some(acc << 4 | u64::from(crate::encoding::hex_digit(c)?)))
 }
 
 fn keep_alive(version_minor: u8, headers: &[(String, Vec<u8>)]) -> bool {
@@ -222,6 +267,20 @@ mod tests {
     }
 
     #[test]
+    fn host_is_required_once_and_absolute_targets_are_accepted() {
+        assert_eq!(parse_err(b"GET / HTTP/1.1\r\n\r\n"), (400, "bad_request"));
+        assert_eq!(parse_err(b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"), (400, "bad_request"));
+        assert_eq!(parse_err(b"GET / HTTP/1.0\r\nHost: a\r\nHost: a\r\n\r\n"), (400, "bad_request"));
+        let (head, _) = parse_ok("GET / HTTP/1.0\r\n\r\n");
+        assert_eq!(head.path, "/");
+        let (head, _) = parse_ok("GET HTTP://x:8/v1/changes?since=1 HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert_eq!((head.path.as_str(), head.query.as_deref()), ("/v1/changes", Some("since=1")));
+        assert_eq!(origin_form("https://x"), "/");
+        assert_eq!(origin_form("http://x?q"), "/");
+        assert_eq!(origin_form("/v1/x"), "/v1/x");
+    }
+
+    #[test]
     fn partial_until_blank_line() {
         assert!(matches!(parse(b"GET / HTTP/1.1\r\nHost: x\r\n", LIMITS), Ok(Parsed::Partial)));
     }
@@ -263,6 +322,28 @@ mod tests {
         assert_eq!(status(&[("content-length", "5"), ("transfer-encoding", "chunked")], 1), 400);
         assert_eq!(status(&[("transfer-encoding", "gzip, chunked")], 1), 400);
         assert_eq!(status(&[("transfer-encoding", "chunked")], 0), 400);
+    }
+
+    #[test]
+    fn chunk_size_lines() {
+        assert_eq!(chunk_size(b"1a"), Some(26));
+        assert_eq!(chunk_size(b"0"), Some(0));
+        assert_eq!(chunk_size(b"A ; name=value"), Some(10));
+        assert_eq!(chunk_size(b"ffffffffffffffff"), Some(u64::MAX));
+        for bad in [&b""[..], b" 5", b"5 ", b"\t5", b"5x", b"-1", b"0x5", b";", b"1ffffffffffffffff", b"5\r"] {
+            assert_eq!(chunk_size(bad), None, "{}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    proptest::proptest! {
+        /// Every well-formed size line reads back its number; anything that
+        /// does not start with a hex digit is refused.
+        #[test]
+        fn chunk_sizes_round_trip(size in proptest::prelude::any::<u64>(), upper in proptest::prelude::any::<bool>(), ext in "( ?;[a-z=]{0,8})?") {
+            let digits = if upper { format!("{size:X}") } else { format!("{size:x}") };
+            proptest::prop_assert_eq!(chunk_size(format!("{digits}{ext}").as_bytes()), Some(size));
+            proptest::prop_assert_eq!(chunk_size(format!(" {digits}").as_bytes()), None);
+        }
     }
 
     #[test]

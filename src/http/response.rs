@@ -1,5 +1,7 @@
 //! An HTTP answer as a plain value, and how its head is written.
 
+use crate::clock;
+use crate::encoding::http_date;
 use serde::Serialize;
 use std::fs::File;
 use std::io::Write;
@@ -73,10 +75,12 @@ impl Response {
         }
     }
 
-    /// Writes the status line and headers (with `extra` and framing headers).
+    /// Writes the status line and headers (with `extra`, `Date` and the
+    /// framing headers).
     pub fn write_head(&self, out: &mut Vec<u8>, extra: &[(&'static str, String)], keep_alive: bool) {
         // Writing into a Vec cannot fail.
         let _ = write!(out, "HTTP/1.1 {} {}\r\n", self.status, reason(self.status));
+        push_header(out, "Date", &http_date(clock::now_ms()));
         for (name, value) in self.headers.iter().chain(extra) {
             push_header(out, name, value);
         }
@@ -145,6 +149,8 @@ mod tests {
         assert!(head.contains("Content-Length: 15\r\n"));
         assert!(head.contains("Connection: keep-alive\r\n"));
         assert!(head.contains("X-Extra: 1\r\n"));
+        let date = head.lines().find_map(|line| line.strip_prefix("Date: ")).expect("a Date header");
+        assert!(date.ends_with(" GMT") && date.len() == 29, "{date}");
         assert!(head.ends_with("\r\n\r\n"));
     }
 

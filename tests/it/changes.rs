@@ -181,7 +181,8 @@ fn a_vanished_poller_frees_its_connection() {
     for _ in 0..6 {
         let mut conn = server.connect();
         conn.send(
-            format!("GET /v1/changes?since=0&wait=60 HTTP/1.1\r\nAuthorization: Bearer {token}\r\n\r\n").as_bytes(),
+            format!("GET /v1/changes?since=0&wait=60 HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {token}\r\n\r\n")
+                .as_bytes(),
         );
         // since=0 with nothing accessible parks; the client then goes away.
         thread::sleep(Duration::from_millis(50));

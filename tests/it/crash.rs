@@ -47,7 +47,7 @@ fn storm(addr: SocketAddr, token: &str, writer: u64, start: Option<(u64, String)
         state.in_flight = Some(version);
         let path = format!("/v1/stores/w{writer}");
         let mut request = format!(
-            "PUT {path} HTTP/1.1\r\nAuthorization: Bearer {token}\r\n{}: {}\r\nContent-Length: {}\r\n\r\n",
+            "PUT {path} HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {token}\r\n{}: {}\r\nContent-Length: {}\r\n\r\n",
             precondition.0,
             precondition.1,
             body(writer, version).len()
@@ -198,7 +198,7 @@ fn cycle(addr: SocketAddr, owner: &str, writer: u64, start: Known, stop: &Atomic
             Op::Delete => ("DELETE", path, vec![("If-Match", &etag)], Vec::new()),
         };
         let mut head = format!(
-            "{method} {path} HTTP/1.1\r\nAuthorization: Bearer {owner}\r\nContent-Length: {}\r\n",
+            "{method} {path} HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {owner}\r\nContent-Length: {}\r\n",
             payload.len()
         );
         for (name, value) in &headers {

@@ -26,7 +26,7 @@ fn absurd_content_lengths_get_413_and_the_server_lives() {
     }
     // A route without a body takes no more than 64 KiB either.
     let mut conn = server.connect();
-    conn.send(b"GET /v1/health HTTP/1.1\r\nContent-Length: 1099511627776\r\n\r\n");
+    conn.send(b"GET /v1/health HTTP/1.1\r\nHost: t\r\nContent-Length: 1099511627776\r\n\r\n");
     assert_eq!(conn.read_response(false).status, 413);
     assert_eq!(server.get("/v1/health", None).status, 200);
 }
@@ -35,11 +35,11 @@ fn absurd_content_lengths_get_413_and_the_server_lives() {
 fn negative_and_conflicting_lengths_are_400() {
     let server = Server::start();
     for head in [
-        "POST /v1/accounts HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
-        "POST /v1/accounts HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
-        "POST /v1/accounts HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
-        "POST /v1/accounts HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n",
-        "POST /v1/accounts HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        "POST /v1/accounts HTTP/1.1\r\nHost: t\r\nContent-Length: -1\r\n\r\n",
+        "POST /v1/accounts HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
+        "POST /v1/accounts HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        "POST /v1/accounts HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip\r\n\r\n",
+        "POST /v1/accounts HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
     ] {
         let mut conn = server.connect();
         conn.send(head.as_bytes());
@@ -55,10 +55,10 @@ fn negative_and_conflicting_lengths_are_400() {
 fn oversized_request_line_and_head_are_refused() {
     let server = Server::start();
     let cases = [
-        (format!("GET /v1/{} HTTP/1.1\r\n\r\n", "a".repeat(100_000)), 414, "uri_too_long"),
+        (format!("GET /v1/{} HTTP/1.1\r\nHost: t\r\n\r\n", "a".repeat(100_000)), 414, "uri_too_long"),
         (
             format!(
-                "GET /v1/health HTTP/1.1\r\n{}\r\n",
+                "GET /v1/health HTTP/1.1\r\nHost: t\r\n{}\r\n",
                 "X-Filler: yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy\r\n".repeat(5000)
             ),
             431,
@@ -66,7 +66,7 @@ fn oversized_request_line_and_head_are_refused() {
         ),
         (
             format!(
-                "GET /v1/health HTTP/1.1\r\n{}\r\n",
+                "GET /v1/health HTTP/1.1\r\nHost: t\r\n{}\r\n",
                 (0..100).map(|i| format!("X-H{i}: 1\r\n")).collect::<String>()
             ),
             431,
@@ -99,12 +99,12 @@ fn http_versions_head_and_connection_close() {
     let mut conn = server.connect();
     conn.send(b"GET /v1/health HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
     assert_eq!(conn.read_response(false).header("Connection"), Some("keep-alive"));
-    conn.send(b"GET /v1/health HTTP/1.1\r\nConnection: close\r\n\r\n");
+    conn.send(b"GET /v1/health HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
     assert_eq!(conn.read_response(false).status, 200);
     assert!(conn.is_closed());
 
     let mut conn = server.connect();
-    conn.send(b"HEAD /v1/info HTTP/1.1\r\n\r\nGET /v1/health HTTP/1.1\r\n\r\n");
+    conn.send(b"HEAD /v1/info HTTP/1.1\r\nHost: t\r\n\r\nGET /v1/health HTTP/1.1\r\nHost: t\r\n\r\n");
     let head = conn.read_response(true);
     assert_eq!(head.status, 200);
     assert!(head.header("Content-Length").unwrap().parse::<usize>().unwrap() > 0);
@@ -124,7 +124,7 @@ fn pipelined_requests_are_answered_in_order() {
     let body = r#"{"id":"pipeline","password":"password123"}"#;
     conn.send(
         format!(
-            "GET /v1/health HTTP/1.1\r\n\r\nGET /nope HTTP/1.1\r\n\r\nPOST /v1/accounts HTTP/1.1\r\nContent-Length: {}\r\n\r\n{body}GET /v1/info HTTP/1.1\r\n\r\nDELETE /v1/health HTTP/1.1\r\n\r\n",
+            "GET /v1/health HTTP/1.1\r\nHost: t\r\n\r\nGET /nope HTTP/1.1\r\nHost: t\r\n\r\nPOST /v1/accounts HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n{body}GET /v1/info HTTP/1.1\r\nHost: t\r\n\r\nDELETE /v1/health HTTP/1.1\r\nHost: t\r\n\r\n",
             body.len()
         )
         .as_bytes(),
@@ -141,7 +141,7 @@ fn pipelined_requests_are_answered_in_order() {
 fn chunked_bodies_and_expect_continue() {
     let server = Server::start();
     let mut conn = server.connect();
-    conn.send(b"POST /v1/accounts HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n");
+    conn.send(b"POST /v1/accounts HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n");
     conn.send(b"10;ext=1\r\n{\"id\":\"chunky\",\"\r\n");
     conn.send(b"18\r\npassword\":\"password123\"}\r\n0\r\nTrailer: x\r\n\r\n");
     let resp = conn.read_response(false);
@@ -150,8 +150,11 @@ fn chunked_bodies_and_expect_continue() {
     let body = r#"{"id":"expectant","password":"password123"}"#;
     let mut conn = server.connect();
     conn.send(
-        format!("POST /v1/accounts HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: {}\r\n\r\n", body.len())
-            .as_bytes(),
+        format!(
+            "POST /v1/accounts HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
     );
     assert_eq!(conn.read_response(false).status, 100);
     conn.send(body.as_bytes());
@@ -236,7 +239,7 @@ fn running_out_of_descriptors_does_not_make_the_server_deaf() {
     let mut answered = 0;
     for conn in &mut conns {
         conn.stream.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
-        conn.send(b"GET /v1/health HTTP/1.1\r\n\r\n");
+        conn.send(b"GET /v1/health HTTP/1.1\r\nHost: t\r\n\r\n");
     }
     for conn in &mut conns {
         if conn.try_read_response(false).is_some_and(|r| r.status == 200) {
@@ -249,7 +252,7 @@ fn running_out_of_descriptors_does_not_make_the_server_deaf() {
     loop {
         let mut conn = server.connect();
         conn.stream.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
-        conn.send(b"GET /v1/health HTTP/1.1\r\n\r\n");
+        conn.send(b"GET /v1/health HTTP/1.1\r\nHost: t\r\n\r\n");
         if conn.try_read_response(false).is_some_and(|r| r.status == 200) {
             break;
         }
@@ -263,7 +266,7 @@ fn stalled_and_trickling_clients_do_not_delay_others() {
     let mut half_head = server.connect();
     half_head.send(b"GET /v1/health HTTP/1.1\r\nHost: slow");
     let mut trickle = server.connect();
-    trickle.send(b"POST /v1/accounts HTTP/1.1\r\nContent-Length: 1000\r\n\r\n{\"id\":");
+    trickle.send(b"POST /v1/accounts HTTP/1.1\r\nHost: t\r\nContent-Length: 1000\r\n\r\n{\"id\":");
     let mut idle: Vec<Conn> = (0..50).map(|_| server.connect()).collect();
     for _ in 0..5 {
         trickle.send(b" ");
@@ -271,6 +274,6 @@ fn stalled_and_trickling_clients_do_not_delay_others() {
         assert!(elapsed < Duration::from_secs(1), "health took {elapsed:?}");
         thread::sleep(Duration::from_millis(100));
     }
-    idle[0].send(b"GET /v1/health HTTP/1.1\r\n\r\n");
+    idle[0].send(b"GET /v1/health HTTP/1.1\r\nHost: t\r\n\r\n");
     assert_eq!(idle[0].read_response(false).status, 200);
 }

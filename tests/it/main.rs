@@ -3,6 +3,7 @@
 mod accounts;
 mod changes;
 mod crash;
+mod hostile;
 mod http_layer;
 mod lifecycle;
 mod operations;

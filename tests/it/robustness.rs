@@ -41,40 +41,43 @@ fn garbage_on_the_wire_gets_4xx_or_a_closed_connection() {
         "GET",
         "GET /v1/health",
         "GET /v1/health HTTP/1.1",
-        "GET /v1/health HTTP/1.1\r\nHost",
+        "GET /v1/health HTTP/1.1\r\nHost: t\r\nHost",
         "\r\n\r\n",
         "GET /v1/health HTTP/9.9\r\n\r\n",
-        "GET  /v1/health  HTTP/1.1\r\n\r\n",
-        "GET /v1/health HTTP/1.1\r\n: no-name\r\n\r\n",
-        "GET /v1/health HTTP/1.1\r\nBad Header: x\r\n\r\n",
-        "POST /v1/accounts HTTP/1.1\r\nContent-Length: -5\r\n\r\n",
-        "POST /v1/accounts HTTP/1.1\r\nContent-Length: 5 5\r\n\r\n",
-        "POST /v1/accounts HTTP/1.1\r\nContent-Length: 0x10\r\n\r\n",
-        "POST /v1/accounts HTTP/1.1\r\nContent-Length: 18446744073709551616\r\n\r\n",
-        "POST /v1/accounts HTTP/1.1\r\nContent-Length: 10\r\n\r\nshort",
-        "POST /v1/accounts HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: identity\r\n\r\n",
-        "POST /v1/accounts HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffffff\r\n",
-        "POST /v1/accounts HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nabcdeXX",
-        "GET /v1/stores/%E0%80%80 HTTP/1.1\r\n\r\n",
-        "GET /v1/stores/%C0%AF HTTP/1.1\r\n\r\n",
-        "GET /v1/stores/% HTTP/1.1\r\n\r\n",
-        "GET /v1/changes?since=%00 HTTP/1.1\r\n\r\n",
+        "GET  /v1/health  HTTP/1.1\r\nHost: t\r\n\r\n",
+        "GET /v1/health HTTP/1.1\r\nHost: t\r\n: no-name\r\n\r\n",
+        "GET /v1/health HTTP/1.1\r\nHost: t\r\nBad Header: x\r\n\r\n",
+        "POST /v1/accounts HTTP/1.1\r\nHost: t\r\nContent-Length: -5\r\n\r\n",
+        "POST /v1/accounts HTTP/1.1\r\nHost: t\r\nContent-Length: 5 5\r\n\r\n",
+        "POST /v1/accounts HTTP/1.1\r\nHost: t\r\nContent-Length: 0x10\r\n\r\n",
+        "POST /v1/accounts HTTP/1.1\r\nHost: t\r\nContent-Length: 18446744073709551616\r\n\r\n",
+        "POST /v1/accounts HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\nshort",
+        "POST /v1/accounts HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: identity\r\n\r\n",
+        "POST /v1/accounts HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffffff\r\n",
+        "POST /v1/accounts HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nabcdeXX",
+        "GET /v1/stores/%E0%80%80 HTTP/1.1\r\nHost: t\r\n\r\n",
+        "GET /v1/stores/%C0%AF HTTP/1.1\r\nHost: t\r\n\r\n",
+        "GET /v1/stores/% HTTP/1.1\r\nHost: t\r\n\r\n",
+        "GET /v1/changes?since=%00 HTTP/1.1\r\nHost: t\r\n\r\n",
     ]
     .iter()
     .map(|s| s.as_bytes().to_vec())
     .collect();
-    cases.push(format!("GET /v1/{} HTTP/1.1\r\n\r\n", "x".repeat(100_000)).into_bytes());
-    cases.push(format!("GET /v1/health HTTP/1.1\r\nX: {}\r\n\r\n", "y".repeat(200_000)).into_bytes());
+    cases.push(format!("GET /v1/{} HTTP/1.1\r\nHost: t\r\n\r\n", "x".repeat(100_000)).into_bytes());
+    cases.push(format!("GET /v1/health HTTP/1.1\r\nHost: t\r\nX: {}\r\n\r\n", "y".repeat(200_000)).into_bytes());
     cases.push(
-        format!("PUT /v1/stores/%ZZ HTTP/1.1\r\nAuthorization: Bearer {token}\r\nContent-Length: 1\r\n\r\nx")
+        format!(
+            "PUT /v1/stores/%ZZ HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {token}\r\nContent-Length: 1\r\n\r\nx"
+        )
+        .into_bytes(),
+    );
+    cases.push(
+        format!("PUT /v1/stores/k HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {token}\r\nSync-Meta: \u{1}\r\n\r\n")
             .into_bytes(),
     );
+    cases.push(b"PUT /v1/stores/k HTTP/1.1\r\nHost: t\r\nIf-Match: \xff\xfe\r\n\r\n".to_vec());
     cases.push(
-        format!("PUT /v1/stores/k HTTP/1.1\r\nAuthorization: Bearer {token}\r\nSync-Meta: \u{1}\r\n\r\n").into_bytes(),
-    );
-    cases.push(b"PUT /v1/stores/k HTTP/1.1\r\nIf-Match: \xff\xfe\r\n\r\n".to_vec());
-    cases.push(
-        b"POST /v1/accounts HTTP/1.1\r\nContent-Length: 38\r\n\r\n{\"id\":\"\xff\xfe\",\"password\":\"password123\"}"
+        b"POST /v1/accounts HTTP/1.1\r\nHost: t\r\nContent-Length: 38\r\n\r\n{\"id\":\"\xff\xfe\",\"password\":\"password123\"}"
             .to_vec(),
     );
     let mut seed = 0x9e37_79b9_7f4a_7c15;
@@ -82,7 +85,7 @@ fn garbage_on_the_wire_gets_4xx_or_a_closed_connection() {
         let len = (xorshift(&mut seed) % 300) as usize;
         let mut bytes: Vec<u8> = (0..len).map(|_| xorshift(&mut seed) as u8).collect();
         if xorshift(&mut seed).is_multiple_of(2) {
-            let mut prefixed = b"POST /v1/accounts HTTP/1.1\r\n".to_vec();
+            let mut prefixed = b"POST /v1/accounts HTTP/1.1\r\nHost: t\r\n".to_vec();
             prefixed.append(&mut bytes);
             bytes = prefixed;
         }
@@ -163,13 +166,15 @@ fn slow_vanishing_and_idle_clients_hurt_nobody() {
     socket.connect(&server.addr.into()).unwrap();
     let mut stalled_download: TcpStream = socket.into();
     stalled_download
-        .write_all(format!("GET /v1/stores/big HTTP/1.1\r\nAuthorization: Bearer {token}\r\n\r\n").as_bytes())
+        .write_all(
+            format!("GET /v1/stores/big HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {token}\r\n\r\n").as_bytes(),
+        )
         .unwrap();
 
     // An upload trickling bytes, and 200 idle connections.
     let mut trickle = server.connect();
     let head = format!(
-        "PUT /v1/stores/small HTTP/1.1\r\nAuthorization: Bearer {token}\r\nIf-Match: {small}\r\nContent-Length: 1000\r\n\r\n"
+        "PUT /v1/stores/small HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {token}\r\nIf-Match: {small}\r\nContent-Length: 1000\r\n\r\n"
     );
     trickle.send(head.as_bytes());
     let idle: Vec<Conn> = (0..200).map(|_| server.connect()).collect();
@@ -182,7 +187,7 @@ fn slow_vanishing_and_idle_clients_hurt_nobody() {
     // Vanish mid-upload and mid-download.
     drop(trickle);
     let mut reader = server.connect();
-    reader.send(format!("GET /v1/stores/big HTTP/1.1\r\nAuthorization: Bearer {token}\r\n\r\n").as_bytes());
+    reader.send(format!("GET /v1/stores/big HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {token}\r\n\r\n").as_bytes());
     let mut some = [0u8; 65536];
     let _ = reader.stream.read(&mut some).unwrap();
     drop(reader);

@@ -175,7 +175,7 @@ fn meta_is_set_kept_cleared_and_limited() {
     let resp = server.put("m", &token, &[("If-Match", &etag), ("Sync-Meta", &too_long)], b"5");
     assert_eq!((resp.status, resp.error().as_str()), (413, "payload_too_large"));
     let mut conn = server.connect();
-    conn.send(format!("PUT /v1/stores/m HTTP/1.1\r\nAuthorization: Bearer {token}\r\nIf-Match: {etag}\r\nSync-Meta: caf\u{e9}\r\nContent-Length: 1\r\n\r\n6").as_bytes());
+    conn.send(format!("PUT /v1/stores/m HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {token}\r\nIf-Match: {etag}\r\nSync-Meta: caf\u{e9}\r\nContent-Length: 1\r\n\r\n6").as_bytes());
     assert_eq!(conn.read_response(false).status, 400);
     let read = server.get(&path("m"), Some(&token));
     assert_eq!((read.body.as_slice(), read.etag()), (&b"4"[..], etag), "refused writes change nothing");
@@ -222,7 +222,7 @@ fn binary_large_and_empty_bodies_round_trip() {
     assert_eq!((read.status, read.body.len()), (200, 0));
 
     let mut conn = server.connect();
-    conn.send(format!("PUT /v1/stores/chunked HTTP/1.1\r\nAuthorization: Bearer {token}\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n").as_bytes());
+    conn.send(format!("PUT /v1/stores/chunked HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {token}\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n").as_bytes());
     assert_eq!(conn.read_response(false).status, 201);
     assert_eq!(server.get(&path("chunked"), Some(&token)).body, b"hello world");
 }
@@ -237,7 +237,7 @@ fn too_large_uploads_change_nothing_and_leave_nothing() {
     assert_eq!((resp.status, resp.error().as_str()), (413, "payload_too_large"));
     // Chunked and too large: refused while streaming.
     let mut conn = server.connect();
-    conn.send(format!("PUT /v1/stores/s HTTP/1.1\r\nAuthorization: Bearer {token}\r\nIf-Match: {etag}\r\nTransfer-Encoding: chunked\r\n\r\n").as_bytes());
+    conn.send(format!("PUT /v1/stores/s HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {token}\r\nIf-Match: {etag}\r\nTransfer-Encoding: chunked\r\n\r\n").as_bytes());
     for _ in 0..3 {
         conn.send(format!("{:x}\r\n{}\r\n", 400, "z".repeat(400)).as_bytes());
     }
@@ -296,7 +296,9 @@ fn a_client_that_never_reads_a_large_answer_stalls_nobody() {
     assert_eq!(server.put("huge", &token, &[], &vec![9u8; 32 * 1024 * 1024]).status, 201);
     let mut sleepers: Vec<Conn> = (0..4).map(|_| server.connect()).collect();
     for conn in &mut sleepers {
-        conn.send(format!("GET /v1/stores/huge HTTP/1.1\r\nAuthorization: Bearer {token}\r\n\r\n").as_bytes());
+        conn.send(
+            format!("GET /v1/stores/huge HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {token}\r\n\r\n").as_bytes(),
+        );
     }
     thread::sleep(Duration::from_millis(300));
     for _ in 0..5 {
@@ -320,7 +322,7 @@ fn of_simultaneous_writes_with_one_etag_exactly_one_wins() {
                     let mut conn = Conn::open(addr);
                     let body = format!("round {round} writer {i}");
                     let head = format!(
-                        "PUT /v1/stores/contested HTTP/1.1\r\nAuthorization: Bearer {token}\r\nIf-Match: {etag}\r\nContent-Length: {}\r\n\r\n",
+                        "PUT /v1/stores/contested HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {token}\r\nIf-Match: {etag}\r\nContent-Length: {}\r\n\r\n",
                         body.len()
                     );
                     barrier.wait();

@@ -1,0 +1,148 @@
+//! Hostile and unlucky clients (issue 12): HTTP details a careful server
+//! gets right, caching rules that keep browsers from showing stale stores,
+//! and the proxy address a client cannot forge.
+
+use crate::support::{Conn, Options, Resp, Server};
+use serde_json::json;
+use std::io::Write;
+use std::net::Shutdown;
+use std::process::Command;
+use std::time::Duration;
+
+/// One raw request on its own connection; `None` if the server closed
+/// without answering.
+fn raw(server: &Server, bytes: &[u8]) -> Option<Resp> {
+    let mut conn = server.connect();
+    conn.stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let _ = conn.stream.write_all(bytes);
+    let _ = conn.stream.shutdown(Shutdown::Write);
+    conn.try_read_response(false)
+}
+
+#[test]
+fn every_answer_has_a_date_and_store_answers_must_be_revalidated() {
+    let server = Server::start();
+    let token = server.register("dated");
+    let put = server.put("k", &token, &[], b"v1");
+    let etag = put.etag();
+    let get = server.get("/v1/stores/k", Some(&token));
+    let head = server.call("HEAD", "/v1/stores/k", Some(&token), &[], b"");
+    let not_modified = server.call("GET", "/v1/stores/k", Some(&token), &[("If-None-Match", &etag)], b"");
+    assert_eq!(not_modified.status, 304);
+    for resp in [&get, &head, &not_modified] {
+        assert_eq!(resp.header("Cache-Control"), Some("private, no-cache"), "{}", resp.status);
+    }
+    let error = server.get("/v1/nope", None);
+    let health = server.get("/v1/health", None);
+    for resp in [&put, &get, &head, &not_modified, &error, &health] {
+        let date = resp.header("Date").unwrap_or_else(|| panic!("no Date on a {}", resp.status));
+        assert!(date.ends_with(" GMT") && date.len() == 29, "{date}");
+    }
+    let login = server.post_json("/v1/sessions", None, &json!({"id": "dated", "password": crate::support::PASSWORD}));
+    assert_eq!(login.header("Cache-Control"), Some("no-store"), "answers with tokens are never stored");
+}
+
+#[test]
+fn host_rules_and_absolute_targets() {
+    let server = Server::start();
+    for bad in [&b"GET /v1/health HTTP/1.1\r\n\r\n"[..], b"GET /v1/health HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"] {
+        let resp = raw(&server, bad).expect("an answer");
+        assert_eq!((resp.status, resp.error()), (400, "bad_request".into()));
+    }
+    assert_eq!(raw(&server, b"GET /v1/health HTTP/1.0\r\n\r\n").unwrap().status, 200, "HTTP/1.0 needs no Host");
+    let absolute = raw(&server, b"GET http://example.org:8080/v1/health HTTP/1.1\r\nHost: example.org\r\n\r\n");
+    assert_eq!(absolute.unwrap().json(), json!({"status": "ok"}));
+    let with_query = raw(&server, b"GET HTTP://h/v1/changes?since=0 HTTP/1.1\r\nHost: h\r\n\r\n").unwrap();
+    assert_eq!(with_query.status, 401, "routed to the feed, which wants a token");
+}
+
+#[test]
+fn chunked_bodies_are_framed_strictly() {
+    let server = Server::start();
+    let token = server.register("chunky");
+    let put = |chunks: &str| {
+        let head = format!(
+            "PUT /v1/stores/c HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {token}\r\nIf-Match: *\r\nTransfer-Encoding: chunked\r\n\r\n"
+        );
+        raw(&server, format!("{head}{chunks}").as_bytes())
+    };
+    assert_eq!(server.put("c", &token, &[], b"original").status, 201);
+    for bad in [
+        " 5\r\nhello\r\n0\r\n\r\n",      // leading space before the size
+        "5\nhello\r\n0\r\n\r\n",         // bare LF after the size
+        "5\r\nhello\n0\r\n\r\n",         // bare LF after the data
+        "5\r\nhello\r\n0\r\nX: y\n\r\n", // bare LF in the trailer
+        "5 \r\nhello\r\n0\r\n\r\n",      // white space without an extension
+    ] {
+        let resp = put(bad);
+        assert!(resp.as_ref().is_none_or(|r| r.status == 400), "{bad:?}: {resp:?}");
+    }
+    let endless_trailer =
+        format!("5\r\nhello\r\n0\r\n{}", "X-Pad: yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy\r\n".repeat(2000));
+    let resp = put(&endless_trailer);
+    assert!(resp.as_ref().is_none_or(|r| r.status == 400), "an endless trailer is refused: {resp:?}");
+    assert_eq!(server.get("/v1/stores/c", Some(&token)).body, b"original", "nothing was written");
+    let ok = put("5 ; ext=1\r\nhello\r\n0\r\nX-Trailer: fine\r\n\r\n").unwrap();
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    assert_eq!(server.get("/v1/stores/c", Some(&token)).body, b"hello");
+}
+
+#[test]
+fn an_entity_tag_may_contain_a_comma() {
+    let server = Server::start();
+    let token = server.register("commas");
+    let etag = server.put("k", &token, &[], b"v").etag();
+    let resp = server.put("k", &token, &[("If-Match", "\"a,b\"")], b"w");
+    assert_eq!(resp.status, 412, "a well-formed tag that does not match: {}", resp.text());
+    let resp = server.put("k", &token, &[("If-Match", &format!("\"a,b\", {etag}"))], b"w");
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let resp = server.call("GET", "/v1/stores/k", Some(&token), &[("If-None-Match", "\"x,y\"")], b"");
+    assert_eq!(resp.status, 200);
+}
+
+#[test]
+fn behind_a_proxy_only_the_last_forwarded_line_counts() {
+    let server = Server::start_with(Options::default().env("TRUST_PROXY", "1"));
+    server.register("target");
+    // A client forges a first X-Forwarded-For line with a new address each
+    // time; the proxy appends its own line naming the real client.
+    for i in 0..20 {
+        let body = json!({"id": format!("nobody{i}"), "password": "wrong password"}).to_string();
+        let request = format!(
+            "POST /v1/sessions HTTP/1.1\r\nHost: t\r\nX-Forwarded-For: 192.0.{}.{}\r\nX-Forwarded-For: 198.51.100.23\r\nContent-Length: {}\r\n\r\n{body}",
+            i / 250,
+            i % 250,
+            body.len()
+        );
+        let mut conn = Conn::open(server.addr);
+        conn.send(request.as_bytes());
+        assert_eq!(conn.read_response(false).status, 401);
+    }
+    let body = json!({"id": "target", "password": "wrong password"}).to_string();
+    let request = format!(
+        "POST /v1/sessions HTTP/1.1\r\nHost: t\r\nX-Forwarded-For: 192.0.2.250\r\nX-Forwarded-For: 198.51.100.23\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let mut conn = Conn::open(server.addr);
+    conn.send(request.as_bytes());
+    assert_eq!(conn.read_response(false).status, 429, "the real address is locked out");
+}
+
+#[test]
+fn a_reset_hook_that_cannot_run_stops_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let hook = dir.path().join("hook.sh");
+    std::fs::write(&hook, "#!/bin/sh\nexit 0\n").unwrap();
+    let output = Command::new(crate::support::BIN)
+        .env_clear()
+        .env("STATIC_ROOT", dir.path().join("data"))
+        .env("PORT", "0")
+        .env("BIND", "127.0.0.1")
+        .env("RESET_HOOK", &hook)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("RESET_HOOK") && stderr.contains("executable"), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+}
