@@ -138,11 +138,15 @@ pub enum PasswordJob {
         iterations: u32,
     },
     /// Verify `password`; if it matches and `then_hash` is set, hash that
-    /// (a new password, or the same one at the current cost) in the same trip.
+    /// (a new password, or the same one at the current cost) in the same
+    /// trip. A hash made with fewer iterations than `pad_to` is padded with
+    /// the difference, so its verdict takes as long as one at `pad_to`
+    /// (timing must not tell which ids exist, or how old their hash is).
     Verify {
         password: String,
         phc: String,
         then_hash: Option<(String, u32)>,
+        pad_to: u32,
     },
 }
 
@@ -152,9 +156,10 @@ impl std::fmt::Debug for PasswordJob {
             PasswordJob::Hash { iterations, .. } => {
                 f.debug_struct("Hash").field("password", &"<redacted>").field("iterations", iterations).finish()
             }
-            PasswordJob::Verify { then_hash, .. } => f
+            PasswordJob::Verify { then_hash, pad_to, .. } => f
                 .debug_struct("Verify")
                 .field("password", &"<redacted>")
+                .field("pad_to", pad_to)
                 .field("then_hash", &then_hash.as_ref().map(|(_, iterations)| ("<redacted>", iterations)))
                 .finish_non_exhaustive(),
         }
@@ -172,8 +177,18 @@ impl PasswordJob {
     pub fn run(self) -> PasswordOutcome {
         match self {
             PasswordJob::Hash { password, iterations } => PasswordOutcome::Hashed(hash_password(&password, iterations)),
-            PasswordJob::Verify { password, phc, then_hash } => {
+            PasswordJob::Verify { password, phc, then_hash, pad_to } => {
                 let matches = verify_password(&password, &phc);
+                let spent = hash_iterations(&phc).unwrap_or(0);
+                if spent < pad_to {
+                    let mut waste = [0u8; 32];
+                    pbkdf2::pbkdf2_hmac::<Sha256>(
+                        password.as_bytes(),
+                        b"sync-node padding",
+                        pad_to - spent,
+                        &mut waste,
+                    );
+                }
                 let new_hash = then_hash.filter(|_| matches).map(|(next, iterations)| hash_password(&next, iterations));
                 PasswordOutcome::Verified { matches, new_hash }
             }
@@ -284,6 +299,7 @@ mod tests {
             password: "hunter2 secret".into(),
             phc: "$pbkdf2-sha256$x".into(),
             then_hash: Some(("next secret".into(), 1000)),
+            pad_to: 1000,
         };
         for text in [format!("{hash:?}"), format!("{verify:?}")] {
             assert!(!text.contains("secret"), "{text}");
@@ -297,11 +313,17 @@ mod tests {
             password: "old password".into(),
             phc: phc.clone(),
             then_hash: Some(("new password".into(), 2000)),
+            pad_to: 1000,
         };
         let PasswordOutcome::Verified { matches: true, new_hash: Some(Ok(new)) } = job.run() else { panic!() };
         assert!(verify_password("new password", &new));
         assert_eq!(hash_iterations(&new), Some(2000));
-        let job = PasswordJob::Verify { password: "wrong".into(), phc, then_hash: Some(("new password".into(), 2000)) };
+        let job = PasswordJob::Verify {
+            password: "wrong".into(),
+            phc,
+            then_hash: Some(("new password".into(), 2000)),
+            pad_to: 1000,
+        };
         assert!(matches!(job.run(), PasswordOutcome::Verified { matches: false, new_hash: None }));
     }
 

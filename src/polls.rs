@@ -10,6 +10,8 @@ use std::time::Instant;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Poll {
     pub account_id: String,
+    /// The session that asked: it must still be live when the poll is answered.
+    pub token_hash: String,
     pub since: i64,
     pub deadline: Instant,
 }
@@ -84,7 +86,12 @@ mod tests {
     use std::time::Duration;
 
     fn poll(account: &str, after_ms: u64, base: Instant) -> Poll {
-        Poll { account_id: account.into(), since: 0, deadline: base + Duration::from_millis(after_ms) }
+        Poll {
+            account_id: account.into(),
+            token_hash: String::new(),
+            since: 0,
+            deadline: base + Duration::from_millis(after_ms),
+        }
     }
 
     #[test]

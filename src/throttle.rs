@@ -1,7 +1,10 @@
 //! Brute-force protection: counts failed password attempts per account and
 //! per client address, and refuses further attempts (429 + `Retry-After`)
-//! before any PBKDF2 work. Each lockout doubles the next one. Memory is
-//! bounded: a flood of distinct ids or addresses evicts the stalest entries.
+//! before any PBKDF2 work. An attempt is reserved when it is admitted and
+//! counts like a failure until its verdict, so concurrency cannot get more
+//! guesses through than the limit. Each lockout doubles the next one.
+//! Memory is bounded: a flood of distinct ids or addresses evicts the
+//! stalest entries.
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -18,10 +21,17 @@ pub const ADDRESS_LIMIT: usize = 20;
 const MAX_LOCKOUT: Duration = Duration::from_secs(24 * 3600);
 /// Entries kept per table.
 const CAPACITY: usize = 10_000;
+/// An admitted attempt counts until its verdict, or at most this long (so a
+/// verdict that never comes cannot lock anyone out for good).
+const PENDING_TTL: Duration = Duration::from_secs(120);
+/// `Retry-After` for an attempt refused because others are being verified.
+const PENDING_RETRY: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Default)]
 struct Entry {
     failures: Vec<Instant>,
+    /// Admission times of attempts still being verified.
+    pending: Vec<Instant>,
     lockouts: u32,
     blocked_until: Option<Instant>,
     last_seen: Option<Instant>,
@@ -32,11 +42,21 @@ impl Entry {
         self.blocked_until.and_then(|until| until.checked_duration_since(now)).filter(|left| !left.is_zero())
     }
 
+    /// Why a new attempt must wait: a lockout, or the limit already taken
+    /// by recent failures and attempts in flight.
+    fn refusal(&self, limit: usize, now: Instant) -> Option<Duration> {
+        let recent = self.failures.iter().filter(|at| now.saturating_duration_since(**at) < WINDOW).count();
+        let in_flight = self.pending.iter().filter(|at| now.saturating_duration_since(**at) < PENDING_TTL).count();
+        self.blocked(now).or_else(|| (recent + in_flight >= limit).then_some(PENDING_RETRY))
+    }
+
     /// Stale: not blocked and no failure in the window or lockout history
     /// worth keeping (a day without trouble forgives).
     fn stale(&self, now: Instant) -> bool {
         let quiet_for = self.last_seen.map_or(Duration::MAX, |seen| now.saturating_duration_since(seen));
-        self.blocked(now).is_none() && (quiet_for >= MAX_LOCKOUT || (self.lockouts == 0 && quiet_for >= WINDOW))
+        self.blocked(now).is_none()
+            && self.pending.iter().all(|at| now.saturating_duration_since(*at) >= PENDING_TTL)
+            && (quiet_for >= MAX_LOCKOUT || (self.lockouts == 0 && quiet_for >= WINDOW))
     }
 }
 
@@ -52,19 +72,41 @@ impl<K: Hash + Eq + Clone> Table<K> {
         Table { entries: HashMap::new(), limit, capacity }
     }
 
-    fn blocked(&self, key: &K, now: Instant) -> Option<Duration> {
-        self.entries.get(key).and_then(|entry| entry.blocked(now))
+    fn refusal(&self, key: &K, now: Instant) -> Option<Duration> {
+        self.entries.get(key).and_then(|entry| entry.refusal(self.limit, now))
     }
 
-    fn fail(&mut self, key: &K, now: Instant) {
+    fn entry(&mut self, key: &K, now: Instant) -> &mut Entry {
         if !self.entries.contains_key(key) && self.entries.len() >= self.capacity {
             self.make_room(now);
         }
         let entry = self.entries.entry(key.clone()).or_default();
         entry.last_seen = Some(now);
+        entry
+    }
+
+    fn reserve(&mut self, key: &K, now: Instant) {
+        let entry = self.entry(key, now);
+        entry.pending.retain(|at| now.saturating_duration_since(*at) < PENDING_TTL);
+        entry.pending.push(now);
+    }
+
+    /// Ends the oldest reservation of `key` (if it is still there).
+    fn settle(&mut self, key: &K) {
+        if let Some(entry) = self.entries.get_mut(key)
+            && !entry.pending.is_empty()
+        {
+            entry.pending.remove(0);
+        }
+    }
+
+    fn fail(&mut self, key: &K, now: Instant) {
+        self.settle(key);
+        let limit = self.limit;
+        let entry = self.entry(key, now);
         entry.failures.retain(|at| now.saturating_duration_since(*at) < WINDOW);
         entry.failures.push(now);
-        if entry.failures.len() >= self.limit {
+        if entry.failures.len() >= limit {
             let lockout = WINDOW.saturating_mul(1 << entry.lockouts.min(16)).min(MAX_LOCKOUT);
             entry.lockouts += 1;
             entry.blocked_until = Some(now + lockout);
@@ -110,22 +152,32 @@ impl Throttle {
         Throttle { by_account: Table::new(ID_LIMIT, capacity), by_address: Table::new(ADDRESS_LIMIT, capacity) }
     }
 
-    /// How long the caller must wait, if it is locked out (by account hash
-    /// or by address).
-    pub fn check(&self, account: &str, address: IpAddr, now: Instant) -> Option<Duration> {
-        let by_account = self.by_account.blocked(&account.to_owned(), now);
-        let by_address = self.by_address.blocked(&address, now);
-        by_account.max(by_address)
+    /// Admits an attempt for `account` from `address`, or says how long
+    /// the caller must wait (locked out, or the limit is taken by recent
+    /// failures and attempts still in flight). An admitted attempt ends
+    /// with [`Throttle::failure`] or [`Throttle::success`].
+    pub fn reserve(&mut self, account: &str, address: IpAddr, now: Instant) -> Result<(), Duration> {
+        let account = account.to_owned();
+        let refusal = self.by_account.refusal(&account, now).max(self.by_address.refusal(&address, now));
+        if let Some(wait) = refusal {
+            return Err(wait);
+        }
+        self.by_account.reserve(&account, now);
+        self.by_address.reserve(&address, now);
+        Ok(())
     }
 
+    /// An admitted attempt failed: it now counts as a failure.
     pub fn failure(&mut self, account: &str, address: IpAddr, now: Instant) {
         self.by_account.fail(&account.to_owned(), now);
         self.by_address.fail(&address, now);
     }
 
-    /// A success resets the account's counter (not the address's).
-    pub fn success(&mut self, account: &str) {
+    /// An admitted attempt succeeded: the account's counter starts again
+    /// (not the address's).
+    pub fn success(&mut self, account: &str, address: IpAddr) {
         self.by_account.forget(&account.to_owned());
+        self.by_address.settle(&address);
     }
 
     /// Drops entries that no longer matter.
@@ -145,23 +197,85 @@ mod tests {
         IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + n))
     }
 
+    impl Throttle {
+        /// Whether an attempt would be admitted now, without taking a place.
+        fn check(&self, account: &str, address: IpAddr, now: Instant) -> Option<Duration> {
+            self.by_account.refusal(&account.to_owned(), now).max(self.by_address.refusal(&address, now))
+        }
+
+        /// An attempt admitted and failed at `now`.
+        fn failed(&mut self, account: &str, address: IpAddr, now: Instant) {
+            self.reserve(account, address, now).expect("admitted");
+            self.failure(account, address, now);
+        }
+    }
+
     #[test]
     fn five_failures_lock_the_account_and_success_resets() {
         let start = Instant::now();
         let mut throttle = Throttle::default();
         for i in 0..4 {
-            throttle.failure("acct", address(i), start);
+            throttle.failed("acct", address(i), start);
         }
         assert_eq!(throttle.check("acct", HOME, start), None);
-        throttle.success("acct");
+        throttle.reserve("acct", HOME, start).unwrap();
+        throttle.success("acct", HOME);
         for i in 0..4 {
-            throttle.failure("acct", address(i), start);
+            throttle.failed("acct", address(i), start);
         }
         assert_eq!(throttle.check("acct", HOME, start), None, "the success reset the count");
-        throttle.failure("acct", address(9), start);
+        throttle.failed("acct", address(9), start);
         assert_eq!(throttle.check("acct", HOME, start), Some(WINDOW));
         assert_eq!(throttle.check("other", HOME, start), None);
         assert_eq!(throttle.check("acct", HOME, start + WINDOW), None);
+    }
+
+    #[test]
+    fn attempts_in_flight_count_until_their_verdict() {
+        let start = Instant::now();
+        let mut throttle = Throttle::default();
+        let admitted = (0..40).filter(|i| throttle.reserve("acct", address(*i), start).is_ok()).count();
+        assert_eq!(admitted, ID_LIMIT, "40 simultaneous guesses, 5 admitted");
+        assert_eq!(throttle.reserve("acct", HOME, start), Err(PENDING_RETRY));
+        for i in 0..5 {
+            throttle.failure("acct", address(i), start);
+        }
+        assert_eq!(throttle.reserve("acct", HOME, start), Err(WINDOW), "five verdicts, then a lockout");
+        // A verdict that never comes stops counting after a while.
+        let mut lost = Throttle::default();
+        for i in 0..5 {
+            lost.reserve("other", address(i), start).unwrap();
+        }
+        assert!(lost.reserve("other", HOME, start).is_err());
+        assert!(lost.reserve("other", HOME, start + PENDING_TTL).is_ok());
+    }
+
+    proptest::proptest! {
+        /// However attempts interleave, an account never gets more verdicts
+        /// within the window than the limit allows before a lockout.
+        #[test]
+        fn concurrency_never_buys_extra_guesses(steps in proptest::collection::vec(0..3u8, 1..200)) {
+            let now = Instant::now();
+            let mut throttle = Throttle::default();
+            let (mut in_flight, mut verdicts) = (0usize, 0usize);
+            for (i, step) in steps.into_iter().enumerate() {
+                let from = address(i as u32);
+                match step {
+                    0 => {
+                        if throttle.reserve("acct", from, now).is_ok() {
+                            in_flight += 1;
+                        }
+                    }
+                    _ if in_flight > 0 => {
+                        throttle.failure("acct", from, now);
+                        in_flight -= 1;
+                        verdicts += 1;
+                    }
+                    _ => {}
+                }
+                proptest::prop_assert!(verdicts + in_flight <= ID_LIMIT, "{verdicts} + {in_flight}");
+            }
+        }
     }
 
     #[test]
@@ -169,9 +283,9 @@ mod tests {
         let start = Instant::now();
         let mut throttle = Throttle::default();
         for i in 0..4 {
-            throttle.failure("acct", HOME, start + Duration::from_secs(i));
+            throttle.failed("acct", HOME, start + Duration::from_secs(i));
         }
-        throttle.failure("acct", HOME, start + WINDOW + Duration::from_secs(5));
+        throttle.failed("acct", HOME, start + WINDOW + Duration::from_secs(5));
         assert_eq!(throttle.check("acct", HOME, start + WINDOW + Duration::from_secs(5)), None);
     }
 
@@ -180,13 +294,13 @@ mod tests {
         let start = Instant::now();
         let mut throttle = Throttle::default();
         for i in 0..20 {
-            throttle.failure(&format!("id{i}"), HOME, start);
+            throttle.failed(&format!("id{i}"), HOME, start);
         }
         assert_eq!(throttle.check("fresh", HOME, start), Some(WINDOW));
         assert_eq!(throttle.check("fresh", address(1), start), None);
         let later = start + WINDOW;
         for i in 0..20 {
-            throttle.failure(&format!("again{i}"), HOME, later);
+            throttle.failed(&format!("again{i}"), HOME, later);
         }
         assert_eq!(throttle.check("fresh", HOME, later), Some(WINDOW * 2));
     }
@@ -196,10 +310,10 @@ mod tests {
         let start = Instant::now();
         let mut throttle = Throttle::with_capacity(100);
         for _ in 0..5 {
-            throttle.failure("victim", HOME, start);
+            throttle.failed("victim", HOME, start);
         }
         for i in 0..10_000 {
-            throttle.failure(&format!("flood{i}"), address(i), start + Duration::from_millis(u64::from(i) + 1));
+            throttle.failed(&format!("flood{i}"), address(i), start + Duration::from_millis(u64::from(i) + 1));
         }
         assert!(throttle.by_account.entries.len() <= 100);
         assert!(throttle.by_address.entries.len() <= 100);

@@ -5,14 +5,13 @@
 use super::{AfterPassword, App, CurrentPassword, Session, json_body, respond};
 use crate::auth::{self, PasswordJob, PasswordOutcome};
 use crate::clock;
-use crate::db::{self, Db, accounts::AccountRow};
+use crate::db::{self, Db};
 use crate::encoding::hex;
 use crate::error::ApiError;
 use crate::http::Response;
 use crate::server::{Request, Step};
 use serde::Deserialize;
 use serde_json::json;
-use std::net::IpAddr;
 
 #[derive(Deserialize)]
 pub(super) struct Credentials {
@@ -81,16 +80,15 @@ pub fn show(app: &mut App, request: &Request) -> Result<Step, ApiError> {
 pub fn change_password(app: &mut App, request: &Request) -> Result<Step, ApiError> {
     let change: PasswordChange = json_body(request)?;
     auth::check_password(&change.new_password)?;
-    let (session, address, account) = before_password_check(app, request)?;
+    let check = before_password_check(app, request)?;
+    let iterations = app.config.pbkdf2_iterations;
     let job = PasswordJob::Verify {
         password: change.password,
-        phc: account.password,
-        then_hash: Some((change.new_password, app.config.pbkdf2_iterations)),
+        phc: check.phc.clone(),
+        then_hash: Some((change.new_password, iterations)),
+        pad_to: iterations,
     };
-    Ok(Step::Password {
-        job,
-        then: AfterPassword::ChangePassword(CurrentPassword { token_hash: session.token_hash, address }),
-    })
+    Ok(Step::Password { job, then: AfterPassword::ChangePassword(check) })
 }
 
 pub fn finish_change_password(
@@ -98,41 +96,53 @@ pub fn finish_change_password(
     check: CurrentPassword,
     outcome: PasswordOutcome,
 ) -> Result<Step, ApiError> {
-    let (session, new_hash) = confirmed(app, check, outcome)?;
+    let (session, new_hash) = confirmed(app, &check, outcome)?;
     let new_hash = new_hash.ok_or_else(|| ApiError::Internal("no new hash after a password change".into()))??;
-    db::accounts::set_password(app.db.conn(), &session.account_id, &new_hash)?;
+    if !db::accounts::replace_password(app.db.conn(), &session.account_id, &check.phc, &new_hash)? {
+        return Err(ApiError::WrongPassword);
+    }
     db::sessions::delete_others(app.db.conn(), &session.account_id, &session.token_hash)?;
+    app.after_commit.revoked(session.account_id);
     respond(Response::new(204))
 }
 
 /// What checking the current password needs: the session, the client's
-/// address, the account (with its hash); 401 or 429 before any PBKDF2 work.
-fn before_password_check(app: &mut App, request: &Request) -> Result<(Session, IpAddr, AccountRow), ApiError> {
+/// address, the account's hash; 401 or 429 before any PBKDF2 work (the
+/// attempt is admitted past the throttle here).
+fn before_password_check(app: &mut App, request: &Request) -> Result<CurrentPassword, ApiError> {
     let session = app.authenticate(request)?;
     let address = app.client_address(request);
-    app.check_throttle(&session.account_id, address)?;
     let account = db::accounts::get(app.db.conn(), &session.account_id)?.ok_or(ApiError::Unauthorized)?;
-    Ok((session, address, account))
+    app.admit_attempt(&session.account_id, address)?;
+    Ok(CurrentPassword {
+        token_hash: session.token_hash,
+        account_id: session.account_id,
+        address,
+        phc: account.password,
+    })
 }
 
 /// `DELETE /v1/account`
 pub fn delete(app: &mut App, request: &Request) -> Result<Step, ApiError> {
     let confirmation: Confirmation = json_body(request)?;
-    let (session, address, account) = before_password_check(app, request)?;
-    let job = PasswordJob::Verify { password: confirmation.password, phc: account.password, then_hash: None };
-    Ok(Step::Password {
-        job,
-        then: AfterPassword::DeleteAccount(CurrentPassword { token_hash: session.token_hash, address }),
-    })
+    let check = before_password_check(app, request)?;
+    let job = PasswordJob::Verify {
+        password: confirmation.password,
+        phc: check.phc.clone(),
+        then_hash: None,
+        pad_to: app.config.pbkdf2_iterations,
+    };
+    Ok(Step::Password { job, then: AfterPassword::DeleteAccount(check) })
 }
 
 pub fn finish_delete(app: &mut App, check: CurrentPassword, outcome: PasswordOutcome) -> Result<Step, ApiError> {
-    let (session, _) = confirmed(app, check, outcome)?;
+    let (session, _) = confirmed(app, &check, outcome)?;
     let deleted = delete_account(app.db.conn(), &session.account_id)?;
     for file in deleted.files {
         app.after_commit.remove_file(file);
     }
     app.after_commit.wake(deleted.touched);
+    app.after_commit.revoked(session.account_id);
     respond(Response::new(204))
 }
 
@@ -145,16 +155,22 @@ pub struct DeletedAccount {
     pub files: Vec<String>,
 }
 
-/// The caller's session, if it is still live and the current password
-/// matched, with any hash made in the same trip; a mismatch counts as a
-/// failed attempt and is 403 `wrong_password`.
+/// Settles the attempt, then: the caller's session if it is still live,
+/// the current password matched, and the hash it matched is still the
+/// account's (else a change, reset or deletion won meanwhile: 403), with
+/// any hash made in the same trip. A mismatch counts as a failed attempt
+/// and is 403 `wrong_password`.
 fn confirmed(
     app: &mut App,
-    check: CurrentPassword,
+    check: &CurrentPassword,
     outcome: PasswordOutcome,
 ) -> Result<(Session, Option<Result<String, ApiError>>), ApiError> {
+    let new_hash = app.verified(&check.account_id, check.address, outcome, ApiError::WrongPassword)?;
     let session = app.session_by_hash(&check.token_hash)?;
-    let new_hash = app.verified(&session.account_id, check.address, outcome, ApiError::WrongPassword)?;
+    let current = db::accounts::get(app.db.conn(), &session.account_id)?.ok_or(ApiError::Unauthorized)?;
+    if current.password != check.phc {
+        return Err(ApiError::WrongPassword);
+    }
     Ok((session, new_hash))
 }
 

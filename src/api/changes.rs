@@ -1,7 +1,8 @@
 //! `GET /v1/changes?since=N[&wait=S]`: the account's change feed, and the
 //! long-poll that parks on the loop until a commit touches the account.
 
-use super::{App, Handled};
+use super::{App, Handled, Session};
+use crate::clock;
 use crate::db::{self, changes::Change};
 use crate::error::ApiError;
 use crate::http::Response;
@@ -32,7 +33,8 @@ pub fn changes(app: &mut App, request: &Request) -> Result<Handled, ApiError> {
     let changes = db::changes::feed(app.db.conn(), &session.account_id, query.since, query.since == 0)?;
     if changes.is_empty() && query.wait > 0 {
         let deadline = Instant::now() + Duration::from_secs(query.wait);
-        return Ok(Handled::Park(Poll { account_id: session.account_id, since: query.since, deadline }));
+        let Session { account_id, token_hash } = session;
+        return Ok(Handled::Park(Poll { account_id, token_hash, since: query.since, deadline }));
     }
     Ok(Handled::Step(Step::Respond(feed_response(current, &app.generation, &changes))))
 }
@@ -75,11 +77,16 @@ impl App {
         self.polls.next_deadline()
     }
 
-    /// Answers the parked polls that have something to report after a
-    /// commit the loop did not make (a command-line tool's); the others
-    /// keep waiting.
-    pub fn recheck_polls(&mut self) {
-        for parked in self.polls.take_all() {
+    /// Answers the parked polls (of `accounts`, or all) that have
+    /// something to report — changes, or that their session is gone —
+    /// after a commit that may not have woken them (a command-line tool's,
+    /// or a revocation); the others keep waiting.
+    pub fn recheck_polls(&mut self, accounts: Option<&[String]>) {
+        let polls = match accounts {
+            Some(accounts) => self.polls.take_for(accounts),
+            None => self.polls.take_all(),
+        };
+        for parked in polls {
             match self.feed_of(&parked.poll) {
                 Ok(Some(response)) => parked.reply.send(Step::Respond(response)),
                 Ok(None) => self.park(parked.reply, parked.poll),
@@ -97,8 +104,14 @@ impl App {
         parked.reply.send(Step::Respond(response));
     }
 
-    /// The poll's feed answer, if it has changes to report.
+    /// The poll's feed answer, if it has changes to report; 401 if its
+    /// session is gone (revoked, expired, its account deleted), so a
+    /// revoked session never hears of a change made after the revocation.
     fn feed_of(&self, poll: &Poll) -> Result<Option<Response>, ApiError> {
+        match db::sessions::get(self.db.conn(), &poll.token_hash)? {
+            Some((account_id, expiration)) if account_id == poll.account_id && expiration > clock::now_ms() => {}
+            _ => return Err(ApiError::Unauthorized),
+        }
         let current = self.db.current_seq()?;
         let changes = db::changes::feed(self.db.conn(), &poll.account_id, poll.since, poll.since == 0)?;
         Ok((!changes.is_empty()).then(|| feed_response(current, &self.generation, &changes)))

@@ -75,6 +75,7 @@ pub struct App {
 pub struct AfterCommit {
     files: Vec<String>,
     wake: Vec<String>,
+    recheck: Vec<String>,
     reset_hooks: Vec<(String, String)>,
 }
 
@@ -85,6 +86,12 @@ impl AfterCommit {
 
     pub fn wake(&mut self, accounts: impl IntoIterator<Item = String>) {
         self.wake.extend(accounts);
+    }
+
+    /// Sessions of `account` were revoked: its parked polls of those
+    /// sessions are answered 401 now (the others keep waiting).
+    pub fn revoked(&mut self, account: String) {
+        self.recheck.push(account);
     }
 
     /// Hands `token` for `id` to the reset hook.
@@ -98,20 +105,27 @@ impl AfterCommit {
 #[derive(Debug)]
 pub struct CurrentPassword {
     pub token_hash: String,
+    pub account_id: String,
     pub address: IpAddr,
+    /// The hash the password is checked against: if the account's hash is
+    /// another one by the time the check is done, a password change, reset
+    /// or deletion won the race, and this request must not proceed.
+    pub phc: String,
 }
 
-/// Where a request resumes once its PBKDF2 work is done.
+/// Where a request resumes once its PBKDF2 work is done. Each carries what
+/// it must re-check before it commits.
 #[derive(Debug)]
 pub enum AfterPassword {
     /// Create the account with the new hash.
     Register {
         account_id: String,
     },
-    /// Sign in if the password matched (`exists`: the id is known).
+    /// Sign in if the password matched `phc` (`None`: an unknown id,
+    /// checked against the decoy) and `phc` is still the account's hash.
     Login {
         account_id: String,
-        exists: bool,
+        phc: Option<String>,
         address: IpAddr,
     },
     ChangePassword(CurrentPassword),
@@ -120,6 +134,7 @@ pub enum AfterPassword {
     ResetConfirm {
         account_id: String,
         token_hash: String,
+        address: IpAddr,
     },
 }
 
@@ -174,11 +189,11 @@ impl App {
             (AfterPassword::Register { account_id }, PasswordOutcome::Hashed(phc)) => {
                 accounts::finish_register(self, &account_id, phc)
             }
-            (AfterPassword::ResetConfirm { account_id, token_hash }, PasswordOutcome::Hashed(phc)) => {
-                reset::finish_confirm(self, &account_id, &token_hash, phc)
+            (AfterPassword::ResetConfirm { account_id, token_hash, address }, PasswordOutcome::Hashed(phc)) => {
+                reset::finish_confirm(self, &account_id, &token_hash, address, phc)
             }
-            (AfterPassword::Login { account_id, exists, address }, outcome) => {
-                sessions::finish_login(self, &account_id, exists, address, outcome)
+            (AfterPassword::Login { account_id, phc, address }, outcome) => {
+                sessions::finish_login(self, &account_id, phc, address, outcome)
             }
             (AfterPassword::ChangePassword(check), outcome) => accounts::finish_change_password(self, check, outcome),
             (AfterPassword::DeleteAccount(check), outcome) => accounts::finish_delete(self, check, outcome),
@@ -186,9 +201,9 @@ impl App {
         }
     }
 
-    /// Settles a password check: a match resets the account's failure
-    /// count and yields the hash made in the same trip (if any); a mismatch
-    /// counts as a failure and becomes `mismatch`.
+    /// Settles an admitted password attempt: a match resets the account's
+    /// failure count and yields the hash made in the same trip (if any); a
+    /// mismatch counts as a failure and becomes `mismatch`.
     pub fn verified(
         &mut self,
         account_id: &str,
@@ -198,7 +213,7 @@ impl App {
     ) -> Result<Option<Result<String, ApiError>>, ApiError> {
         match outcome {
             PasswordOutcome::Verified { matches: true, new_hash } => {
-                self.throttle.success(account_id);
+                self.throttle.success(account_id, address);
                 Ok(new_hash)
             }
             PasswordOutcome::Verified { matches: false, .. } => {
@@ -210,23 +225,29 @@ impl App {
     }
 
     /// Checks the id and password of an unauthenticated password attempt
-    /// (sign-in, reset confirmation) and throttles it before any hashing:
-    /// the account's id hash and the client's address.
-    pub fn password_attempt(&self, request: &Request, id: &str, password: &str) -> Result<(String, IpAddr), ApiError> {
+    /// (sign-in, reset confirmation) and admits it past the throttle before
+    /// any hashing: the account's id hash and the client's address.
+    pub fn password_attempt(
+        &mut self,
+        request: &Request,
+        id: &str,
+        password: &str,
+    ) -> Result<(String, IpAddr), ApiError> {
         let id = auth::normalise_id(id)?;
         auth::check_password(password)?;
         let account_id = auth::account_hash(&self.secret, &id);
         let address = self.client_address(request);
-        self.check_throttle(&account_id, address)?;
+        self.admit_attempt(&account_id, address)?;
         Ok((account_id, address))
     }
 
-    /// 429 with `Retry-After` while the account or address is locked out.
-    pub fn check_throttle(&self, account_id: &str, address: IpAddr) -> Result<(), ApiError> {
-        match self.throttle.check(account_id, address, Instant::now()) {
-            Some(wait) => Err(ApiError::TooManyRequests { retry_after_secs: wait.as_secs_f64().ceil() as u64 }),
-            None => Ok(()),
-        }
+    /// Reserves a place for a password attempt (it counts as a failure
+    /// until [`App::verified`] settles it); 429 with `Retry-After` while
+    /// the account or address is locked out or its limit is taken.
+    pub fn admit_attempt(&mut self, account_id: &str, address: IpAddr) -> Result<(), ApiError> {
+        self.throttle
+            .reserve(account_id, address, Instant::now())
+            .map_err(|wait| ApiError::TooManyRequests { retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64 })
     }
 
     /// The client's address for rate limits: the peer, or with
@@ -266,7 +287,7 @@ impl App {
 
     /// Does what the write that just committed left to do.
     pub fn run_after_commit(&mut self) {
-        let AfterCommit { files, wake, reset_hooks } = std::mem::take(&mut self.after_commit);
+        let AfterCommit { files, wake, recheck, reset_hooks } = std::mem::take(&mut self.after_commit);
         for name in files {
             self.open_files.forget(&name);
             if let Err(err) = self.blobs.remove(&name) {
@@ -275,6 +296,9 @@ impl App {
         }
         if !wake.is_empty() {
             self.notify(&wake);
+        }
+        if !recheck.is_empty() {
+            self.recheck_polls(Some(&recheck));
         }
         if let Some(hook) = &self.reset_hook {
             for (id, token) in reset_hooks {
@@ -294,7 +318,7 @@ impl App {
         let Ok(version) = self.db.data_version() else { return };
         if self.data_version.replace(version).is_some_and(|seen| seen != version) {
             self.open_files.clear();
-            self.recheck_polls();
+            self.recheck_polls(None);
         }
     }
 

@@ -12,6 +12,7 @@ use crate::http::Response;
 use crate::server::{Request, Step};
 use serde::Deserialize;
 use serde_json::json;
+use std::net::IpAddr;
 
 /// How long a reset token works.
 pub const TOKEN_LIFETIME_MS: i64 = 3_600_000;
@@ -76,17 +77,19 @@ pub fn confirm(app: &mut App, request: &Request) -> Result<Step, ApiError> {
         return Err(rejected());
     }
     let job = PasswordJob::Hash { password: body.new_password, iterations: app.config.pbkdf2_iterations };
-    Ok(Step::Password { job, then: AfterPassword::ResetConfirm { account_id, token_hash } })
+    Ok(Step::Password { job, then: AfterPassword::ResetConfirm { account_id, token_hash, address } })
 }
 
 pub fn finish_confirm(
     app: &mut App,
     account_id: &str,
     token_hash: &str,
+    address: IpAddr,
     phc: Result<String, ApiError>,
 ) -> Result<Step, ApiError> {
     // Single use: another confirmation may have spent the token meanwhile.
     if !token_is_valid(app, account_id, token_hash)? {
+        app.throttle.failure(account_id, address, std::time::Instant::now());
         return Err(rejected());
     }
     let phc = phc?;
@@ -94,7 +97,8 @@ pub fn finish_confirm(
     db::accounts::set_password(conn, account_id, &phc)?;
     db::resets::delete(conn, account_id)?;
     db::sessions::delete_all(conn, account_id)?;
-    app.throttle.success(account_id);
+    app.after_commit.revoked(account_id.to_owned());
+    app.throttle.success(account_id, address);
     respond(Response::new(204))
 }
 

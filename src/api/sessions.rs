@@ -19,36 +19,44 @@ pub fn login(app: &mut App, request: &Request) -> Result<Step, ApiError> {
     let (account_id, address) = app.password_attempt(request, &credentials.id, &credentials.password)?;
     let account = db::accounts::get(app.db.conn(), &account_id)?;
     let iterations = app.config.pbkdf2_iterations;
-    let exists = account.is_some();
-    let (phc, then_hash) = match account {
+    let (checked_against, then_hash) = match &account {
         Some(account) if auth::hash_iterations(&account.password) != Some(iterations) => {
-            (account.password, Some((credentials.password.clone(), iterations)))
+            (account.password.clone(), Some((credentials.password.clone(), iterations)))
         }
-        Some(account) => (account.password, None),
+        Some(account) => (account.password.clone(), None),
         None => (app.decoy_hash.clone(), None),
     };
-    let job = PasswordJob::Verify { password: credentials.password, phc, then_hash };
-    Ok(Step::Password { job, then: AfterPassword::Login { account_id, exists, address } })
+    let job =
+        PasswordJob::Verify { password: credentials.password, phc: checked_against, then_hash, pad_to: iterations };
+    let phc = account.map(|account| account.password);
+    Ok(Step::Password { job, then: AfterPassword::Login { account_id, phc, address } })
 }
 
+/// A sign-in whose password matched gets a session only if the hash it
+/// matched is still the account's: a password change, reset or deletion
+/// that committed meanwhile wins. A hash upgrade is written only over the
+/// hash it replaces.
 pub fn finish_login(
     app: &mut App,
     account_id: &str,
-    exists: bool,
+    phc: Option<String>,
     address: IpAddr,
     outcome: PasswordOutcome,
 ) -> Result<Step, ApiError> {
     let outcome = match outcome {
         PasswordOutcome::Verified { matches, new_hash } => {
-            PasswordOutcome::Verified { matches: matches && exists, new_hash }
+            PasswordOutcome::Verified { matches: matches && phc.is_some(), new_hash }
         }
         other => other,
     };
     let upgraded = app.verified(account_id, address, outcome, ApiError::InvalidCredentials)?;
-    // The account may have been deleted while its password was checked.
+    let checked = phc.ok_or(ApiError::InvalidCredentials)?;
     let account = db::accounts::get(app.db.conn(), account_id)?.ok_or(ApiError::InvalidCredentials)?;
+    if account.password != checked {
+        return Err(ApiError::InvalidCredentials);
+    }
     if let Some(new_hash) = upgraded {
-        db::accounts::set_password(app.db.conn(), account_id, &new_hash?)?;
+        db::accounts::replace_password(app.db.conn(), account_id, &checked, &new_hash?)?;
     }
     signed_in(app, &account.id, account.key_salt)
 }
@@ -66,6 +74,7 @@ pub fn signed_in(app: &mut App, account_id: &str, key_salt: String) -> Result<St
 pub fn logout(app: &mut App, request: &Request) -> Result<Step, ApiError> {
     let session = app.authenticate(request)?;
     db::sessions::delete(app.db.conn(), &session.token_hash)?;
+    app.after_commit.revoked(session.account_id);
     respond(Response::new(204))
 }
 
@@ -73,5 +82,6 @@ pub fn logout(app: &mut App, request: &Request) -> Result<Step, ApiError> {
 pub fn logout_everywhere(app: &mut App, request: &Request) -> Result<Step, ApiError> {
     let session = app.authenticate(request)?;
     db::sessions::delete_all(app.db.conn(), &session.account_id)?;
+    app.after_commit.revoked(session.account_id);
     respond(Response::new(204))
 }

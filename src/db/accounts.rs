@@ -45,6 +45,15 @@ pub fn set_password(conn: &Connection, id: &str, password: &str) -> rusqlite::Re
     Ok(())
 }
 
+/// Replaces the hash only if it is still `old` (compare-and-set); returns
+/// whether it did.
+pub fn replace_password(conn: &Connection, id: &str, old: &str, new: &str) -> rusqlite::Result<bool> {
+    let changed = conn
+        .prepare_cached("UPDATE sync_account SET password = ?3 WHERE id = ?1 AND password = ?2")?
+        .execute(params![id, old, new])?;
+    Ok(changed == 1)
+}
+
 /// Deletes the account; its sessions, reset token, permissions and change
 /// log go with it (foreign keys cascade).
 pub fn delete(conn: &Connection, id: &str) -> rusqlite::Result<()> {

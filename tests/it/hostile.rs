@@ -146,3 +146,124 @@ fn a_reset_hook_that_cannot_run_stops_the_start() {
     assert!(stderr.contains("RESET_HOOK") && stderr.contains("executable"), "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
 }
+
+#[test]
+fn sixty_simultaneous_guesses_get_at_most_five_verdicts() {
+    let server = Server::start_with(Options::default().env("PBKDF2_ITERATIONS", "200000"));
+    server.register("guessed");
+    let body = json!({"id": "guessed", "password": "wrong password"}).to_string();
+    let mut conns: Vec<Conn> = (0..60).map(|_| server.connect()).collect();
+    let request = format!(
+        "POST /v1/sessions HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    for conn in &mut conns {
+        conn.send(request.as_bytes());
+    }
+    let statuses: Vec<u16> = conns.iter_mut().map(|conn| conn.read_response(false).status).collect();
+    let verdicts = statuses.iter().filter(|&&s| s == 401).count();
+    let refused = statuses.iter().filter(|&&s| s == 429).count();
+    assert_eq!(verdicts + refused, 60, "{statuses:?}");
+    assert!(verdicts <= 5, "{verdicts} verdicts: {statuses:?}");
+}
+
+/// `sync-node account add` with the password on stdin, at `iterations`.
+fn add_account(root: &std::path::Path, id: &str, password: &str, iterations: &str) {
+    use std::process::Stdio;
+    let mut child = Command::new(crate::support::BIN)
+        .args(["account", "add", id])
+        .env_clear()
+        .env("STATIC_ROOT", root)
+        .env("PBKDF2_ITERATIONS", iterations)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(format!("{password}\n").as_bytes()).unwrap();
+    assert!(child.wait().unwrap().success());
+}
+
+/// A sign-in whose (slow) password check started before a credential
+/// change commits gets no session, and never writes the old password's
+/// hash back (its hash was due for an upgrade).
+#[test]
+fn a_reset_or_password_change_beats_a_sign_in_in_flight() {
+    use std::thread;
+    let server = Server::start();
+    // Hashes at 100,000 iterations verify slowly in a debug build (about
+    // 0.7 s); the server's own cost is 1000, so a sign-in would also
+    // upgrade the hash.
+    add_account(&server.root, "raced", "old password", "100000");
+    add_account(&server.root, "changed", "old password", "100000");
+    let login = |id: &str, password: &str| {
+        server.post_json("/v1/sessions", None, &json!({"id": id, "password": password})).status
+    };
+
+    let addr = server.addr;
+    let slow_sign_in = thread::spawn(move || {
+        let mut conn = Conn::open(addr);
+        let body = json!({"id": "raced", "password": "old password"}).to_string();
+        conn.request("POST", "/v1/sessions", None, &[("Content-Type", "application/json")], body.as_bytes()).status
+    });
+    thread::sleep(Duration::from_millis(60));
+    let (code, token, _) = crate::support::cli(&server.root, &["reset-token", "raced"], &[]);
+    assert_eq!(code, 0);
+    let confirm = json!({"id": "raced", "token": token.trim(), "new_password": "new password"});
+    assert_eq!(server.post_json("/v1/password-reset/confirm", None, &confirm).status, 204);
+    assert_eq!(slow_sign_in.join().unwrap(), 401, "the sign-in in flight lost to the reset");
+    assert_eq!(login("raced", "new password"), 201);
+    assert_eq!(login("raced", "old password"), 401, "the old password was not written back");
+
+    // The same race against a password change from a signed-in device.
+    let conn = crate::support::database(&server.root);
+    let slow_hash: String = conn
+        .query_row("SELECT password FROM sync_account WHERE password LIKE '%i=100000,%'", [], |row| row.get(0))
+        .unwrap();
+    let device = {
+        let mut conn = Conn::open(addr);
+        let body = json!({"id": "changed", "password": "old password"}).to_string();
+        let resp = conn.request("POST", "/v1/sessions", None, &[], body.as_bytes());
+        resp.json()["token"].as_str().unwrap().to_owned()
+    };
+    // That sign-in upgraded the hash; make it slow again for the race.
+    let account = server.get("/v1/account", Some(&device)).json()["account"].as_str().unwrap().to_owned();
+    conn.execute("UPDATE sync_account SET password = ?1 WHERE id = ?2", [&slow_hash, &account]).unwrap();
+    let change = thread::spawn(move || {
+        let mut conn = Conn::open(addr);
+        let body = json!({"password": "old password", "new_password": "new password"}).to_string();
+        conn.request("PUT", "/v1/account/password", Some(&device), &[], body.as_bytes()).status
+    });
+    thread::sleep(Duration::from_millis(200));
+    let late_sign_in = thread::spawn(move || {
+        let mut conn = Conn::open(addr);
+        let body = json!({"id": "changed", "password": "old password"}).to_string();
+        conn.request("POST", "/v1/sessions", None, &[], body.as_bytes()).status
+    });
+    assert_eq!(change.join().unwrap(), 204);
+    let late = late_sign_in.join().unwrap();
+    assert!(late == 401, "a sign-in checked against the replaced hash gets no session: {late}");
+    assert_eq!(login("changed", "new password"), 201);
+    assert_eq!(login("changed", "old password"), 401);
+}
+
+#[test]
+fn a_revoked_sessions_poll_is_answered_401_and_hears_nothing_more() {
+    let server = Server::start();
+    let phone = server.register("polled");
+    let laptop_resp =
+        server.post_json("/v1/sessions", None, &json!({"id": "polled", "password": crate::support::PASSWORD}));
+    let laptop = laptop_resp.json()["token"].as_str().unwrap().to_owned();
+    server.put("k", &phone, &[], b"before");
+    let since = server.get("/v1/changes?since=0", Some(&phone)).json()["seq"].as_i64().unwrap();
+    let mut held = server.connect();
+    held.send(
+        format!("GET /v1/changes?since={since}&wait=30 HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {phone}\r\n\r\n")
+            .as_bytes(),
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    let started = std::time::Instant::now();
+    assert_eq!(server.call("DELETE", "/v1/sessions", Some(&laptop), &[], b"").status, 204);
+    let answer = held.read_response(false);
+    assert_eq!(answer.status, 401, "{}", answer.text());
+    assert!(started.elapsed() < Duration::from_secs(2), "answered at once: {:?}", started.elapsed());
+}
