@@ -240,7 +240,7 @@ impl Blobs {
     /// with `NotFound` if one of them is already gone.
     pub fn pin(&self, names: &[String]) -> io::Result<Pinned> {
         let pinned = Pinned { dir: self.root.join(TMP).join(format!("pin-{}", random_name()?)), names: names.to_vec() };
-        fs::create_dir(&pinned.dir)?;
+        durable::create_dir_all(&pinned.dir)?;
         for name in names {
             fs::hard_link(self.path_of(name)?, pinned.dir.join(name.replace('/', "-")))?;
         }
@@ -252,20 +252,17 @@ impl Blobs {
     /// unless `dry_run`.
     pub fn sweep(&self, referenced: &HashSet<String>, dry_run: bool, min_age: Duration) -> io::Result<Sweep> {
         let mut sweep = Sweep::default();
-        let young = |path: &Path| {
-            fs::symlink_metadata(path)
-                .and_then(|meta| meta.modified())
-                .is_ok_and(|modified| modified.elapsed().unwrap_or_default() < min_age)
-        };
         for entry in read_dir_if_any(&self.root.join(TMP))? {
-            if young(&entry.path()) {
-                sweep.recent += 1;
-                continue;
+            match age(&entry.path(), min_age)? {
+                Age::Gone => {}
+                Age::Young => sweep.recent += 1,
+                Age::Old => {
+                    if !dry_run {
+                        remove_entry(&entry.path())?;
+                    }
+                    sweep.temp_files.push(format!("{TMP}/{}", entry.file_name().to_string_lossy()));
+                }
             }
-            if !dry_run {
-                remove_entry(&entry.path())?;
-            }
-            sweep.temp_files.push(format!("{TMP}/{}", entry.file_name().to_string_lossy()));
         }
         for dir in read_dir_if_any(&self.root.join(STORES))? {
             if !dir.file_type()?.is_dir() {
@@ -275,16 +272,20 @@ impl Blobs {
                 sweep.orphans.push(format!("{STORES}/{}", dir.file_name().to_string_lossy()));
                 continue;
             }
-            for entry in fs::read_dir(dir.path())? {
-                let entry = entry?;
+            for entry in read_dir_if_any(&dir.path())? {
                 let name = format!("{}/{}", dir.file_name().to_string_lossy(), entry.file_name().to_string_lossy());
-                if !referenced.contains(&name) && young(&entry.path()) {
-                    sweep.recent += 1;
-                } else if !referenced.contains(&name) {
-                    if !dry_run {
-                        remove_entry(&entry.path())?;
+                if referenced.contains(&name) {
+                    continue;
+                }
+                match age(&entry.path(), min_age)? {
+                    Age::Gone => {}
+                    Age::Young => sweep.recent += 1,
+                    Age::Old => {
+                        if !dry_run {
+                            remove_entry(&entry.path())?;
+                        }
+                        sweep.orphans.push(format!("{STORES}/{name}"));
                     }
-                    sweep.orphans.push(format!("{STORES}/{name}"));
                 }
             }
         }
@@ -324,8 +325,32 @@ fn random_name() -> io::Result<String> {
     Ok(hex(&bytes))
 }
 
+/// How old an unreferenced entry is, for a sweep.
+enum Age {
+    /// Removed since it was listed (an upload published or a file replaced
+    /// meanwhile): nothing to report.
+    Gone,
+    /// Modified less than the minimum age ago: left alone.
+    Young,
+    Old,
+}
+
+fn age(path: &Path, min_age: Duration) -> io::Result<Age> {
+    match fs::symlink_metadata(path).and_then(|meta| meta.modified()) {
+        Ok(modified) if modified.elapsed().unwrap_or_default() < min_age => Ok(Age::Young),
+        Ok(_) => Ok(Age::Old),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(Age::Gone),
+        Err(err) => Err(err),
+    }
+}
+
+/// Removes a file or directory; already gone is fine.
 fn remove_entry(path: &Path) -> io::Result<()> {
-    if path.is_dir() { fs::remove_dir_all(path) } else { fs::remove_file(path) }
+    let removed = if path.is_dir() { fs::remove_dir_all(path) } else { fs::remove_file(path) };
+    match removed {
+        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
 }
 
 #[cfg(test)]

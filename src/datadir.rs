@@ -11,7 +11,7 @@ use crate::durable;
 use crate::exit::Failure;
 use crate::secret;
 use std::fs::{self, File, OpenOptions, TryLockError};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 /// The file a server locks (`flock`) for as long as it runs.
@@ -43,6 +43,10 @@ pub fn claim(root: &Path) -> Result<Claim, Failure> {
         .truncate(false)
         .mode(durable::PRIVATE_FILE)
         .open(root.join(LOCK_FILE))
+        .and_then(|lock| {
+            lock.set_permissions(fs::Permissions::from_mode(durable::PRIVATE_FILE))?;
+            Ok(lock)
+        })
         .map_err(|err| Failure::config(format!("STATIC_ROOT: {shown} is not writable: {err}")))?;
     match lock.try_lock() {
         Ok(()) => Ok(Claim { _lock: lock }),
@@ -88,7 +92,6 @@ impl DataDir {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn one_claim_per_directory() {

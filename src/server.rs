@@ -227,36 +227,40 @@ fn run_deferred(app: &mut App) {
 
 /// Read-only requests share one transaction with the reads waiting right
 /// behind them: one snapshot and one round of file locks for the lot, which
-/// under load is most of what a read costs the loop. Each is answered as
-/// soon as it is handled (nothing it answers depends on the commit), and
-/// the transaction is committed whatever the outcomes, since a session's
-/// sliding extension may have written.
+/// under load is most of what a read costs the loop. The batch is only what
+/// had already arrived before the snapshot is taken, so a request never
+/// sees a state older than what was committed (by a command-line tool)
+/// before it was sent. Each is answered as soon as it is handled (nothing
+/// it answers depends on the commit), and the transaction is committed
+/// whatever the outcomes, since a session's sliding extension may have
+/// written.
 fn handle_reads(app: &mut App, first: (Reply, Route, Request), inbox: &mut Inbox<Event>) {
-    if let Err(err) = app.db.begin_read() {
-        return first.0.send(Step::Respond(ApiError::from(err).into_response()));
+    let mut batch = vec![first];
+    while batch.len() < MAX_READ_BATCH {
+        match inbox.ready() {
+            Some(Event::Request { reply, route: Ok(route), request }) if route.reads_only() => {
+                batch.push((reply, route, request));
+            }
+            Some(other) => {
+                inbox.put_back([other]);
+                break;
+            }
+            None => break,
+        }
     }
-    let mut next = Some(first);
-    let mut handled = 0;
-    while let Some((reply, route, request)) = next.take() {
+    if let Err(err) = app.db.begin_read() {
+        let response = ApiError::from(err);
+        for (reply, _, _) in batch {
+            reply.send(Step::Respond(response.clone().into_response()));
+        }
+        return;
+    }
+    for (reply, route, request) in batch {
         match guarded(|| app.handle(route, request)) {
             Ok(Handled::Park(poll)) => app.park(reply, poll),
             Ok(Handled::Step(step)) => reply.send(step),
             Err(err) => reply.send(Step::Respond(err.into_response())),
         }
-        handled += 1;
-        if handled == MAX_READ_BATCH {
-            break;
-        }
-        next = match inbox.ready() {
-            Some(Event::Request { reply, route: Ok(route), request }) if route.reads_only() => {
-                Some((reply, route, request))
-            }
-            Some(other) => {
-                inbox.put_back([other]);
-                None
-            }
-            None => None,
-        };
     }
     if let Err(err) = app.db.commit() {
         eprintln!("sync-node: could not commit a batch of reads: {err}");

@@ -3,6 +3,7 @@
 mod accounts;
 mod changes;
 mod crash;
+mod data_dir;
 mod hostile;
 mod http_layer;
 mod lifecycle;
