@@ -13,6 +13,8 @@ pub struct Poll {
     /// The session that asked: it must still be live when the poll is answered.
     pub token_hash: String,
     pub since: i64,
+    /// The most changes its answer may list.
+    pub limit: usize,
     pub deadline: Instant,
 }
 
@@ -90,6 +92,7 @@ mod tests {
             account_id: account.into(),
             token_hash: String::new(),
             since: 0,
+            limit: 1,
             deadline: base + Duration::from_millis(after_ms),
         }
     }

@@ -261,11 +261,8 @@ mod tests {
             for (i, step) in steps.into_iter().enumerate() {
                 let from = address(i as u32);
                 match step {
-                    0 => {
-                        if throttle.reserve("acct", from, now).is_ok() {
-                            in_flight += 1;
-                        }
-                    }
+                    0 if throttle.reserve("acct", from, now).is_ok() => in_flight += 1,
+                    0 => {}
                     _ if in_flight > 0 => {
                         throttle.failure("acct", from, now);
                         in_flight -= 1;

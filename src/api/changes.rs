@@ -1,6 +1,7 @@
 //! `GET /v1/changes?since=N[&wait=S]`: the account's change feed, and the
 //! long-poll that parks on the loop until a commit touches the account.
 
+use super::paging;
 use super::{App, Handled, Session};
 use crate::clock;
 use crate::db::{self, changes::Change};
@@ -18,6 +19,7 @@ pub const MAX_WAIT_SECONDS: u64 = 60;
 struct FeedQuery {
     since: i64,
     wait: u64,
+    limit: usize,
 }
 
 /// `GET /v1/changes`
@@ -30,13 +32,13 @@ pub fn changes(app: &mut App, request: &Request) -> Result<Handled, ApiError> {
     if forgotten || query.since > current {
         return Err(ApiError::Gone);
     }
-    let changes = db::changes::feed(app.db.conn(), &session.account_id, query.since, query.since == 0)?;
+    let changes = db::changes::feed(app.db.conn(), &session.account_id, query.since, query.since == 0, query.limit)?;
     if changes.is_empty() && query.wait > 0 {
         let deadline = Instant::now() + Duration::from_secs(query.wait);
         let Session { account_id, token_hash } = session;
-        return Ok(Handled::Park(Poll { account_id, token_hash, since: query.since, deadline }));
+        return Ok(Handled::Park(Poll { account_id, token_hash, since: query.since, limit: query.limit, deadline }));
     }
-    Ok(Handled::Step(Step::Respond(feed_response(current, &app.generation, &changes))))
+    Ok(Handled::Step(Step::Respond(feed_response(current, &app.generation, changes, query.limit))))
 }
 
 impl App {
@@ -98,7 +100,9 @@ impl App {
     fn answer(&mut self, parked: Parked<Reply>) {
         let response = match self.feed_of(&parked.poll) {
             Ok(Some(response)) => response,
-            Ok(None) => feed_response(self.db.current_seq().unwrap_or(parked.poll.since), &self.generation, &[]),
+            Ok(None) => {
+                feed_response(self.db.current_seq().unwrap_or(parked.poll.since), &self.generation, Vec::new(), 1)
+            }
             Err(err) => err.into_response(),
         };
         parked.reply.send(Step::Respond(response));
@@ -113,12 +117,21 @@ impl App {
             _ => return Err(ApiError::Unauthorized),
         }
         let current = self.db.current_seq()?;
-        let changes = db::changes::feed(self.db.conn(), &poll.account_id, poll.since, poll.since == 0)?;
-        Ok((!changes.is_empty()).then(|| feed_response(current, &self.generation, &changes)))
+        let changes = db::changes::feed(self.db.conn(), &poll.account_id, poll.since, poll.since == 0, poll.limit)?;
+        Ok((!changes.is_empty()).then(|| feed_response(current, &self.generation, changes, poll.limit)))
     }
 }
 
-fn feed_response(current: i64, generation: &str, changes: &[Change]) -> Response {
+/// A feed page: `changes` holds up to `limit + 1` entries, the last one
+/// only to tell that more follow (then `seq` is the last one returned, so
+/// `since=seq` continues exactly there).
+fn feed_response(current: i64, generation: &str, mut changes: Vec<Change>, limit: usize) -> Response {
+    let more = changes.len() > limit;
+    changes.truncate(limit);
+    let seq = match changes.last() {
+        Some(last) if more => last.seq,
+        _ => current,
+    };
     let changes: Vec<_> = changes
         .iter()
         .map(|change| {
@@ -130,30 +143,29 @@ fn feed_response(current: i64, generation: &str, changes: &[Change]) -> Response
             })
         })
         .collect();
-    Response::json(200, &json!({ "seq": current, "generation": generation, "changes": changes }))
+    Response::json(200, &json!({ "seq": seq, "generation": generation, "more": more, "changes": changes }))
 }
 
-/// `since` (required, ≥ 0) and `wait` (0..=60, default 0).
+/// `since` (required, ≥ 0), `wait` (0..=60, default 0) and `limit`.
 fn parse_query(query: Option<&str>) -> Result<FeedQuery, ApiError> {
-    let (mut since, mut wait) = (None, 0);
-    for pair in query.unwrap_or_default().split('&').filter(|p| !p.is_empty()) {
-        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-        let number = || -> Option<u64> { value.bytes().all(|b| b.is_ascii_digit()).then(|| value.parse().ok())? };
+    let (mut since, mut wait, mut limit) = (None, 0, paging::MAX_PAGE);
+    for (name, value) in paging::pairs(query) {
         match name {
             "since" => {
-                let n = number().and_then(|n| i64::try_from(n).ok());
+                let n = paging::whole_number(value).and_then(|n| i64::try_from(n).ok());
                 since = Some(n.ok_or_else(|| ApiError::bad_request("since must be a whole number ≥ 0."))?);
             }
             "wait" => {
-                wait = number()
+                wait = paging::whole_number(value)
                     .filter(|&n| n <= MAX_WAIT_SECONDS)
                     .ok_or_else(|| ApiError::bad_request("wait must be a whole number of seconds from 0 to 60."))?;
             }
+            "limit" => limit = paging::limit(value)?,
             _ => {}
         }
     }
     let since = since.ok_or_else(|| ApiError::bad_request("since is required."))?;
-    Ok(FeedQuery { since, wait })
+    Ok(FeedQuery { since, wait, limit })
 }
 
 #[cfg(test)]
@@ -162,8 +174,11 @@ mod tests {
 
     #[test]
     fn query_parsing() {
-        assert_eq!(parse_query(Some("since=5")).unwrap(), FeedQuery { since: 5, wait: 0 });
-        assert_eq!(parse_query(Some("wait=60&since=0&x=y")).unwrap(), FeedQuery { since: 0, wait: 60 });
+        assert_eq!(parse_query(Some("since=5")).unwrap(), FeedQuery { since: 5, wait: 0, limit: 1000 });
+        assert_eq!(
+            parse_query(Some("wait=60&since=0&x=y&limit=7")).unwrap(),
+            FeedQuery { since: 0, wait: 60, limit: 7 }
+        );
         for bad in [
             None,
             Some(""),
@@ -175,6 +190,8 @@ mod tests {
             Some("since=1&wait=-1"),
             Some("since=1&wait="),
             Some("since=99999999999999999999"),
+            Some("since=1&limit=0"),
+            Some("since=1&limit=x"),
         ] {
             assert_eq!(parse_query(bad).unwrap_err().status_and_code().0, 400, "{bad:?}");
         }

@@ -4,6 +4,7 @@
 
 mod accounts;
 mod changes;
+mod paging;
 mod reset;
 mod service;
 mod sessions;

@@ -1,6 +1,7 @@
 //! `GET /v1/health` and `GET /v1/info`: no authentication, no writes.
 
 use super::changes::MAX_WAIT_SECONDS;
+use super::paging::MAX_PAGE;
 use super::respond;
 use crate::config::Config;
 use crate::error::ApiError;
@@ -28,6 +29,7 @@ pub fn info(config: &Config, generation: &str) -> Result<Step, ApiError> {
             "max_store_bytes": config.max_store_bytes,
             "max_meta_bytes": MAX_META_BYTES,
             "max_key_bytes": MAX_KEY_BYTES,
+            "max_page": MAX_PAGE,
             "quota_bytes": config.quota_bytes,
             "session_ttl_days": config.session_ttl_days,
             "max_wait_seconds": MAX_WAIT_SECONDS,

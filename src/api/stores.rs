@@ -5,7 +5,7 @@
 //! the file and commits, following the durability protocol of DESIGN §2.
 
 use super::service::MAX_META_BYTES;
-use super::{App, Session, respond};
+use super::{App, Session, paging, respond};
 use crate::auth;
 use crate::blobs::{Batch, Staged};
 use crate::clock;
@@ -15,6 +15,7 @@ use crate::error::{ApiError, CurrentVersion};
 use crate::http::{Body, Framing, Response};
 use crate::permission::{self, Permission};
 use crate::precondition::{self, Precondition, Refusal};
+use crate::router::decode_key;
 use crate::server::{Request, Step};
 use serde_json::json;
 
@@ -63,10 +64,22 @@ pub fn get(app: &mut App, request: &Request, key: &str) -> Result<Step, ApiError
     respond(response)
 }
 
-/// `GET /v1/stores`
+/// `GET /v1/stores[?limit=L][&after=K]`: one page of the caller's stores
+/// in key order.
 pub fn list(app: &mut App, request: &Request) -> Result<Step, ApiError> {
+    let (mut after, mut limit) = (None, paging::MAX_PAGE);
+    for (name, value) in paging::pairs(request.head.query.as_deref()) {
+        match name {
+            "after" => after = Some(decode_key(value)?),
+            "limit" => limit = paging::limit(value)?,
+            _ => {}
+        }
+    }
     let session = app.authenticate(request)?;
-    let stores: Vec<_> = db::stores::list_for(app.db.conn(), &session.account_id)?
+    let mut page = db::stores::list_for(app.db.conn(), &session.account_id, after.as_deref(), limit)?;
+    let more = page.len() > limit;
+    page.truncate(limit);
+    let stores: Vec<_> = page
         .into_iter()
         .map(|(store, held)| {
             json!({
@@ -80,7 +93,7 @@ pub fn list(app: &mut App, request: &Request) -> Result<Step, ApiError> {
             })
         })
         .collect();
-    respond(Response::json(200, &json!({ "seq": app.db.current_seq()?, "stores": stores })))
+    respond(Response::json(200, &json!({ "seq": app.db.current_seq()?, "more": more, "stores": stores })))
 }
 
 /// `PUT /v1/stores/{key}`: the half before the body.

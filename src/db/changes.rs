@@ -38,16 +38,23 @@ pub fn touch_account(conn: &Connection, account_id: &str, key: &str, seq: i64, n
 }
 
 /// The account's changes after `since`, in `seq` order, each with the
-/// store's current state; `live_only` leaves tombstones out.
-pub fn feed(conn: &Connection, account_id: &str, since: i64, live_only: bool) -> rusqlite::Result<Vec<Change>> {
+/// store's current state; `live_only` leaves tombstones out. At most
+/// `limit + 1` (the last only tells that more follow).
+pub fn feed(
+    conn: &Connection,
+    account_id: &str,
+    since: i64,
+    live_only: bool,
+    limit: usize,
+) -> rusqlite::Result<Vec<Change>> {
     let mut statement = conn.prepare_cached(
         "SELECT c.store_key, c.seq, s.store_token, p.permission FROM change_log c
          LEFT JOIN account_permission p ON p.account_id = c.account_id AND p.store_key = c.store_key
          LEFT JOIN sync_store s ON s.store_key = c.store_key
          WHERE c.account_id = ?1 AND c.seq > ?2 AND (p.permission IS NOT NULL OR NOT ?3)
-         ORDER BY c.seq",
+         ORDER BY c.seq LIMIT ?4",
     )?;
-    let rows = statement.query_map(params![account_id, since, live_only], |row| {
+    let rows = statement.query_map(params![account_id, since, live_only, limit.saturating_add(1)], |row| {
         let permission = row.get::<_, Option<String>>(3)?.as_deref().and_then(Permission::parse);
         Ok(Change { key: row.get(0)?, seq: row.get(1)?, token: permission.and(row.get(2)?), permission })
     })?;
@@ -120,23 +127,23 @@ mod tests {
         let mut woken = touch_store(conn, "k1", 4, 100).unwrap();
         woken.sort();
         assert_eq!(woken, vec!["a".to_owned(), "b".to_owned()]);
-        assert_eq!(keys(&feed(conn, "a", 0, true).unwrap()), vec![("k2", 2, true), ("k1", 4, true)]);
-        assert_eq!(keys(&feed(conn, "b", 3, false).unwrap()), vec![("k1", 4, true)]);
-        assert_eq!(feed(conn, "b", 0, false).unwrap()[0].token.as_deref(), Some("t4"));
+        assert_eq!(keys(&feed(conn, "a", 0, true, 100).unwrap()), vec![("k2", 2, true), ("k1", 4, true)]);
+        assert_eq!(keys(&feed(conn, "b", 3, false, 100).unwrap()), vec![("k1", 4, true)]);
+        assert_eq!(feed(conn, "b", 0, false, 100).unwrap()[0].token.as_deref(), Some("t4"));
 
         // a deletes k2 (seq 5): a tombstone for a, invisible to b.
         touch_store(conn, "k2", 5, 200).unwrap();
         stores::delete(conn, "k2").unwrap();
-        let a_feed = feed(conn, "a", 4, false).unwrap();
+        let a_feed = feed(conn, "a", 4, false, 100).unwrap();
         assert_eq!(a_feed, vec![Change { key: "k2".into(), seq: 5, token: None, permission: None }]);
-        assert!(feed(conn, "a", 0, true).unwrap().iter().all(|c| c.key != "k2"), "since=0 has no tombstones");
-        assert!(feed(conn, "b", 0, false).unwrap().iter().all(|c| c.key != "k2"));
+        assert!(feed(conn, "a", 0, true, 100).unwrap().iter().all(|c| c.key != "k2"), "since=0 has no tombstones");
+        assert!(feed(conn, "b", 0, false, 100).unwrap().iter().all(|c| c.key != "k2"));
 
         // Pruning forgets only old tombstones and raises the horizon.
         assert_eq!(prune(conn, 150).unwrap(), 0);
         assert_eq!(horizon(conn).unwrap(), 0);
         assert_eq!(prune(conn, 250).unwrap(), 1);
         assert_eq!(horizon(conn).unwrap(), 5);
-        assert_eq!(keys(&feed(conn, "a", 0, false).unwrap()), vec![("k1", 4, true)], "live entries stay");
+        assert_eq!(keys(&feed(conn, "a", 0, false, 100).unwrap()), vec![("k1", 4, true)], "live entries stay");
     }
 }

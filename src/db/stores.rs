@@ -54,16 +54,27 @@ pub fn get_for(
     .optional()
 }
 
-/// Every store the account has a permission on, by key.
-pub fn list_for(conn: &Connection, account_id: &str) -> rusqlite::Result<Vec<(StoreRow, Permission)>> {
+/// The stores the account has a permission on, by key (bytewise), after
+/// `after` (if given): at most `limit + 1` (the last only tells that more
+/// follow).
+pub fn list_for(
+    conn: &Connection,
+    account_id: &str,
+    after: Option<&str>,
+    limit: usize,
+) -> rusqlite::Result<Vec<(StoreRow, Permission)>> {
     let mut statement = conn.prepare_cached(concat!(
         "SELECT ",
         store_columns!(),
         ", p.permission FROM account_permission p
          JOIN sync_store s ON s.store_key = p.store_key
-         WHERE p.account_id = ?1 ORDER BY s.store_key"
+         WHERE p.account_id = ?1 AND p.store_key > ?2
+         ORDER BY p.store_key LIMIT ?3"
     ))?;
-    let rows = statement.query_map([account_id], |row| Ok((store_row(row)?, permission(row, 7)?)))?;
+    // Keys are never empty, so "" comes before every one of them.
+    let rows = statement.query_map(params![account_id, after.unwrap_or(""), limit.saturating_add(1)], |row| {
+        Ok((store_row(row)?, permission(row, 7)?))
+    })?;
     let mut out = Vec::new();
     for row in rows {
         let (store, held) = row?;

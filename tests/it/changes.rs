@@ -141,7 +141,7 @@ fn long_poll_wakes_on_a_commit_and_times_out_empty() {
     let empty = server.get(&format!("/v1/changes?since={now}&wait=1"), Some(&token));
     let waited = started.elapsed();
     let generation = server.get("/v1/info", None).json()["generation"].clone();
-    assert_eq!(empty.json(), json!({"seq": now, "generation": generation, "changes": []}));
+    assert_eq!(empty.json(), json!({"seq": now, "generation": generation, "more": false, "changes": []}));
     assert!(waited >= Duration::from_millis(950) && waited < Duration::from_secs(3), "waited {waited:?}");
 }
 

@@ -8,6 +8,7 @@ mod hostile;
 mod http_layer;
 mod lifecycle;
 mod operations;
+mod paging;
 mod robustness;
 mod service;
 mod sharing;
