@@ -231,6 +231,13 @@ impl Blobs {
         }
     }
 
+    /// Bytes an unprivileged writer may still use on the data directory's
+    /// file system.
+    pub fn free_bytes(&self) -> io::Result<u64> {
+        let stats = rustix::fs::statvfs(&self.root)?;
+        Ok(stats.f_bavail.saturating_mul(stats.f_frsize))
+    }
+
     /// The size of a published file.
     pub fn size_of(&self, name: &str) -> io::Result<u64> {
         Ok(fs::metadata(self.path_of(name)?)?.len())

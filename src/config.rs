@@ -20,7 +20,13 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
     ("RESET_HOOK", "unset", "program run for each password-reset request"),
     ("PBKDF2_ITERATIONS", "600000", "PBKDF2 cost for new password hashes (1000..=100000000)"),
     ("TRUST_PROXY", "unset", "1: the client address comes from X-Forwarded-For"),
-    ("MAX_CONNECTIONS", "256", "open connections at once (1..=65536); past it, 503"),
+    ("MAX_CONNECTIONS", "256", "open connections at once (1..=65536); idle ones are shed first, then 503"),
+    (
+        "MAX_CONNECTIONS_PER_ADDRESS",
+        "64",
+        "open connections from one client address (1..=65536; not applied with TRUST_PROXY=1)",
+    ),
+    ("MIN_FREE_BYTES", "104857600", "store writes that would leave less free disk space get 507"),
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,6 +49,8 @@ pub struct Config {
     pub pbkdf2_iterations: u32,
     pub trust_proxy: bool,
     pub max_connections: usize,
+    pub max_connections_per_address: usize,
+    pub min_free_bytes: u64,
 }
 
 /// A bad value, naming its variable.
@@ -108,6 +116,14 @@ impl Config {
                 }
             },
             max_connections: number(get("MAX_CONNECTIONS"), "MAX_CONNECTIONS", 256, 1, 65_536)?,
+            max_connections_per_address: number(
+                get("MAX_CONNECTIONS_PER_ADDRESS"),
+                "MAX_CONNECTIONS_PER_ADDRESS",
+                64,
+                1,
+                65_536,
+            )?,
+            min_free_bytes: number(get("MIN_FREE_BYTES"), "MIN_FREE_BYTES", 100 * 1024 * 1024, 0, u64::MAX)?,
         })
     }
 }
@@ -180,6 +196,8 @@ mod tests {
         assert_eq!(config.pbkdf2_iterations, 600_000);
         assert!(!config.trust_proxy);
         assert_eq!(config.max_connections, 256);
+        assert_eq!(config.max_connections_per_address, 64);
+        assert_eq!(config.min_free_bytes, 104_857_600);
         assert_eq!(config.bind, IpAddr::from([0, 0, 0, 0]));
     }
 
@@ -223,6 +241,8 @@ mod tests {
         assert_eq!(failing_variable(&[("PBKDF2_ITERATIONS", "999")]), "PBKDF2_ITERATIONS");
         assert_eq!(failing_variable(&[("TRUST_PROXY", "yes")]), "TRUST_PROXY");
         assert_eq!(failing_variable(&[("MAX_CONNECTIONS", "0")]), "MAX_CONNECTIONS");
+        assert_eq!(failing_variable(&[("MAX_CONNECTIONS_PER_ADDRESS", "0")]), "MAX_CONNECTIONS_PER_ADDRESS");
+        assert_eq!(failing_variable(&[("MIN_FREE_BYTES", "-1")]), "MIN_FREE_BYTES");
     }
 
     proptest::proptest! {

@@ -47,7 +47,16 @@ pub enum ApiError {
         retry_after_secs: u64,
     },
     HttpVersionNotSupported,
-    InsufficientStorage,
+    InsufficientStorage(Shortage),
+}
+
+/// What a `507 insufficient_storage` ran out of (its message says which).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shortage {
+    /// An owner's `QUOTA_BYTES`.
+    Quota,
+    /// Free space on the server's disk (`MIN_FREE_BYTES`, or the disk is full).
+    Disk,
 }
 
 impl ApiError {
@@ -79,7 +88,7 @@ impl ApiError {
             ApiError::NotConfigured => (501, "not_configured"),
             ApiError::Unavailable { .. } => (503, "unavailable"),
             ApiError::HttpVersionNotSupported => (505, "http_version_not_supported"),
-            ApiError::InsufficientStorage => (507, "insufficient_storage"),
+            ApiError::InsufficientStorage(_) => (507, "insufficient_storage"),
         }
     }
 
@@ -110,7 +119,12 @@ impl ApiError {
             ApiError::NotConfigured => "Password reset is not configured on this server.".into(),
             ApiError::Unavailable { .. } => "The server is busy; retry later.".into(),
             ApiError::HttpVersionNotSupported => "Only HTTP/1.0 and HTTP/1.1 are supported.".into(),
-            ApiError::InsufficientStorage => "Not enough storage: quota or disk space exceeded.".into(),
+            ApiError::InsufficientStorage(Shortage::Quota) => {
+                "The write would put a store owner over the account quota.".into()
+            }
+            ApiError::InsufficientStorage(Shortage::Disk) => {
+                "The server's disk is too full for this write; try again later or ask the operator.".into()
+            }
         }
     }
 
@@ -158,7 +172,7 @@ impl fmt::Display for ApiError {
 impl From<rusqlite::Error> for ApiError {
     fn from(err: rusqlite::Error) -> Self {
         match err.sqlite_error_code() {
-            Some(rusqlite::ErrorCode::DiskFull) => ApiError::InsufficientStorage,
+            Some(rusqlite::ErrorCode::DiskFull) => ApiError::InsufficientStorage(Shortage::Disk),
             // A command-line tool holds the write lock for a moment.
             Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
                 ApiError::Unavailable { retry_after_secs: 1 }
@@ -170,7 +184,11 @@ impl From<rusqlite::Error> for ApiError {
 
 impl From<io::Error> for ApiError {
     fn from(err: io::Error) -> Self {
-        if is_out_of_space(&err) { ApiError::InsufficientStorage } else { ApiError::Internal(format!("i/o: {err}")) }
+        if is_out_of_space(&err) {
+            ApiError::InsufficientStorage(Shortage::Disk)
+        } else {
+            ApiError::Internal(format!("i/o: {err}"))
+        }
     }
 }
 

@@ -1,8 +1,10 @@
 //! Runs `RESET_HOOK` for a password-reset request: the program itself, never
 //! a shell, with the id and token only in its environment, on its own
 //! thread, with a time limit. Its failures are logged, never shown to the
-//! client. At most a few run at once; past that a request is dropped (and
-//! logged) rather than letting a flood of requests fork a flood of processes.
+//! client. At most a few run at once: a request first reserves a place
+//! ([`ResetHook::reserve`]); without one it is dropped (and logged) before
+//! its token replaces the one already mailed, rather than letting a flood
+//! of requests fork a flood of processes.
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -12,7 +14,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 const TIME_LIMIT: Duration = Duration::from_secs(30);
-const MAX_RUNNING: usize = 4;
+pub const MAX_RUNNING: usize = 4;
 
 #[derive(Debug, Clone)]
 pub struct ResetHook {
@@ -25,23 +27,45 @@ impl ResetHook {
         ResetHook { program, running: Arc::new(AtomicUsize::new(0)) }
     }
 
-    /// Starts the hook for `id` and `token` and returns at once.
-    pub fn run(&self, id: String, token: String) {
+    /// A place for one more run, if fewer than the most are running.
+    pub fn reserve(&self) -> Option<HookSlot> {
         if self.running.fetch_add(1, Ordering::AcqRel) >= MAX_RUNNING {
             self.running.fetch_sub(1, Ordering::AcqRel);
-            eprintln!("sync-node: RESET_HOOK: {MAX_RUNNING} already running; a reset request was dropped");
-            return;
+            return None;
         }
-        let (program, running) = (self.program.clone(), Arc::clone(&self.running));
+        Some(HookSlot { hook: self.clone(), taken: true })
+    }
+}
+
+/// A reserved place for one run of the hook; given back if never used.
+#[derive(Debug)]
+pub struct HookSlot {
+    hook: ResetHook,
+    taken: bool,
+}
+
+impl Drop for HookSlot {
+    fn drop(&mut self) {
+        if self.taken {
+            self.hook.running.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+impl HookSlot {
+    /// Starts the hook for `id` and `token` and returns at once.
+    pub fn run(mut self, id: String, token: String) {
+        let (program, running) = (self.hook.program.clone(), Arc::clone(&self.hook.running));
         let spawned = thread::Builder::new().name("reset-hook".into()).stack_size(64 * 1024).spawn(move || {
             if let Err(problem) = run_to_end(&program, &id, &token) {
                 eprintln!("sync-node: RESET_HOOK {}: {problem}", program.display());
             }
             running.fetch_sub(1, Ordering::AcqRel);
         });
-        if let Err(err) = spawned {
-            self.running.fetch_sub(1, Ordering::AcqRel);
-            eprintln!("sync-node: RESET_HOOK: cannot start a thread: {err}");
+        match spawned {
+            // The thread gives the place back when the run ends.
+            Ok(_) => self.taken = false,
+            Err(err) => eprintln!("sync-node: RESET_HOOK: cannot start a thread: {err}"),
         }
     }
 }
@@ -66,6 +90,26 @@ fn run_to_end(program: &PathBuf, id: &str, token: &str) -> Result<(), String> {
             }
             Ok(None) => thread::sleep(Duration::from_millis(50)),
             Err(err) => return Err(format!("cannot wait for it: {err}")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn places_are_bounded_and_given_back() {
+        let hook = ResetHook::new("/bin/true".into());
+        let slots: Vec<HookSlot> = (0..MAX_RUNNING).map(|_| hook.reserve().expect("a place")).collect();
+        assert!(hook.reserve().is_none(), "all places taken");
+        drop(slots);
+        let slot = hook.reserve().expect("unused places come back");
+        slot.run("id".into(), "token".into());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while hook.running.load(Ordering::Acquire) > 0 {
+            assert!(Instant::now() < deadline, "the run gives its place back");
+            thread::sleep(Duration::from_millis(10));
         }
     }
 }

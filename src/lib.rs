@@ -26,6 +26,7 @@ pub mod ops;
 pub mod permission;
 pub mod polls;
 pub mod precondition;
+pub mod ratelimit;
 pub mod router;
 pub mod secret;
 pub mod serve;

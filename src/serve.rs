@@ -3,7 +3,7 @@
 //! thread and the loop. Every failure here is a [`Failure`] with the exit
 //! code SPEC §7 gives it.
 
-use crate::api::{AfterCommit, App};
+use crate::api::{self, AfterCommit, App};
 use crate::auth;
 use crate::blobs::{Blobs, OpenFiles};
 use crate::config::Config;
@@ -17,6 +17,7 @@ use crate::http::Limits;
 use crate::http::listener;
 use crate::lifecycle::Lifecycle;
 use crate::polls::Polls;
+use crate::ratelimit::RateLimit;
 use crate::server::{self, Event};
 use crate::throttle::Throttle;
 use crate::worker::{self, Gate, Shared};
@@ -115,6 +116,9 @@ pub fn serve(config: Config) -> Result<(), Failure> {
         polls,
         open_files: OpenFiles::new(OPEN_FILES),
         throttle: Throttle::default(),
+        registrations: RateLimit::new(api::REGISTRATIONS_PER_HOUR, api::HOUR, api::RATE_LIMIT_KEYS),
+        reset_requests: RateLimit::new(api::RESET_REQUESTS_PER_HOUR, api::HOUR, api::RATE_LIMIT_KEYS),
+        reset_tokens: RateLimit::new(api::RESET_TOKENS_PER_HOUR, api::HOUR, api::RATE_LIMIT_KEYS),
         reset_hook,
         deferred: Vec::new(),
         after_commit: AfterCommit::default(),

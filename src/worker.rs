@@ -6,7 +6,7 @@ use crate::api::JSON_LIMIT;
 use crate::blobs::{Blobs, Staged};
 use crate::config::Config;
 use crate::cors;
-use crate::error::{ApiError, is_out_of_space};
+use crate::error::{ApiError, Shortage, is_out_of_space};
 use crate::http::conn::{ExtraHeaders, HeadError};
 use crate::http::{BodyError, Connection, Framing, Limits, Response, SendOptions};
 use crate::lifecycle::Lifecycle;
@@ -177,7 +177,7 @@ fn refuse_body(mut conn: Connection, err: BodyError, what: &'static str, mut opt
     let error = match err {
         BodyError::TooLarge => ApiError::PayloadTooLarge(what),
         BodyError::Malformed => ApiError::bad_request("Malformed chunked body."),
-        BodyError::Sink(err) if is_out_of_space(&err) => ApiError::InsufficientStorage,
+        BodyError::Sink(err) if is_out_of_space(&err) => ApiError::InsufficientStorage(Shortage::Disk),
         BodyError::Sink(err) => ApiError::Internal(format!("staging an upload: {err}")),
         BodyError::Socket(_) => return,
     };

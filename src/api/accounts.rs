@@ -12,6 +12,8 @@ use crate::http::Response;
 use crate::server::{Request, Step};
 use serde::Deserialize;
 use serde_json::json;
+use std::net::IpAddr;
+use std::time::Instant;
 
 #[derive(Deserialize)]
 pub(super) struct Credentials {
@@ -42,13 +44,30 @@ pub fn register(app: &mut App, request: &Request) -> Result<Step, ApiError> {
     if db::accounts::exists(app.db.conn(), &account_id)? {
         return Err(ApiError::AccountExists);
     }
+    // Before any hashing; registrations in flight hold their place.
+    let address = app.client_address(request);
+    App::take_place(&mut app.registrations, address)?;
     let job = PasswordJob::Hash { password: credentials.password, iterations: app.config.pbkdf2_iterations };
-    Ok(Step::Password { job, then: AfterPassword::Register { account_id } })
+    Ok(Step::Password { job, then: AfterPassword::Register { account_id, address } })
 }
 
-pub fn finish_register(app: &mut App, account_id: &str, phc: Result<String, ApiError>) -> Result<Step, ApiError> {
-    let key_salt = create(app.db.conn(), account_id, &phc?)?;
-    super::sessions::signed_in(app, account_id, key_salt)
+pub fn finish_register(
+    app: &mut App,
+    account_id: &str,
+    address: IpAddr,
+    phc: Result<String, ApiError>,
+) -> Result<Step, ApiError> {
+    let created = phc.and_then(|phc| create(app.db.conn(), account_id, &phc));
+    match created {
+        Ok(key_salt) => {
+            app.registrations.commit(&address, Instant::now());
+            super::sessions::signed_in(app, account_id, key_salt)
+        }
+        Err(err) => {
+            app.registrations.release(&address);
+            Err(err)
+        }
+    }
 }
 
 /// Creates an account with a new random `key_salt`, which it returns.

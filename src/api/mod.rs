@@ -22,9 +22,10 @@ use crate::config::Config;
 use crate::cors;
 use crate::db::{self, Db};
 use crate::error::ApiError;
-use crate::hook::ResetHook;
+use crate::hook::{HookSlot, ResetHook};
 use crate::http::Response;
 use crate::polls::{Poll, Polls};
+use crate::ratelimit::RateLimit;
 use crate::router::Route;
 use crate::server::{Reply, Request, Step};
 use crate::throttle::Throttle;
@@ -35,6 +36,16 @@ use std::time::Instant;
 
 /// Largest JSON body of a control endpoint.
 pub const JSON_LIMIT: u64 = 64 * 1024;
+/// Accounts one client address may create per hour (SPEC §3).
+pub const REGISTRATIONS_PER_HOUR: usize = 10;
+/// Password-reset requests one client address may make per hour.
+pub const RESET_REQUESTS_PER_HOUR: usize = 10;
+/// Reset tokens issued for one account per hour.
+pub const RESET_TOKENS_PER_HOUR: usize = 3;
+/// Keys each rate-limit table keeps at most.
+pub const RATE_LIMIT_KEYS: usize = 10_000;
+pub const HOUR: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// How long deletions and lost access stay in the change feed.
 const TOMBSTONE_RETENTION_MS: i64 = 30 * 86_400_000;
 /// Longest bearer token we look up.
@@ -56,6 +67,12 @@ pub struct App {
     /// Handles of recently read store files.
     pub open_files: OpenFiles,
     pub throttle: Throttle,
+    /// Accounts created per client address (SPEC §3: 10 an hour).
+    pub registrations: RateLimit<IpAddr>,
+    /// Reset requests per client address (10 an hour).
+    pub reset_requests: RateLimit<IpAddr>,
+    /// Reset tokens issued per account (3 an hour).
+    pub reset_tokens: RateLimit<String>,
     pub reset_hook: Option<ResetHook>,
     /// Work to do once the current answer has been sent.
     pub deferred: Vec<Deferred>,
@@ -77,7 +94,7 @@ pub struct AfterCommit {
     files: Vec<String>,
     wake: Vec<String>,
     recheck: Vec<String>,
-    reset_hooks: Vec<(String, String)>,
+    reset_hooks: Vec<(HookSlot, String, String)>,
 }
 
 impl AfterCommit {
@@ -95,9 +112,9 @@ impl AfterCommit {
         self.recheck.push(account);
     }
 
-    /// Hands `token` for `id` to the reset hook.
-    pub fn run_reset_hook(&mut self, id: String, token: String) {
-        self.reset_hooks.push((id, token));
+    /// Hands `token` for `id` to the reset hook, in its reserved place.
+    pub fn run_reset_hook(&mut self, slot: HookSlot, id: String, token: String) {
+        self.reset_hooks.push((slot, id, token));
     }
 }
 
@@ -118,9 +135,11 @@ pub struct CurrentPassword {
 /// it must re-check before it commits.
 #[derive(Debug)]
 pub enum AfterPassword {
-    /// Create the account with the new hash.
+    /// Create the account with the new hash (a registration place of
+    /// `address` is reserved).
     Register {
         account_id: String,
+        address: IpAddr,
     },
     /// Sign in if the password matched `phc` (`None`: an unknown id,
     /// checked against the decoy) and `phc` is still the account's hash.
@@ -187,8 +206,8 @@ impl App {
 
     pub fn after_password(&mut self, then: AfterPassword, outcome: PasswordOutcome) -> Result<Step, ApiError> {
         match (then, outcome) {
-            (AfterPassword::Register { account_id }, PasswordOutcome::Hashed(phc)) => {
-                accounts::finish_register(self, &account_id, phc)
+            (AfterPassword::Register { account_id, address }, PasswordOutcome::Hashed(phc)) => {
+                accounts::finish_register(self, &account_id, address, phc)
             }
             (AfterPassword::ResetConfirm { account_id, token_hash, address }, PasswordOutcome::Hashed(phc)) => {
                 reset::finish_confirm(self, &account_id, &token_hash, address, phc)
@@ -242,13 +261,16 @@ impl App {
         Ok((account_id, address))
     }
 
+    /// Takes a place of `address` in `limit`, or 429 with `Retry-After`.
+    pub fn take_place(limit: &mut RateLimit<IpAddr>, address: IpAddr) -> Result<(), ApiError> {
+        limit.reserve(&address, Instant::now()).map_err(too_many)
+    }
+
     /// Reserves a place for a password attempt (it counts as a failure
     /// until [`App::verified`] settles it); 429 with `Retry-After` while
     /// the account or address is locked out or its limit is taken.
     pub fn admit_attempt(&mut self, account_id: &str, address: IpAddr) -> Result<(), ApiError> {
-        self.throttle
-            .reserve(account_id, address, Instant::now())
-            .map_err(|wait| ApiError::TooManyRequests { retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64 })
+        self.throttle.reserve(account_id, address, Instant::now()).map_err(too_many)
     }
 
     /// The client's address for rate limits: the peer, or with
@@ -301,10 +323,8 @@ impl App {
         if !recheck.is_empty() {
             self.recheck_polls(Some(&recheck));
         }
-        if let Some(hook) = &self.reset_hook {
-            for (id, token) in reset_hooks {
-                hook.run(id, token);
-            }
+        for (slot, id, token) in reset_hooks {
+            slot.run(id, token);
         }
     }
 
@@ -337,6 +357,11 @@ impl App {
     pub fn session_lifetime_ms(&self) -> i64 {
         i64::from(self.config.session_ttl_days) * 86_400_000
     }
+}
+
+/// 429 with `Retry-After` in whole seconds (at least 1).
+fn too_many(wait: std::time::Duration) -> ApiError {
+    ApiError::TooManyRequests { retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64 }
 }
 
 fn bearer_token(request: &Request) -> Option<&str> {

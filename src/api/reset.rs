@@ -8,11 +8,13 @@ use crate::auth::{self, PasswordJob};
 use crate::clock;
 use crate::db;
 use crate::error::ApiError;
+use crate::hook::{MAX_RUNNING, ResetHook};
 use crate::http::Response;
 use crate::server::{Request, Step};
 use serde::Deserialize;
 use serde_json::json;
 use std::net::IpAddr;
+use std::time::Instant;
 
 /// How long a reset token works.
 pub const TOKEN_LIFETIME_MS: i64 = 3_600_000;
@@ -43,6 +45,10 @@ pub fn request_reset(app: &mut App, request: &Request) -> Result<Step, ApiError>
     }
     let body: ResetRequest = json_body(request)?;
     let id = auth::normalise_id(&body.id)?;
+    // Every request counts, whether or not the id exists.
+    let address = app.client_address(request);
+    App::take_place(&mut app.reset_requests, address)?;
+    app.reset_requests.commit(&address, Instant::now());
     let account_id = auth::account_hash(&app.secret, &id);
     if db::accounts::exists(app.db.conn(), &account_id)? {
         app.deferred.push(Deferred::IssueResetToken { account_id, id: body.id.trim().to_owned() });
@@ -51,11 +57,24 @@ pub fn request_reset(app: &mut App, request: &Request) -> Result<Step, ApiError>
 }
 
 impl Deferred {
-    /// Does the work inside the loop's write transaction.
+    /// Does the work inside the loop's write transaction. A new token
+    /// replaces the one already handed out only if the account has had
+    /// fewer than 3 this hour and the hook has a place to run now;
+    /// otherwise the request is dropped (the client got 202 either way).
     pub fn run(self, app: &mut App) -> Result<(), ApiError> {
         let Deferred::IssueResetToken { account_id, id } = self;
+        let now = Instant::now();
+        if app.reset_tokens.reserve(&account_id, now).is_err() {
+            return Ok(());
+        }
+        let Some(slot) = app.reset_hook.as_ref().and_then(ResetHook::reserve) else {
+            app.reset_tokens.release(&account_id);
+            eprintln!("sync-node: RESET_HOOK: {MAX_RUNNING} already running; a reset request was dropped");
+            return Ok(());
+        };
+        app.reset_tokens.commit(&account_id, now);
         let token = issue_token(app.db.conn(), &account_id)?;
-        app.after_commit.run_reset_hook(id, token);
+        app.after_commit.run_reset_hook(slot, id, token);
         Ok(())
     }
 }
@@ -73,7 +92,7 @@ pub fn confirm(app: &mut App, request: &Request) -> Result<Step, ApiError> {
     let (account_id, address) = app.password_attempt(request, &body.id, &body.new_password)?;
     let token_hash = auth::token_hash(&body.token);
     if !token_is_valid(app, &account_id, &token_hash)? {
-        app.throttle.failure(&account_id, address, std::time::Instant::now());
+        app.throttle.failure(&account_id, address, Instant::now());
         return Err(rejected());
     }
     let job = PasswordJob::Hash { password: body.new_password, iterations: app.config.pbkdf2_iterations };
@@ -89,7 +108,7 @@ pub fn finish_confirm(
 ) -> Result<Step, ApiError> {
     // Single use: another confirmation may have spent the token meanwhile.
     if !token_is_valid(app, account_id, token_hash)? {
-        app.throttle.failure(account_id, address, std::time::Instant::now());
+        app.throttle.failure(account_id, address, Instant::now());
         return Err(rejected());
     }
     let phc = phc?;

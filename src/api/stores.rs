@@ -11,7 +11,7 @@ use crate::blobs::{Batch, Staged};
 use crate::clock;
 use crate::db::{self, Db, stores::StoreRow};
 use crate::encoding::{hex, http_date};
-use crate::error::{ApiError, CurrentVersion};
+use crate::error::{ApiError, CurrentVersion, Shortage};
 use crate::http::{Body, Framing, Response};
 use crate::permission::{self, Permission};
 use crate::precondition::{self, Precondition, Refusal};
@@ -105,7 +105,7 @@ pub fn put(app: &mut App, request: &Request, key: String) -> Result<Step, ApiErr
     let existing = check_write(app, &session, &key, &precondition)?;
     // A chunked body's size is checked while it streams and again at the end.
     let declared = if let Framing::Length(n) = head.framing { n } else { 0 };
-    check_size(app, &session, &key, existing.as_ref(), &meta, declared)?;
+    check_size(app, &session, &key, existing.as_ref(), &meta, declared, declared)?;
     let then = PendingWrite { token_hash: session.token_hash, key, precondition, meta };
     Ok(Step::Receive { limit: app.config.max_store_bytes, then })
 }
@@ -168,7 +168,7 @@ fn stage_write(
     let checked = (|| {
         let session = app.session_by_hash(&then.token_hash)?;
         let existing = check_write(app, &session, &then.key, &then.precondition)?;
-        check_size(app, &session, &then.key, existing.as_ref(), &then.meta, staged.size)?;
+        check_size(app, &session, &then.key, existing.as_ref(), &then.meta, staged.size, 0)?;
         Ok((session, existing))
     })();
     let (session, existing) = match checked {
@@ -283,7 +283,8 @@ fn check_write(
     Ok(Some(store))
 }
 
-/// Meta and quota limits for a write of `size` bytes.
+/// Meta, quota and free-disk limits for a write of `size` bytes, of which
+/// `unwritten` are not on the disk yet (all before the upload, none after).
 fn check_size(
     app: &App,
     session: &Session,
@@ -291,6 +292,7 @@ fn check_size(
     existing: Option<&StoreRow>,
     meta: &MetaChange,
     size: u64,
+    unwritten: u64,
 ) -> Result<(), ApiError> {
     if size > app.config.max_store_bytes {
         return Err(ApiError::PayloadTooLarge("store"));
@@ -299,9 +301,20 @@ fn check_size(
         return Err(ApiError::PayloadTooLarge("Sync-Meta value"));
     }
     match existing {
-        Some(store) => check_quota(app, &db::stores::owners(app.db.conn(), key)?, store.size, size),
-        None => check_quota(app, std::slice::from_ref(&session.account_id), 0, size),
+        Some(store) => check_quota(app, &db::stores::owners(app.db.conn(), key)?, store.size, size)?,
+        None => check_quota(app, std::slice::from_ref(&session.account_id), 0, size)?,
     }
+    check_free_disk(app, unwritten)
+}
+
+/// 507 when writing `unwritten` more bytes would leave less than
+/// `MIN_FREE_BYTES` free on the data directory's disk.
+pub(super) fn check_free_disk(app: &App, unwritten: u64) -> Result<(), ApiError> {
+    let free = app.blobs.free_bytes()?;
+    if free < app.config.min_free_bytes.saturating_add(unwritten) {
+        return Err(ApiError::InsufficientStorage(Shortage::Disk));
+    }
+    Ok(())
 }
 
 /// Whether each of `owners` stays within the quota when a store they own
@@ -311,7 +324,7 @@ pub(super) fn check_quota(app: &App, owners: &[String], old_size: u64, new_size:
     for owner in owners {
         let (_, used) = db::accounts::usage(app.db.conn(), owner)?;
         if used.saturating_sub(old_size).saturating_add(new_size) > quota {
-            return Err(ApiError::InsufficientStorage);
+            return Err(ApiError::InsufficientStorage(Shortage::Quota));
         }
     }
     Ok(())

@@ -267,3 +267,110 @@ fn a_revoked_sessions_poll_is_answered_401_and_hears_nothing_more() {
     assert_eq!(answer.status, 401, "{}", answer.text());
     assert!(started.elapsed() < Duration::from_secs(2), "answered at once: {:?}", started.elapsed());
 }
+
+#[test]
+fn registrations_are_limited_per_address_even_when_simultaneous() {
+    let server = Server::start_with(Options::default().env("PBKDF2_ITERATIONS", "50000"));
+    let request = |id: &str| {
+        let body = json!({"id": id, "password": crate::support::PASSWORD}).to_string();
+        format!(
+            "POST /v1/accounts HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    let mut conns: Vec<Conn> = (0..25).map(|_| server.connect()).collect();
+    for (i, conn) in conns.iter_mut().enumerate() {
+        conn.send(request(&format!("user{i}")).as_bytes());
+    }
+    let answers: Vec<Resp> = conns.iter_mut().map(|conn| conn.read_response(false)).collect();
+    let created = answers.iter().filter(|r| r.status == 201).count();
+    assert_eq!(created, 10, "{:?}", answers.iter().map(|r| r.status).collect::<Vec<_>>());
+    let refused = answers.iter().find(|r| r.status == 429).expect("a 429");
+    assert_eq!(refused.error(), "too_many_requests");
+    assert!(refused.header("Retry-After").and_then(|s| s.parse::<u64>().ok()).is_some_and(|s| s >= 1));
+    let later = server.post_json("/v1/accounts", None, &json!({"id": "late", "password": crate::support::PASSWORD}));
+    assert_eq!(later.status, 429, "the hour is not over");
+}
+
+fn hook_script(dir: &std::path::Path, sleep_secs: u32) -> std::path::PathBuf {
+    let log = dir.join("hook.log");
+    let hook = dir.join("hook.sh");
+    std::fs::write(
+        &hook,
+        format!("#!/bin/sh\necho \"$SYNC_NODE_ID $SYNC_NODE_TOKEN\" >> {}\nsleep {sleep_secs}\n", log.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    hook
+}
+
+fn mailed(dir: &std::path::Path) -> Vec<(String, String)> {
+    let text = std::fs::read_to_string(dir.join("hook.log")).unwrap_or_default();
+    text.lines().map(|line| line.split_once(' ').map(|(a, b)| (a.to_owned(), b.to_owned())).unwrap()).collect()
+}
+
+fn wait_until(what: &str, done: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn reset_requests_are_limited_per_address_and_per_account() {
+    let dir = tempfile::tempdir().unwrap();
+    let hook = hook_script(dir.path(), 0);
+    let server =
+        Server::start_with(Options::default().env("RESET_HOOK", hook.to_str().unwrap()).env("TRUST_PROXY", "1"));
+    server.register("forgetful");
+    let ask = |id: &str, from: &str| {
+        let body = json!({"id": id}).to_string();
+        server.call("POST", "/v1/password-reset", None, &[("X-Forwarded-For", from)], body.as_bytes())
+    };
+    // One address: 10 requests an hour, known id or not.
+    for i in 0..10 {
+        assert_eq!(ask(&format!("nobody{i}"), "198.51.100.1").status, 202);
+    }
+    let refused = ask("forgetful", "198.51.100.1");
+    assert_eq!(refused.status, 429);
+    assert!(refused.header("Retry-After").is_some());
+    // One account: 3 tokens an hour, whoever asks; every request still gets 202.
+    for i in 0..6 {
+        assert_eq!(ask("forgetful", &format!("198.51.100.{}", 10 + i)).status, 202);
+    }
+    wait_until("three hook runs", || mailed(dir.path()).len() == 3);
+    std::thread::sleep(Duration::from_millis(300));
+    let tokens = mailed(dir.path());
+    assert_eq!(tokens.len(), 3, "{tokens:?}");
+    let (_, last) = tokens.last().unwrap();
+    let confirm = json!({"id": "forgetful", "token": last, "new_password": "a new password"});
+    assert_eq!(
+        server.post_json("/v1/password-reset/confirm", None, &confirm).status,
+        204,
+        "the last mailed token works"
+    );
+}
+
+#[test]
+fn a_reset_dropped_for_want_of_a_hook_place_does_not_replace_the_mailed_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let hook = hook_script(dir.path(), 3);
+    let server = Server::start_with(Options::default().env("RESET_HOOK", hook.to_str().unwrap()));
+    for id in ["a", "b", "c", "d"] {
+        server.register(id);
+        assert_eq!(server.post_json("/v1/password-reset", None, &json!({"id": id})).status, 202);
+    }
+    wait_until("four hooks running", || mailed(dir.path()).len() == 4);
+    // All four places are taken (each hook sleeps 3 s): this request is dropped.
+    assert_eq!(server.post_json("/v1/password-reset", None, &json!({"id": "a"})).status, 202);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(mailed(dir.path()).len(), 4, "no hook ran for the dropped request");
+    let (_, mailed_to_a) = mailed(dir.path()).into_iter().find(|(id, _)| id == "a").unwrap();
+    let confirm = json!({"id": "a", "token": mailed_to_a, "new_password": "a new password"});
+    assert_eq!(
+        server.post_json("/v1/password-reset/confirm", None, &confirm).status,
+        204,
+        "a's mailed link still works"
+    );
+}

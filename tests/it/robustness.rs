@@ -304,7 +304,8 @@ fn a_full_disk_gives_507_keeps_the_old_version_and_recovers() {
         return;
     };
     let root = dir.path().join("small").join("data");
-    let server = Server::start_in(&root, Options::default());
+    // Without the free-space guard, so the disk really fills up.
+    let server = Server::start_in(&root, Options::default().env("MIN_FREE_BYTES", "0"));
     let token = server.register("full");
     let etag = server.put("doc", &token, &[], &[1u8; 100_000]).etag();
     let filler = fill(&dir.path().join("small"));
@@ -326,4 +327,31 @@ fn a_full_disk_gives_507_keeps_the_old_version_and_recovers() {
     assert_eq!(server.get("/v1/stores/doc", Some(&token)).body, vec![2u8; 300_000]);
     assert_eq!(cli(&root, &["check"], &[]).0, 0);
     drop(server);
+}
+
+#[test]
+fn writes_that_would_leave_less_than_min_free_bytes_get_507_saying_disk() {
+    // A guard larger than any disk: every store write is refused, before
+    // its body (declared length) or after it (chunked), and says why.
+    let server = Server::start_with(Options::default().env("MIN_FREE_BYTES", "1152921504606846976"));
+    let token = server.register("guarded");
+    let refused = server.put("k", &token, &[], b"data");
+    assert_eq!((refused.status, refused.error().as_str()), (507, "insufficient_storage"));
+    assert!(refused.json()["message"].as_str().unwrap().contains("disk"), "{}", refused.text());
+    let mut conn = server.connect();
+    conn.send(
+        format!("PUT /v1/stores/c HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {token}\r\nTransfer-Encoding: chunked\r\n\r\n4\r\ndata\r\n0\r\n\r\n")
+            .as_bytes(),
+    );
+    assert_eq!(conn.read_response(false).status, 507);
+    assert_eq!(server.get("/v1/stores", Some(&token)).json()["stores"], serde_json::json!([]));
+    assert!(temp_files(&server.root).is_empty() && store_files(&server.root).is_empty(), "nothing left behind");
+    assert_eq!(server.get("/v1/account", Some(&token)).status, 200, "reads go on");
+
+    // A quota 507 says quota, not disk.
+    let quota = Server::start_with(Options::default().env("QUOTA_BYTES", "3"));
+    let token = quota.register("quota");
+    let over = quota.put("k", &token, &[], b"data");
+    assert_eq!(over.status, 507);
+    assert!(over.json()["message"].as_str().unwrap().contains("quota"), "{}", over.text());
 }
