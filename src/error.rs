@@ -32,6 +32,9 @@ pub enum ApiError {
     AccountExists,
     LastOwner,
     Gone,
+    /// The request head or body did not arrive in time; the connection
+    /// is closed after the answer.
+    RequestTimeout,
     PreconditionFailed(Option<CurrentVersion>),
     PayloadTooLarge(&'static str),
     UriTooLong,
@@ -78,6 +81,7 @@ impl ApiError {
             ApiError::AccountExists => (409, "account_exists"),
             ApiError::LastOwner => (409, "last_owner"),
             ApiError::Gone => (410, "gone"),
+            ApiError::RequestTimeout => (408, "request_timeout"),
             ApiError::PreconditionFailed(_) => (412, "precondition_failed"),
             ApiError::PayloadTooLarge(_) => (413, "payload_too_large"),
             ApiError::UriTooLong => (414, "uri_too_long"),
@@ -109,6 +113,7 @@ impl ApiError {
             ApiError::Gone => {
                 "That sequence number is older than the retained change log; list again with since=0.".into()
             }
+            ApiError::RequestTimeout => "The request did not arrive in time.".into(),
             ApiError::PreconditionFailed(_) => "The store is not at the version the precondition names.".into(),
             ApiError::PayloadTooLarge(what) => format!("The {what} is larger than the server accepts."),
             ApiError::UriTooLong => "The request line is too long.".into(),

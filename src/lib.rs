@@ -19,6 +19,7 @@ pub mod durable;
 pub mod encoding;
 pub mod error;
 pub mod exit;
+pub mod hashing;
 pub mod hook;
 pub mod http;
 pub mod lifecycle;

@@ -6,21 +6,22 @@
 use crate::api::{self, AfterCommit, App};
 use crate::auth;
 use crate::blobs::{Blobs, OpenFiles};
-use crate::config::Config;
+use crate::config::{Config, CorsOrigins};
 use crate::cors;
 use crate::datadir::{self, DataDir};
 use crate::db;
 use crate::error::ApiError;
 use crate::exit::Failure;
+use crate::hashing::{self, Hashing};
 use crate::hook::ResetHook;
 use crate::http::Limits;
-use crate::http::listener;
+use crate::http::listener::{self, Caps, Register};
 use crate::lifecycle::Lifecycle;
 use crate::polls::Polls;
 use crate::ratelimit::RateLimit;
 use crate::server::{self, Event};
 use crate::throttle::Throttle;
-use crate::worker::{self, Gate, Shared};
+use crate::worker::{self, Shared};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use std::collections::HashSet;
@@ -79,23 +80,28 @@ pub fn serve(config: Config) -> Result<(), Failure> {
     let lifecycle = Arc::new(Lifecycle::new(bound));
     catch_signals(events.clone())?;
     let cores = thread::available_parallelism().map_or(1, |n| n.get());
+    let hashing = Hashing::new(cores, hashing::MAX_WAITING);
     let shared = Arc::new(Shared {
         events,
         lifecycle: Arc::clone(&lifecycle),
         config: Arc::clone(&config),
         blobs: blobs.clone(),
         limits: Limits::default(),
-        hashing: Gate::new(cores),
+        hashing: Arc::clone(&hashing),
     });
-    let refusal = refusal_bytes(&config);
-    let max_connections = config.max_connections;
+    let register = Register::new(Caps {
+        total: config.max_connections,
+        per_address: (!config.trust_proxy).then_some(config.max_connections_per_address),
+    });
     let accepting = Arc::clone(&lifecycle);
+    let cors_origins = config.cors_origins.clone();
     thread::Builder::new()
         .name("accept".into())
         .spawn(move || {
             let keep_going = || !accepting.stopping();
-            listener::accept_loop(tcp, max_connections, refusal, keep_going, move |stream, peer| {
-                worker::serve_connection(stream, peer, &shared);
+            let refusal = || refusal_bytes(&cors_origins);
+            listener::accept_loop(tcp, register, refusal, keep_going, move |stream, peer, slot| {
+                worker::serve_connection(stream, peer, slot, &shared);
             });
         })
         .map_err(|err| Failure::config(format!("cannot start the accept thread: {err}")))?;
@@ -120,6 +126,7 @@ pub fn serve(config: Config) -> Result<(), Failure> {
         reset_requests: RateLimit::new(api::RESET_REQUESTS_PER_HOUR, api::HOUR, api::RATE_LIMIT_KEYS),
         reset_tokens: RateLimit::new(api::RESET_TOKENS_PER_HOUR, api::HOUR, api::RATE_LIMIT_KEYS),
         reset_hook,
+        hashing,
         deferred: Vec::new(),
         after_commit: AfterCommit::default(),
         data_version: None,
@@ -152,11 +159,12 @@ fn catch_signals(events: mpsc::Sender<Event>) -> Result<(), Failure> {
         .map_err(|err| Failure::config(format!("cannot start the signal thread: {err}")))
 }
 
-/// The canned answer past the connection cap.
-fn refusal_bytes(config: &Config) -> Arc<[u8]> {
+/// The canned answer when there is no room for a connection (built for
+/// each refusal, so its `Date` is current).
+fn refusal_bytes(cors_origins: &CorsOrigins) -> Vec<u8> {
     let response = ApiError::Unavailable { retry_after_secs: 1 }.into_response();
     let mut bytes = Vec::new();
-    response.write_head(&mut bytes, &cors::headers(&config.cors_origins, None), false);
+    response.write_head(&mut bytes, &cors::headers(cors_origins, None), false);
     bytes.extend_from_slice(response.body_bytes());
-    bytes.into()
+    bytes
 }

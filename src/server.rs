@@ -7,6 +7,7 @@ use crate::api::{self, AfterPassword, App, Handled, PendingWrite};
 use crate::auth::{PasswordJob, PasswordOutcome};
 use crate::blobs::Staged;
 use crate::error::ApiError;
+use crate::hashing::Ticket;
 use crate::http::{RequestHead, Response};
 use crate::lifecycle::Lifecycle;
 use crate::router::Route;
@@ -47,8 +48,9 @@ pub enum Step {
     /// Stream the body into a staged file of at most `limit` bytes, then
     /// send [`Event::Uploaded`] with `then`.
     Receive { limit: u64, then: PendingWrite },
-    /// Run PBKDF2, then send [`Event::PasswordDone`] with `then`.
-    Password { job: PasswordJob, then: AfterPassword },
+    /// Run PBKDF2 (in the place `ticket` holds), then send
+    /// [`Event::PasswordDone`] with `then`.
+    Password { job: PasswordJob, then: AfterPassword, ticket: Ticket },
 }
 
 /// The way back to one connection thread.

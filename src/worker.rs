@@ -1,26 +1,38 @@
-//! A connection thread: reads requests, hands them to the loop, and does
-//! the byte work the loop asks for (answers, uploads, downloads, PBKDF2).
-//! Whatever a client does — trickle, stall, vanish — blocks only this thread.
+//! A connection thread: one connection's life as a sequence of phases,
+//! each with its own deadline — read a head (10 s from its first byte),
+//! answer at once if the loop can without the body, read a JSON body
+//! (10 s), stream a store body (at least 1 KiB/s after 10 s), wait for the
+//! loop, write the answer, then keep alive or close. Whatever a client
+//! does — trickle, stall, vanish — blocks only this thread, and not for
+//! longer than the phase allows.
 
 use crate::api::JSON_LIMIT;
 use crate::blobs::{Blobs, Staged};
 use crate::config::Config;
 use crate::cors;
 use crate::error::{ApiError, Shortage, is_out_of_space};
+use crate::hashing::Hashing;
 use crate::http::conn::{ExtraHeaders, HeadError};
-use crate::http::{BodyError, Connection, Framing, Limits, Response, SendOptions};
+use crate::http::listener::Slot;
+use crate::http::{BodyError, Connection, Framing, Limits, Pace, Response, SendOptions};
 use crate::lifecycle::Lifecycle;
-use crate::router;
+use crate::router::{self, Route};
 use crate::server::{Event, Reply, Request, Step};
 use std::io;
 use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
 use std::sync::mpsc::{self, RecvTimeoutError, Sender};
-use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 /// A request body this small is read and discarded when the answer does not
 /// need it, so the connection can be kept alive.
 const DRAIN_LIMIT: u64 = 64 * 1024;
+/// How long discarding such a body may take before the connection is closed.
+const DRAIN_PACE: Pace = Pace::Within(Duration::from_secs(2));
+/// A JSON body must arrive within this long of its head (SPEC §1).
+const JSON_PACE: Pace = Pace::Within(Duration::from_secs(10));
+/// A store body must average at least 1 KiB/s once 10 s have passed.
+const UPLOAD_PACE: Pace = Pace::AtLeast { grace: Duration::from_secs(10), bytes_per_second: 1024 };
 
 /// How often a thread waiting on the loop checks that its client is still there.
 const LIVENESS_CHECK: Duration = Duration::from_secs(1);
@@ -32,39 +44,12 @@ pub struct Shared {
     pub config: Arc<Config>,
     pub blobs: Blobs,
     pub limits: Limits,
-    pub hashing: Gate,
-}
-
-/// Bounds how many PBKDF2 computations run at once, so a flood of logins
-/// cannot take every core.
-pub struct Gate {
-    free: Mutex<usize>,
-    released: Condvar,
-}
-
-impl Gate {
-    pub fn new(permits: usize) -> Gate {
-        Gate { free: Mutex::new(permits.max(1)), released: Condvar::new() }
-    }
-
-    fn run<T>(&self, work: impl FnOnce() -> T) -> T {
-        {
-            let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
-            while *free == 0 {
-                free = self.released.wait(free).unwrap_or_else(|e| e.into_inner());
-            }
-            *free -= 1;
-        }
-        let result = work();
-        *self.free.lock().unwrap_or_else(|e| e.into_inner()) += 1;
-        self.released.notify_one();
-        result
-    }
+    pub hashing: Arc<Hashing>,
 }
 
 /// Serves one connection until it closes.
-pub fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: &Shared) {
-    let mut conn = Connection::new(stream, shared.limits);
+pub fn serve_connection(stream: TcpStream, peer: SocketAddr, slot: Slot, shared: &Shared) {
+    let mut conn = Connection::new(stream, shared.limits, slot);
     let (steps_tx, steps) = mpsc::channel();
     // The CORS headers for the Origin this connection last sent.
     let mut cors_memo: Option<(Option<Vec<u8>>, ExtraHeaders)> = None;
@@ -93,14 +78,23 @@ pub fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: &Shared) {
         let mut options = SendOptions { head_only: head.is_head(), keep_alive: head.keep_alive, extra };
         let (framing, expect_continue) = (head.framing, head.expect_continue);
         let route = router::route(&head.method, &head.path);
+        let streams_body = matches!(&route, Ok(route) if route.streams_body());
+        // SPEC §1: a declared length over the limit is refused first, before
+        // authentication, and without reading the body.
+        if let (Ok(route), Framing::Length(declared)) = (&route, framing)
+            && route.streams_body()
+            && declared > body_limit(route, &shared.config)
+        {
+            return refuse_body(conn, BodyError::TooLarge, "store", options);
+        }
         let mut body_unread = framing != Framing::None;
         let mut continue_sent = false;
         let mut body = Vec::new();
-        if !matches!(&route, Ok(route) if route.streams_body()) && body_unread {
+        if !streams_body && body_unread {
             if expect_continue {
                 continue_sent = conn.send_continue().is_ok();
             }
-            match conn.read_body(framing, JSON_LIMIT) {
+            match conn.read_body(framing, JSON_LIMIT, JSON_PACE) {
                 Ok(bytes) => body = bytes,
                 Err(err) => return refuse_body(conn, err, "request body", options),
             }
@@ -136,8 +130,8 @@ pub fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: &Shared) {
                         Err(err) => return refuse_body(conn, err, "store", options),
                     }
                 }
-                Step::Password { job, then } => {
-                    let outcome = shared.hashing.run(|| job.run());
+                Step::Password { job, then, ticket } => {
+                    let outcome = shared.hashing.run(ticket, || job.run());
                     let event = Event::PasswordDone { reply: Reply(steps_tx.clone()), then, outcome };
                     if shared.events.send(event).is_err() {
                         return;
@@ -145,13 +139,14 @@ pub fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: &Shared) {
                 }
             }
         };
-        if body_unread {
-            body_unread = !(matches!(framing, Framing::Length(n) if n <= DRAIN_LIMIT)
-                && (!expect_continue || continue_sent)
-                && conn.copy_body(framing, DRAIN_LIMIT, &mut io::sink()).is_ok());
-        }
-        // A server shutting down closes each connection after its answer.
-        options.keep_alive &= !body_unread && !shared.lifecycle.stopping();
+        // An answer given without the body (401, 404, 412 …) goes out at
+        // once. A small body is then discarded so the connection can be
+        // kept; a large one closes it. A server shutting down closes each
+        // connection after its answer.
+        let drain = body_unread
+            && matches!(framing, Framing::Length(n) if n <= DRAIN_LIMIT)
+            && (!expect_continue || continue_sent);
+        options.keep_alive &= (!body_unread || drain) && !shared.lifecycle.stopping();
         if conn.send(response, &options).is_err() {
             return;
         }
@@ -161,22 +156,34 @@ pub fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: &Shared) {
             }
             return;
         }
+        if body_unread && conn.copy_body(framing, DRAIN_LIMIT, &mut io::sink(), DRAIN_PACE).is_err() {
+            return;
+        }
+    }
+}
+
+/// The largest body a streaming route takes.
+fn body_limit(route: &Route, config: &Config) -> u64 {
+    match route {
+        Route::PutStore(_) => config.max_store_bytes,
+        _ => JSON_LIMIT,
     }
 }
 
 /// Streams an upload into a staged file and makes it durable.
 fn receive(conn: &mut Connection, framing: Framing, limit: u64, blobs: &Blobs) -> Result<Staged, BodyError> {
     let mut staging = blobs.stage().map_err(BodyError::Sink)?;
-    conn.copy_body(framing, limit, &mut staging)?;
+    conn.copy_body(framing, limit, &mut staging, UPLOAD_PACE)?;
     staging.finish().map_err(BodyError::Sink)
 }
 
-/// Answers a body that could not be read (if the client can still hear it)
-/// and closes the connection.
+/// Answers a body that could not (or will not) be read, if the client can
+/// still hear it, and closes the connection.
 fn refuse_body(mut conn: Connection, err: BodyError, what: &'static str, mut options: SendOptions) {
     let error = match err {
         BodyError::TooLarge => ApiError::PayloadTooLarge(what),
         BodyError::Malformed => ApiError::bad_request("Malformed chunked body."),
+        BodyError::TimedOut => ApiError::RequestTimeout,
         BodyError::Sink(err) if is_out_of_space(&err) => ApiError::InsufficientStorage(Shortage::Disk),
         BodyError::Sink(err) => ApiError::Internal(format!("staging an upload: {err}")),
         BodyError::Socket(_) => return,

@@ -35,6 +35,7 @@ struct Confirmation {
 /// `POST /v1/accounts`
 pub fn register(app: &mut App, request: &Request) -> Result<Step, ApiError> {
     let credentials: Credentials = json_body(request)?;
+    let ticket = app.hashing_ticket()?;
     let id = auth::normalise_id(&credentials.id)?;
     auth::check_password(&credentials.password)?;
     if !app.config.registration_open {
@@ -48,7 +49,7 @@ pub fn register(app: &mut App, request: &Request) -> Result<Step, ApiError> {
     let address = app.client_address(request);
     App::take_place(&mut app.registrations, address)?;
     let job = PasswordJob::Hash { password: credentials.password, iterations: app.config.pbkdf2_iterations };
-    Ok(Step::Password { job, then: AfterPassword::Register { account_id, address } })
+    Ok(Step::Password { job, then: AfterPassword::Register { account_id, address }, ticket })
 }
 
 pub fn finish_register(
@@ -99,6 +100,7 @@ pub fn show(app: &mut App, request: &Request) -> Result<Step, ApiError> {
 pub fn change_password(app: &mut App, request: &Request) -> Result<Step, ApiError> {
     let change: PasswordChange = json_body(request)?;
     auth::check_password(&change.new_password)?;
+    let ticket = app.hashing_ticket()?;
     let check = before_password_check(app, request)?;
     let iterations = app.config.pbkdf2_iterations;
     let job = PasswordJob::Verify {
@@ -107,7 +109,7 @@ pub fn change_password(app: &mut App, request: &Request) -> Result<Step, ApiErro
         then_hash: Some((change.new_password, iterations)),
         pad_to: iterations,
     };
-    Ok(Step::Password { job, then: AfterPassword::ChangePassword(check) })
+    Ok(Step::Password { job, then: AfterPassword::ChangePassword(check), ticket })
 }
 
 pub fn finish_change_password(
@@ -144,6 +146,7 @@ fn before_password_check(app: &mut App, request: &Request) -> Result<CurrentPass
 /// `DELETE /v1/account`
 pub fn delete(app: &mut App, request: &Request) -> Result<Step, ApiError> {
     let confirmation: Confirmation = json_body(request)?;
+    let ticket = app.hashing_ticket()?;
     let check = before_password_check(app, request)?;
     let job = PasswordJob::Verify {
         password: confirmation.password,
@@ -151,7 +154,7 @@ pub fn delete(app: &mut App, request: &Request) -> Result<Step, ApiError> {
         then_hash: None,
         pad_to: app.config.pbkdf2_iterations,
     };
-    Ok(Step::Password { job, then: AfterPassword::DeleteAccount(check) })
+    Ok(Step::Password { job, then: AfterPassword::DeleteAccount(check), ticket })
 }
 
 pub fn finish_delete(app: &mut App, check: CurrentPassword, outcome: PasswordOutcome) -> Result<Step, ApiError> {

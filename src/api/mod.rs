@@ -22,6 +22,7 @@ use crate::config::Config;
 use crate::cors;
 use crate::db::{self, Db};
 use crate::error::ApiError;
+use crate::hashing::{Hashing, Ticket};
 use crate::hook::{HookSlot, ResetHook};
 use crate::http::Response;
 use crate::polls::{Poll, Polls};
@@ -74,6 +75,8 @@ pub struct App {
     /// Reset tokens issued per account (3 an hour).
     pub reset_tokens: RateLimit<String>,
     pub reset_hook: Option<ResetHook>,
+    /// Places for PBKDF2 jobs on connection threads.
+    pub hashing: Arc<Hashing>,
     /// Work to do once the current answer has been sent.
     pub deferred: Vec<Deferred>,
     /// What the open write transaction leaves to do once it commits.
@@ -259,6 +262,12 @@ impl App {
         let address = self.client_address(request);
         self.admit_attempt(&account_id, address)?;
         Ok((account_id, address))
+    }
+
+    /// A place for a PBKDF2 job, taken before anything else is reserved
+    /// for the request; 503 when too many are waiting for a core.
+    pub fn hashing_ticket(&self) -> Result<Ticket, ApiError> {
+        self.hashing.ticket().ok_or(ApiError::Unavailable { retry_after_secs: 1 })
     }
 
     /// Takes a place of `address` in `limit`, or 429 with `Retry-After`.

@@ -89,6 +89,7 @@ pub fn issue_token(conn: &rusqlite::Connection, account_id: &str) -> Result<Stri
 /// `POST /v1/password-reset/confirm`
 pub fn confirm(app: &mut App, request: &Request) -> Result<Step, ApiError> {
     let body: ResetConfirmation = json_body(request)?;
+    let ticket = app.hashing_ticket()?;
     let (account_id, address) = app.password_attempt(request, &body.id, &body.new_password)?;
     let token_hash = auth::token_hash(&body.token);
     if !token_is_valid(app, &account_id, &token_hash)? {
@@ -96,7 +97,7 @@ pub fn confirm(app: &mut App, request: &Request) -> Result<Step, ApiError> {
         return Err(rejected());
     }
     let job = PasswordJob::Hash { password: body.new_password, iterations: app.config.pbkdf2_iterations };
-    Ok(Step::Password { job, then: AfterPassword::ResetConfirm { account_id, token_hash, address } })
+    Ok(Step::Password { job, then: AfterPassword::ResetConfirm { account_id, token_hash, address }, ticket })
 }
 
 pub fn finish_confirm(

@@ -16,6 +16,7 @@ use std::net::IpAddr;
 /// `POST /v1/sessions`
 pub fn login(app: &mut App, request: &Request) -> Result<Step, ApiError> {
     let credentials: Credentials = json_body(request)?;
+    let ticket = app.hashing_ticket()?;
     let (account_id, address) = app.password_attempt(request, &credentials.id, &credentials.password)?;
     let account = db::accounts::get(app.db.conn(), &account_id)?;
     let iterations = app.config.pbkdf2_iterations;
@@ -29,7 +30,7 @@ pub fn login(app: &mut App, request: &Request) -> Result<Step, ApiError> {
     let job =
         PasswordJob::Verify { password: credentials.password, phc: checked_against, then_hash, pad_to: iterations };
     let phc = account.map(|account| account.password);
-    Ok(Step::Password { job, then: AfterPassword::Login { account_id, phc, address } })
+    Ok(Step::Password { job, then: AfterPassword::Login { account_id, phc, address }, ticket })
 }
 
 /// A sign-in whose password matched gets a session only if the hash it

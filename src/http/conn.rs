@@ -3,6 +3,7 @@
 //! without losing the answer. A slow or vanished client only ever blocks the
 //! thread that owns its connection.
 
+use super::listener::Slot;
 use super::request::{self, Framing, HeadLimits, Parsed, RequestHead};
 use super::response::{Body, Response};
 use crate::error::ApiError;
@@ -25,7 +26,7 @@ pub struct Limits {
     pub head_timeout: Duration,
     /// How long a kept-alive connection may wait for its next request.
     pub idle_timeout: Duration,
-    /// Longest wait for any single read or write of a body or answer.
+    /// Longest wait for any single write of an answer.
     pub io_timeout: Duration,
 }
 
@@ -49,11 +50,44 @@ pub enum HeadError {
     Reject(ApiError),
 }
 
+/// How fast a request body must arrive (SPEC §1, "Slow clients").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pace {
+    /// All of it within this long (JSON bodies, bodies drained unread).
+    Within(Duration),
+    /// Once `grace` has passed, an average of at least `bytes_per_second`
+    /// since the body began (store and log bodies).
+    AtLeast { grace: Duration, bytes_per_second: u64 },
+}
+
+/// When the body began, its pace, and how much of it has arrived.
+#[derive(Debug)]
+struct BodyClock {
+    started: Instant,
+    pace: Pace,
+    received: u64,
+}
+
+impl BodyClock {
+    /// The instant by which the next byte must have arrived.
+    fn deadline(&self) -> Instant {
+        match self.pace {
+            Pace::Within(limit) => self.started + limit,
+            Pace::AtLeast { grace, bytes_per_second } => {
+                let earned = Duration::from_secs_f64(self.received as f64 / bytes_per_second.max(1) as f64);
+                self.started + grace.max(earned)
+            }
+        }
+    }
+}
+
 /// Why reading a body failed.
 #[derive(Debug)]
 pub enum BodyError {
     TooLarge,
     Malformed,
+    /// It fell behind its pace: answer 408 and close.
+    TimedOut,
     /// The peer vanished or stalled; the connection is unusable.
     Socket(io::Error),
     /// Writing to the sink failed (e.g. a full disk).
@@ -75,6 +109,10 @@ pub struct SendOptions {
 
 pub struct Connection {
     stream: TcpStream,
+    /// Its place among the open connections: says when it is idle.
+    slot: Slot,
+    /// Requests read so far (after the first, a wait is a keep-alive one).
+    requests: u64,
     /// Bytes received but not consumed yet (pipelined requests, body start).
     pending: Vec<u8>,
     limits: Limits,
@@ -85,35 +123,52 @@ pub struct Connection {
 }
 
 impl Connection {
-    pub fn new(stream: TcpStream, limits: Limits) -> Self {
-        Connection { stream, pending: Vec::new(), limits, read_timeout: None, write_timeout: None }
+    pub fn new(stream: TcpStream, limits: Limits, slot: Slot) -> Self {
+        Connection { stream, slot, requests: 0, pending: Vec::new(), limits, read_timeout: None, write_timeout: None }
     }
 
-    /// Reads the next request head. `Err(Closed)` when the peer is done.
+    /// Reads the next request head. `Err(Closed)` when the peer is done or
+    /// stays silent; 408 when a head that has begun does not complete in
+    /// time. While nothing of it has arrived, the connection may be shed.
     pub fn read_head(&mut self) -> Result<RequestHead, HeadError> {
         let mut deadline = None;
+        if self.pending.is_empty() && self.requests > 0 {
+            self.slot.kept_alive();
+        }
         loop {
             if !self.pending.is_empty() {
+                if deadline.is_none() {
+                    self.slot.busy();
+                }
                 let started = *deadline.get_or_insert_with(|| Instant::now() + self.limits.head_timeout);
                 match request::parse(&self.pending, self.limits.head).map_err(HeadError::Reject)? {
                     Parsed::Complete(head, used) => {
                         self.pending.drain(..used);
+                        self.requests += 1;
                         return Ok(head);
                     }
                     Parsed::Partial => deadline = Some(started),
                 }
             }
+            let late = HeadError::Reject(ApiError::RequestTimeout);
             let wait = match deadline {
                 None => self.limits.idle_timeout,
-                Some(at) => at.checked_duration_since(Instant::now()).ok_or(HeadError::Closed)?,
+                Some(at) => at.checked_duration_since(Instant::now()).filter(|left| !left.is_zero()).ok_or(late)?,
             };
-            self.set_read_timeout(wait.max(Duration::from_millis(1))).map_err(|_| HeadError::Closed)?;
+            self.set_read_timeout(wait).map_err(|_| HeadError::Closed)?;
             let room = self.limits.head.max_head + 1 - self.pending.len().min(self.limits.head.max_head);
             let mut chunk = [0u8; 4096];
             let want = room.min(chunk.len());
             match self.stream.read(&mut chunk[..want]) {
-                Ok(0) | Err(_) => return Err(HeadError::Closed),
+                Ok(0) => return Err(HeadError::Closed),
                 Ok(n) => self.pending.extend_from_slice(&chunk[..n]),
+                Err(err)
+                    if deadline.is_some()
+                        && matches!(err.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) =>
+                {
+                    return Err(HeadError::Reject(ApiError::RequestTimeout));
+                }
+                Err(_) => return Err(HeadError::Closed),
             }
         }
     }
@@ -155,54 +210,66 @@ impl Connection {
         self.stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
     }
 
-    /// Reads a whole body of at most `limit` bytes into memory. A declared
-    /// length over the limit is refused before anything is read.
-    pub fn read_body(&mut self, framing: Framing, limit: u64) -> Result<Vec<u8>, BodyError> {
+    /// Reads a whole body of at most `limit` bytes into memory, at `pace`.
+    /// A declared length over the limit is refused before anything is read.
+    pub fn read_body(&mut self, framing: Framing, limit: u64, pace: Pace) -> Result<Vec<u8>, BodyError> {
         if let Framing::Length(n) = framing
             && n > limit
         {
             return Err(BodyError::TooLarge);
         }
         let mut body = Vec::new();
-        self.copy_body(framing, limit, &mut body)?;
+        self.copy_body(framing, limit, &mut body, pace)?;
         Ok(body)
     }
 
-    /// Streams the body into `sink`, failing as soon as it exceeds `limit`.
-    pub fn copy_body(&mut self, framing: Framing, limit: u64, sink: &mut impl Write) -> Result<u64, BodyError> {
-        self.set_read_timeout(self.limits.io_timeout).map_err(BodyError::Socket)?;
+    /// Streams the body into `sink`, failing as soon as it exceeds `limit`
+    /// or falls behind `pace`.
+    pub fn copy_body(
+        &mut self,
+        framing: Framing,
+        limit: u64,
+        sink: &mut impl Write,
+        pace: Pace,
+    ) -> Result<u64, BodyError> {
+        let mut clock = BodyClock { started: Instant::now(), pace, received: 0 };
         match framing {
             Framing::None => Ok(0),
             Framing::Length(n) if n > limit => Err(BodyError::TooLarge),
             Framing::Length(n) => {
-                self.copy_exact(n, sink)?;
+                self.copy_exact(n, sink, &mut clock)?;
                 Ok(n)
             }
-            Framing::Chunked => self.copy_chunked(limit, sink),
+            Framing::Chunked => self.copy_chunked(limit, sink, &mut clock),
         }
     }
 
-    fn copy_exact(&mut self, mut remaining: u64, sink: &mut impl Write) -> Result<(), BodyError> {
+    fn copy_exact(
+        &mut self,
+        mut remaining: u64,
+        sink: &mut impl Write,
+        clock: &mut BodyClock,
+    ) -> Result<(), BodyError> {
         let mut buf = vec![0u8; CHUNK.min(usize::try_from(remaining).unwrap_or(CHUNK)).max(1)];
         while remaining > 0 {
             let want = buf.len().min(usize::try_from(remaining).unwrap_or(usize::MAX));
-            let got = self.read_some(&mut buf[..want])?;
+            let got = self.read_some(&mut buf[..want], clock)?;
             sink.write_all(&buf[..got]).map_err(BodyError::Sink)?;
             remaining -= got as u64;
         }
         Ok(())
     }
 
-    fn copy_chunked(&mut self, limit: u64, sink: &mut impl Write) -> Result<u64, BodyError> {
+    fn copy_chunked(&mut self, limit: u64, sink: &mut impl Write, clock: &mut BodyClock) -> Result<u64, BodyError> {
         let mut total = 0u64;
         loop {
-            let line = self.read_line()?;
+            let line = self.read_line(clock)?;
             let size = request::chunk_size(&line).ok_or(BodyError::Malformed)?;
             if size == 0 {
                 // Trailer fields (ignored, bounded like a head), then the blank line.
                 let mut trailer = 0;
                 loop {
-                    let field = self.read_line()?;
+                    let field = self.read_line(clock)?;
                     if field.is_empty() {
                         return Ok(total);
                     }
@@ -213,8 +280,8 @@ impl Connection {
                 }
             }
             total = total.checked_add(size).filter(|&t| t <= limit).ok_or(BodyError::TooLarge)?;
-            self.copy_exact(size, sink)?;
-            if !self.read_line()?.is_empty() {
+            self.copy_exact(size, sink, clock)?;
+            if !self.read_line(clock)?.is_empty() {
                 return Err(BodyError::Malformed);
             }
         }
@@ -222,7 +289,7 @@ impl Connection {
 
     /// One CRLF-terminated line without its line end; a bare LF is
     /// malformed (RFC 9112 §7.1 gives no leniency inside chunked bodies).
-    fn read_line(&mut self) -> Result<Vec<u8>, BodyError> {
+    fn read_line(&mut self, clock: &mut BodyClock) -> Result<Vec<u8>, BodyError> {
         loop {
             if let Some(end) = self.pending.iter().position(|&b| b == b'\n') {
                 let mut line: Vec<u8> = self.pending.drain(..=end).collect();
@@ -236,25 +303,37 @@ impl Connection {
                 return Err(BodyError::Malformed);
             }
             let mut chunk = [0u8; 4096];
-            match self.stream.read(&mut chunk) {
-                Ok(0) => return Err(BodyError::Socket(io::ErrorKind::UnexpectedEof.into())),
-                Ok(n) => self.pending.extend_from_slice(&chunk[..n]),
-                Err(err) => return Err(BodyError::Socket(err)),
-            }
+            let n = self.read_socket(&mut chunk, clock)?;
+            self.pending.extend_from_slice(&chunk[..n]);
         }
     }
 
     /// Reads at least one byte, from what is buffered first.
-    fn read_some(&mut self, buf: &mut [u8]) -> Result<usize, BodyError> {
+    fn read_some(&mut self, buf: &mut [u8], clock: &mut BodyClock) -> Result<usize, BodyError> {
         if !self.pending.is_empty() {
             let n = buf.len().min(self.pending.len());
             buf[..n].copy_from_slice(&self.pending[..n]);
             self.pending.drain(..n);
             return Ok(n);
         }
+        self.read_socket(buf, clock)
+    }
+
+    /// One read of body bytes from the socket, waiting no longer than the
+    /// body's pace allows.
+    fn read_socket(&mut self, buf: &mut [u8], clock: &mut BodyClock) -> Result<usize, BodyError> {
+        let left = clock.deadline().checked_duration_since(Instant::now()).filter(|left| !left.is_zero());
+        let left = left.ok_or(BodyError::TimedOut)?;
+        self.set_read_timeout(left).map_err(BodyError::Socket)?;
         match self.stream.read(buf) {
             Ok(0) => Err(BodyError::Socket(io::ErrorKind::UnexpectedEof.into())),
-            Ok(n) => Ok(n),
+            Ok(n) => {
+                clock.received += n as u64;
+                Ok(n)
+            }
+            Err(err) if matches!(err.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                Err(BodyError::TimedOut)
+            }
             Err(err) => Err(BodyError::Socket(err)),
         }
     }

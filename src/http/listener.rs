@@ -1,42 +1,194 @@
-//! The accept thread: caps open connections, survives descriptor exhaustion
-//! and hands each accepted socket to its own small-stack thread.
+//! The accept thread and the register of open connections: caps open
+//! connections in all and per client address, sheds idle connections
+//! before it turns anyone away, survives descriptor exhaustion, and hands
+//! each accepted socket to its own small-stack thread.
 
+use std::collections::HashMap;
 use std::io::{self, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Stack of a connection thread: it parses heads, copies bodies and runs
 /// PBKDF2, none of which needs deep recursion or large stack buffers.
 const CONNECTION_STACK: usize = 128 * 1024;
+/// A new connection that has sent nothing for this long counts as idle.
+const FRESH_IDLE: Duration = Duration::from_secs(1);
 
-/// Counts one open connection for as long as it lives.
-pub struct Slot(Arc<AtomicUsize>);
+/// The caps on open connections.
+#[derive(Debug, Clone, Copy)]
+pub struct Caps {
+    pub total: usize,
+    /// `None`: no cap per address (behind a trusted proxy every client
+    /// has the proxy's address).
+    pub per_address: Option<usize>,
+}
+
+/// What a connection is doing, as far as shedding is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Idleness {
+    /// Reading or answering a request: never shed.
+    Busy,
+    /// Accepted at this instant and silent since: shed once it has been
+    /// silent for [`FRESH_IDLE`].
+    Fresh(Instant),
+    /// Kept alive between requests since this instant: shed at once.
+    KeptAlive(Instant),
+}
+
+impl Idleness {
+    /// Since when it may be shed, if it may.
+    fn sheddable(self, now: Instant) -> Option<Instant> {
+        match self {
+            Idleness::Busy => None,
+            Idleness::Fresh(since) => (now.saturating_duration_since(since) >= FRESH_IDLE).then_some(since),
+            Idleness::KeptAlive(since) => Some(since),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Entry {
+    address: IpAddr,
+    /// A second handle on the socket, to close it when it is shed.
+    stream: TcpStream,
+    idleness: Idleness,
+}
+
+#[derive(Debug, Default)]
+struct Open {
+    next_id: u64,
+    entries: HashMap<u64, Entry>,
+    per_address: HashMap<IpAddr, usize>,
+}
+
+impl Open {
+    fn remove(&mut self, id: u64) -> Option<Entry> {
+        let entry = self.entries.remove(&id)?;
+        if let Some(count) = self.per_address.get_mut(&entry.address) {
+            *count -= 1;
+            if *count == 0 {
+                self.per_address.remove(&entry.address);
+            }
+        }
+        Some(entry)
+    }
+
+    /// The idle connection to close, if any: of `address` if given, and
+    /// otherwise `address`'s first, then the one idle longest.
+    fn victim(&self, address: IpAddr, only_that_address: bool, now: Instant) -> Option<u64> {
+        self.entries
+            .iter()
+            .filter(|(_, entry)| !only_that_address || entry.address == address)
+            .filter_map(|(id, entry)| entry.idleness.sheddable(now).map(|since| (entry.address != address, since, *id)))
+            .min()
+            .map(|(_, _, id)| id)
+    }
+
+    /// Closes a victim's socket (its thread ends on its own) and stops
+    /// counting it.
+    fn shed(&mut self, id: u64) {
+        if let Some(entry) = self.remove(id) {
+            let _ = entry.stream.shutdown(Shutdown::Both);
+        }
+    }
+}
+
+/// The open connections, shared by the accept thread and every connection
+/// thread.
+#[derive(Debug)]
+pub struct Register {
+    caps: Caps,
+    open: Mutex<Open>,
+}
+
+impl Register {
+    pub fn new(caps: Caps) -> Arc<Register> {
+        Arc::new(Register { caps, open: Mutex::new(Open::default()) })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Open> {
+        self.open.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Admits a connection from `address`, closing idle ones to make room
+    /// if a cap is reached; `None` if there is no room even so.
+    pub fn admit(self: &Arc<Self>, stream: &TcpStream, address: IpAddr) -> Option<Slot> {
+        let handle = stream.try_clone().ok()?;
+        let now = Instant::now();
+        let mut open = self.lock();
+        if let Some(cap) = self.caps.per_address {
+            while open.per_address.get(&address).copied().unwrap_or(0) >= cap {
+                let id = open.victim(address, true, now)?;
+                open.shed(id);
+            }
+        }
+        while open.entries.len() >= self.caps.total {
+            let id = open.victim(address, false, now)?;
+            open.shed(id);
+        }
+        let id = open.next_id;
+        open.next_id += 1;
+        open.entries.insert(id, Entry { address, stream: handle, idleness: Idleness::Fresh(now) });
+        *open.per_address.entry(address).or_default() += 1;
+        Some(Slot { register: Arc::clone(self), id })
+    }
+
+    /// How many connections are open (for tests and figures).
+    pub fn open_count(&self) -> usize {
+        self.lock().entries.len()
+    }
+}
+
+/// One admitted connection, counted for as long as it lives. Its thread
+/// says when it waits between requests (it may then be shed) and when a
+/// request begins.
+#[derive(Debug)]
+pub struct Slot {
+    register: Arc<Register>,
+    id: u64,
+}
+
+impl Slot {
+    fn set(&self, idleness: Idleness) {
+        if let Some(entry) = self.register.lock().entries.get_mut(&self.id) {
+            entry.idleness = idleness;
+        }
+    }
+
+    /// Waiting for the next request on a kept-alive connection.
+    pub fn kept_alive(&self) {
+        self.set(Idleness::KeptAlive(Instant::now()));
+    }
+
+    /// A request has begun arriving.
+    pub fn busy(&self) {
+        self.set(Idleness::Busy);
+    }
+}
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        self.register.lock().remove(self.id);
     }
 }
 
 /// Accepts until `keep_going` says no (checked after each accept, so whoever
 /// stops it connects once to wake it); then the listening socket closes.
-/// `handle` runs on a new thread per connection; past `max_connections`
-/// open ones, `refusal` (a whole canned answer) is written and the socket
+/// `handle` runs on a new thread per admitted connection; a connection
+/// that finds no room gets `refusal()` (a whole canned answer) and is
 /// closed.
 pub fn accept_loop<F>(
     listener: TcpListener,
-    max_connections: usize,
-    refusal: Arc<[u8]>,
+    register: Arc<Register>,
+    refusal: impl Fn() -> Vec<u8>,
     keep_going: impl Fn() -> bool,
     handle: F,
 ) where
-    F: Fn(TcpStream, SocketAddr) + Send + Sync + 'static,
+    F: Fn(TcpStream, SocketAddr, Slot) + Send + Sync + 'static,
 {
     let handle = Arc::new(handle);
-    let open = Arc::new(AtomicUsize::new(0));
     loop {
         let accepted = listener.accept();
         if !keep_going() {
@@ -49,17 +201,14 @@ pub fn accept_loop<F>(
                 continue;
             }
         };
-        if open.fetch_add(1, Ordering::AcqRel) >= max_connections {
-            open.fetch_sub(1, Ordering::AcqRel);
-            refuse(stream, &refusal);
+        let Some(slot) = register.admit(&stream, peer.ip()) else {
+            refuse(stream, &refusal());
             continue;
-        }
-        let slot = Slot(Arc::clone(&open));
+        };
         let _ = stream.set_nodelay(true);
         let handle = Arc::clone(&handle);
         let spawned = thread::Builder::new().name("conn".into()).stack_size(CONNECTION_STACK).spawn(move || {
-            let _slot = slot;
-            handle(stream, peer);
+            handle(stream, peer, slot);
         });
         if let Err(err) = spawned {
             // The closure (and with it the socket and slot) is dropped.
@@ -85,5 +234,55 @@ fn back_off(err: &io::Error) {
 fn refuse(mut stream: TcpStream, refusal: &[u8]) {
     if stream.set_nonblocking(true).is_ok() {
         let _ = stream.write(refusal);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A connected pair of loopback sockets (client side, server side).
+    fn pair(listener: &TcpListener) -> (TcpStream, TcpStream) {
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        (client, server)
+    }
+
+    fn address(n: u8) -> IpAddr {
+        IpAddr::from([192, 0, 2, n])
+    }
+
+    #[test]
+    fn caps_shed_idle_connections_of_the_same_address_first() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let register = Register::new(Caps { total: 3, per_address: Some(2) });
+        let sockets: Vec<_> = (0..4).map(|_| pair(&listener)).collect();
+        let a1 = register.admit(&sockets[0].1, address(1)).unwrap();
+        let a2 = register.admit(&sockets[1].1, address(1)).unwrap();
+        assert!(register.admit(&sockets[2].1, address(1)).is_none(), "busy or fresh ones are not shed");
+        a1.kept_alive();
+        let a3 = register.admit(&sockets[2].1, address(1)).expect("the kept-alive one made room");
+        assert_eq!(register.open_count(), 2);
+        let mut buf = [0u8; 1];
+        use std::io::Read;
+        assert_eq!((&sockets[0].0).read(&mut buf).unwrap(), 0, "the shed connection was closed");
+        let b1 = register.admit(&sockets[3].1, address(2)).unwrap();
+        assert_eq!(register.open_count(), 3);
+        drop((a1, a2, a3, b1));
+        assert_eq!(register.open_count(), 0, "a shed slot is not counted twice");
+        assert!(register.lock().per_address.is_empty());
+    }
+
+    #[test]
+    fn when_full_another_addresss_idle_connection_goes_if_needed() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let register = Register::new(Caps { total: 2, per_address: None });
+        let sockets: Vec<_> = (0..3).map(|_| pair(&listener)).collect();
+        let a = register.admit(&sockets[0].1, address(1)).unwrap();
+        let b = register.admit(&sockets[1].1, address(2)).unwrap();
+        b.busy();
+        assert!(register.admit(&sockets[2].1, address(3)).is_none(), "a fresh connection gets its second");
+        a.kept_alive();
+        assert!(register.admit(&sockets[2].1, address(3)).is_some());
     }
 }

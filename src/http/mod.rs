@@ -8,6 +8,6 @@ pub mod listener;
 pub mod request;
 pub mod response;
 
-pub use conn::{BodyError, Connection, Limits, SendOptions};
+pub use conn::{BodyError, Connection, Limits, Pace, SendOptions};
 pub use request::{Framing, RequestHead};
 pub use response::{Body, Response};

@@ -13,6 +13,7 @@ mod robustness;
 mod service;
 mod sharing;
 mod shutdown;
+mod slow_clients;
 mod soak;
 mod stores;
 mod support;

@@ -207,7 +207,11 @@ pub struct Conn {
 
 impl Conn {
     pub fn open(addr: SocketAddr) -> Conn {
-        let stream = TcpStream::connect(addr).unwrap();
+        Conn::over(TcpStream::connect(addr).unwrap())
+    }
+
+    /// Wraps a connected stream.
+    pub fn over(stream: TcpStream) -> Conn {
         stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
         stream.set_nodelay(true).unwrap();
         Conn { stream, pending: Vec::new() }

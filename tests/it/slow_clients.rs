@@ -1,0 +1,196 @@
+//! Slow and greedy clients (SPEC §1 "Slow clients", issue 12): every phase
+//! of a connection has a deadline, answers that need no body do not wait
+//! for it, connection slots are capped per address, and idle connections
+//! are shed before anyone is turned away.
+
+use crate::support::{Conn, Options, Resp, Server};
+use serde_json::json;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// A connection from another loopback address (127.0.0.x), so per-address
+/// caps can be told apart.
+fn connect_from(source: [u8; 4], server: SocketAddr) -> Conn {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.bind(&SocketAddr::from((source, 0)).into()).unwrap();
+    socket.connect(&server.into()).unwrap();
+    Conn::over(socket.into())
+}
+
+/// Whether a fresh connection gets `/v1/health` answered 200.
+fn healthy(server: &Server, source: [u8; 4]) -> bool {
+    let mut conn = connect_from(source, server.addr);
+    conn.send(b"GET /v1/health HTTP/1.1\r\nHost: t\r\n\r\n");
+    conn.try_read_response(false).is_some_and(|resp| resp.status == 200)
+}
+
+#[test]
+fn trickled_json_bodies_get_408_within_the_deadline_and_free_their_slots() {
+    let server = Server::start_with(Options::default().env("MAX_CONNECTIONS", "20"));
+    let started = Instant::now();
+    let mut trickles: Vec<Conn> = (0..20)
+        .map(|_| {
+            let mut conn = server.connect();
+            conn.send(b"POST /v1/accounts HTTP/1.1\r\nHost: t\r\nContent-Length: 60000\r\n\r\n{");
+            conn
+        })
+        .collect();
+    thread::sleep(Duration::from_millis(300));
+    assert!(!healthy(&server, [127, 0, 0, 1]), "every slot is held (none is idle)");
+    // Keep feeding a byte now and then: it does not extend the deadline.
+    for _ in 0..4 {
+        for conn in &mut trickles {
+            let _ = conn.stream.write_all(b" ");
+        }
+        thread::sleep(Duration::from_secs(2));
+    }
+    let answers: Vec<Option<Resp>> = trickles.iter_mut().map(|conn| conn.try_read_response(false)).collect();
+    let waited = started.elapsed();
+    assert!(waited < Duration::from_secs(13), "answered by the 10 s body deadline: {waited:?}");
+    for answer in &answers {
+        let answer = answer.as_ref().expect("a 408 before the close");
+        assert_eq!((answer.status, answer.error()), (408, "request_timeout".into()));
+    }
+    // Once the clients hear their answer and go, their slots are free.
+    drop(trickles);
+    thread::sleep(Duration::from_millis(200));
+    assert!(healthy(&server, [127, 0, 0, 1]), "the slots are free again");
+}
+
+#[test]
+fn a_trickled_head_gets_408_and_a_slow_store_body_is_cut_off_changing_nothing() {
+    let server = Server::start();
+    let token = server.register("slowpoke");
+    let etag = server.put("k", &token, &[], b"kept").etag();
+    let mut head = server.connect();
+    let mut upload = server.connect();
+    upload.send(
+        format!(
+            "PUT /v1/stores/k HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {token}\r\nIf-Match: {etag}\r\nContent-Length: 100000\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    let started = Instant::now();
+    let mut head_answer = None;
+    let mut upload_answer = None;
+    for i in 0..14 {
+        if head_answer.is_none() {
+            let _ = head.stream.write_all(&b"GET /v1/health HTTP/1.1\r\nHost: t\r\n"[i % 10..i % 10 + 1]);
+        }
+        // 100 bytes a second: far below 1 KiB/s.
+        let _ = upload.stream.write_all(&[b'x'; 100]);
+        thread::sleep(Duration::from_secs(1));
+        if i == 11 {
+            head.stream.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+            upload.stream.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+            head_answer = head.try_read_response(false);
+            upload_answer = upload.try_read_response(false);
+            break;
+        }
+    }
+    assert!(started.elapsed() < Duration::from_secs(14));
+    assert_eq!(head_answer.map(|r| r.status), Some(408), "a head trickled for over 10 s");
+    assert_eq!(upload_answer.map(|r| r.status), Some(408), "a store body under 1 KiB/s after 10 s");
+    assert_eq!(server.get("/v1/stores/k", Some(&token)).body, b"kept");
+    assert!(crate::support::temp_files(&server.root).is_empty(), "the staged part is gone");
+}
+
+#[test]
+fn answers_that_need_no_body_do_not_wait_for_it() {
+    let server = Server::start_with(Options::default().env("MAX_STORE_BYTES", "1000000"));
+    let token = server.register("early");
+    // No token, 10 MB announced, nothing of it sent: 413 by header comes
+    // first (SPEC §1 order), at once.
+    let mut conn = server.connect();
+    let started = Instant::now();
+    conn.send(b"PUT /v1/stores/x HTTP/1.1\r\nHost: t\r\nContent-Length: 10000000\r\n\r\n");
+    let resp = conn.read_response(false);
+    assert_eq!(resp.status, 413, "{}", resp.text());
+    assert!(started.elapsed() < Duration::from_secs(1));
+    // Within the limit but without a token: 401 at once, then closed.
+    let mut conn = server.connect();
+    let started = Instant::now();
+    conn.send(b"PUT /v1/stores/x HTTP/1.1\r\nHost: t\r\nContent-Length: 900000\r\n\r\nsome");
+    let resp = conn.read_response(false);
+    assert_eq!(resp.status, 401);
+    assert!(started.elapsed() < Duration::from_secs(1), "took {:?}", started.elapsed());
+    assert_eq!(resp.header("Connection"), Some("close"));
+    // A small body is drained and the connection kept.
+    let mut conn = server.connect();
+    let missing = conn.request("PUT", "/v1/stores/x", Some(&token), &[("If-Match", "\"nope\"")], b"tiny");
+    assert_eq!(missing.status, 412);
+    assert_eq!(conn.request("GET", "/v1/health", None, &[], b"").status, 200, "kept alive after a drained body");
+}
+
+#[test]
+fn one_address_cannot_take_every_slot() {
+    let server =
+        Server::start_with(Options::default().env("MAX_CONNECTIONS", "40").env("MAX_CONNECTIONS_PER_ADDRESS", "8"));
+    // The greedy address fills its 8 slots with heads that never finish.
+    let greedy: Vec<Conn> = (0..8)
+        .map(|_| {
+            let mut conn = connect_from([127, 0, 0, 2], server.addr);
+            conn.send(b"GET /v1/health HTTP/1.1\r\n");
+            conn
+        })
+        .collect();
+    thread::sleep(Duration::from_millis(200));
+    let mut ninth = connect_from([127, 0, 0, 2], server.addr);
+    ninth.send(b"GET /v1/health HTTP/1.1\r\nHost: t\r\n\r\n");
+    let refused = ninth.try_read_response(false).expect("a 503");
+    assert_eq!((refused.status, refused.error()), (503, "unavailable".into()));
+    assert!(refused.header("Retry-After").is_some());
+    assert!(healthy(&server, [127, 0, 0, 3]), "another address gets in at once");
+    drop(greedy);
+}
+
+#[test]
+fn idle_connections_are_shed_before_anyone_gets_503() {
+    let server = Server::start_with(Options::default().env("MAX_CONNECTIONS", "6"));
+    // Six keep-alive connections that made one request and now wait.
+    let mut kept: Vec<Conn> = (0..6).map(|_| server.connect()).collect();
+    for conn in &mut kept {
+        assert_eq!(conn.request("GET", "/v1/health", None, &[], b"").status, 200);
+    }
+    for _ in 0..3 {
+        assert!(healthy(&server, [127, 0, 0, 1]), "a kept-alive idle connection made room");
+    }
+    for conn in &mut kept {
+        conn.stream.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    }
+    let shed = kept.iter_mut().map(Conn::is_closed).filter(|&closed| closed).count();
+    assert!(shed >= 1, "idle connections were closed to make room");
+    // Connections that never send anything count as idle after a second.
+    drop(kept);
+    thread::sleep(Duration::from_millis(200));
+    let _silent: Vec<TcpStream> = (0..6).map(|_| TcpStream::connect(server.addr).unwrap()).collect();
+    thread::sleep(Duration::from_millis(200));
+    assert!(!healthy(&server, [127, 0, 0, 1]), "silent for less than a second: not idle yet");
+    thread::sleep(Duration::from_millis(1000));
+    assert!(healthy(&server, [127, 0, 0, 1]), "silent for a second: shed");
+}
+
+#[test]
+fn the_password_hashing_queue_is_bounded() {
+    let server = Server::start_with(Options::default().env("PBKDF2_ITERATIONS", "20000").env("TRUST_PROXY", "1"));
+    let mut conns: Vec<Conn> = (0..90).map(|_| server.connect()).collect();
+    for (i, conn) in conns.iter_mut().enumerate() {
+        let body = json!({"id": format!("nobody{i}"), "password": "wrong password"}).to_string();
+        conn.send(
+            format!(
+                "POST /v1/sessions HTTP/1.1\r\nHost: t\r\nX-Forwarded-For: 198.51.100.{i}\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
+        );
+    }
+    let statuses: Vec<u16> = conns.iter_mut().map(|conn| conn.read_response(false).status).collect();
+    let hashed = statuses.iter().filter(|&&s| s == 401).count();
+    let refused = statuses.iter().filter(|&&s| s == 503).count();
+    assert_eq!(hashed + refused, 90, "{statuses:?}");
+    assert!(hashed <= 64 && refused >= 26, "at most 64 waiting: {hashed} hashed, {refused} refused");
+    let mut buf = [0u8; 1];
+    let _ = conns[0].stream.read(&mut buf);
+}
