@@ -54,7 +54,8 @@ def cpu_seconds(pid):
 
 
 def start_server(root, port, **env):
-    environment = dict(os.environ, PORT=str(port), BIND="127.0.0.1", STATIC_ROOT=root, MAX_CONNECTIONS="1024", **env)
+    defaults = dict(MAX_CONNECTIONS="1024", MAX_CONNECTIONS_PER_ADDRESS="1024")
+    environment = dict(os.environ, PORT=str(port), BIND="127.0.0.1", STATIC_ROOT=root, **{**defaults, **env})
     started = time.monotonic()
     proc = subprocess.Popen([BIN], env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     while True:

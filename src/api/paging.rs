@@ -1,10 +1,37 @@
-//! Query strings of the listings (SPEC §4, §6): their `name=value` pairs,
-//! whole numbers, and the `limit` of a page.
+//! Pages of the listings (SPEC §4, §6): their query strings (`name=value`
+//! pairs, whole numbers, `limit`), and when a page is full. A page holds at
+//! most `limit` entries, and fewer when it has cost the loop its time
+//! budget: one listing must not hold up every other request.
 
 use crate::error::ApiError;
+use std::time::{Duration, Instant};
 
 /// The most entries one page of a listing holds (and the default).
 pub const MAX_PAGE: usize = 1000;
+/// The loop time one page may take before it ends early (with `more`).
+const PAGE_BUDGET: Duration = Duration::from_micros(500);
+/// How many entries go in between looks at the clock.
+const CLOCK_EVERY: usize = 32;
+
+/// A page being filled.
+#[derive(Debug)]
+pub struct Page {
+    limit: usize,
+    started: Instant,
+}
+
+impl Page {
+    pub fn new(limit: usize) -> Page {
+        Page { limit, started: Instant::now() }
+    }
+
+    /// Whether a page that holds `entries` takes no more: it reached its
+    /// limit, or its time budget (never before its first entry).
+    pub fn is_full(&self, entries: usize) -> bool {
+        entries >= self.limit
+            || (entries > 0 && entries.is_multiple_of(CLOCK_EVERY) && self.started.elapsed() > PAGE_BUDGET)
+    }
+}
 
 /// The `name=value` pairs of a query string (a bare name has an empty value).
 pub fn pairs(query: Option<&str>) -> impl Iterator<Item = (&str, &str)> {
@@ -41,6 +68,17 @@ mod tests {
         for bad in ["0", "", "-1", "+1", " 1", "1.0", "ten"] {
             assert!(limit(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn pages_end_at_their_limit_or_budget() {
+        let page = Page::new(3);
+        assert!(!page.is_full(0) && !page.is_full(2));
+        assert!(page.is_full(3));
+        let late = Page { limit: 1000, started: Instant::now() - Duration::from_secs(1) };
+        assert!(!late.is_full(0), "a page always gets its first entry");
+        assert!(!late.is_full(31), "the clock is read every 32 entries");
+        assert!(late.is_full(32));
     }
 
     #[test]

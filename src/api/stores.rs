@@ -18,6 +18,8 @@ use crate::precondition::{self, Precondition, Refusal};
 use crate::router::decode_key;
 use crate::server::{Request, Step};
 use serde_json::json;
+use std::io::Write;
+use std::ops::ControlFlow;
 
 /// Store answers may be cached only if revalidated every time (SPEC §1): a
 /// browser must never show a stale version or serve a revoked reader.
@@ -65,7 +67,7 @@ pub fn get(app: &mut App, request: &Request, key: &str) -> Result<Step, ApiError
 }
 
 /// `GET /v1/stores[?limit=L][&after=K]`: one page of the caller's stores
-/// in key order.
+/// in key order, written straight from the rows into the answer.
 pub fn list(app: &mut App, request: &Request) -> Result<Step, ApiError> {
     let (mut after, mut limit) = (None, paging::MAX_PAGE);
     for (name, value) in paging::pairs(request.head.query.as_deref()) {
@@ -76,24 +78,29 @@ pub fn list(app: &mut App, request: &Request) -> Result<Step, ApiError> {
         }
     }
     let session = app.authenticate(request)?;
-    let mut page = db::stores::list_for(app.db.conn(), &session.account_id, after.as_deref(), limit)?;
-    let more = page.len() > limit;
-    page.truncate(limit);
-    let stores: Vec<_> = page
-        .into_iter()
-        .map(|(store, held)| {
-            json!({
-                "key": store.key,
-                "token": store.token,
-                "size": store.size,
-                "modified": store.modified,
-                "seq": store.seq,
-                "permission": held.as_str(),
-                "meta": store.meta,
-            })
-        })
-        .collect();
-    respond(Response::json(200, &json!({ "seq": app.db.current_seq()?, "more": more, "stores": stores })))
+    let mut body = Vec::with_capacity(256);
+    body.extend_from_slice(b"{\"stores\":[");
+    let page = paging::Page::new(limit);
+    let (mut listed, mut more, mut failed) = (0, false, None);
+    db::stores::list_page(app.db.conn(), &session.account_id, after.as_deref(), limit, |store| {
+        if page.is_full(listed) {
+            more = true;
+            return ControlFlow::Break(());
+        }
+        if listed > 0 {
+            body.push(b',');
+        }
+        listed += 1;
+        if let Err(err) = serde_json::to_writer(&mut body, &store) {
+            failed.get_or_insert(err);
+        }
+        ControlFlow::Continue(())
+    })?;
+    if let Some(err) = failed {
+        return Err(ApiError::Internal(format!("listing: {err}")));
+    }
+    write!(body, "],\"more\":{more},\"seq\":{}}}", app.db.current_seq()?).map_err(ApiError::from)?;
+    respond(Response::json_bytes(200, body))
 }
 
 /// `PUT /v1/stores/{key}`: the half before the body.

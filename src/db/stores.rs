@@ -2,6 +2,8 @@
 
 use crate::permission::Permission;
 use rusqlite::{Connection, OptionalExtension, Row, params};
+use serde::Serialize;
+use std::ops::ControlFlow;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreRow {
@@ -54,35 +56,61 @@ pub fn get_for(
     .optional()
 }
 
-/// The stores the account has a permission on, by key (bytewise), after
-/// `after` (if given): at most `limit + 1` (the last only tells that more
-/// follow).
-pub fn list_for(
+/// One entry of a listing, borrowed from its row.
+#[derive(Debug, Serialize)]
+pub struct Listed<'a> {
+    pub key: &'a str,
+    pub token: &'a str,
+    pub size: u64,
+    pub modified: i64,
+    pub seq: i64,
+    pub permission: &'a str,
+    pub meta: Option<&'a str>,
+}
+
+/// Hands `each` the stores the account has a permission on, by key
+/// (bytewise), after `after` (if given), until it says stop: at most
+/// `limit + 1` (the last only tells that more follow). Rows are lent, not
+/// copied, so a page of a thousand costs the loop no allocation per store.
+pub fn list_page(
     conn: &Connection,
     account_id: &str,
     after: Option<&str>,
     limit: usize,
-) -> rusqlite::Result<Vec<(StoreRow, Permission)>> {
-    let mut statement = conn.prepare_cached(concat!(
-        "SELECT ",
-        store_columns!(),
-        ", p.permission FROM account_permission p
-         JOIN sync_store s ON s.store_key = p.store_key
+    mut each: impl FnMut(Listed<'_>) -> ControlFlow<()>,
+) -> rusqlite::Result<()> {
+    let mut statement = conn.prepare_cached(
+        "SELECT s.store_key, s.store_token, s.size, s.modified, s.seq, p.permission, s.store_meta
+         FROM account_permission p JOIN sync_store s ON s.store_key = p.store_key
          WHERE p.account_id = ?1 AND p.store_key > ?2
-         ORDER BY p.store_key LIMIT ?3"
-    ))?;
+         ORDER BY p.store_key LIMIT ?3",
+    )?;
     // Keys are never empty, so "" comes before every one of them.
-    let rows = statement.query_map(params![account_id, after.unwrap_or(""), limit.saturating_add(1)], |row| {
-        Ok((store_row(row)?, permission(row, 7)?))
-    })?;
-    let mut out = Vec::new();
-    for row in rows {
-        let (store, held) = row?;
-        if let Some(held) = held {
-            out.push((store, held));
+    let mut rows = statement.query(params![account_id, after.unwrap_or(""), limit.saturating_add(1)])?;
+    while let Some(row) = rows.next()? {
+        let text = |index: usize| -> rusqlite::Result<&str> {
+            row.get_ref(index)?.as_str().map_err(|err| {
+                rusqlite::Error::FromSqlConversionFailure(index, rusqlite::types::Type::Text, Box::new(err))
+            })
+        };
+        let meta = match row.get_ref(6)? {
+            rusqlite::types::ValueRef::Null => None,
+            _ => Some(text(6)?),
+        };
+        let listed = Listed {
+            key: text(0)?,
+            token: text(1)?,
+            size: row.get(2)?,
+            modified: row.get(3)?,
+            seq: row.get(4)?,
+            permission: text(5)?,
+            meta,
+        };
+        if each(listed).is_break() {
+            break;
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 /// The stores the account is the only owner of.

@@ -38,6 +38,14 @@ impl Response {
         Response::new(status).with_json(value)
     }
 
+    /// A JSON answer whose body is already serialised.
+    pub fn json_bytes(status: u16, bytes: Vec<u8>) -> Self {
+        let mut response = Response::new(status);
+        response.header("Content-Type", "application/json; charset=utf-8");
+        response.body = Body::Bytes(bytes);
+        response
+    }
+
     pub fn with_json(mut self, value: &impl Serialize) -> Self {
         // Serialising our own plain data types cannot fail.
         let bytes = serde_json::to_vec(value).unwrap_or_default();
