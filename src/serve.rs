@@ -120,6 +120,7 @@ pub fn serve(config: Config) -> Result<(), Failure> {
         secret: data.secret,
         decoy_hash,
         polls,
+        walks: Default::default(),
         open_files: OpenFiles::new(OPEN_FILES),
         throttle: Throttle::default(),
         registrations: RateLimit::new(api::REGISTRATIONS_PER_HOUR, api::HOUR, api::RATE_LIMIT_KEYS),

@@ -183,10 +183,18 @@ fn handle(app: &mut App, event: Event, inbox: &mut Inbox<Event>) {
             handle_reads(app, (reply, route, request), inbox);
             return run_deferred(app);
         }
-        Event::Request { reply, route, request } => (reply, write(app, |app| app.handle(route?, request))),
+        // A malformed route needs no database (and must not wait for it).
+        Event::Request { reply, route: Err(err), .. } => (reply, Err(err)),
+        Event::Request { reply, route: Ok(route), request } => (reply, write(app, |app| app.handle(route, request))),
         Event::Uploaded { reply, then, staged } => return finish_uploads(app, (reply, then, staged), inbox),
         Event::PasswordDone { reply, then, outcome } => {
-            (reply, write(app, |app| app.after_password(then, outcome).map(Handled::Step)))
+            app.settle(&then, &outcome);
+            let registering = then.registering();
+            let continued = write(app, |app| app.after_password(then, outcome).map(Handled::Step));
+            if continued.is_err() {
+                app.abandon(registering);
+            }
+            (reply, continued)
         }
         // The caller's to act on.
         Event::Shutdown => return,

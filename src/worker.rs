@@ -31,8 +31,11 @@ const DRAIN_LIMIT: u64 = 64 * 1024;
 const DRAIN_PACE: Pace = Pace::Within(Duration::from_secs(2));
 /// A JSON body must arrive within this long of its head (SPEC §1).
 const JSON_PACE: Pace = Pace::Within(Duration::from_secs(10));
-/// A store body must average at least 1 KiB/s once 10 s have passed.
-const UPLOAD_PACE: Pace = Pace::AtLeast { grace: Duration::from_secs(10), bytes_per_second: 1024 };
+/// A store body must average at least 1 KiB/s once 10 s have passed, and
+/// never pause for more than 30 s (far less than the 10 minutes after
+/// which `sync-node check --repair` takes a staged file for a leftover).
+const UPLOAD_PACE: Pace =
+    Pace::AtLeast { grace: Duration::from_secs(10), bytes_per_second: 1024, max_pause: Duration::from_secs(30) };
 
 /// How often a thread waiting on the loop checks that its client is still there.
 const LIVENESS_CHECK: Duration = Duration::from_secs(1);

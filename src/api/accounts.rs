@@ -58,17 +58,10 @@ pub fn finish_register(
     address: IpAddr,
     phc: Result<String, ApiError>,
 ) -> Result<Step, ApiError> {
-    let created = phc.and_then(|phc| create(app.db.conn(), account_id, &phc));
-    match created {
-        Ok(key_salt) => {
-            app.registrations.commit(&address, Instant::now());
-            super::sessions::signed_in(app, account_id, key_salt)
-        }
-        Err(err) => {
-            app.registrations.release(&address);
-            Err(err)
-        }
-    }
+    // A failure here gives the place back (the loop calls App::abandon).
+    let key_salt = create(app.db.conn(), account_id, &phc?)?;
+    app.registrations.commit(&address, Instant::now());
+    super::sessions::signed_in(app, account_id, key_salt)
 }
 
 /// Creates an account with a new random `key_salt`, which it returns.
@@ -119,9 +112,7 @@ pub fn finish_change_password(
 ) -> Result<Step, ApiError> {
     let (session, new_hash) = confirmed(app, &check, outcome)?;
     let new_hash = new_hash.ok_or_else(|| ApiError::Internal("no new hash after a password change".into()))??;
-    if !db::accounts::replace_password(app.db.conn(), &session.account_id, &check.phc, &new_hash)? {
-        return Err(ApiError::WrongPassword);
-    }
+    db::accounts::set_password(app.db.conn(), &session.account_id, &new_hash)?;
     db::sessions::delete_others(app.db.conn(), &session.account_id, &session.token_hash)?;
     app.after_commit.revoked(session.account_id);
     respond(Response::new(204))
@@ -140,6 +131,7 @@ fn before_password_check(app: &mut App, request: &Request) -> Result<CurrentPass
         account_id: session.account_id,
         address,
         phc: account.password,
+        credential: account.credential,
     })
 }
 
@@ -177,9 +169,9 @@ pub struct DeletedAccount {
     pub files: Vec<String>,
 }
 
-/// Settles the attempt, then: the caller's session if it is still live,
-/// the current password matched, and the hash it matched is still the
-/// account's (else a change, reset or deletion won meanwhile: 403), with
+/// The verdict (the attempt is already settled), then: the caller's session if it is still live,
+/// the current password matched, and the account's credential version is
+/// unchanged (else a change or reset won meanwhile: 403), with
 /// any hash made in the same trip. A mismatch counts as a failed attempt
 /// and is 403 `wrong_password`.
 fn confirmed(
@@ -187,10 +179,10 @@ fn confirmed(
     check: &CurrentPassword,
     outcome: PasswordOutcome,
 ) -> Result<(Session, Option<Result<String, ApiError>>), ApiError> {
-    let new_hash = app.verified(&check.account_id, check.address, outcome, ApiError::WrongPassword)?;
+    let new_hash = App::verified(outcome, ApiError::WrongPassword)?;
     let session = app.session_by_hash(&check.token_hash)?;
     let current = db::accounts::get(app.db.conn(), &session.account_id)?.ok_or(ApiError::Unauthorized)?;
-    if current.password != check.phc {
+    if current.credential != check.credential {
         return Err(ApiError::WrongPassword);
     }
     Ok((session, new_hash))

@@ -10,6 +10,7 @@ use crate::http::Response;
 use crate::polls::{Parked, Poll};
 use crate::server::{Reply, Request, Step};
 use serde_json::json;
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 /// Longest wait a client may ask for.
@@ -27,8 +28,11 @@ pub fn changes(app: &mut App, request: &Request) -> Result<Handled, ApiError> {
     let query = parse_query(request.head.query.as_deref())?;
     let session = app.authenticate(request)?;
     let current = app.db.current_seq()?;
-    // since=0 lists what is accessible now and needs no tombstones.
-    let forgotten = query.since > 0 && query.since < db::changes::horizon(app.db.conn())?;
+    // since=0 lists what is accessible now and needs no tombstones, and
+    // neither do the later pages of such a walk: their cursors were handed
+    // out by this server, and stay good below the pruning horizon.
+    let walking = query.since == 0 || app.walks.continues(&session.account_id, query.since);
+    let forgotten = !walking && query.since < db::changes::horizon(app.db.conn())?;
     if forgotten || query.since > current {
         return Err(ApiError::Gone);
     }
@@ -38,7 +42,43 @@ pub fn changes(app: &mut App, request: &Request) -> Result<Handled, ApiError> {
         let Session { account_id, token_hash } = session;
         return Ok(Handled::Park(Poll { account_id, token_hash, since: query.since, limit: query.limit, deadline }));
     }
+    let more_after = (changes.len() > query.limit).then(|| changes[query.limit - 1].seq);
+    if let Some(cursor) = more_after.filter(|_| walking) {
+        app.walks.remember(&session.account_id, cursor);
+    }
     Ok(Handled::Step(Step::Respond(feed_response(current, &app.generation, changes, query.limit))))
+}
+
+/// Cursors handed to feed walks that began at `since=0`, remembered for an
+/// hour (at most [`Walks::CAPACITY`]), so the next page is served even if
+/// pruning has since raised the horizon past it: a walk from 0 never needed
+/// the forgotten tombstones, and without this an account with more live
+/// stores than a page below the horizon could never finish one.
+#[derive(Debug, Default)]
+pub struct Walks {
+    cursors: HashMap<(String, i64), Instant>,
+}
+
+impl Walks {
+    const CAPACITY: usize = 4096;
+    const LIFETIME: Duration = Duration::from_secs(3600);
+
+    fn remember(&mut self, account_id: &str, cursor: i64) {
+        let now = Instant::now();
+        if self.cursors.len() >= Self::CAPACITY {
+            self.cursors.retain(|_, at| now.saturating_duration_since(*at) < Self::LIFETIME);
+            if self.cursors.len() >= Self::CAPACITY
+                && let Some(oldest) = self.cursors.iter().min_by_key(|(_, at)| **at).map(|(key, _)| key.clone())
+            {
+                self.cursors.remove(&oldest);
+            }
+        }
+        self.cursors.insert((account_id.to_owned(), cursor), now);
+    }
+
+    fn continues(&self, account_id: &str, cursor: i64) -> bool {
+        self.cursors.get(&(account_id.to_owned(), cursor)).is_some_and(|at| at.elapsed() < Self::LIFETIME)
+    }
 }
 
 impl App {
@@ -90,8 +130,8 @@ impl App {
         };
         for parked in polls {
             match self.feed_of(&parked.poll) {
-                Ok(Some(response)) => parked.reply.send(Step::Respond(response)),
-                Ok(None) => self.park(parked.reply, parked.poll),
+                Ok((_, Some(response))) => parked.reply.send(Step::Respond(response)),
+                Ok((_, None)) => self.park(parked.reply, parked.poll),
                 Err(err) => parked.reply.send(Step::Respond(err.into_response())),
             }
         }
@@ -99,26 +139,27 @@ impl App {
 
     fn answer(&mut self, parked: Parked<Reply>) {
         let response = match self.feed_of(&parked.poll) {
-            Ok(Some(response)) => response,
-            Ok(None) => {
-                feed_response(self.db.current_seq().unwrap_or(parked.poll.since), &self.generation, Vec::new(), 1)
-            }
+            Ok((_, Some(response))) => response,
+            Ok((current, None)) => feed_response(current, &self.generation, Vec::new(), 1),
             Err(err) => err.into_response(),
         };
         parked.reply.send(Step::Respond(response));
     }
 
-    /// The poll's feed answer, if it has changes to report; 401 if its
-    /// session is gone (revoked, expired, its account deleted), so a
-    /// revoked session never hears of a change made after the revocation.
-    fn feed_of(&self, poll: &Poll) -> Result<Option<Response>, ApiError> {
+    /// The counter, then the poll's feed answer if it has changes to
+    /// report (read in that order: a change committed in between is not
+    /// skipped by the cursor); 401 if its session is gone (revoked,
+    /// expired, its account deleted), so a revoked session never hears of
+    /// a change made after the revocation.
+    fn feed_of(&self, poll: &Poll) -> Result<(i64, Option<Response>), ApiError> {
         match db::sessions::get(self.db.conn(), &poll.token_hash)? {
             Some((account_id, expiration)) if account_id == poll.account_id && expiration > clock::now_ms() => {}
             _ => return Err(ApiError::Unauthorized),
         }
         let current = self.db.current_seq()?;
         let changes = db::changes::feed(self.db.conn(), &poll.account_id, poll.since, poll.since == 0, poll.limit)?;
-        Ok((!changes.is_empty()).then(|| feed_response(current, &self.generation, changes, poll.limit)))
+        let answer = (!changes.is_empty()).then(|| feed_response(current, &self.generation, changes, poll.limit));
+        Ok((current, answer))
     }
 }
 
@@ -171,6 +212,18 @@ fn parse_query(query: Option<&str>) -> Result<FeedQuery, ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn walks_remember_their_cursors_boundedly() {
+        let mut walks = Walks::default();
+        walks.remember("a", 7);
+        assert!(walks.continues("a", 7));
+        assert!(!walks.continues("a", 8) && !walks.continues("b", 7));
+        for cursor in 0..(Walks::CAPACITY as i64 + 10) {
+            walks.remember("flood", 100 + cursor);
+        }
+        assert!(walks.cursors.len() <= Walks::CAPACITY);
+    }
 
     #[test]
     fn query_parsing() {

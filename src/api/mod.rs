@@ -65,6 +65,8 @@ pub struct App {
     pub decoy_hash: String,
     /// Long-polls waiting for a change.
     pub polls: Polls<Reply>,
+    /// Cursors of feed walks that began at `since=0`.
+    pub walks: changes::Walks,
     /// Handles of recently read store files.
     pub open_files: OpenFiles,
     pub throttle: Throttle,
@@ -128,10 +130,12 @@ pub struct CurrentPassword {
     pub token_hash: String,
     pub account_id: String,
     pub address: IpAddr,
-    /// The hash the password is checked against: if the account's hash is
-    /// another one by the time the check is done, a password change, reset
-    /// or deletion won the race, and this request must not proceed.
+    /// The hash the password is checked against.
     pub phc: String,
+    /// The account's credential version then: if it has changed by the
+    /// time the check is done, a password change or reset won the race,
+    /// and this request must not proceed.
+    pub credential: i64,
 }
 
 /// Where a request resumes once its PBKDF2 work is done. Each carries what
@@ -139,16 +143,18 @@ pub struct CurrentPassword {
 #[derive(Debug)]
 pub enum AfterPassword {
     /// Create the account with the new hash (a registration place of
-    /// `address` is reserved).
+    /// `address` is reserved: see [`AfterPassword::registering`]).
     Register {
         account_id: String,
         address: IpAddr,
     },
-    /// Sign in if the password matched `phc` (`None`: an unknown id,
-    /// checked against the decoy) and `phc` is still the account's hash.
+    /// Sign in if the password matched the account's hash `phc` (`None`:
+    /// an unknown id, checked against the decoy) and the account's
+    /// credential version is still `credential`.
     Login {
         account_id: String,
         phc: Option<String>,
+        credential: i64,
         address: IpAddr,
     },
     ChangePassword(CurrentPassword),
@@ -159,6 +165,16 @@ pub enum AfterPassword {
         token_hash: String,
         address: IpAddr,
     },
+}
+
+impl AfterPassword {
+    /// The address whose registration place this continuation holds.
+    pub fn registering(&self) -> Option<IpAddr> {
+        match self {
+            AfterPassword::Register { address, .. } => Some(*address),
+            _ => None,
+        }
+    }
 }
 
 /// What a request comes to on the loop.
@@ -215,8 +231,8 @@ impl App {
             (AfterPassword::ResetConfirm { account_id, token_hash, address }, PasswordOutcome::Hashed(phc)) => {
                 reset::finish_confirm(self, &account_id, &token_hash, address, phc)
             }
-            (AfterPassword::Login { account_id, phc, address }, outcome) => {
-                sessions::finish_login(self, &account_id, phc, address, outcome)
+            (AfterPassword::Login { account_id, phc, credential, .. }, outcome) => {
+                sessions::finish_login(self, &account_id, phc, credential, outcome)
             }
             (AfterPassword::ChangePassword(check), outcome) => accounts::finish_change_password(self, check, outcome),
             (AfterPassword::DeleteAccount(check), outcome) => accounts::finish_delete(self, check, outcome),
@@ -224,25 +240,47 @@ impl App {
         }
     }
 
-    /// Settles an admitted password attempt: a match resets the account's
-    /// failure count and yields the hash made in the same trip (if any); a
-    /// mismatch counts as a failure and becomes `mismatch`.
+    /// Settles the admitted attempt a finished PBKDF2 job belongs to, before
+    /// its continuation opens a transaction (which may fail: a busy
+    /// database, a panic), so its place is never left taken: a match resets
+    /// the account's failure count, a mismatch counts as a failure. Reset
+    /// confirmations settle in their continuation (their verdict is the
+    /// token, read there); registrations give back their place if the
+    /// continuation fails ([`App::abandon`]).
+    pub fn settle(&mut self, then: &AfterPassword, outcome: &PasswordOutcome) {
+        let (account_id, address, matches) = match (then, outcome) {
+            (AfterPassword::Login { account_id, phc, address, .. }, PasswordOutcome::Verified { matches, .. }) => {
+                (account_id, *address, *matches && phc.is_some())
+            }
+            (
+                AfterPassword::ChangePassword(check) | AfterPassword::DeleteAccount(check),
+                PasswordOutcome::Verified { matches, .. },
+            ) => (&check.account_id, check.address, *matches),
+            _ => return,
+        };
+        if matches {
+            self.throttle.success(account_id, address);
+        } else {
+            self.throttle.failure(account_id, address, Instant::now());
+        }
+    }
+
+    /// Gives back what a continuation that failed had reserved.
+    pub fn abandon(&mut self, registering: Option<IpAddr>) {
+        if let Some(address) = registering {
+            self.registrations.release(&address);
+        }
+    }
+
+    /// The verdict of a settled password check: the hash made in the same
+    /// trip (if any) on a match, `mismatch` otherwise.
     pub fn verified(
-        &mut self,
-        account_id: &str,
-        address: IpAddr,
         outcome: PasswordOutcome,
         mismatch: ApiError,
     ) -> Result<Option<Result<String, ApiError>>, ApiError> {
         match outcome {
-            PasswordOutcome::Verified { matches: true, new_hash } => {
-                self.throttle.success(account_id, address);
-                Ok(new_hash)
-            }
-            PasswordOutcome::Verified { matches: false, .. } => {
-                self.throttle.failure(account_id, address, Instant::now());
-                Err(mismatch)
-            }
+            PasswordOutcome::Verified { matches: true, new_hash } => Ok(new_hash),
+            PasswordOutcome::Verified { matches: false, .. } => Err(mismatch),
             PasswordOutcome::Hashed(_) => Err(ApiError::Internal("a hash where a verification was due".into())),
         }
     }

@@ -11,7 +11,6 @@ use crate::error::ApiError;
 use crate::http::Response;
 use crate::server::{Request, Step};
 use serde_json::json;
-use std::net::IpAddr;
 
 /// `POST /v1/sessions`
 pub fn login(app: &mut App, request: &Request) -> Result<Step, ApiError> {
@@ -29,19 +28,20 @@ pub fn login(app: &mut App, request: &Request) -> Result<Step, ApiError> {
     };
     let job =
         PasswordJob::Verify { password: credentials.password, phc: checked_against, then_hash, pad_to: iterations };
+    let credential = account.as_ref().map_or(0, |account| account.credential);
     let phc = account.map(|account| account.password);
-    Ok(Step::Password { job, then: AfterPassword::Login { account_id, phc, address }, ticket })
+    Ok(Step::Password { job, then: AfterPassword::Login { account_id, phc, credential, address }, ticket })
 }
 
-/// A sign-in whose password matched gets a session only if the hash it
-/// matched is still the account's: a password change, reset or deletion
-/// that committed meanwhile wins. A hash upgrade is written only over the
-/// hash it replaces.
+/// A sign-in whose password matched gets a session only if the account's
+/// credential version is the one it was checked under: a password change,
+/// reset or deletion that committed meanwhile wins. A hash upgrade is
+/// written only over the hash it replaces.
 pub fn finish_login(
     app: &mut App,
     account_id: &str,
     phc: Option<String>,
-    address: IpAddr,
+    credential: i64,
     outcome: PasswordOutcome,
 ) -> Result<Step, ApiError> {
     let outcome = match outcome {
@@ -50,14 +50,14 @@ pub fn finish_login(
         }
         other => other,
     };
-    let upgraded = app.verified(account_id, address, outcome, ApiError::InvalidCredentials)?;
+    let upgraded = App::verified(outcome, ApiError::InvalidCredentials)?;
     let checked = phc.ok_or(ApiError::InvalidCredentials)?;
     let account = db::accounts::get(app.db.conn(), account_id)?.ok_or(ApiError::InvalidCredentials)?;
-    if account.password != checked {
+    if account.credential != credential {
         return Err(ApiError::InvalidCredentials);
     }
     if let Some(new_hash) = upgraded {
-        db::accounts::replace_password(app.db.conn(), account_id, &checked, &new_hash?)?;
+        db::accounts::upgrade_password(app.db.conn(), account_id, &checked, &new_hash?)?;
     }
     signed_in(app, &account.id, account.key_salt)
 }

@@ -7,6 +7,8 @@ pub struct AccountRow {
     pub id: String,
     pub password: String,
     pub key_salt: String,
+    /// Bumped by every password change and reset.
+    pub credential: i64,
 }
 
 /// Inserts an account; `false` when the id is taken.
@@ -21,8 +23,10 @@ pub fn insert(conn: &Connection, id: &str, password: &str, key_salt: &str, creat
 }
 
 pub fn get(conn: &Connection, id: &str) -> rusqlite::Result<Option<AccountRow>> {
-    conn.prepare_cached("SELECT id, password, key_salt FROM sync_account WHERE id = ?1")?
-        .query_row([id], |row| Ok(AccountRow { id: row.get(0)?, password: row.get(1)?, key_salt: row.get(2)? }))
+    conn.prepare_cached("SELECT id, password, key_salt, credential FROM sync_account WHERE id = ?1")?
+        .query_row([id], |row| {
+            Ok(AccountRow { id: row.get(0)?, password: row.get(1)?, key_salt: row.get(2)?, credential: row.get(3)? })
+        })
         .optional()
 }
 
@@ -40,14 +44,17 @@ pub fn usage(conn: &Connection, id: &str) -> rusqlite::Result<(u64, u64)> {
     .query_row([id], |row| Ok((row.get(0)?, row.get(1)?)))
 }
 
+/// A new password (a change or a reset): a new credential version.
 pub fn set_password(conn: &Connection, id: &str, password: &str) -> rusqlite::Result<()> {
-    conn.prepare_cached("UPDATE sync_account SET password = ?2 WHERE id = ?1")?.execute(params![id, password])?;
+    conn.prepare_cached("UPDATE sync_account SET password = ?2, credential = credential + 1 WHERE id = ?1")?
+        .execute(params![id, password])?;
     Ok(())
 }
 
-/// Replaces the hash only if it is still `old` (compare-and-set); returns
-/// whether it did.
-pub fn replace_password(conn: &Connection, id: &str, old: &str, new: &str) -> rusqlite::Result<bool> {
+/// The same password hashed again (an upgrade to the current cost): only
+/// if the hash is still `old` (compare-and-set), so an upgrade never writes
+/// over a password changed meanwhile; returns whether it did.
+pub fn upgrade_password(conn: &Connection, id: &str, old: &str, new: &str) -> rusqlite::Result<bool> {
     let changed = conn
         .prepare_cached("UPDATE sync_account SET password = ?3 WHERE id = ?1 AND password = ?2")?
         .execute(params![id, old, new])?;

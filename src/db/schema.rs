@@ -60,6 +60,10 @@ const MIGRATIONS: &[&str] = &[
     // copy made by `sync-node backup` gets a new one.
     "CREATE TABLE sync_setting (name TEXT PRIMARY KEY NOT NULL, value TEXT NOT NULL) WITHOUT ROWID;
     INSERT INTO sync_setting (name, value) VALUES ('generation', lower(hex(randomblob(16))));",
+    // 4: the credential version of an account, bumped by every password
+    // change and reset (not by a hash upgrade at sign-in): a continuation
+    // compares it before it commits.
+    "ALTER TABLE sync_account ADD COLUMN credential INTEGER NOT NULL DEFAULT 0;",
 ];
 
 fn version(conn: &Connection) -> Result<usize, String> {
@@ -103,4 +107,42 @@ pub fn migrate(conn: &mut Connection) -> Result<(), String> {
         tx.pragma_update(None, "user_version", index + 1).map_err(|err| err.to_string())?;
     }
     tx.commit().map_err(|err| err.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_database_of_the_previous_release_is_upgraded_with_its_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        {
+            // What the released server (schema version 2) left behind.
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(MIGRATIONS[0]).unwrap();
+            conn.execute_batch(MIGRATIONS[1]).unwrap();
+            conn.pragma_update(None, "user_version", 2).unwrap();
+            conn.execute("INSERT INTO sync_account (id, password, key_salt, created) VALUES ('a', 'h', 's', 1)", [])
+                .unwrap();
+        }
+        let mut conn = Connection::open(&path).unwrap();
+        migrate(&mut conn).unwrap();
+        check_current(&conn).unwrap();
+        let generation: String =
+            conn.query_row("SELECT value FROM sync_setting WHERE name = 'generation'", [], |row| row.get(0)).unwrap();
+        assert_eq!(generation.len(), 32);
+        let (password, credential): (String, i64) =
+            conn.query_row("SELECT password, credential FROM sync_account WHERE id = 'a'", [], |row| {
+                Ok((row.get(0)?, row.get(1)?))
+            })
+            .unwrap();
+        assert_eq!((password.as_str(), credential), ("h", 0), "accounts are kept");
+        migrate(&mut conn).unwrap();
+        assert_eq!(
+            conn.query_row("SELECT count(*) FROM sync_setting", [], |row| row.get::<_, i64>(0)).unwrap(),
+            1,
+            "migrating again changes nothing"
+        );
+    }
 }

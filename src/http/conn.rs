@@ -56,16 +56,19 @@ pub enum Pace {
     /// All of it within this long (JSON bodies, bodies drained unread).
     Within(Duration),
     /// Once `grace` has passed, an average of at least `bytes_per_second`
-    /// since the body began (store and log bodies).
-    AtLeast { grace: Duration, bytes_per_second: u64 },
+    /// since the body began, and never a pause longer than `max_pause`
+    /// (store and log bodies: a live upload keeps touching its staged file).
+    AtLeast { grace: Duration, bytes_per_second: u64, max_pause: Duration },
 }
 
-/// When the body began, its pace, and how much of it has arrived.
+/// When the body began, its pace, how much of it has arrived and when
+/// the last of it did.
 #[derive(Debug)]
 struct BodyClock {
     started: Instant,
     pace: Pace,
     received: u64,
+    last_progress: Instant,
 }
 
 impl BodyClock {
@@ -73,9 +76,9 @@ impl BodyClock {
     fn deadline(&self) -> Instant {
         match self.pace {
             Pace::Within(limit) => self.started + limit,
-            Pace::AtLeast { grace, bytes_per_second } => {
+            Pace::AtLeast { grace, bytes_per_second, max_pause } => {
                 let earned = Duration::from_secs_f64(self.received as f64 / bytes_per_second.max(1) as f64);
-                self.started + grace.max(earned)
+                (self.started + grace.max(earned)).min(self.last_progress + max_pause)
             }
         }
     }
@@ -232,7 +235,8 @@ impl Connection {
         sink: &mut impl Write,
         pace: Pace,
     ) -> Result<u64, BodyError> {
-        let mut clock = BodyClock { started: Instant::now(), pace, received: 0 };
+        let now = Instant::now();
+        let mut clock = BodyClock { started: now, pace, received: 0, last_progress: now };
         match framing {
             Framing::None => Ok(0),
             Framing::Length(n) if n > limit => Err(BodyError::TooLarge),
@@ -329,6 +333,7 @@ impl Connection {
             Ok(0) => Err(BodyError::Socket(io::ErrorKind::UnexpectedEof.into())),
             Ok(n) => {
                 clock.received += n as u64;
+                clock.last_progress = Instant::now();
                 Ok(n)
             }
             Err(err) if matches!(err.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
@@ -394,6 +399,85 @@ impl Connection {
             match self.stream.read(&mut buf) {
                 Ok(0) | Err(_) => break,
                 Ok(n) => discarded += n,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::listener::{Caps, Register};
+    use std::net::TcpListener;
+
+    #[test]
+    fn body_deadlines_follow_the_pace() {
+        let start = Instant::now();
+        let within = BodyClock {
+            started: start,
+            pace: Pace::Within(Duration::from_secs(10)),
+            received: 0,
+            last_progress: start,
+        };
+        assert_eq!(within.deadline(), start + Duration::from_secs(10));
+        let pace = Pace::AtLeast {
+            grace: Duration::from_secs(10),
+            bytes_per_second: 1024,
+            max_pause: Duration::from_secs(30),
+        };
+        let mut upload = BodyClock { started: start, pace, received: 0, last_progress: start };
+        assert_eq!(upload.deadline(), start + Duration::from_secs(10), "the grace period");
+        upload.received = 20 * 1024;
+        upload.last_progress = start + Duration::from_secs(5);
+        assert_eq!(upload.deadline(), start + Duration::from_secs(20), "20 KiB earn 20 s in all");
+        upload.received = 1024 * 1024;
+        assert_eq!(upload.deadline(), start + Duration::from_secs(35), "but no pause over 30 s");
+    }
+
+    /// A server-side connection and the client socket talking to it.
+    fn connected() -> (Connection, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, peer) = listener.accept().unwrap();
+        let register = Register::new(Caps { total: 4, per_address: None });
+        let slot = register.admit(&server, peer.ip()).unwrap();
+        (Connection::new(server, Limits::default(), slot), client)
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+
+        /// However a body is cut into chunks (with extensions and a
+        /// trailer), it decodes to the same bytes; one byte over the limit
+        /// is refused.
+        #[test]
+        fn chunked_bodies_decode_to_what_was_sent(
+            body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..3000),
+            cuts in proptest::collection::vec(1usize..700, 1..12),
+            extension in proptest::prelude::any::<bool>(),
+        ) {
+            let mut wire = Vec::new();
+            let mut rest = &body[..];
+            for cut in cuts.iter().cycle() {
+                if rest.is_empty() {
+                    break;
+                }
+                let (chunk, after) = rest.split_at((*cut).min(rest.len()));
+                wire.extend_from_slice(format!("{:x}{}\r\n", chunk.len(), if extension { " ;a=b" } else { "" }).as_bytes());
+                wire.extend_from_slice(chunk);
+                wire.extend_from_slice(b"\r\n");
+                rest = after;
+            }
+            wire.extend_from_slice(b"0\r\nX-Trailer: yes\r\n\r\n");
+            for limit in [body.len() as u64, (body.len() as u64).saturating_sub(1)] {
+                let (mut conn, mut client) = connected();
+                client.write_all(&wire).unwrap();
+                let decoded = conn.read_body(Framing::Chunked, limit, Pace::Within(Duration::from_secs(5)));
+                if limit == body.len() as u64 {
+                    proptest::prop_assert_eq!(decoded.unwrap(), body.clone());
+                } else if !body.is_empty() {
+                    proptest::prop_assert!(matches!(decoded, Err(BodyError::TooLarge)));
+                }
             }
         }
     }

@@ -94,3 +94,40 @@ fn feed_pages_continue_exactly_where_they_stopped() {
     assert_eq!(since_start["more"], true);
     assert_eq!(server.get("/v1/changes?since=0&limit=0", Some(&token)).status, 400);
 }
+
+/// Review finding: once pruning raised the horizon past old live entries,
+/// a paged since=0 walk got 410 on its second page and could never finish.
+#[test]
+fn a_walk_from_zero_finishes_after_old_tombstones_are_pruned() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("data");
+    let server = crate::support::Server::start_in(&root, crate::support::Options::default());
+    let token = server.register("old-timer");
+    for key in ["k1", "k2", "k3", "k4", "k5"] {
+        assert_eq!(server.put(key, &token, &[], b"x").status, 201);
+    }
+    assert_eq!(server.call("DELETE", "/v1/stores/k2", Some(&token), &[("If-Match", "*")], b"").status, 204);
+    drop(server);
+    // Thirty-one days pass: the deletion's tombstone is pruned at the next start.
+    let month_ago = (std::time::SystemTime::now() - std::time::Duration::from_secs(31 * 86_400))
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    crate::support::database(&root).execute("UPDATE change_log SET changed = ?1", [month_ago]).unwrap();
+    let server = crate::support::Server::start_in(&root, crate::support::Options::default());
+    let mut since = 0;
+    let mut keys = Vec::new();
+    for _ in 0..10 {
+        let resp = server.get(&format!("/v1/changes?since={since}&limit=1"), Some(&token));
+        assert_eq!(resp.status, 200, "page after since={since}: {}", resp.text());
+        let page = resp.json();
+        keys.extend(page["changes"].as_array().unwrap().iter().map(|c| c["key"].as_str().unwrap().to_owned()));
+        since = page["seq"].as_i64().unwrap();
+        if page["more"] == false {
+            break;
+        }
+    }
+    assert_eq!(keys, ["k1", "k3", "k4", "k5"]);
+    // A stale cursor below the horizon that no walk was given is still 410.
+    assert_eq!(server.get("/v1/changes?since=2", Some(&token)).status, 410);
+}
