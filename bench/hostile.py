@@ -88,7 +88,7 @@ def listing_load(work):
         for name, values in (("idle", idle), ("8 clients listing 10,000 stores", loaded)):
             print(f"| /v1/health, {name} | {len(values)} | {statistics.median(values):.2f} ms | "
                   f"{percentile(values, 0.99):.2f} ms | {max(values):.2f} ms |")
-        print(f"(pages of 1000 listed meanwhile: {pages[0]}, {pages[0] / 10.5:.0f}/s)")
+        print(f"(pages listed meanwhile: {pages[0]}, {pages[0] / 10.5:.0f}/s)")
     finally:
         proc.kill()
 
@@ -163,25 +163,25 @@ def add_account(root, account, iterations):
 def sign_in_timing(work, rounds=21):
     root = os.path.join(work, "timing")
     port = free_port()
-    proc, _ = start_server(root, port, PBKDF2_ITERATIONS="600000")
+    # Each attempt from its own (forwarded) address and for its own id, so
+    # no lockout ends the run and no success upgrades an old hash.
+    proc, _ = start_server(root, port, PBKDF2_ITERATIONS="600000", TRUST_PROXY="1")
     try:
-        add_account(root, "current", 600_000)
-        add_account(root, "old", 300_000)
+        for i in range(rounds):
+            add_account(root, f"current{i}", 600_000)
+            add_account(root, f"old{i}", 300_000)
         results = {}
-        for name, account in (("known, old cost (300,000)", "old"), ("known, current cost", "current"),
-                              ("unknown id", "nobody")):
+        for name, prefix in (("known, old cost (300,000)", "old"), ("known, current cost", "current"),
+                             ("unknown id", "nobody")):
             times = []
             for i in range(rounds):
+                forwarded = (("X-Forwarded-For", f"198.51.100.{len(results) * rounds + i}"),)
                 started = time.monotonic()
-                status = http(port, "POST", "/v1/sessions", body={"id": account, "password": "wrong password"},
-                              headers=(("X-Forwarded-For", "x"),))[0]
+                status = http(port, "POST", "/v1/sessions", body={"id": f"{prefix}{i}", "password": "wrong password"},
+                              headers=forwarded)[0]
                 times.append((time.monotonic() - started) * 1000)
                 assert status == 401, status
-                if i % 4 == 3:
-                    # Stay under the 5-failure lockout: a success resets it.
-                    if account != "nobody":
-                        http(port, "POST", "/v1/sessions", body={"id": account, "password": PASSWORD})
-                    time.sleep(0.05)
+                time.sleep(0.02)
             results[name] = statistics.median(times)
         base = results["known, current cost"]
         for name, median in results.items():

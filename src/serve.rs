@@ -132,6 +132,7 @@ pub fn serve(config: Config) -> Result<(), Failure> {
         after_commit: AfterCommit::default(),
         data_version: None,
         stopping: false,
+        others_waiting: false,
     };
     server::run(app, inbox, &lifecycle);
     eprintln!("sync-node stopped");

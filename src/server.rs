@@ -107,6 +107,16 @@ impl<T> Inbox<T> {
         self.held.pop_front().or_else(|| self.events.try_recv().ok())
     }
 
+    /// Whether another event is waiting (it keeps its place in the queue).
+    fn has_waiting(&mut self) -> bool {
+        if self.held.is_empty()
+            && let Ok(event) = self.events.try_recv()
+        {
+            self.held.push_back(event);
+        }
+        !self.held.is_empty()
+    }
+
     /// Returns events taken by [`Inbox::ready`], in their order, to the
     /// front of the queue.
     fn put_back<I: IntoIterator<Item = T, IntoIter: DoubleEndedIterator>>(&mut self, events: I) {
@@ -265,7 +275,11 @@ fn handle_reads(app: &mut App, first: (Reply, Route, Request), inbox: &mut Inbox
         }
         return;
     }
+    let mut left = batch.len();
     for (reply, route, request) in batch {
+        left -= 1;
+        // A long listing yields its page early only when others are waiting.
+        app.others_waiting = left > 0 || inbox.has_waiting();
         match guarded(|| app.handle(route, request)) {
             Ok(Handled::Park(poll)) => app.park(reply, poll),
             Ok(Handled::Step(step)) => reply.send(step),

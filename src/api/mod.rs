@@ -88,6 +88,9 @@ pub struct App {
     pub data_version: Option<i64>,
     /// Shutting down: long-polls are answered at once instead of parked.
     pub stopping: bool,
+    /// Other requests are waiting behind the one being handled: a listing
+    /// then ends its page at the time budget ([`paging::Page`]).
+    pub others_waiting: bool,
 }
 
 /// What a write leaves to do once its transaction has committed — remove

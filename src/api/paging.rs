@@ -1,7 +1,8 @@
 //! Pages of the listings (SPEC §4, §6): their query strings (`name=value`
 //! pairs, whole numbers, `limit`), and when a page is full. A page holds at
-//! most `limit` entries, and fewer when it has cost the loop its time
-//! budget: one listing must not hold up every other request.
+//! most `limit` entries, and fewer when other requests are waiting and it
+//! has cost the loop its time budget: one listing must not hold up every
+//! other request.
 
 use crate::error::ApiError;
 use std::time::{Duration, Instant};
@@ -9,7 +10,7 @@ use std::time::{Duration, Instant};
 /// The most entries one page of a listing holds (and the default).
 pub const MAX_PAGE: usize = 1000;
 /// The loop time one page may take before it ends early (with `more`).
-const PAGE_BUDGET: Duration = Duration::from_micros(500);
+const PAGE_BUDGET: Duration = Duration::from_micros(250);
 /// How many entries go in between looks at the clock.
 const CLOCK_EVERY: usize = 32;
 
@@ -17,19 +18,23 @@ const CLOCK_EVERY: usize = 32;
 #[derive(Debug)]
 pub struct Page {
     limit: usize,
-    started: Instant,
+    /// When the page began, if it must end at the time budget.
+    budget_from: Option<Instant>,
 }
 
 impl Page {
-    pub fn new(limit: usize) -> Page {
-        Page { limit, started: Instant::now() }
+    /// A page of at most `limit` entries, also ended at the time budget
+    /// when `others_waiting`.
+    pub fn new(limit: usize, others_waiting: bool) -> Page {
+        Page { limit, budget_from: others_waiting.then(Instant::now) }
     }
 
     /// Whether a page that holds `entries` takes no more: it reached its
     /// limit, or its time budget (never before its first entry).
     pub fn is_full(&self, entries: usize) -> bool {
-        entries >= self.limit
-            || (entries > 0 && entries.is_multiple_of(CLOCK_EVERY) && self.started.elapsed() > PAGE_BUDGET)
+        let over_budget =
+            |started: Instant| entries > 0 && entries.is_multiple_of(CLOCK_EVERY) && started.elapsed() > PAGE_BUDGET;
+        entries >= self.limit || self.budget_from.is_some_and(over_budget)
     }
 }
 
@@ -72,13 +77,15 @@ mod tests {
 
     #[test]
     fn pages_end_at_their_limit_or_budget() {
-        let page = Page::new(3);
+        let page = Page::new(3, true);
         assert!(!page.is_full(0) && !page.is_full(2));
         assert!(page.is_full(3));
-        let late = Page { limit: 1000, started: Instant::now() - Duration::from_secs(1) };
+        let late = Page { limit: 1000, budget_from: Some(Instant::now() - Duration::from_secs(1)) };
         assert!(!late.is_full(0), "a page always gets its first entry");
         assert!(!late.is_full(31), "the clock is read every 32 entries");
         assert!(late.is_full(32));
+        let alone = Page { limit: 1000, budget_from: None };
+        assert!(!alone.is_full(32) && !alone.is_full(999), "no budget when nobody waits");
     }
 
     #[test]

@@ -80,7 +80,7 @@ pub fn list(app: &mut App, request: &Request) -> Result<Step, ApiError> {
     let session = app.authenticate(request)?;
     let mut body = Vec::with_capacity(256);
     body.extend_from_slice(b"{\"stores\":[");
-    let page = paging::Page::new(limit);
+    let page = paging::Page::new(limit, app.others_waiting);
     let (mut listed, mut more, mut failed) = (0, false, None);
     db::stores::list_page(app.db.conn(), &session.account_id, after.as_deref(), limit, |store| {
         if page.is_full(listed) {

@@ -132,8 +132,8 @@ mod tests {
         let generation: String =
             conn.query_row("SELECT value FROM sync_setting WHERE name = 'generation'", [], |row| row.get(0)).unwrap();
         assert_eq!(generation.len(), 32);
-        let (password, credential): (String, i64) =
-            conn.query_row("SELECT password, credential FROM sync_account WHERE id = 'a'", [], |row| {
+        let (password, credential): (String, i64) = conn
+            .query_row("SELECT password, credential FROM sync_account WHERE id = 'a'", [], |row| {
                 Ok((row.get(0)?, row.get(1)?))
             })
             .unwrap();
