@@ -111,6 +111,32 @@ pub struct Sweep {
     pub recent: usize,
 }
 
+impl Sweep {
+    /// An unreferenced entry: left alone while young (counted), otherwise
+    /// listed in `found` and, unless `dry_run`, removed; one that vanished
+    /// since it was listed is nothing.
+    fn consider(
+        &mut self,
+        path: &Path,
+        name: String,
+        found: &mut Vec<String>,
+        min_age: Duration,
+        dry_run: bool,
+    ) -> io::Result<()> {
+        match age(path, min_age)? {
+            Age::Gone => {}
+            Age::Young => self.recent += 1,
+            Age::Old => {
+                if !dry_run {
+                    remove_entry(path)?;
+                }
+                found.push(name);
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Store files hard-linked into a private directory under `tmp/`: they stay
 /// readable whatever the server does to the originals, until dropped.
 #[derive(Debug)]
@@ -259,45 +285,29 @@ impl Blobs {
     /// unless `dry_run`.
     pub fn sweep(&self, referenced: &HashSet<String>, dry_run: bool, min_age: Duration) -> io::Result<Sweep> {
         let mut sweep = Sweep::default();
+        let mut temp_files = Vec::new();
+        let mut orphans = Vec::new();
         for entry in read_dir_if_any(&self.root.join(TMP))? {
-            match age(&entry.path(), min_age)? {
-                Age::Gone => {}
-                Age::Young => sweep.recent += 1,
-                Age::Old => {
-                    if !dry_run {
-                        remove_entry(&entry.path())?;
-                    }
-                    sweep.temp_files.push(format!("{TMP}/{}", entry.file_name().to_string_lossy()));
-                }
-            }
+            let name = format!("{TMP}/{}", entry.file_name().to_string_lossy());
+            sweep.consider(&entry.path(), name, &mut temp_files, min_age, dry_run)?;
         }
         for dir in read_dir_if_any(&self.root.join(STORES))? {
             if !dir.file_type()?.is_dir() {
-                if !dry_run {
-                    remove_entry(&dir.path())?;
-                }
-                sweep.orphans.push(format!("{STORES}/{}", dir.file_name().to_string_lossy()));
+                let name = format!("{STORES}/{}", dir.file_name().to_string_lossy());
+                sweep.consider(&dir.path(), name, &mut orphans, Duration::ZERO, dry_run)?;
                 continue;
             }
             for entry in read_dir_if_any(&dir.path())? {
                 let name = format!("{}/{}", dir.file_name().to_string_lossy(), entry.file_name().to_string_lossy());
-                if referenced.contains(&name) {
-                    continue;
-                }
-                match age(&entry.path(), min_age)? {
-                    Age::Gone => {}
-                    Age::Young => sweep.recent += 1,
-                    Age::Old => {
-                        if !dry_run {
-                            remove_entry(&entry.path())?;
-                        }
-                        sweep.orphans.push(format!("{STORES}/{name}"));
-                    }
+                if !referenced.contains(&name) {
+                    sweep.consider(&entry.path(), format!("{STORES}/{name}"), &mut orphans, min_age, dry_run)?;
                 }
             }
         }
-        sweep.temp_files.sort();
-        sweep.orphans.sort();
+        temp_files.sort();
+        orphans.sort();
+        sweep.temp_files = temp_files;
+        sweep.orphans = orphans;
         Ok(sweep)
     }
 

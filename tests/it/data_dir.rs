@@ -3,7 +3,7 @@
 //! migrate nothing, schema versions, file modes, backups and their
 //! generation, and commits by the command line that wake parked polls.
 
-use crate::support::{BIN, Conn, Options, PASSWORD, Resp, Server, database, files_below, store_files};
+use crate::support::{BIN, Conn, Options, PASSWORD, Resp, Server, database, files_below, request_bytes, store_files};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -196,23 +196,6 @@ fn contents(dir: &Path) -> BTreeMap<String, (Option<Vec<u8>>, u32, i64)> {
 
 // ---------------------------------------------------------------------------
 // HTTP that survives closed connections
-
-fn request_bytes(method: &str, path: &str, token: Option<&str>, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
-    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: test\r\n");
-    if let Some(token) = token {
-        head.push_str(&format!("Authorization: Bearer {token}\r\n"));
-    }
-    for (name, value) in headers {
-        head.push_str(&format!("{name}: {value}\r\n"));
-    }
-    if !body.is_empty() || matches!(method, "POST" | "PUT") {
-        head.push_str(&format!("Content-Length: {}\r\n", body.len()));
-    }
-    head.push_str("\r\n");
-    let mut bytes = head.into_bytes();
-    bytes.extend_from_slice(body);
-    bytes
-}
 
 /// One request on a kept-alive connection (opened if there is none); `None`
 /// when the connection closed without an answer (it is then dropped).
@@ -761,14 +744,24 @@ fn euid() -> u32 {
 
 /// What runs the binary under `umask`, as an unprivileged user when the
 /// tests run as root: root ignores file modes, so a file or directory the
-/// server made unusable for itself would go unnoticed.
+/// server made unusable for itself would go unnoticed. That user may not
+/// reach the build directory (a clone in a private directory), so it runs
+/// a copy of the binary placed in `dir`; the original path, passed as
+/// `$0`, is ignored.
 fn umask_wrapper(umask: &str, dir: &Path) -> Vec<String> {
     let mut wrapper = Vec::new();
+    let mut program = PathBuf::from(BIN);
     if euid() == 0 && Path::new("/usr/bin/setpriv").exists() {
         std::os::unix::fs::chown(dir, Some(65534), Some(65534)).unwrap();
+        let tools = dir.join("bin");
+        std::fs::create_dir(&tools).unwrap();
+        std::fs::set_permissions(&tools, std::fs::Permissions::from_mode(0o755)).unwrap();
+        program = tools.join("sync-node");
+        std::fs::copy(BIN, &program).unwrap();
+        std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).unwrap();
         wrapper.extend(["/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"].map(String::from));
     }
-    wrapper.extend(["sh".into(), "-c".into(), format!("umask {umask}; exec \"$0\" \"$@\"")]);
+    wrapper.extend(["sh".into(), "-c".into(), format!("umask {umask}; exec '{}' \"$@\"", program.display())]);
     wrapper
 }
 

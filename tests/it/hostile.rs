@@ -2,22 +2,11 @@
 //! gets right, caching rules that keep browsers from showing stale stores,
 //! and the proxy address a client cannot forge.
 
-use crate::support::{Conn, Options, Resp, Server};
+use crate::support::{Conn, Options, Resp, Server, send_raw};
 use serde_json::json;
 use std::io::Write;
-use std::net::Shutdown;
 use std::process::Command;
 use std::time::Duration;
-
-/// One raw request on its own connection; `None` if the server closed
-/// without answering.
-fn raw(server: &Server, bytes: &[u8]) -> Option<Resp> {
-    let mut conn = server.connect();
-    conn.stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let _ = conn.stream.write_all(bytes);
-    let _ = conn.stream.shutdown(Shutdown::Write);
-    conn.try_read_response(false)
-}
 
 #[test]
 fn every_answer_has_a_date_and_store_answers_must_be_revalidated() {
@@ -46,13 +35,13 @@ fn every_answer_has_a_date_and_store_answers_must_be_revalidated() {
 fn host_rules_and_absolute_targets() {
     let server = Server::start();
     for bad in [&b"GET /v1/health HTTP/1.1\r\n\r\n"[..], b"GET /v1/health HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"] {
-        let resp = raw(&server, bad).expect("an answer");
+        let resp = send_raw(&server, bad).expect("an answer");
         assert_eq!((resp.status, resp.error()), (400, "bad_request".into()));
     }
-    assert_eq!(raw(&server, b"GET /v1/health HTTP/1.0\r\n\r\n").unwrap().status, 200, "HTTP/1.0 needs no Host");
-    let absolute = raw(&server, b"GET http://example.org:8080/v1/health HTTP/1.1\r\nHost: example.org\r\n\r\n");
+    assert_eq!(send_raw(&server, b"GET /v1/health HTTP/1.0\r\n\r\n").unwrap().status, 200, "HTTP/1.0 needs no Host");
+    let absolute = send_raw(&server, b"GET http://example.org:8080/v1/health HTTP/1.1\r\nHost: example.org\r\n\r\n");
     assert_eq!(absolute.unwrap().json(), json!({"status": "ok"}));
-    let with_query = raw(&server, b"GET HTTP://h/v1/changes?since=0 HTTP/1.1\r\nHost: h\r\n\r\n").unwrap();
+    let with_query = send_raw(&server, b"GET HTTP://h/v1/changes?since=0 HTTP/1.1\r\nHost: h\r\n\r\n").unwrap();
     assert_eq!(with_query.status, 401, "routed to the feed, which wants a token");
 }
 
@@ -64,7 +53,7 @@ fn chunked_bodies_are_framed_strictly() {
         let head = format!(
             "PUT /v1/stores/c HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {token}\r\nIf-Match: *\r\nTransfer-Encoding: chunked\r\n\r\n"
         );
-        raw(&server, format!("{head}{chunks}").as_bytes())
+        send_raw(&server, format!("{head}{chunks}").as_bytes())
     };
     assert_eq!(server.put("c", &token, &[], b"original").status, 201);
     for bad in [

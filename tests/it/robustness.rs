@@ -1,24 +1,16 @@
 //! Hostile clients, panics, faulty databases and full disks: never a crash,
 //! never a 5xx for bad input, never lost or torn data.
 
-use crate::support::{Conn, Options, PASSWORD, Resp, Server, cli, store_files, temp_files};
+use crate::support::{Conn, Options, PASSWORD, Server, cli, send_raw, store_files, temp_files};
 use serde_json::{Value, json};
 use std::io::{Read, Write};
-use std::net::{Shutdown, TcpStream};
+use std::net::TcpStream;
 use std::path::Path;
 use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
 /// Sends `bytes`, half-closes, and returns the answer if one came.
-fn send_raw(server: &Server, bytes: &[u8]) -> Option<Resp> {
-    let mut conn = server.connect();
-    conn.stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let _ = conn.stream.write_all(bytes);
-    let _ = conn.stream.shutdown(Shutdown::Write);
-    conn.try_read_response(false)
-}
-
 fn assert_healthy(server: &Server) {
     let started = Instant::now();
     assert_eq!(server.get("/v1/health", None).status, 200);

@@ -229,19 +229,7 @@ impl Conn {
         headers: &[(&str, &str)],
         body: &[u8],
     ) -> Resp {
-        let mut head = format!("{method} {path} HTTP/1.1\r\nHost: test\r\n");
-        if let Some(token) = token {
-            head.push_str(&format!("Authorization: Bearer {token}\r\n"));
-        }
-        for (name, value) in headers {
-            head.push_str(&format!("{name}: {value}\r\n"));
-        }
-        if !body.is_empty() || matches!(method, "POST" | "PUT") {
-            head.push_str(&format!("Content-Length: {}\r\n", body.len()));
-        }
-        head.push_str("\r\n");
-        let mut bytes = head.into_bytes();
-        bytes.extend_from_slice(body);
+        let bytes = request_bytes(method, path, token, headers, body);
         self.send(&bytes);
         self.read_response(method == "HEAD")
     }
@@ -295,6 +283,35 @@ impl Conn {
             }
         }
     }
+}
+
+/// The bytes of one request (with `Host`, and `Content-Length` when there
+/// is a body or the method takes one).
+pub fn request_bytes(method: &str, path: &str, token: Option<&str>, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: test\r\n");
+    if let Some(token) = token {
+        head.push_str(&format!("Authorization: Bearer {token}\r\n"));
+    }
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    if !body.is_empty() || matches!(method, "POST" | "PUT") {
+        head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    head.push_str("\r\n");
+    let mut bytes = head.into_bytes();
+    bytes.extend_from_slice(body);
+    bytes
+}
+
+/// Raw bytes on their own connection (closed for writing after them); the
+/// answer, or `None` if the server closed without one.
+pub fn send_raw(server: &Server, bytes: &[u8]) -> Option<Resp> {
+    let mut conn = server.connect();
+    conn.stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let _ = conn.stream.write_all(bytes);
+    let _ = conn.stream.shutdown(std::net::Shutdown::Write);
+    conn.try_read_response(false)
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
