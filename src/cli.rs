@@ -178,7 +178,16 @@ fn check(config: &Config, repair: bool) -> Result<ExitCode, Failure> {
         Ok(report) => report,
         Err(problem) => return Ok(failed(&problem)),
     };
-    println!("{} store(s) checked", report.stores);
+    println!(
+        "{} store(s) checked, {} log entr{} ({} bytes)",
+        report.stores,
+        report.log_entries,
+        if report.log_entries == 1 { "y" } else { "ies" },
+        report.log_bytes
+    );
+    for key in &report.bad_logs {
+        println!("log does not match its entries: store {key:?}");
+    }
     for key in &report.missing {
         println!("missing file: store {key:?}");
     }

@@ -27,6 +27,8 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "open connections from one client address (1..=65536; not applied with TRUST_PROXY=1)",
     ),
     ("MIN_FREE_BYTES", "104857600", "store writes that would leave less free disk space get 507"),
+    ("MAX_ENTRY_BYTES", "1048576", "largest store log entry in bytes"),
+    ("MAX_LOG_BYTES", "= MAX_STORE_BYTES", "most bytes a store's log may hold before it must be compacted"),
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,6 +53,8 @@ pub struct Config {
     pub max_connections: usize,
     pub max_connections_per_address: usize,
     pub min_free_bytes: u64,
+    pub max_entry_bytes: u64,
+    pub max_log_bytes: u64,
 }
 
 /// A bad value, naming its variable.
@@ -85,6 +89,7 @@ impl Config {
     pub fn from_pairs<I: IntoIterator<Item = (String, String)>>(pairs: I) -> Result<Config, ConfigError> {
         let vars: HashMap<String, String> = pairs.into_iter().filter(|(_, v)| !v.trim().is_empty()).collect();
         let get = |name: &str| vars.get(name).map(|v| v.trim());
+        let max_store_bytes = number(get("MAX_STORE_BYTES"), "MAX_STORE_BYTES", 64 * 1024 * 1024, 1, u64::MAX)?;
         Ok(Config {
             port: number(get("PORT"), "PORT", 8080, 0, u16::MAX)?,
             bind: match get("BIND") {
@@ -92,7 +97,7 @@ impl Config {
                 Some(text) => text.parse().map_err(|_| error("BIND", format!("'{text}' is not an IP address")))?,
             },
             static_root: PathBuf::from(get("STATIC_ROOT").unwrap_or("./data")),
-            max_store_bytes: number(get("MAX_STORE_BYTES"), "MAX_STORE_BYTES", 64 * 1024 * 1024, 1, u64::MAX)?,
+            max_store_bytes,
             quota_bytes: match get("QUOTA_BYTES") {
                 None => None,
                 value => Some(number(value, "QUOTA_BYTES", 0, 0, u64::MAX)?),
@@ -124,6 +129,8 @@ impl Config {
                 65_536,
             )?,
             min_free_bytes: number(get("MIN_FREE_BYTES"), "MIN_FREE_BYTES", 100 * 1024 * 1024, 0, u64::MAX)?,
+            max_entry_bytes: number(get("MAX_ENTRY_BYTES"), "MAX_ENTRY_BYTES", 1024 * 1024, 1, u64::from(u32::MAX))?,
+            max_log_bytes: number(get("MAX_LOG_BYTES"), "MAX_LOG_BYTES", max_store_bytes, 1, u64::MAX)?,
         })
     }
 }
@@ -198,6 +205,9 @@ mod tests {
         assert_eq!(config.max_connections, 256);
         assert_eq!(config.max_connections_per_address, 64);
         assert_eq!(config.min_free_bytes, 104_857_600);
+        assert_eq!(config.max_entry_bytes, 1_048_576);
+        assert_eq!(config.max_log_bytes, config.max_store_bytes, "defaults to MAX_STORE_BYTES");
+        assert_eq!(parse(&[("MAX_STORE_BYTES", "5")]).unwrap().max_log_bytes, 5);
         assert_eq!(config.bind, IpAddr::from([0, 0, 0, 0]));
     }
 
@@ -243,6 +253,9 @@ mod tests {
         assert_eq!(failing_variable(&[("MAX_CONNECTIONS", "0")]), "MAX_CONNECTIONS");
         assert_eq!(failing_variable(&[("MAX_CONNECTIONS_PER_ADDRESS", "0")]), "MAX_CONNECTIONS_PER_ADDRESS");
         assert_eq!(failing_variable(&[("MIN_FREE_BYTES", "-1")]), "MIN_FREE_BYTES");
+        assert_eq!(failing_variable(&[("MAX_ENTRY_BYTES", "0")]), "MAX_ENTRY_BYTES");
+        assert_eq!(failing_variable(&[("MAX_ENTRY_BYTES", "4294967296")]), "MAX_ENTRY_BYTES");
+        assert_eq!(failing_variable(&[("MAX_LOG_BYTES", "x")]), "MAX_LOG_BYTES");
     }
 
     proptest::proptest! {

@@ -3,9 +3,11 @@
 use crate::config::CorsOrigins;
 use crate::http::Response;
 
-const EXPOSE: &str = "ETag, Sync-Meta, Sync-Permission, Sync-Seq, Retry-After";
+const EXPOSE: &str =
+    "ETag, Sync-Meta, Sync-Permission, Sync-Seq, Sync-Log-Head, Sync-Log-Base, Sync-Log-More, Retry-After";
 const ALLOW_METHODS: &str = "GET, HEAD, PUT, POST, DELETE, OPTIONS";
-const ALLOW_HEADERS: &str = "Authorization, Content-Type, If-Match, If-None-Match, Sync-Meta";
+const ALLOW_HEADERS: &str =
+    "Authorization, Content-Type, If-Match, If-None-Match, If-Log-Head, Sync-Meta, Sync-Log-Base";
 
 /// Headers added to every answer, given the request's `Origin` (if any).
 pub fn headers(policy: &CorsOrigins, origin: Option<&[u8]>) -> Vec<(&'static str, String)> {

@@ -15,6 +15,8 @@ pub struct CurrentVersion {
     pub modified: i64,
     pub seq: i64,
     pub meta: Option<String>,
+    pub log_head: u64,
+    pub log_base: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -164,6 +166,8 @@ fn current_json(current: &CurrentVersion) -> Value {
         "modified": current.modified,
         "seq": current.seq,
         "meta": current.meta,
+        "log_head": current.log_head,
+        "log_base": current.log_base,
     })
 }
 
@@ -232,7 +236,8 @@ mod tests {
 
     #[test]
     fn precondition_failed_carries_current_version() {
-        let current = CurrentVersion { token: "ab".into(), size: 3, modified: 5, seq: 7, meta: None };
+        let current =
+            CurrentVersion { token: "ab".into(), size: 3, modified: 5, seq: 7, meta: None, log_head: 2, log_base: 1 };
         let response = ApiError::PreconditionFailed(Some(current)).into_response();
         assert_eq!(response.header_value("ETag"), Some("\"ab\""));
         let body: Value = serde_json::from_slice(response.body_bytes()).unwrap();

@@ -103,6 +103,11 @@ pub struct CheckReport {
     pub leftovers: Vec<String>,
     pub recent: usize,
     pub repaired: bool,
+    /// Log entries retained, and their bytes.
+    pub log_entries: u64,
+    pub log_bytes: u64,
+    /// Stores whose log row disagrees with their entries.
+    pub bad_logs: Vec<String>,
 }
 
 impl CheckReport {
@@ -111,6 +116,7 @@ impl CheckReport {
     pub fn consistent(&self) -> bool {
         self.missing.is_empty()
             && self.wrong_size.is_empty()
+            && self.bad_logs.is_empty()
             && (self.repaired || (self.orphans.is_empty() && self.leftovers.is_empty()))
     }
 }
@@ -127,8 +133,18 @@ impl CheckReport {
 /// same file before and after the file was found wrong.
 pub fn check(db: &Db, blobs: &Blobs, repair: bool) -> Result<CheckReport, String> {
     let reading = |err: rusqlite::Error| format!("reading the database: {err}");
-    let inventory = db::stores::inventory(db.conn()).map_err(reading)?;
-    let mut report = CheckReport { stores: inventory.len(), repaired: repair, ..CheckReport::default() };
+    let snapshot = db.read_snapshot().map_err(reading)?;
+    let inventory = db::stores::inventory(&snapshot).map_err(reading)?;
+    let logs = db::logs::audit(&snapshot).map_err(reading)?;
+    drop(snapshot);
+    let mut report = CheckReport {
+        stores: inventory.len(),
+        repaired: repair,
+        log_entries: logs.entries,
+        log_bytes: logs.bytes,
+        bad_logs: logs.mismatched,
+        ..CheckReport::default()
+    };
     let mut referenced = HashSet::new();
     for (key, file, size) in inventory {
         match file_state(blobs, &file, size)? {

@@ -25,6 +25,8 @@ pub enum Route {
     GetStore(String),
     PutStore(String),
     DeleteStore(String),
+    AppendLog(String),
+    ReadLog(String),
     GetPermissions(String),
     SetPermission(String),
     Changes,
@@ -38,7 +40,7 @@ impl Route {
     /// Whether the body is streamed to disk on the loop's instruction
     /// instead of being read into memory up front.
     pub fn streams_body(&self) -> bool {
-        matches!(self, Route::PutStore(_))
+        matches!(self, Route::PutStore(_) | Route::AppendLog(_))
     }
 
     /// Whether the handler only reads the database (apart from extending
@@ -106,6 +108,14 @@ pub fn route(method: &str, path: &str) -> Result<Route, ApiError> {
                 "PUT" => Ok(Route::PutStore(key)),
                 "DELETE" => Ok(Route::DeleteStore(key)),
                 _ => allow("GET, HEAD, PUT, DELETE"),
+            }
+        }
+        ["stores", key, "log"] => {
+            let key = decode_key(key)?;
+            match method {
+                "GET" | "HEAD" => Ok(Route::ReadLog(key)),
+                "POST" => Ok(Route::AppendLog(key)),
+                _ => allow("GET, HEAD, POST"),
             }
         }
         ["stores", key, "permissions"] => {

@@ -3,9 +3,8 @@
 //! for the connection thread that sent it. It never waits on a client or on
 //! PBKDF2; a panic in a handler answers 500 and the loop goes on.
 
-use crate::api::{self, AfterPassword, App, Handled, PendingWrite};
+use crate::api::{self, AfterPassword, App, Handled, PendingWrite, Received};
 use crate::auth::{PasswordJob, PasswordOutcome};
-use crate::blobs::Staged;
 use crate::error::ApiError;
 use crate::hashing::Ticket;
 use crate::http::{RequestHead, Response};
@@ -45,8 +44,8 @@ pub struct Request {
 pub enum Step {
     /// Write this answer; the request is done.
     Respond(Response),
-    /// Stream the body into a staged file of at most `limit` bytes, then
-    /// send [`Event::Uploaded`] with `then`.
+    /// Receive the body (at most `limit` bytes; staged in a file, or in
+    /// memory for a log entry), then send [`Event::Uploaded`] with `then`.
     Receive { limit: u64, then: PendingWrite },
     /// Run PBKDF2 (in the place `ticket` holds), then send
     /// [`Event::PasswordDone`] with `then`.
@@ -75,7 +74,7 @@ pub enum Event {
     Uploaded {
         reply: Reply,
         then: PendingWrite,
-        staged: Staged,
+        received: Received,
     },
     PasswordDone {
         reply: Reply,
@@ -196,7 +195,7 @@ fn handle(app: &mut App, event: Event, inbox: &mut Inbox<Event>) {
         // A malformed route needs no database (and must not wait for it).
         Event::Request { reply, route: Err(err), .. } => (reply, Err(err)),
         Event::Request { reply, route: Ok(route), request } => (reply, write(app, |app| app.handle(route, request))),
-        Event::Uploaded { reply, then, staged } => return finish_uploads(app, (reply, then, staged), inbox),
+        Event::Uploaded { reply, then, received } => return finish_uploads(app, (reply, then, received), inbox),
         Event::PasswordDone { reply, then, outcome } => {
             app.settle(&then, &outcome);
             let registering = then.registering();
@@ -295,19 +294,19 @@ fn handle_reads(app: &mut App, first: (Reply, Route, Request), inbox: &mut Inbox
 /// Group commit: the uploads already waiting behind `first` are committed
 /// with it in one write transaction. Other events met on the way keep
 /// their place in the queue.
-fn finish_uploads(app: &mut App, first: (Reply, PendingWrite, Staged), inbox: &mut Inbox<Event>) {
+fn finish_uploads(app: &mut App, first: (Reply, PendingWrite, Received), inbox: &mut Inbox<Event>) {
     let mut uploads = vec![first];
     let mut others = Vec::new();
     while uploads.len() < MAX_GROUP_COMMIT {
         match inbox.ready() {
-            Some(Event::Uploaded { reply, then, staged }) => uploads.push((reply, then, staged)),
+            Some(Event::Uploaded { reply, then, received }) => uploads.push((reply, then, received)),
             Some(other) => others.push(other),
             None => break,
         }
     }
     inbox.put_back(others);
     let (replies, work): (Vec<Reply>, Vec<_>) =
-        uploads.into_iter().map(|(reply, then, staged)| (reply, (then, staged))).unzip();
+        uploads.into_iter().map(|(reply, then, received)| (reply, (then, received))).unzip();
     match write(app, |app| api::finish_uploads(app, work)) {
         Ok(outcomes) => {
             for (reply, outcome) in replies.into_iter().zip(outcomes) {

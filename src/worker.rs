@@ -6,8 +6,8 @@
 //! does — trickle, stall, vanish — blocks only this thread, and not for
 //! longer than the phase allows.
 
-use crate::api::JSON_LIMIT;
-use crate::blobs::{Blobs, Staged};
+use crate::api::{JSON_LIMIT, Received};
+use crate::blobs::Blobs;
 use crate::config::Config;
 use crate::cors;
 use crate::error::{ApiError, Shortage, is_out_of_space};
@@ -88,7 +88,8 @@ pub fn serve_connection(stream: TcpStream, peer: SocketAddr, slot: Slot, shared:
             && route.streams_body()
             && declared > body_limit(route, &shared.config)
         {
-            return refuse_body(conn, BodyError::TooLarge, "store", options);
+            let what = if matches!(route, Route::AppendLog(_)) { "log entry" } else { "store" };
+            return refuse_body(conn, BodyError::TooLarge, what, options);
         }
         let mut body_unread = framing != Framing::None;
         let mut continue_sent = false;
@@ -122,10 +123,10 @@ pub fn serve_connection(stream: TcpStream, peer: SocketAddr, slot: Slot, shared:
                     if expect_continue && !continue_sent {
                         continue_sent = conn.send_continue().is_ok();
                     }
-                    match receive(&mut conn, framing, limit, &shared.blobs) {
-                        Ok(staged) => {
+                    match receive(&mut conn, framing, limit, then.in_memory(), &shared.blobs) {
+                        Ok(received) => {
                             body_unread = false;
-                            let event = Event::Uploaded { reply: Reply(steps_tx.clone()), then, staged };
+                            let event = Event::Uploaded { reply: Reply(steps_tx.clone()), then, received };
                             if shared.events.send(event).is_err() {
                                 return;
                             }
@@ -169,15 +170,26 @@ pub fn serve_connection(stream: TcpStream, peer: SocketAddr, slot: Slot, shared:
 fn body_limit(route: &Route, config: &Config) -> u64 {
     match route {
         Route::PutStore(_) => config.max_store_bytes,
+        Route::AppendLog(_) => config.max_entry_bytes,
         _ => JSON_LIMIT,
     }
 }
 
-/// Streams an upload into a staged file and makes it durable.
-fn receive(conn: &mut Connection, framing: Framing, limit: u64, blobs: &Blobs) -> Result<Staged, BodyError> {
+/// Receives a body: into memory (a log entry, made durable by the commit),
+/// or streamed into a staged file made durable here.
+fn receive(
+    conn: &mut Connection,
+    framing: Framing,
+    limit: u64,
+    in_memory: bool,
+    blobs: &Blobs,
+) -> Result<Received, BodyError> {
+    if in_memory {
+        return conn.read_body(framing, limit, UPLOAD_PACE).map(Received::Entry);
+    }
     let mut staging = blobs.stage().map_err(BodyError::Sink)?;
     conn.copy_body(framing, limit, &mut staging, UPLOAD_PACE)?;
-    staging.finish().map_err(BodyError::Sink)
+    staging.finish().map(Received::File).map_err(BodyError::Sink)
 }
 
 /// Answers a body that could not (or will not) be read, if the client can

@@ -181,6 +181,7 @@ fn feed_response(current: i64, generation: &str, mut changes: Vec<Change>, limit
                 "seq": change.seq,
                 "token": change.token,
                 "permission": change.permission.map(|p| p.as_str()),
+                "log_head": change.log_head,
             })
         })
         .collect();

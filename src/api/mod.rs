@@ -4,6 +4,7 @@
 
 mod accounts;
 mod changes;
+mod logs;
 mod paging;
 mod reset;
 mod service;
@@ -13,7 +14,7 @@ mod stores;
 
 pub use accounts::{create as create_account, delete_account};
 pub use reset::{Deferred, issue_token as issue_reset_token};
-pub use stores::{PendingWrite, finish_uploads};
+pub use stores::{PendingWrite, Received, finish_uploads};
 
 use crate::auth::{self, PasswordOutcome};
 use crate::blobs::{Blobs, OpenFiles};
@@ -217,6 +218,8 @@ impl App {
             Route::ListStores => stores::list(self, &request),
             Route::GetStore(key) => stores::get(self, &request, &key),
             Route::PutStore(key) => stores::put(self, &request, key),
+            Route::AppendLog(key) => logs::append(self, &request, key),
+            Route::ReadLog(key) => logs::read(self, &request, &key),
             Route::DeleteStore(key) => stores::delete(self, &request, &key),
             Route::GetPermissions(key) => sharing::list(self, &request, &key),
             Route::SetPermission(key) => sharing::set(self, &request, &key),

@@ -29,6 +29,8 @@ pub fn info(config: &Config, generation: &str) -> Result<Step, ApiError> {
             "max_store_bytes": config.max_store_bytes,
             "max_meta_bytes": MAX_META_BYTES,
             "max_key_bytes": MAX_KEY_BYTES,
+            "max_entry_bytes": config.max_entry_bytes,
+            "max_log_bytes": config.max_log_bytes,
             "max_page": MAX_PAGE,
             "quota_bytes": config.quota_bytes,
             "session_ttl_days": config.session_ttl_days,

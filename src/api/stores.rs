@@ -4,12 +4,13 @@
 //! upload half re-checks (another writer may have won meanwhile), publishes
 //! the file and commits, following the durability protocol of DESIGN §2.
 
+use super::logs::{self, PendingAppend};
 use super::service::MAX_META_BYTES;
 use super::{App, Session, paging, respond};
 use crate::auth;
 use crate::blobs::{Batch, Staged};
 use crate::clock;
-use crate::db::{self, Db, stores::StoreRow};
+use crate::db::{self, Db, stores::LogState, stores::StoreRow};
 use crate::encoding::{hex, http_date};
 use crate::error::{ApiError, CurrentVersion, Shortage};
 use crate::http::{Body, Framing, Response};
@@ -23,7 +24,7 @@ use std::ops::ControlFlow;
 
 /// Store answers may be cached only if revalidated every time (SPEC §1): a
 /// browser must never show a stale version or serve a revoked reader.
-const REVALIDATE: &str = "private, no-cache";
+pub(super) const REVALIDATE: &str = "private, no-cache";
 
 /// What a PUT does to the store's meta.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,13 +34,37 @@ pub enum MetaChange {
     Set(String),
 }
 
-/// A write waiting for its body.
+/// A write waiting for its body: a store's new body, or a log entry.
 #[derive(Debug)]
-pub struct PendingWrite {
+pub enum PendingWrite {
+    Put(PendingPut),
+    Append(PendingAppend),
+}
+
+impl PendingWrite {
+    /// Whether its body is read into memory (a log entry, at most
+    /// `MAX_ENTRY_BYTES`) rather than staged in a file.
+    pub fn in_memory(&self) -> bool {
+        matches!(self, PendingWrite::Append(_))
+    }
+}
+
+/// A body that has arrived, as its pending write asked.
+#[derive(Debug)]
+pub enum Received {
+    File(Staged),
+    Entry(Vec<u8>),
+}
+
+/// A PUT waiting for its body.
+#[derive(Debug)]
+pub struct PendingPut {
     token_hash: String,
     key: String,
     precondition: Precondition,
     meta: MetaChange,
+    /// `Sync-Log-Base: N`: drop the log's entries up to N in the same write.
+    compact_to: Option<u64>,
 }
 
 /// `GET` / `HEAD /v1/stores/{key}`
@@ -61,6 +86,10 @@ pub fn get(app: &mut App, request: &Request, key: &str) -> Result<Step, ApiError
         .with_header("Last-Modified", http_date(store.modified));
     if let Some(meta) = store.meta {
         response.header("Sync-Meta", meta);
+    }
+    if store.log.log_head > 0 {
+        response.header("Sync-Log-Head", store.log.log_head.to_string());
+        response.header("Sync-Log-Base", store.log.log_base.to_string());
     }
     response.body = Body::File { file, len: store.size };
     respond(response)
@@ -108,137 +137,154 @@ pub fn put(app: &mut App, request: &Request, key: String) -> Result<Step, ApiErr
     let head = &request.head;
     let precondition = precondition::parse_write(head.header_str("if-match")?, head.header_str("if-none-match")?)?;
     let meta = parse_meta(head.header("sync-meta"))?;
+    let compact_to = head.header_str("sync-log-base")?.map(parse_log_index).transpose()?;
     let session = app.authenticate(request)?;
     let existing = check_write(app, &session, &key, &precondition)?;
+    let log_after = check_compaction(app, &key, existing.as_ref(), compact_to)?;
     // A chunked body's size is checked while it streams and again at the end.
     let declared = if let Framing::Length(n) = head.framing { n } else { 0 };
-    check_size(app, &session, &key, existing.as_ref(), &meta, declared, declared)?;
-    let then = PendingWrite { token_hash: session.token_hash, key, precondition, meta };
+    check_size(app, &session, &key, existing.as_ref(), &meta, declared, log_after.log_bytes, declared)?;
+    let then = PendingWrite::Put(PendingPut { token_hash: session.token_hash, key, precondition, meta, compact_to });
     Ok(Step::Receive { limit: app.config.max_store_bytes, then })
 }
 
-/// A write whose row is in the open batch transaction, waiting for the
-/// commit.
-struct Written {
-    store: StoreRow,
-    replaced: Option<StoreRow>,
-    touched: Vec<String>,
+/// A log index in a header (`Sync-Log-Base`, `If-Log-Head`): a whole number.
+pub(super) fn parse_log_index(value: &str) -> Result<u64, ApiError> {
+    paging::whole_number(value.trim()).ok_or_else(|| ApiError::bad_request("A log index must be a whole number."))
 }
 
-/// `PUT /v1/stores/{key}`, the half after the bodies are staged, for every
-/// upload that finished while the loop was busy (group commit), inside the
-/// loop's write transaction. Each is checked against the state the ones
-/// before it left (so two writes with the same `If-Match` cannot both
-/// win), renamed into one directory, and recorded; one directory fsync
-/// then makes every rename durable before the loop commits. The inner
-/// results answer each upload in the order of `uploads`; the outer error
-/// fails the whole batch (nothing of it may be committed).
+/// The log as it will be after this write: compacted to `compact_to` (which
+/// must lie within `log_base..=log_head`, else 400), or as it is.
+fn check_compaction(
+    app: &App,
+    key: &str,
+    existing: Option<&StoreRow>,
+    compact_to: Option<u64>,
+) -> Result<LogState, ApiError> {
+    let log = existing.map(|store| store.log).unwrap_or_default();
+    let Some(upto) = compact_to else { return Ok(log) };
+    if upto < log.log_base || upto > log.log_head {
+        return Err(ApiError::bad_request(format!(
+            "Sync-Log-Base must lie between the log's base {} and head {}.",
+            log.log_base, log.log_head
+        )));
+    }
+    let log_bytes = if upto == log.log_base { log.log_bytes } else { db::logs::bytes_after(app.db.conn(), key, upto)? };
+    Ok(LogState { log_base: upto, log_bytes, ..log })
+}
+
+/// The half after the bodies arrived, for every store write and log append
+/// that finished while the loop was busy (group commit), inside the loop's
+/// write transaction. Each is checked against the state the ones before it
+/// left (so two writes with the same `If-Match` or `If-Log-Head` cannot
+/// both win) and recorded; new store files are renamed into one directory
+/// whose one fsync makes them durable before the loop commits. The inner
+/// results answer each in the order of `uploads`; the outer error fails
+/// the whole batch (nothing of it may be committed).
 pub fn finish_uploads(
     app: &mut App,
-    uploads: Vec<(PendingWrite, Staged)>,
+    uploads: Vec<(PendingWrite, Received)>,
 ) -> Result<Vec<Result<Step, ApiError>>, ApiError> {
-    let batch = app.blobs.batch()?;
-    let mut outcomes: Vec<Result<Written, ApiError>> = Vec::with_capacity(uploads.len());
+    let batch = match uploads.iter().any(|(then, _)| !then.in_memory()) {
+        true => Some(app.blobs.batch()?),
+        false => None,
+    };
+    let mut published = Vec::new();
+    let mut answers = Vec::with_capacity(uploads.len());
     let mut failed = None;
-    for (then, staged) in uploads {
-        match stage_write(app, &batch, then, staged) {
-            Ok(outcome) => outcomes.push(outcome),
+    for (then, received) in uploads {
+        let staged = match (then, received, &batch) {
+            (PendingWrite::Put(put), Received::File(file), Some(batch)) => {
+                stage_put(app, batch, put, file, &mut published)
+            }
+            (PendingWrite::Append(append), Received::Entry(entry), _) => logs::stage_append(app, append, entry),
+            _ => Err(ApiError::Internal("a body of the wrong kind for its write".into())),
+        };
+        match staged {
+            Ok(answer) => answers.push(answer),
             Err(err) => {
                 failed = Some(err);
                 break;
             }
         }
     }
-    let failed = match failed {
-        None if outcomes.iter().any(Result::is_ok) => app.blobs.sync_batch(&batch).err().map(ApiError::from),
-        other => other,
+    let failed = match (failed, &batch) {
+        (None, Some(batch)) if !published.is_empty() => app.blobs.sync_batch(batch).err().map(ApiError::from),
+        (other, _) => other,
     };
     if let Some(err) = failed {
         // The transaction will roll back for sure: no row names these files.
-        for written in outcomes.iter().flatten() {
-            let _ = app.blobs.remove(&written.store.file);
+        for file in &published {
+            let _ = app.blobs.remove(file);
         }
         return Err(err);
     }
-    Ok(outcomes.into_iter().map(|outcome| outcome.map(|written| answer_write(app, written))).collect())
+    Ok(answers)
 }
 
-/// Checks one upload and records it in the open transaction. The inner
-/// error refuses this upload alone; the outer one means a statement failed
-/// half-way, so nothing of the batch may be committed.
-fn stage_write(
+/// Checks one upload and records it in the open transaction, answering
+/// 201 or 200 (sent once the loop has committed; then the replaced file
+/// goes and long-polls wake). The inner error refuses this upload alone;
+/// the outer one means a statement failed half-way, so nothing of the
+/// batch may be committed.
+fn stage_put(
     app: &mut App,
     batch: &Batch,
-    then: PendingWrite,
+    then: PendingPut,
     staged: Staged,
-) -> Result<Result<Written, ApiError>, ApiError> {
+    published: &mut Vec<String>,
+) -> Result<Result<Step, ApiError>, ApiError> {
     let checked = (|| {
         let session = app.session_by_hash(&then.token_hash)?;
         let existing = check_write(app, &session, &then.key, &then.precondition)?;
-        check_size(app, &session, &then.key, existing.as_ref(), &then.meta, staged.size, 0)?;
-        Ok((session, existing))
+        let log = check_compaction(app, &then.key, existing.as_ref(), then.compact_to)?;
+        check_size(app, &session, &then.key, existing.as_ref(), &then.meta, staged.size, log.log_bytes, 0)?;
+        let token = hex(&auth::random_bytes::<32>()?);
+        Ok((session, existing, token))
     })();
-    let (session, existing) = match checked {
+    let (session, existing, token) = match checked {
         Ok(checked) => checked,
         Err(err) => return Ok(Err(err)),
     };
     let size = staged.size;
-    let token = match auth::random_bytes::<32>() {
-        Ok(bytes) => hex(&bytes),
-        Err(err) => return Ok(Err(err)),
-    };
     let file = match app.blobs.publish(staged, batch) {
         Ok(file) => file,
         Err(err) => return Ok(Err(err.into())),
     };
+    published.push(file.clone());
     let meta = match then.meta {
         MetaChange::Keep => existing.as_ref().and_then(|old| old.meta.clone()),
         MetaChange::Clear => None,
         MetaChange::Set(meta) => Some(meta),
     };
-    let mut store = StoreRow { key: then.key, file, token, meta, size, modified: clock::now_ms(), seq: 0 };
-    match record_write(app.db.conn(), &session, &mut store, existing.is_none()) {
-        Ok(touched) => Ok(Ok(Written { store, replaced: existing, touched })),
-        Err(err) => {
-            let _ = app.blobs.remove(&store.file);
-            Err(err)
-        }
-    }
-}
-
-/// The next seq, the store row, OWN for a creator, and the change log of
-/// everyone with access; returns those accounts.
-fn record_write(
-    conn: &rusqlite::Connection,
-    session: &Session,
-    store: &mut StoreRow,
-    created: bool,
-) -> Result<Vec<String>, ApiError> {
+    let log = existing.as_ref().map(|old| old.log).unwrap_or_default();
+    let mut store = StoreRow { key: then.key, file, token, meta, size, modified: clock::now_ms(), seq: 0, log };
+    let conn = app.db.conn();
     store.seq = Db::next_seq(conn)?;
-    db::stores::upsert(conn, store)?;
-    if created {
+    db::stores::upsert(conn, &store)?;
+    if let Some(upto) = then.compact_to {
+        store.log = db::logs::compact(conn, &store.key, upto)?;
+    }
+    if existing.is_none() {
         db::stores::set_permission(conn, &session.account_id, &store.key, Permission::Own)?;
     }
-    Ok(db::changes::touch_store(conn, &store.key, store.seq, store.modified)?)
-}
-
-/// The answer (201 or 200), sent once the loop has committed; then the
-/// replaced file goes and long-polls wake.
-fn answer_write(app: &mut App, written: Written) -> Step {
-    let Written { store, replaced, touched } = written;
-    let status = if replaced.is_none() { 201 } else { 200 };
+    let touched = db::changes::touch_store(conn, &store.key, store.seq, store.modified)?;
+    let status = if existing.is_none() { 201 } else { 200 };
     let body = json!({
         "key": store.key,
         "token": store.token,
         "size": store.size,
         "modified": store.modified,
         "seq": store.seq,
+        "log_head": store.log.log_head,
+        "log_base": store.log.log_base,
+        "log_bytes": store.log.log_bytes,
     });
-    if let Some(old) = replaced {
+    if let Some(old) = existing {
         app.after_commit.remove_file(old.file);
     }
     app.after_commit.wake(touched);
-    Step::Respond(Response::json(status, &body).with_header("ETag", format!("\"{}\"", store.token)))
+    Ok(Ok(Step::Respond(Response::json(status, &body).with_header("ETag", format!("\"{}\"", store.token)))))
 }
 
 /// `DELETE /v1/stores/{key}`
@@ -292,6 +338,7 @@ fn check_write(
 
 /// Meta, quota and free-disk limits for a write of `size` bytes, of which
 /// `unwritten` are not on the disk yet (all before the upload, none after).
+#[allow(clippy::too_many_arguments)]
 fn check_size(
     app: &App,
     session: &Session,
@@ -299,6 +346,7 @@ fn check_size(
     existing: Option<&StoreRow>,
     meta: &MetaChange,
     size: u64,
+    log_bytes: u64,
     unwritten: u64,
 ) -> Result<(), ApiError> {
     if size > app.config.max_store_bytes {
@@ -307,9 +355,13 @@ fn check_size(
     if matches!(meta, MetaChange::Set(text) if text.len() > MAX_META_BYTES) {
         return Err(ApiError::PayloadTooLarge("Sync-Meta value"));
     }
+    let total = size + log_bytes;
     match existing {
-        Some(store) => check_quota(app, &db::stores::owners(app.db.conn(), key)?, store.size, size)?,
-        None => check_quota(app, std::slice::from_ref(&session.account_id), 0, size)?,
+        Some(store) => {
+            let before = store.size + store.log.log_bytes;
+            check_quota(app, &db::stores::owners(app.db.conn(), key)?, before, total)?;
+        }
+        None => check_quota(app, std::slice::from_ref(&session.account_id), 0, total)?,
     }
     check_free_disk(app, unwritten)
 }
@@ -337,7 +389,7 @@ pub(super) fn check_quota(app: &App, owners: &[String], old_size: u64, new_size:
     Ok(())
 }
 
-fn refused(refusal: Refusal, store: &StoreRow) -> ApiError {
+pub(super) fn refused(refusal: Refusal, store: &StoreRow) -> ApiError {
     match refusal {
         Refusal::Required => ApiError::PreconditionRequired,
         Refusal::Failed => ApiError::PreconditionFailed(Some(CurrentVersion {
@@ -346,6 +398,8 @@ fn refused(refusal: Refusal, store: &StoreRow) -> ApiError {
             modified: store.modified,
             seq: store.seq,
             meta: store.meta.clone(),
+            log_head: store.log.log_head,
+            log_base: store.log.log_base,
         })),
     }
 }

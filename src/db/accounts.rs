@@ -34,10 +34,11 @@ pub fn exists(conn: &Connection, id: &str) -> rusqlite::Result<bool> {
     conn.prepare_cached("SELECT 1 FROM sync_account WHERE id = ?1")?.exists([id])
 }
 
-/// Number and total size of the stores the account OWNs.
+/// Number and total size (bodies and retained log entries) of the stores
+/// the account OWNs.
 pub fn usage(conn: &Connection, id: &str) -> rusqlite::Result<(u64, u64)> {
     conn.prepare_cached(
-        "SELECT count(*), coalesce(sum(s.size), 0) FROM account_permission p
+        "SELECT count(*), coalesce(sum(s.size + s.log_bytes), 0) FROM account_permission p
          JOIN sync_store s ON s.store_key = p.store_key
          WHERE p.account_id = ?1 AND p.permission = 'OWN'",
     )?

@@ -12,6 +12,8 @@ pub struct Change {
     pub seq: i64,
     pub token: Option<String>,
     pub permission: Option<Permission>,
+    /// The store's `log_head` (`None` with the token).
+    pub log_head: Option<u64>,
 }
 
 /// Records change `seq` of a store for every account with a permission on
@@ -48,7 +50,7 @@ pub fn feed(
     limit: usize,
 ) -> rusqlite::Result<Vec<Change>> {
     let mut statement = conn.prepare_cached(
-        "SELECT c.store_key, c.seq, s.store_token, p.permission FROM change_log c
+        "SELECT c.store_key, c.seq, s.store_token, p.permission, s.log_head FROM change_log c
          LEFT JOIN account_permission p ON p.account_id = c.account_id AND p.store_key = c.store_key
          LEFT JOIN sync_store s ON s.store_key = c.store_key
          WHERE c.account_id = ?1 AND c.seq > ?2 AND (p.permission IS NOT NULL OR NOT ?3)
@@ -56,7 +58,13 @@ pub fn feed(
     )?;
     let rows = statement.query_map(params![account_id, since, live_only, limit.saturating_add(1)], |row| {
         let permission = row.get::<_, Option<String>>(3)?.as_deref().and_then(Permission::parse);
-        Ok(Change { key: row.get(0)?, seq: row.get(1)?, token: permission.and(row.get(2)?), permission })
+        Ok(Change {
+            key: row.get(0)?,
+            seq: row.get(1)?,
+            token: permission.and(row.get(2)?),
+            permission,
+            log_head: permission.and(row.get(4)?),
+        })
     })?;
     rows.collect()
 }
@@ -99,6 +107,7 @@ mod tests {
             size: 1,
             modified: 0,
             seq,
+            log: Default::default(),
         }
     }
 
@@ -135,7 +144,7 @@ mod tests {
         touch_store(conn, "k2", 5, 200).unwrap();
         stores::delete(conn, "k2").unwrap();
         let a_feed = feed(conn, "a", 4, false, 100).unwrap();
-        assert_eq!(a_feed, vec![Change { key: "k2".into(), seq: 5, token: None, permission: None }]);
+        assert_eq!(a_feed, vec![Change { key: "k2".into(), seq: 5, token: None, permission: None, log_head: None }]);
         assert!(feed(conn, "a", 0, true, 100).unwrap().iter().all(|c| c.key != "k2"), "since=0 has no tombstones");
         assert!(feed(conn, "b", 0, false, 100).unwrap().iter().all(|c| c.key != "k2"));
 

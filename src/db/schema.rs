@@ -64,6 +64,17 @@ const MIGRATIONS: &[&str] = &[
     // change and reset (not by a hash upgrade at sign-in): a continuation
     // compares it before it commits.
     "ALTER TABLE sync_account ADD COLUMN credential INTEGER NOT NULL DEFAULT 0;",
+    // 5: store logs (SPEC §9): entries keyed by store and index, and each
+    // store's head, base and retained bytes.
+    "ALTER TABLE sync_store ADD COLUMN log_head INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE sync_store ADD COLUMN log_base INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE sync_store ADD COLUMN log_bytes INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE store_log (
+        store_key TEXT NOT NULL REFERENCES sync_store(store_key) ON DELETE CASCADE,
+        idx INTEGER NOT NULL,
+        bytes BLOB NOT NULL,
+        PRIMARY KEY (store_key, idx)
+    );",
 ];
 
 fn version(conn: &Connection) -> Result<usize, String> {
@@ -138,6 +149,8 @@ mod tests {
             })
             .unwrap();
         assert_eq!((password.as_str(), credential), ("h", 0), "accounts are kept");
+        let logs: i64 = conn.query_row("SELECT count(*) FROM store_log", [], |row| row.get(0)).unwrap();
+        assert_eq!(logs, 0);
         migrate(&mut conn).unwrap();
         assert_eq!(
             conn.query_row("SELECT count(*) FROM sync_setting", [], |row| row.get::<_, i64>(0)).unwrap(),

@@ -14,12 +14,25 @@ pub struct StoreRow {
     pub size: u64,
     pub modified: i64,
     pub seq: i64,
+    pub log: LogState,
+}
+
+/// Where a store's log stands (SPEC §9).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct LogState {
+    /// Index of the last entry ever appended (0: none).
+    pub log_head: u64,
+    /// Entries up to this index were folded into the body and are gone.
+    pub log_base: u64,
+    /// Bytes of the retained entries.
+    pub log_bytes: u64,
 }
 
 /// The columns [`store_row`] reads, as a literal for `concat!`.
 macro_rules! store_columns {
     () => {
-        "s.store_key, s.store_file, s.store_token, s.store_meta, s.size, s.modified, s.seq"
+        "s.store_key, s.store_file, s.store_token, s.store_meta, s.size, s.modified, s.seq, \
+         s.log_head, s.log_base, s.log_bytes"
     };
 }
 
@@ -32,6 +45,7 @@ fn store_row(row: &Row<'_>) -> rusqlite::Result<StoreRow> {
         size: row.get(4)?,
         modified: row.get(5)?,
         seq: row.get(6)?,
+        log: LogState { log_head: row.get(7)?, log_base: row.get(8)?, log_bytes: row.get(9)? },
     })
 }
 
@@ -52,7 +66,7 @@ pub fn get_for(
          LEFT JOIN account_permission p ON p.store_key = s.store_key AND p.account_id = ?2
          WHERE s.store_key = ?1"
     ))?
-    .query_row(params![key, account_id], |row| Ok((store_row(row)?, permission(row, 7)?)))
+    .query_row(params![key, account_id], |row| Ok((store_row(row)?, permission(row, 10)?)))
     .optional()
 }
 
@@ -66,6 +80,8 @@ pub struct Listed<'a> {
     pub seq: i64,
     pub permission: &'a str,
     pub meta: Option<&'a str>,
+    #[serde(flatten)]
+    pub log: LogState,
 }
 
 /// Hands `each` the stores the account has a permission on, by key
@@ -80,7 +96,8 @@ pub fn list_page(
     mut each: impl FnMut(Listed<'_>) -> ControlFlow<()>,
 ) -> rusqlite::Result<()> {
     let mut statement = conn.prepare_cached(
-        "SELECT s.store_key, s.store_token, s.size, s.modified, s.seq, p.permission, s.store_meta
+        "SELECT s.store_key, s.store_token, s.size, s.modified, s.seq, p.permission, s.store_meta,
+                s.log_head, s.log_base, s.log_bytes
          FROM account_permission p JOIN sync_store s ON s.store_key = p.store_key
          WHERE p.account_id = ?1 AND p.store_key > ?2
          ORDER BY p.store_key LIMIT ?3",
@@ -105,6 +122,7 @@ pub fn list_page(
             seq: row.get(4)?,
             permission: text(5)?,
             meta,
+            log: LogState { log_head: row.get(7)?, log_base: row.get(8)?, log_bytes: row.get(9)? },
         };
         if each(listed).is_break() {
             break;
@@ -135,7 +153,8 @@ pub fn owners(conn: &Connection, key: &str) -> rusqlite::Result<Vec<String>> {
     rows.collect()
 }
 
-/// Inserts or replaces the store row.
+/// Inserts or replaces the store row (its body, meta and token; the log
+/// columns are written by [`crate::db::logs`]).
 pub fn upsert(conn: &Connection, store: &StoreRow) -> rusqlite::Result<()> {
     conn.prepare_cached(
         "INSERT INTO sync_store (store_key, store_file, store_token, store_meta, size, modified, seq)

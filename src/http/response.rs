@@ -38,12 +38,14 @@ impl Response {
         Response::new(status).with_json(value)
     }
 
+    /// An answer with `bytes` as its body (the caller sets its type).
+    pub fn bytes(status: u16, bytes: Vec<u8>) -> Self {
+        Response { status, headers: Vec::new(), body: Body::Bytes(bytes) }
+    }
+
     /// A JSON answer whose body is already serialised.
     pub fn json_bytes(status: u16, bytes: Vec<u8>) -> Self {
-        let mut response = Response::new(status);
-        response.header("Content-Type", "application/json; charset=utf-8");
-        response.body = Body::Bytes(bytes);
-        response
+        Response::bytes(status, bytes).with_header("Content-Type", "application/json; charset=utf-8")
     }
 
     pub fn with_json(mut self, value: &impl Serialize) -> Self {

@@ -31,7 +31,10 @@ fn each_key_once_with_its_latest_state() {
     let f = feed(&server, &me, start);
     let changes = f["changes"].as_array().unwrap();
     assert_eq!(changes.len(), 2);
-    assert_eq!(changes[0], json!({"key": "a", "seq": last["seq"], "token": last["token"], "permission": "OWN"}));
+    assert_eq!(
+        changes[0],
+        json!({"key": "a", "seq": last["seq"], "token": last["token"], "permission": "OWN", "log_head": 0})
+    );
     assert_eq!(changes[1]["key"], "b");
     assert!(changes[0]["seq"].as_i64() < changes[1]["seq"].as_i64(), "seq order");
     assert_eq!(f["seq"], changes[1]["seq"], "the global counter");

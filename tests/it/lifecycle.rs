@@ -68,7 +68,10 @@ fn deleting_an_account_removes_what_it_alone_owned() {
     let perms = server.get("/v1/stores/friends/permissions", Some(&friend)).json();
     assert_eq!(perms["permissions"].as_array().unwrap().len(), 1, "its permissions are gone");
     let feed = server.get(&format!("/v1/changes?since={since}"), Some(&friend)).json();
-    assert_eq!(feed["changes"], json!([{"key": "shared-read", "seq": since + 2, "token": null, "permission": null}]));
+    assert_eq!(
+        feed["changes"],
+        json!([{"key": "shared-read", "seq": since + 2, "token": null, "permission": null, "log_head": null}])
+    );
     assert_eq!(server.post_json("/v1/accounts", None, &json!({"id": "leaver", "password": PASSWORD})).status, 201);
 }
 

@@ -7,6 +7,7 @@ mod data_dir;
 mod hostile;
 mod http_layer;
 mod lifecycle;
+mod logs;
 mod operations;
 mod paging;
 mod robustness;

@@ -14,7 +14,7 @@ fn health_and_info() {
     assert_eq!(health.header("Access-Control-Allow-Origin"), Some("*"));
     assert_eq!(
         health.header("Access-Control-Expose-Headers"),
-        Some("ETag, Sync-Meta, Sync-Permission, Sync-Seq, Retry-After")
+        Some("ETag, Sync-Meta, Sync-Permission, Sync-Seq, Sync-Log-Head, Sync-Log-Base, Sync-Log-More, Retry-After")
     );
     let info = server.get("/v1/info", None).json();
     assert_eq!(info["name"], "sync-node");
@@ -46,7 +46,7 @@ fn cors_with_an_origin_list_and_preflight() {
     assert!(preflight.header("Access-Control-Allow-Methods").unwrap().contains("PUT"));
     assert_eq!(
         preflight.header("Access-Control-Allow-Headers"),
-        Some("Authorization, Content-Type, If-Match, If-None-Match, Sync-Meta")
+        Some("Authorization, Content-Type, If-Match, If-None-Match, If-Log-Head, Sync-Meta, Sync-Log-Base")
     );
     assert!(preflight.header("Access-Control-Max-Age").is_some());
 }

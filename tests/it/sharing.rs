@@ -105,5 +105,8 @@ fn deleting_a_shared_store_removes_it_for_everyone() {
     assert_eq!(server.call("DELETE", "/v1/stores/doomed", Some(&owner), &[("If-Match", "*")], b"").status, 204);
     assert_eq!(server.get("/v1/stores/doomed", Some(&reader)).status, 404);
     let feed = server.get(&format!("/v1/changes?since={before}"), Some(&reader)).json();
-    assert_eq!(feed["changes"], json!([{"key": "doomed", "seq": before + 1, "token": null, "permission": null}]));
+    assert_eq!(
+        feed["changes"],
+        json!([{"key": "doomed", "seq": before + 1, "token": null, "permission": null, "log_head": null}])
+    );
 }

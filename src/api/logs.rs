@@ -1,0 +1,146 @@
+//! Store logs (SPEC §9): `POST /v1/stores/{key}/log` appends one entry (its
+//! body read into memory on the connection thread, then group-committed
+//! with other writes), and `GET /v1/stores/{key}/log` reads the retained
+//! entries after an index, framed as 8-byte index, 4-byte length, bytes.
+//! Compaction is a store PUT with `Sync-Log-Base` (see `stores`).
+
+use super::stores::{PendingWrite, check_free_disk, check_quota, parse_log_index, refused, visible};
+use super::{App, Session, paging, respond};
+use crate::clock;
+use crate::db::{self, Db, stores::StoreRow};
+use crate::error::ApiError;
+use crate::http::{Framing, Response};
+use crate::permission::{self, Permission};
+use crate::precondition::Refusal;
+use crate::server::{Request, Step};
+use serde_json::json;
+use std::ops::ControlFlow;
+
+/// About how many bytes one answer of a log read holds at most (always at
+/// least one entry).
+const MAX_READ_BYTES: usize = 4 * 1024 * 1024;
+
+/// An append waiting for its entry.
+#[derive(Debug)]
+pub struct PendingAppend {
+    token_hash: String,
+    key: String,
+    /// `If-Log-Head: H`: append only if `log_head` is still H.
+    expected_head: Option<u64>,
+}
+
+/// `POST /v1/stores/{key}/log`: the half before the entry.
+pub fn append(app: &mut App, request: &Request, key: String) -> Result<Step, ApiError> {
+    let expected_head = request.head.header_str("if-log-head")?.map(parse_log_index).transpose()?;
+    let declared = match request.head.framing {
+        Framing::None => return Err(ApiError::bad_request("A log entry is 1 or more bytes.")),
+        Framing::Length(n) => n,
+        Framing::Chunked => 0,
+    };
+    let session = app.authenticate(request)?;
+    let store = check_append(app, &session, &key, expected_head)?;
+    check_entry_size(app, &store, declared, declared)?;
+    let then = PendingWrite::Append(PendingAppend { token_hash: session.token_hash, key, expected_head });
+    Ok(Step::Receive { limit: app.config.max_entry_bytes, then })
+}
+
+/// Visibility, WRITE and `If-Log-Head`, in the SPEC's order.
+fn check_append(app: &App, session: &Session, key: &str, expected_head: Option<u64>) -> Result<StoreRow, ApiError> {
+    let (store, held) = visible(app, key, session)?;
+    permission::require(Some(held), Permission::Write)?;
+    if expected_head.is_some_and(|head| head != store.log.log_head) {
+        return Err(refused(Refusal::Failed, &store));
+    }
+    Ok(store)
+}
+
+/// The entry's limits: `MAX_ENTRY_BYTES` (413), a log that would outgrow
+/// `MAX_LOG_BYTES` (413, compact first), the owners' quota and free disk
+/// (507). `unwritten` bytes are not on the disk yet.
+fn check_entry_size(app: &App, store: &StoreRow, size: u64, unwritten: u64) -> Result<(), ApiError> {
+    if size > app.config.max_entry_bytes {
+        return Err(ApiError::PayloadTooLarge("log entry"));
+    }
+    if store.log.log_bytes + size > app.config.max_log_bytes {
+        return Err(ApiError::PayloadTooLarge("store log (compact it: write the body with Sync-Log-Base)"));
+    }
+    let before = store.size + store.log.log_bytes;
+    check_quota(app, &db::stores::owners(app.db.conn(), &store.key)?, before, before + size)?;
+    check_free_disk(app, unwritten)
+}
+
+/// The half after the entry arrived, in the loop's write transaction:
+/// re-checks everything (another append may have won meanwhile), records
+/// the entry under the next index and a new `seq`, and answers 201.
+pub(super) fn stage_append(
+    app: &mut App,
+    then: PendingAppend,
+    entry: Vec<u8>,
+) -> Result<Result<Step, ApiError>, ApiError> {
+    let checked = (|| {
+        if entry.is_empty() {
+            return Err(ApiError::bad_request("A log entry is 1 or more bytes."));
+        }
+        let session = app.session_by_hash(&then.token_hash)?;
+        let store = check_append(app, &session, &then.key, then.expected_head)?;
+        check_entry_size(app, &store, entry.len() as u64, 0)?;
+        Ok(())
+    })();
+    if let Err(err) = checked {
+        return Ok(Err(err));
+    }
+    let conn = app.db.conn();
+    let seq = Db::next_seq(conn)?;
+    let log = db::logs::append(conn, &then.key, &entry, seq)?;
+    let touched = db::changes::touch_store(conn, &then.key, seq, clock::now_ms())?;
+    app.after_commit.wake(touched);
+    let body = json!({
+        "key": then.key,
+        "index": log.log_head,
+        "log_head": log.log_head,
+        "log_bytes": log.log_bytes,
+        "seq": seq,
+    });
+    Ok(Ok(Step::Respond(Response::json(201, &body))))
+}
+
+/// `GET` / `HEAD /v1/stores/{key}/log[?after=I][&limit=L]`
+pub fn read(app: &mut App, request: &Request, key: &str) -> Result<Step, ApiError> {
+    let (mut after, mut limit) = (None, paging::MAX_PAGE);
+    for (name, value) in paging::pairs(request.head.query.as_deref()) {
+        match name {
+            "after" => after = Some(parse_log_index(value)?),
+            "limit" => limit = paging::limit(value)?,
+            _ => {}
+        }
+    }
+    let session = app.authenticate(request)?;
+    let (store, _) = visible(app, key, &session)?;
+    let log = store.log;
+    let after = after.unwrap_or(log.log_base);
+    if after < log.log_base || after > log.log_head {
+        return Err(ApiError::Gone);
+    }
+    let page = paging::Page::new(limit, app.others_waiting);
+    let (mut body, mut entries, mut more) = (Vec::new(), 0, false);
+    db::logs::read(app.db.conn(), key, after, limit, |index, bytes| {
+        if page.is_full(entries) || (entries > 0 && body.len() + 12 + bytes.len() > MAX_READ_BYTES) {
+            more = true;
+            return ControlFlow::Break(());
+        }
+        body.extend_from_slice(&index.to_be_bytes());
+        body.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
+        body.extend_from_slice(bytes);
+        entries += 1;
+        ControlFlow::Continue(())
+    })?;
+    let mut response = Response::bytes(200, body)
+        .with_header("Content-Type", "application/octet-stream")
+        .with_header("Cache-Control", super::stores::REVALIDATE)
+        .with_header("Sync-Log-Head", log.log_head.to_string())
+        .with_header("Sync-Log-Base", log.log_base.to_string());
+    if more {
+        response.header("Sync-Log-More", "1");
+    }
+    respond(response)
+}

@@ -1,0 +1,240 @@
+//! Store logs (SPEC §9): appends, reads, compaction, limits, permissions,
+//! and how logs show in listings, the feed, quotas, backups and check.
+
+use crate::support::{Conn, Options, Resp, Server, cli};
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+
+fn append(server: &Server, key: &str, token: &str, headers: &[(&str, &str)], entry: &[u8]) -> Resp {
+    server.call("POST", &format!("/v1/stores/{key}/log"), Some(token), headers, entry)
+}
+
+/// The entries of a log answer: (index, bytes).
+fn frames(body: &[u8]) -> Vec<(u64, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut rest = body;
+    while !rest.is_empty() {
+        let index = u64::from_be_bytes(rest[..8].try_into().unwrap());
+        let len = u32::from_be_bytes(rest[8..12].try_into().unwrap()) as usize;
+        out.push((index, rest[12..12 + len].to_vec()));
+        rest = &rest[12 + len..];
+    }
+    out
+}
+
+fn read(server: &Server, key: &str, token: &str, query: &str) -> Resp {
+    server.get(&format!("/v1/stores/{key}/log{query}"), Some(token))
+}
+
+#[test]
+fn appends_take_the_next_index_and_a_new_seq_but_leave_the_body_alone() {
+    let server = Server::start();
+    let token = server.register("logger");
+    let put = server.put("doc", &token, &[], b"snapshot").json();
+    assert_eq!(
+        (put["log_head"].as_u64(), put["log_base"].as_u64(), put["log_bytes"].as_u64()),
+        (Some(0), Some(0), Some(0))
+    );
+    let before = server.get("/v1/stores/doc", Some(&token));
+    assert_eq!(before.header("Sync-Log-Head"), None, "no log headers before the first entry");
+    let first = append(&server, "doc", &token, &[], b"update one");
+    assert_eq!(first.status, 201, "{}", first.text());
+    let first = first.json();
+    assert_eq!(
+        (first["key"].as_str(), first["index"].as_u64(), first["log_head"].as_u64()),
+        (Some("doc"), Some(1), Some(1))
+    );
+    assert_eq!(first["log_bytes"], 10);
+    let second = append(&server, "doc", &token, &[], b"two").json();
+    assert_eq!((second["index"].as_u64(), second["log_bytes"].as_u64()), (Some(2), Some(13)));
+    assert!(second["seq"].as_i64() > first["seq"].as_i64());
+
+    let after = server.get("/v1/stores/doc", Some(&token));
+    assert_eq!((after.etag(), after.body.as_slice()), (before.etag(), &b"snapshot"[..]), "token and body unchanged");
+    assert_eq!(after.header("Last-Modified"), before.header("Last-Modified"));
+    assert_eq!(after.header("Sync-Seq").unwrap(), second["seq"].to_string(), "the store's seq is the append's");
+    assert_eq!((after.header("Sync-Log-Head"), after.header("Sync-Log-Base")), (Some("2"), Some("0")));
+
+    let listed = server.get("/v1/stores", Some(&token)).json();
+    let entry = &listed["stores"][0];
+    assert_eq!(
+        (entry["log_head"].as_u64(), entry["log_base"].as_u64(), entry["log_bytes"].as_u64()),
+        (Some(2), Some(0), Some(13))
+    );
+    let feed = server.get(&format!("/v1/changes?since={}", first["seq"]), Some(&token)).json();
+    let change = &feed["changes"][0];
+    assert_eq!((change["key"].as_str(), change["log_head"].as_u64()), (Some("doc"), Some(2)));
+    assert_eq!(format!("\"{}\"", change["token"].as_str().unwrap()), before.etag(), "same token, higher head");
+
+    let log = read(&server, "doc", &token, "");
+    assert_eq!(log.status, 200);
+    assert_eq!(log.header("Content-Type"), Some("application/octet-stream"));
+    assert_eq!(log.header("Cache-Control"), Some("private, no-cache"));
+    assert_eq!(
+        (log.header("Sync-Log-Head"), log.header("Sync-Log-Base"), log.header("Sync-Log-More")),
+        (Some("2"), Some("0"), None)
+    );
+    assert_eq!(frames(&log.body), vec![(1, b"update one".to_vec()), (2, b"two".to_vec())]);
+    assert_eq!(frames(&read(&server, "doc", &token, "?after=1").body), vec![(2, b"two".to_vec())]);
+    let paged = read(&server, "doc", &token, "?limit=1");
+    assert_eq!((frames(&paged.body).len(), paged.header("Sync-Log-More")), (1, Some("1")));
+    assert!(read(&server, "doc", &token, "?after=2").body.is_empty(), "nothing after the head");
+    assert_eq!(read(&server, "doc", &token, "?after=3").status, 410, "after the head");
+    assert_eq!(read(&server, "doc", &token, "?after=x").status, 400);
+    assert_eq!(read(&server, "doc", &token, "?limit=0").status, 400);
+    let head = server.call("HEAD", "/v1/stores/doc/log", Some(&token), &[], b"");
+    assert_eq!((head.status, head.header("Sync-Log-Head")), (200, Some("2")));
+}
+
+#[test]
+fn if_log_head_sizes_and_permissions() {
+    let server = Server::start_with(
+        Options::default().env("MAX_ENTRY_BYTES", "100").env("MAX_LOG_BYTES", "250").env("MAX_STORE_BYTES", "1000"),
+    );
+    let owner = server.register("owner");
+    let reader = server.register("reader");
+    server.put("doc", &owner, &[], b"x");
+    assert_eq!(append(&server, "doc", &owner, &[("If-Log-Head", "0")], b"first").status, 201);
+    let stale = append(&server, "doc", &owner, &[("If-Log-Head", "0")], b"again");
+    assert_eq!(stale.status, 412);
+    assert_eq!(stale.json()["current"]["log_head"], 1);
+    assert!(stale.header("ETag").is_some());
+    assert_eq!(append(&server, "doc", &owner, &[("If-Log-Head", "1")], b"second").status, 201);
+    assert_eq!(append(&server, "doc", &owner, &[("If-Log-Head", "one")], b"x").status, 400);
+    assert_eq!(append(&server, "doc", &owner, &[], b"").status, 400, "an entry has at least one byte");
+    assert_eq!(append(&server, "doc", &owner, &[], &[7u8; 101]).status, 413, "over MAX_ENTRY_BYTES");
+    let mut conn = server.connect();
+    conn.send(
+        format!("POST /v1/stores/doc/log HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {owner}\r\nTransfer-Encoding: chunked\r\n\r\n65\r\n{}\r\n0\r\n\r\n", "y".repeat(101)).as_bytes(),
+    );
+    assert_eq!(conn.read_response(false).status, 413, "a chunked entry over the limit");
+    for _ in 0..2 {
+        assert_eq!(append(&server, "doc", &owner, &[], &[1u8; 100]).status, 201);
+    }
+    let full = append(&server, "doc", &owner, &[], &[1u8; 100]);
+    assert_eq!(full.status, 413, "the log would outgrow MAX_LOG_BYTES");
+    assert!(full.json()["message"].as_str().unwrap().contains("compact"), "{}", full.text());
+
+    let share = json!({"account": "reader", "permission": "READ"});
+    assert_eq!(
+        server.call("PUT", "/v1/stores/doc/permissions", Some(&owner), &[], share.to_string().as_bytes()).status,
+        204
+    );
+    assert_eq!(read(&server, "doc", &reader, "").status, 200, "READ reads the log");
+    assert_eq!(append(&server, "doc", &reader, &[], b"no").status, 403, "READ does not append");
+    let stranger = server.register("stranger");
+    assert_eq!(append(&server, "doc", &stranger, &[], b"no").status, 404);
+    assert_eq!(read(&server, "doc", &stranger, "").status, 404);
+    assert_eq!(append(&server, "missing", &owner, &[], b"no").status, 404, "the store must exist");
+    assert_eq!(append(&server, "doc", "not-a-token", &[], b"no").status, 401);
+    let info = server.get("/v1/info", None).json();
+    assert_eq!((info["max_entry_bytes"].as_u64(), info["max_log_bytes"].as_u64()), (Some(100), Some(250)));
+}
+
+#[test]
+fn compaction_drops_what_it_folded_and_keeps_what_came_after() {
+    let server = Server::start();
+    let token = server.register("compactor");
+    let etag = server.put("doc", &token, &[], b"v0").etag();
+    for i in 1..=5 {
+        assert_eq!(append(&server, "doc", &token, &[], format!("e{i}").as_bytes()).status, 201);
+    }
+    // Preconditions first: a stale If-Match is 412 whatever N is.
+    assert_eq!(server.put("doc", &token, &[("If-Match", "\"stale\""), ("Sync-Log-Base", "99")], b"v1").status, 412);
+    assert_eq!(server.put("doc", &token, &[("Sync-Log-Base", "3")], b"v1").status, 428);
+    assert_eq!(server.put("doc", &token, &[("If-Match", &etag), ("Sync-Log-Base", "6")], b"v1").status, 400);
+    assert_eq!(server.put("doc", &token, &[("If-Match", &etag), ("Sync-Log-Base", "x")], b"v1").status, 400);
+    let compacted = server.put("doc", &token, &[("If-Match", &etag), ("Sync-Log-Base", "3")], b"v1 = v0+e1..e3");
+    assert_eq!(compacted.status, 200, "{}", compacted.text());
+    let body = compacted.json();
+    assert_eq!(
+        (body["log_head"].as_u64(), body["log_base"].as_u64(), body["log_bytes"].as_u64()),
+        (Some(5), Some(3), Some(4))
+    );
+    let etag = compacted.etag();
+    assert_eq!(read(&server, "doc", &token, "?after=2").status, 410, "folded away: re-read the body");
+    assert_eq!(frames(&read(&server, "doc", &token, "").body), vec![(4, b"e4".to_vec()), (5, b"e5".to_vec())]);
+    assert_eq!(append(&server, "doc", &token, &[], b"e6").json()["index"], 6, "the head never goes back");
+    assert_eq!(
+        server.put("doc", &token, &[("If-Match", &etag), ("Sync-Log-Base", "2")], b"v2").status,
+        400,
+        "below the base"
+    );
+    // A plain write leaves the log alone.
+    let plain = server.put("doc", &token, &[("If-Match", &etag)], b"v2").json();
+    assert_eq!((plain["log_base"].as_u64(), plain["log_head"].as_u64()), (Some(3), Some(6)));
+    let (code, stdout, _) = cli(&server.root, &["check"], &[]);
+    assert_eq!(code, 0, "{stdout}");
+    assert!(stdout.contains("3 log entries (6 bytes)"), "{stdout}");
+}
+
+#[test]
+fn two_compactions_racing_one_wins_and_appends_meanwhile_survive() {
+    let server = Server::start();
+    let token = server.register("racer");
+    let etag = server.put("doc", &token, &[], b"v0").etag();
+    for i in 1..=4 {
+        append(&server, "doc", &token, &[], format!("e{i}").as_bytes());
+    }
+    let mut a = server.connect();
+    let mut b = server.connect();
+    let request = |n: &str| {
+        format!(
+            "PUT /v1/stores/doc HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {token}\r\nIf-Match: {etag}\r\nSync-Log-Base: {n}\r\nContent-Length: 2\r\n\r\nvX"
+        )
+    };
+    a.send(request("4").as_bytes());
+    b.send(request("2").as_bytes());
+    let appended = append(&server, "doc", &token, &[], b"e5").json();
+    let statuses = [a.read_response(false).status, b.read_response(false).status];
+    let mut sorted = statuses;
+    sorted.sort();
+    assert_eq!(sorted, [200, 412], "exactly one compaction wins");
+    let base = if statuses[0] == 200 { 4 } else { 2 };
+    let log = frames(&read(&server, "doc", &token, "").body);
+    let indexes: Vec<u64> = log.iter().map(|(i, _)| *i).collect();
+    assert_eq!(indexes, ((base + 1)..=5).collect::<Vec<_>>(), "no gaps, nothing lost after the base");
+    assert_eq!(appended["index"], 5);
+}
+
+#[test]
+fn quota_long_polls_deletion_and_backups_see_logs() {
+    let server = Server::start_with(Options::default().env("QUOTA_BYTES", "100"));
+    let token = server.register("quota");
+    server.put("doc", &token, &[], &[0u8; 50]);
+    assert_eq!(append(&server, "doc", &token, &[], &[1u8; 40]).status, 201);
+    assert_eq!(append(&server, "doc", &token, &[], &[1u8; 20]).status, 507, "body plus log over the quota");
+    assert_eq!(server.get("/v1/account", Some(&token)).json()["bytes_used"], 90);
+
+    // A held long-poll wakes on an append.
+    let since = server.get("/v1/changes?since=0", Some(&token)).json()["seq"].as_i64().unwrap();
+    let addr = server.addr;
+    let poll_token = token.clone();
+    let poller = std::thread::spawn(move || {
+        let mut conn = Conn::open(addr);
+        conn.request("GET", &format!("/v1/changes?since={since}&wait=30"), Some(&poll_token), &[], b"").json()
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let started = Instant::now();
+    append(&server, "doc", &token, &[], b"wake");
+    let woken: Value = poller.join().unwrap();
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert_eq!(woken["changes"][0]["log_head"], 2);
+
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("copy");
+    assert_eq!(cli(&server.root, &["backup", copy.to_str().unwrap()], &[]).0, 0);
+    let restored = Server::start_in(&copy, Options::default());
+    assert_eq!(frames(&read(&restored, "doc", &token, "").body).len(), 2, "the backup holds the log");
+    drop(restored);
+
+    assert_eq!(server.call("DELETE", "/v1/stores/doc", Some(&token), &[("If-Match", "*")], b"").status, 204);
+    let feed = server.get(&format!("/v1/changes?since={since}"), Some(&token)).json();
+    let gone = feed["changes"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!((gone["token"].clone(), gone["log_head"].clone()), (Value::Null, Value::Null));
+    server.put("doc", &token, &[], b"again");
+    assert_eq!(read(&server, "doc", &token, "").header("Sync-Log-Head"), Some("0"), "a new store's log starts at 0");
+    let (code, stdout, _) = cli(&server.root, &["check"], &[]);
+    assert_eq!(code, 0, "{stdout}");
+    assert!(stdout.contains("0 log entries"), "deleting the store deleted its log: {stdout}");
+}
