@@ -99,3 +99,94 @@ pub fn audit(conn: &Connection) -> rusqlite::Result<Audit> {
     }
     Ok(audit)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::stores::{self, StoreRow};
+    use crate::db::{Db, FILE_NAME};
+
+    /// What a log should be: the head, the base, and the retained entries.
+    #[derive(Debug, Default)]
+    struct Model {
+        head: u64,
+        base: u64,
+        entries: Vec<(u64, Vec<u8>)>,
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Append(Vec<u8>),
+        /// Compact to this fraction of the way from base to head.
+        Compact(u8),
+        Read {
+            after_offset: u8,
+            limit: usize,
+        },
+    }
+
+    fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+        use proptest::prelude::*;
+        prop_oneof![
+            4 => proptest::collection::vec(any::<u8>(), 1..40).prop_map(Op::Append),
+            1 => any::<u8>().prop_map(Op::Compact),
+            2 => (any::<u8>(), 1usize..6).prop_map(|(after_offset, limit)| Op::Read { after_offset, limit }),
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+        /// Indexes only grow, compaction drops exactly the entries up to N,
+        /// reads return the retained entries after a cursor in order, and
+        /// the row's state always matches the entries (check's audit).
+        #[test]
+        fn the_log_follows_its_rules(ops in proptest::collection::vec(op(), 1..60)) {
+            let dir = tempfile::tempdir().unwrap();
+            let db = Db::open_for_server(&dir.path().join(FILE_NAME)).unwrap();
+            let conn = db.conn();
+            let row = StoreRow {
+                key: "k".into(), file: "00/00".into(), token: "t".into(), meta: None,
+                size: 0, modified: 0, seq: 0, log: LogState::default(),
+            };
+            stores::upsert(conn, &row).unwrap();
+            let mut model = Model::default();
+            for (seq, op) in ops.into_iter().enumerate() {
+                match op {
+                    Op::Append(entry) => {
+                        let state = append(conn, "k", &entry, seq as i64).unwrap();
+                        model.head += 1;
+                        model.entries.push((model.head, entry));
+                        proptest::prop_assert_eq!(state.log_head, model.head);
+                    }
+                    Op::Compact(fraction) => {
+                        let upto = model.base + (model.head - model.base) * u64::from(fraction) / 255;
+                        let state = compact(conn, "k", upto).unwrap();
+                        model.base = upto;
+                        model.entries.retain(|(index, _)| *index > upto);
+                        proptest::prop_assert_eq!((state.log_head, state.log_base), (model.head, model.base));
+                    }
+                    Op::Read { after_offset, limit } => {
+                        let after = model.base + u64::from(after_offset) % (model.head - model.base + 1);
+                        let mut got = Vec::new();
+                        read(conn, "k", after, limit, |index, bytes| {
+                            if got.len() == limit {
+                                return ControlFlow::Break(());
+                            }
+                            got.push((index, bytes.to_vec()));
+                            ControlFlow::Continue(())
+                        })
+                        .unwrap();
+                        let expected: Vec<_> =
+                            model.entries.iter().filter(|(index, _)| *index > after).take(limit).cloned().collect();
+                        proptest::prop_assert_eq!(got, expected);
+                    }
+                }
+                let bytes: u64 = model.entries.iter().map(|(_, entry)| entry.len() as u64).sum();
+                let (state, _) = stores::get_for(conn, "k", "nobody").unwrap().unwrap();
+                proptest::prop_assert_eq!(state.log, LogState { log_head: model.head, log_base: model.base, log_bytes: bytes });
+                proptest::prop_assert_eq!(audit(conn).unwrap().mismatched, Vec::<String>::new());
+            }
+        }
+    }
+}

@@ -283,3 +283,175 @@ fn kill_9_during_creates_updates_deletes_and_shares() {
     }
     assert!(acknowledged_rounds * 2 > rounds(), "most rounds got writes acknowledged before the kill");
 }
+
+/// What a log writer knows its store holds: the body it last wrote (and its
+/// ETag), the log's base and head, and the entries it had acknowledged.
+#[derive(Debug, Clone, Default)]
+struct LogKnown {
+    body: Vec<u8>,
+    etag: String,
+    base: u64,
+    head: u64,
+    entries: std::collections::BTreeMap<u64, Vec<u8>>,
+}
+
+/// A request that was in flight when the server died.
+#[derive(Debug, Clone)]
+enum LogOp {
+    Append(Vec<u8>),
+    Compact { upto: u64, body: Vec<u8> },
+}
+
+fn log_request(path: &str, token: &str, headers: &[(&str, &str)], body: &[u8], method: &str) -> Vec<u8> {
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {token}\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    let mut bytes = head.into_bytes();
+    bytes.extend_from_slice(body);
+    bytes
+}
+
+/// Appends (and now and then compacts) until the server dies; returns what
+/// was acknowledged and what was in flight.
+fn append_storm(
+    addr: SocketAddr,
+    token: &str,
+    writer: u64,
+    start: LogKnown,
+    stop: &AtomicBool,
+) -> (LogKnown, Option<LogOp>) {
+    let mut known = start;
+    let mut conn = Conn::open(addr);
+    let mut step = known.head * 7 + writer;
+    while !stop.load(Ordering::Relaxed) {
+        step += 1;
+        let op = if step.is_multiple_of(9) && known.head > known.base {
+            let body = format!("w{writer} folded to {}", known.head).into_bytes();
+            LogOp::Compact { upto: known.head, body }
+        } else {
+            LogOp::Append(format!("w{writer} entry {step} {}", "x".repeat((step % 50) as usize)).into_bytes())
+        };
+        let request = match &op {
+            LogOp::Append(entry) => log_request(&format!("/v1/stores/log{writer}/log"), token, &[], entry, "POST"),
+            LogOp::Compact { upto, body } => {
+                let base = upto.to_string();
+                log_request(
+                    &format!("/v1/stores/log{writer}"),
+                    token,
+                    &[("If-Match", &known.etag), ("Sync-Log-Base", &base)],
+                    body,
+                    "PUT",
+                )
+            }
+        };
+        if std::io::Write::write_all(&mut conn.stream, &request).is_err() {
+            return (known, Some(op));
+        }
+        let Some(resp) = conn.try_read_response(false) else { return (known, Some(op)) };
+        assert!(resp.status / 100 == 2, "writer {writer} {op:?}: {} {}", resp.status, resp.text());
+        match op {
+            LogOp::Append(entry) => {
+                let index = resp.json()["index"].as_u64().unwrap();
+                assert_eq!(index, known.head + 1, "writer {writer}: indexes follow one another");
+                known.head = index;
+                known.entries.insert(index, entry);
+            }
+            LogOp::Compact { upto, body } => {
+                known.base = upto;
+                known.body = body;
+                known.etag = resp.etag();
+                known.entries.retain(|index, _| *index > upto);
+            }
+        }
+    }
+    (known, None)
+}
+
+/// The log as the restarted server has it: base, head, entries.
+fn server_log(server: &Server, token: &str, writer: u64) -> (u64, u64, Vec<(u64, Vec<u8>)>) {
+    let mut entries = Vec::new();
+    let mut after = String::new();
+    loop {
+        let resp = server.get(&format!("/v1/stores/log{writer}/log{after}"), Some(token));
+        assert_eq!(resp.status, 200, "{}", resp.text());
+        let mut rest = resp.body.as_slice();
+        while !rest.is_empty() {
+            let index = u64::from_be_bytes(rest[..8].try_into().unwrap());
+            let len = u32::from_be_bytes(rest[8..12].try_into().unwrap()) as usize;
+            entries.push((index, rest[12..12 + len].to_vec()));
+            rest = &rest[12 + len..];
+        }
+        let (base, head) = (
+            resp.header("Sync-Log-Base").unwrap().parse().unwrap(),
+            resp.header("Sync-Log-Head").unwrap().parse().unwrap(),
+        );
+        if resp.header("Sync-Log-More").is_none() {
+            return (base, head, entries);
+        }
+        after = format!("?after={}", entries.last().unwrap().0);
+    }
+}
+
+#[test]
+fn kill_9_during_appends_and_compactions_loses_no_acknowledged_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("data");
+    let mut server = Server::start_in(&root, Options::default());
+    let token: Arc<str> = server.register("appender").into();
+    let mut known: Vec<LogKnown> = (0..4)
+        .map(|w| {
+            let resp = server.put(&format!("log{w}"), &token, &[], b"initial");
+            LogKnown { body: b"initial".to_vec(), etag: resp.etag(), ..LogKnown::default() }
+        })
+        .collect();
+    let mut seed = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64 | 1;
+    for round in 0..rounds() / 2 {
+        let writer_token = Arc::clone(&token);
+        let outcomes = kill_mid_storm(&mut server, &root, &known, &mut seed, move |addr, w, start, stop| {
+            append_storm(addr, &writer_token, w, start, stop)
+        });
+        for (w, (acked, in_flight)) in outcomes.into_iter().enumerate() {
+            let (base, head, entries) = server_log(&server, &token, w as u64);
+            let body = server.get(&format!("/v1/stores/log{w}"), Some(&token));
+            let compacted = match &in_flight {
+                Some(LogOp::Compact { upto, body: new_body }) if base == *upto && base != acked.base => {
+                    assert_eq!(&body.body, new_body, "round {round} log{w}: the compaction's body came with it");
+                    true
+                }
+                _ => false,
+            };
+            if !compacted {
+                assert_eq!(base, acked.base, "round {round} log{w}: base");
+                assert_eq!(body.body, acked.body, "round {round} log{w}: body");
+            }
+            let indexes: Vec<u64> = entries.iter().map(|(index, _)| *index).collect();
+            assert_eq!(indexes, ((base + 1)..=head).collect::<Vec<_>>(), "round {round} log{w}: no gaps");
+            for (index, entry) in &entries {
+                match acked.entries.get(index) {
+                    Some(expected) => assert_eq!(entry, expected, "round {round} log{w}: entry {index} byte for byte"),
+                    None => {
+                        assert_eq!(*index, acked.head + 1, "round {round} log{w}: only the entry in flight is new");
+                        assert!(matches!(&in_flight, Some(LogOp::Append(e)) if e == entry), "round {round} log{w}");
+                    }
+                }
+            }
+            for index in acked.entries.keys().filter(|index| **index > base) {
+                assert!(indexes.contains(index), "round {round} log{w}: acknowledged entry {index} lost");
+            }
+            known[w] = LogKnown {
+                body: body.body.clone(),
+                etag: body.etag(),
+                base,
+                head,
+                entries: entries.into_iter().collect(),
+            };
+        }
+        let (code, stdout, _) = cli(&root, &["check"], &[]);
+        assert_eq!(code, 0, "round {round}: {stdout}");
+    }
+}
