@@ -54,7 +54,7 @@ def cpu_seconds(pid):
 
 
 def start_server(root, port, **env):
-    defaults = dict(MAX_CONNECTIONS="1024", MAX_CONNECTIONS_PER_ADDRESS="1024")
+    defaults = dict(MAX_CONNECTIONS="1024", MAX_CONNECTIONS_PER_ADDRESS="1024", MAX_LOG_BYTES="1073741824")
     environment = dict(os.environ, PORT=str(port), BIND="127.0.0.1", STATIC_ROOT=root, **{**defaults, **env})
     started = time.monotonic()
     proc = subprocess.Popen([BIN], env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -172,7 +172,17 @@ def main():
         etag = fields["etag"]
         for i in range(20):
             http(port, "PUT", f"/v1/stores/listed-{i}", token, b"y" * 100)
-        env = {"SYNC_TOKEN": token, "SYNC_KEY": "bench-1k", "SYNC_ETAG": etag, "SYNC_ID": "bench", "SYNC_PASSWORD": PASSWORD}
+        # One store per append connection (warm-up and measured rows), and one
+        # log of 100 entries of 500 bytes to read.
+        for c in conns:
+            for prefix in (f"append-{c}-", f"warm-append-{c}-"):
+                for i in range(1, c + 1):
+                    http(port, "PUT", f"/v1/stores/{prefix}{i}", token, b"body")
+        http(port, "PUT", "/v1/stores/bench-log", token, b"snapshot")
+        for i in range(100):
+            http(port, "POST", "/v1/stores/bench-log/log", token, b"u" * 500)
+        env = {"SYNC_TOKEN": token, "SYNC_KEY": "bench-1k", "SYNC_ETAG": etag, "SYNC_ID": "bench",
+               "SYNC_PASSWORD": PASSWORD, "SYNC_LOG_KEY": "bench-log"}
 
         nginx_port = free_port()
         os.makedirs(os.path.join(work, "nginx"))
@@ -181,6 +191,9 @@ def main():
         ceiling_dir = os.path.join(work, "ceiling")
         out = subprocess.run([CEILING, ceiling_dir, str(args.seconds)], capture_output=True, text=True, check=True).stdout
         write_ceiling = float(out.split()[1])
+        out = subprocess.run([CEILING, ceiling_dir, str(args.seconds), "append"], capture_output=True, text=True,
+                             check=True).stdout
+        append_ceiling = float(out.split()[1])
 
         rows, nginx_rps = [], {}
         for c in conns:
@@ -189,17 +202,20 @@ def main():
             nginx_rps[c] = r["rps"]
             rows.append(("nginx static 1 KiB (ceiling)", c, r, None, None))
         workloads = [("get", "get.lua", {}), ("get304", "get304.lua", {}), ("put", "put.lua", {}),
+                     ("append", "append.lua", {}), ("log read", "logread.lua", {}),
                      ("login", "login.lua", {"timeout": "60s"}), ("changes", "changes.lua", {})]
         for name, script, extra in workloads:
             for c in conns:
-                row_env = dict(env, SYNC_PREFIX=f"put-{c}-")
-                threads = c if name == "put" else None
-                wrk(port, script, c, args.warmup, dict(row_env, SYNC_PREFIX=f"warm-{c}-"), threads, **extra)
+                row_env = dict(env, SYNC_PREFIX=f"{name}-{c}-")
+                threads = c if name in ("put", "append") else None
+                wrk(port, script, c, args.warmup, dict(row_env, SYNC_PREFIX=f"warm-{name}-{c}-"), threads, **extra)
                 r = measured(proc.pid, lambda: wrk(port, script, c, args.seconds, row_env, threads, **extra))
                 if name in ("get", "get304"):
                     ratio = (r["rps"] / nginx_rps[c], "nginx")
                 elif name == "put":
                     ratio = (r["rps"] / write_ceiling, "write ceiling")
+                elif name == "append":
+                    ratio = (r["rps"] / append_ceiling, "append ceiling")
                 else:
                     ratio = None
                 rows.append((name, c, r, ratio, None))
@@ -223,7 +239,8 @@ def main():
             if c == max(conns) and "rss" in r:
                 under_load = max(under_load, r["rss"])
             print(f"| {name} | {c} | {r['rps']:.0f} | {r['p50']:.2f} | {r['p99']:.2f} | {ratio_text} | {rss} | {cpu} | {', '.join(notes)} |")
-        print(f"\nDurable-write ceiling of this disk (1 KiB temp file + fsync + rename + dir fsync + SQLite FULL commit, one writer): {write_ceiling:.0f} ops/s\n")
+        print(f"\nDurable-write ceiling of this disk (1 KiB temp file + fsync + rename + dir fsync + SQLite FULL commit, one writer): {write_ceiling:.0f} ops/s")
+        print(f"Append ceiling (one 1 KiB blob INSERT + SQLite FULL commit, one writer): {append_ceiling:.0f} ops/s\n")
         print("| footprint | value |")
         print("|---|---|")
         print(f"| stripped release binary | {os.path.getsize(BIN) / 1e6:.2f} MB ({os.path.getsize(BIN)} bytes) |")
