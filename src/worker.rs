@@ -6,7 +6,7 @@
 //! does — trickle, stall, vanish — blocks only this thread, and not for
 //! longer than the phase allows.
 
-use crate::api::{JSON_LIMIT, Received};
+use crate::api::{self, JSON_LIMIT, Received};
 use crate::blobs::Blobs;
 use crate::config::Config;
 use crate::cors;
@@ -93,8 +93,15 @@ pub fn serve_connection(stream: TcpStream, peer: SocketAddr, slot: Slot, shared:
         }
         let mut body_unread = framing != Framing::None;
         let mut continue_sent = false;
+        // A small log entry is read now and goes straight to group commit.
+        let small_append = match (&route, framing) {
+            (Ok(Route::AppendLog(key)), Framing::Length(n)) if n <= api::SMALL_ENTRY => {
+                api::small_append(&head, key.clone())
+            }
+            _ => None,
+        };
         let mut body = Vec::new();
-        if !streams_body && body_unread {
+        if (!streams_body || small_append.is_some()) && body_unread {
             if expect_continue {
                 continue_sent = conn.send_continue().is_ok();
             }
@@ -104,9 +111,13 @@ pub fn serve_connection(stream: TcpStream, peer: SocketAddr, slot: Slot, shared:
             }
             body_unread = false;
         }
-        let request = Request { head, body, peer: peer.ip() };
+        let reply = Reply(steps_tx.clone());
+        let event = match small_append {
+            Some(then) => Event::Uploaded { reply, then, received: Received::Entry(body) },
+            None => Event::Request { reply, route, request: Request { head, body, peer: peer.ip() } },
+        };
         let _in_flight = shared.lifecycle.request();
-        if shared.events.send(Event::Request { reply: Reply(steps_tx.clone()), route, request }).is_err() {
+        if shared.events.send(event).is_err() {
             return;
         }
         let response = loop {

@@ -13,6 +13,7 @@ mod sharing;
 mod stores;
 
 pub use accounts::{create as create_account, delete_account};
+pub use logs::{SMALL_ENTRY, small_append};
 pub use reset::{Deferred, issue_token as issue_reset_token};
 pub use stores::{PendingWrite, Received, finish_uploads};
 
@@ -25,7 +26,7 @@ use crate::db::{self, Db};
 use crate::error::ApiError;
 use crate::hashing::{Hashing, Ticket};
 use crate::hook::{HookSlot, ResetHook};
-use crate::http::Response;
+use crate::http::{RequestHead, Response};
 use crate::polls::{Poll, Polls};
 use crate::ratelimit::RateLimit;
 use crate::router::Route;
@@ -340,7 +341,7 @@ impl App {
     /// The session behind `Authorization: Bearer …`, extended when past half
     /// its lifetime (at most one write per session per half-lifetime).
     pub fn authenticate(&mut self, request: &Request) -> Result<Session, ApiError> {
-        let token = bearer_token(request).ok_or(ApiError::Unauthorized)?;
+        let token = bearer_token(&request.head).ok_or(ApiError::Unauthorized)?;
         self.session_by_hash(&auth::token_hash(token))
     }
 
@@ -417,8 +418,8 @@ fn too_many(wait: std::time::Duration) -> ApiError {
     ApiError::TooManyRequests { retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64 }
 }
 
-fn bearer_token(request: &Request) -> Option<&str> {
-    let value = std::str::from_utf8(request.head.header("authorization")?).ok()?.trim();
+fn bearer_token(head: &RequestHead) -> Option<&str> {
+    let value = std::str::from_utf8(head.header("authorization")?).ok()?.trim();
     let (scheme, token) = value.split_once(' ')?;
     let token = token.trim();
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty() && token.len() <= MAX_TOKEN_CHARS).then_some(token)
