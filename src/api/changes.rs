@@ -9,7 +9,7 @@ use crate::error::ApiError;
 use crate::http::Response;
 use crate::polls::{Parked, Poll};
 use crate::server::{Reply, Request, Step};
-use serde_json::json;
+use serde::Serialize;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -173,19 +173,35 @@ fn feed_response(current: i64, generation: &str, mut changes: Vec<Change>, limit
         Some(last) if more => last.seq,
         _ => current,
     };
-    let changes: Vec<_> = changes
+    let changes: Vec<FeedEntry<'_>> = changes
         .iter()
-        .map(|change| {
-            json!({
-                "key": change.key,
-                "seq": change.seq,
-                "token": change.token,
-                "permission": change.permission.map(|p| p.as_str()),
-                "log_head": change.log_head,
-            })
+        .map(|change| FeedEntry {
+            key: &change.key,
+            seq: change.seq,
+            token: change.token.as_deref(),
+            permission: change.permission.map(|p| p.as_str()),
+            log_head: change.log_head,
         })
         .collect();
-    Response::json(200, &json!({ "seq": seq, "generation": generation, "more": more, "changes": changes }))
+    Response::json(200, &FeedPage { seq, generation, more, changes })
+}
+
+/// A feed answer, serialised from borrowed fields (no map per entry).
+#[derive(Serialize)]
+struct FeedPage<'a> {
+    seq: i64,
+    generation: &'a str,
+    more: bool,
+    changes: Vec<FeedEntry<'a>>,
+}
+
+#[derive(Serialize)]
+struct FeedEntry<'a> {
+    key: &'a str,
+    seq: i64,
+    token: Option<&'a str>,
+    permission: Option<&'static str>,
+    log_head: Option<u64>,
 }
 
 /// `since` (required, ≥ 0), `wait` (0..=60, default 0) and `limit`.
