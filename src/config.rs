@@ -27,9 +27,13 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "open connections from one client address (1..=65536; not applied with TRUST_PROXY=1)",
     ),
     ("MIN_FREE_BYTES", "104857600", "store writes that would leave less free disk space get 507"),
-    ("MAX_ENTRY_BYTES", "1048576", "largest store log entry in bytes"),
+    ("MAX_ENTRY_BYTES", "1048576", "largest store log entry in bytes (1..=16777216)"),
     ("MAX_LOG_BYTES", "= MAX_STORE_BYTES", "most bytes a store's log may hold before it must be compacted"),
 ];
+
+/// The largest `MAX_ENTRY_BYTES` allowed: entries are held in memory while
+/// they arrive and copied by the loop when read, so they stay small.
+pub const MAX_ENTRY_CAP: u64 = 16 * 1024 * 1024;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CorsOrigins {
@@ -129,7 +133,7 @@ impl Config {
                 65_536,
             )?,
             min_free_bytes: number(get("MIN_FREE_BYTES"), "MIN_FREE_BYTES", 100 * 1024 * 1024, 0, u64::MAX)?,
-            max_entry_bytes: number(get("MAX_ENTRY_BYTES"), "MAX_ENTRY_BYTES", 1024 * 1024, 1, u64::from(u32::MAX))?,
+            max_entry_bytes: number(get("MAX_ENTRY_BYTES"), "MAX_ENTRY_BYTES", 1024 * 1024, 1, MAX_ENTRY_CAP)?,
             max_log_bytes: number(get("MAX_LOG_BYTES"), "MAX_LOG_BYTES", max_store_bytes, 1, u64::MAX)?,
         })
     }
@@ -254,7 +258,7 @@ mod tests {
         assert_eq!(failing_variable(&[("MAX_CONNECTIONS_PER_ADDRESS", "0")]), "MAX_CONNECTIONS_PER_ADDRESS");
         assert_eq!(failing_variable(&[("MIN_FREE_BYTES", "-1")]), "MIN_FREE_BYTES");
         assert_eq!(failing_variable(&[("MAX_ENTRY_BYTES", "0")]), "MAX_ENTRY_BYTES");
-        assert_eq!(failing_variable(&[("MAX_ENTRY_BYTES", "4294967296")]), "MAX_ENTRY_BYTES");
+        assert_eq!(failing_variable(&[("MAX_ENTRY_BYTES", "16777217")]), "MAX_ENTRY_BYTES");
         assert_eq!(failing_variable(&[("MAX_LOG_BYTES", "x")]), "MAX_LOG_BYTES");
     }
 

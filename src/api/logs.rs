@@ -4,7 +4,7 @@
 //! entries after an index, framed as 8-byte index, 4-byte length, bytes.
 //! Compaction is a store PUT with `Sync-Log-Base` (see `stores`).
 
-use super::stores::{PendingWrite, check_free_disk, check_quota, parse_log_index, refused, visible};
+use super::stores::{Owners, PendingWrite, check_free_disk, check_quota, parse_log_index, refused, visible};
 use super::{App, Session, paging, respond};
 use crate::auth;
 use crate::clock;
@@ -86,7 +86,7 @@ fn check_entry_size(app: &App, store: &StoreRow, size: u64, unwritten: u64) -> R
         return Err(ApiError::PayloadTooLarge("store log (compact it: write the body with Sync-Log-Base)"));
     }
     let before = store.size + store.log.log_bytes;
-    check_quota(app, &db::stores::owners(app.db.conn(), &store.key)?, before, before + size)?;
+    check_quota(app, Owners::OfStore(&store.key), before, before + size)?;
     check_free_disk(app, unwritten)
 }
 
@@ -127,14 +127,7 @@ pub(super) fn stage_append(
 
 /// `GET` / `HEAD /v1/stores/{key}/log[?after=I][&limit=L]`
 pub fn read(app: &mut App, request: &Request, key: &str) -> Result<Step, ApiError> {
-    let (mut after, mut limit) = (None, paging::MAX_PAGE);
-    for (name, value) in paging::pairs(request.head.query.as_deref()) {
-        match name {
-            "after" => after = Some(parse_log_index(value)?),
-            "limit" => limit = paging::limit(value)?,
-            _ => {}
-        }
-    }
+    let (after, limit) = paging::after_and_limit(request.head.query.as_deref(), parse_log_index)?;
     let session = app.authenticate(request)?;
     let (store, _) = visible(app, key, &session)?;
     let log = store.log;

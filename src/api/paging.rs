@@ -47,6 +47,22 @@ pub fn pairs(query: Option<&str>) -> impl Iterator<Item = (&str, &str)> {
         .map(|pair| pair.split_once('=').unwrap_or((pair, "")))
 }
 
+/// `after` (read by `parse_after`) and `limit` of a listing's query string.
+pub fn after_and_limit<T>(
+    query: Option<&str>,
+    parse_after: impl Fn(&str) -> Result<T, ApiError>,
+) -> Result<(Option<T>, usize), ApiError> {
+    let (mut after, mut limit) = (None, MAX_PAGE);
+    for (name, value) in pairs(query) {
+        match name {
+            "after" => after = Some(parse_after(value)?),
+            "limit" => limit = self::limit(value)?,
+            _ => {}
+        }
+    }
+    Ok((after, limit))
+}
+
 /// Digits only (no sign, no spaces), within `u64`.
 pub fn whole_number(value: &str) -> Option<u64> {
     value.bytes().all(|b| b.is_ascii_digit()).then(|| value.parse().ok())?

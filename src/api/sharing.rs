@@ -3,7 +3,7 @@
 //! for the affected account only: it takes a new `seq` in that account's
 //! feed and leaves the store's own `seq` and token alone.
 
-use super::stores::{check_quota, visible};
+use super::stores::{Owners, check_quota, visible};
 use super::{App, respond};
 use crate::auth;
 use crate::clock;
@@ -43,7 +43,8 @@ pub fn set(app: &mut App, request: &Request, key: &str) -> Result<Step, ApiError
         return Err(ApiError::LastOwner);
     }
     if wanted == Some(Permission::Own) {
-        check_quota(app, std::slice::from_ref(&grantee), 0, store.size)?;
+        // A store counts with its log against every owner's quota.
+        check_quota(app, Owners::Just(&grantee), 0, store.size + store.log.log_bytes)?;
     }
     let conn = app.db.conn();
     let seq = Db::next_seq(conn)?;

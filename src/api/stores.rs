@@ -98,14 +98,7 @@ pub fn get(app: &mut App, request: &Request, key: &str) -> Result<Step, ApiError
 /// `GET /v1/stores[?limit=L][&after=K]`: one page of the caller's stores
 /// in key order, written straight from the rows into the answer.
 pub fn list(app: &mut App, request: &Request) -> Result<Step, ApiError> {
-    let (mut after, mut limit) = (None, paging::MAX_PAGE);
-    for (name, value) in paging::pairs(request.head.query.as_deref()) {
-        match name {
-            "after" => after = Some(decode_key(value)?),
-            "limit" => limit = paging::limit(value)?,
-            _ => {}
-        }
-    }
+    let (after, limit) = paging::after_and_limit(request.head.query.as_deref(), decode_key)?;
     let session = app.authenticate(request)?;
     let mut body = Vec::with_capacity(256);
     body.extend_from_slice(b"{\"stores\":[");
@@ -359,9 +352,9 @@ fn check_size(
     match existing {
         Some(store) => {
             let before = store.size + store.log.log_bytes;
-            check_quota(app, &db::stores::owners(app.db.conn(), key)?, before, total)?;
+            check_quota(app, Owners::OfStore(key), before, total)?;
         }
-        None => check_quota(app, std::slice::from_ref(&session.account_id), 0, total)?,
+        None => check_quota(app, Owners::Just(&session.account_id), 0, total)?,
     }
     check_free_disk(app, unwritten)
 }
@@ -376,11 +369,23 @@ pub(super) fn check_free_disk(app: &App, unwritten: u64) -> Result<(), ApiError>
     Ok(())
 }
 
+/// Whose quota a change counts against (looked up only when a quota is set).
+pub(super) enum Owners<'a> {
+    /// Every account that OWNs the store with this key.
+    OfStore(&'a str),
+    /// One account (a creator, a grantee).
+    Just(&'a str),
+}
+
 /// Whether each of `owners` stays within the quota when a store they own
 /// goes from `old_size` to `new_size` bytes (507 otherwise).
-pub(super) fn check_quota(app: &App, owners: &[String], old_size: u64, new_size: u64) -> Result<(), ApiError> {
+pub(super) fn check_quota(app: &App, owners: Owners<'_>, old_size: u64, new_size: u64) -> Result<(), ApiError> {
     let Some(quota) = app.config.quota_bytes else { return Ok(()) };
-    for owner in owners {
+    let owners = match owners {
+        Owners::OfStore(key) => db::stores::owners(app.db.conn(), key)?,
+        Owners::Just(account) => vec![account.to_owned()],
+    };
+    for owner in &owners {
         let (_, used) = db::accounts::usage(app.db.conn(), owner)?;
         if used.saturating_sub(old_size).saturating_add(new_size) > quota {
             return Err(ApiError::InsufficientStorage(Shortage::Quota));

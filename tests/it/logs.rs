@@ -205,6 +205,15 @@ fn quota_long_polls_deletion_and_backups_see_logs() {
     assert_eq!(append(&server, "doc", &token, &[], &[1u8; 40]).status, 201);
     assert_eq!(append(&server, "doc", &token, &[], &[1u8; 20]).status, 507, "body plus log over the quota");
     assert_eq!(server.get("/v1/account", Some(&token)).json()["bytes_used"], 90);
+    // An OWN grant counts the log against the grantee's quota too.
+    let other = server.register("other");
+    server.put("small", &other, &[], &[0u8; 20]);
+    let grant = |permission: &str| {
+        let body = json!({"account": "other", "permission": permission}).to_string();
+        server.call("PUT", "/v1/stores/doc/permissions", Some(&token), &[], body.as_bytes()).status
+    };
+    assert_eq!(grant("OWN"), 507, "20 + 50 + 40 is over 100");
+    assert_eq!(grant("READ"), 204, "reading costs no quota");
 
     // A held long-poll wakes on an append.
     let since = server.get("/v1/changes?since=0", Some(&token)).json()["seq"].as_i64().unwrap();
