@@ -27,13 +27,14 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "open connections from one client address (1..=65536; not applied with TRUST_PROXY=1)",
     ),
     ("MIN_FREE_BYTES", "104857600", "store writes that would leave less free disk space get 507"),
-    ("MAX_ENTRY_BYTES", "1048576", "largest store log entry in bytes (1..=16777216)"),
+    ("MAX_ENTRY_BYTES", "1048576", "largest store log entry in bytes (1..=4194304)"),
     ("MAX_LOG_BYTES", "= MAX_STORE_BYTES", "most bytes a store's log may hold before it must be compacted"),
 ];
 
 /// The largest `MAX_ENTRY_BYTES` allowed: entries are held in memory while
-/// they arrive and copied by the loop when read, so they stay small.
-pub const MAX_ENTRY_CAP: u64 = 16 * 1024 * 1024;
+/// they arrive and copied by the loop when read (a read answer holds about
+/// 4 MiB at most), so they stay small.
+pub const MAX_ENTRY_CAP: u64 = 4 * 1024 * 1024;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CorsOrigins {
@@ -258,7 +259,7 @@ mod tests {
         assert_eq!(failing_variable(&[("MAX_CONNECTIONS_PER_ADDRESS", "0")]), "MAX_CONNECTIONS_PER_ADDRESS");
         assert_eq!(failing_variable(&[("MIN_FREE_BYTES", "-1")]), "MIN_FREE_BYTES");
         assert_eq!(failing_variable(&[("MAX_ENTRY_BYTES", "0")]), "MAX_ENTRY_BYTES");
-        assert_eq!(failing_variable(&[("MAX_ENTRY_BYTES", "16777217")]), "MAX_ENTRY_BYTES");
+        assert_eq!(failing_variable(&[("MAX_ENTRY_BYTES", "4194305")]), "MAX_ENTRY_BYTES");
         assert_eq!(failing_variable(&[("MAX_LOG_BYTES", "x")]), "MAX_LOG_BYTES");
     }
 

@@ -33,7 +33,9 @@ pub enum ApiError {
     },
     AccountExists,
     LastOwner,
-    Gone,
+    /// `410 gone`: a feed cursor older than the retained change log, or a
+    /// log cursor outside the retained entries.
+    Gone(Forgotten),
     /// The request head or body did not arrive in time; the connection
     /// is closed after the answer.
     RequestTimeout,
@@ -53,6 +55,13 @@ pub enum ApiError {
     },
     HttpVersionNotSupported,
     InsufficientStorage(Shortage),
+}
+
+/// What a `410 gone` cursor pointed past.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Forgotten {
+    ChangeLog,
+    LogEntries,
 }
 
 /// What a `507 insufficient_storage` ran out of (its message says which).
@@ -82,7 +91,7 @@ impl ApiError {
             ApiError::MethodNotAllowed { .. } => (405, "method_not_allowed"),
             ApiError::AccountExists => (409, "account_exists"),
             ApiError::LastOwner => (409, "last_owner"),
-            ApiError::Gone => (410, "gone"),
+            ApiError::Gone(_) => (410, "gone"),
             ApiError::RequestTimeout => (408, "request_timeout"),
             ApiError::PreconditionFailed(_) => (412, "precondition_failed"),
             ApiError::PayloadTooLarge(_) => (413, "payload_too_large"),
@@ -112,8 +121,11 @@ impl ApiError {
             }
             ApiError::AccountExists => "An account with that id exists.".into(),
             ApiError::LastOwner => "A store must keep at least one owner.".into(),
-            ApiError::Gone => {
+            ApiError::Gone(Forgotten::ChangeLog) => {
                 "That sequence number is older than the retained change log; list again with since=0.".into()
+            }
+            ApiError::Gone(Forgotten::LogEntries) => {
+                "Those log entries were folded into the body or do not exist yet; read the body, then the log after its Sync-Log-Base.".into()
             }
             ApiError::RequestTimeout => "The request did not arrive in time.".into(),
             ApiError::PreconditionFailed(_) => "The store is not at the version the precondition names.".into(),

@@ -93,15 +93,24 @@ pub fn serve_connection(stream: TcpStream, peer: SocketAddr, slot: Slot, shared:
         }
         let mut body_unread = framing != Framing::None;
         let mut continue_sent = false;
-        // A small log entry is read now and goes straight to group commit.
+        // A small log entry that came with its head goes straight to group
+        // commit (nothing is waited for that an early answer would spare).
         let small_append = match (&route, framing) {
-            (Ok(Route::AppendLog(key)), Framing::Length(n)) if n <= api::SMALL_ENTRY => {
+            (Ok(Route::AppendLog(key)), Framing::Length(n))
+                if n <= api::SMALL_ENTRY && !expect_continue && conn.buffered() >= n =>
+            {
                 api::small_append(&head, key.clone())
             }
             _ => None,
         };
         let mut body = Vec::new();
-        if (!streams_body || small_append.is_some()) && body_unread {
+        if small_append.is_some() {
+            match conn.read_body(framing, api::SMALL_ENTRY, UPLOAD_PACE) {
+                Ok(bytes) => body = bytes,
+                Err(err) => return refuse_body(conn, err, "log entry", options),
+            }
+            body_unread = false;
+        } else if !streams_body && body_unread {
             if expect_continue {
                 continue_sent = conn.send_continue().is_ok();
             }
@@ -134,6 +143,7 @@ pub fn serve_connection(stream: TcpStream, peer: SocketAddr, slot: Slot, shared:
                     if expect_continue && !continue_sent {
                         continue_sent = conn.send_continue().is_ok();
                     }
+                    let what = if then.in_memory() { "log entry" } else { "store" };
                     match receive(&mut conn, framing, limit, then.in_memory(), &shared.blobs) {
                         Ok(received) => {
                             body_unread = false;
@@ -142,7 +152,7 @@ pub fn serve_connection(stream: TcpStream, peer: SocketAddr, slot: Slot, shared:
                                 return;
                             }
                         }
-                        Err(err) => return refuse_body(conn, err, "store", options),
+                        Err(err) => return refuse_body(conn, err, what, options),
                     }
                 }
                 Step::Password { job, then, ticket } => {

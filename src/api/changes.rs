@@ -5,7 +5,7 @@ use super::paging;
 use super::{App, Handled, Session};
 use crate::clock;
 use crate::db::{self, changes::Change};
-use crate::error::ApiError;
+use crate::error::{ApiError, Forgotten};
 use crate::http::Response;
 use crate::polls::{Parked, Poll};
 use crate::server::{Reply, Request, Step};
@@ -34,7 +34,7 @@ pub fn changes(app: &mut App, request: &Request) -> Result<Handled, ApiError> {
     let walking = query.since == 0 || app.walks.continues(&session.account_id, query.since);
     let forgotten = !walking && query.since < db::changes::horizon(app.db.conn())?;
     if forgotten || query.since > current {
-        return Err(ApiError::Gone);
+        return Err(ApiError::Gone(Forgotten::ChangeLog));
     }
     let changes = db::changes::feed(app.db.conn(), &session.account_id, query.since, query.since == 0, query.limit)?;
     if changes.is_empty() && query.wait > 0 {

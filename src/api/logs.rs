@@ -9,27 +9,27 @@ use super::{App, Session, paging, respond};
 use crate::auth;
 use crate::clock;
 use crate::db::{self, Db, stores::StoreRow};
-use crate::error::ApiError;
+use crate::error::{ApiError, Forgotten};
 use crate::http::{Framing, RequestHead, Response};
 use crate::permission::{self, Permission};
 use crate::precondition::Refusal;
 use crate::server::{Request, Step};
 use serde_json::json;
-use std::ops::ControlFlow;
 
 /// About how many bytes one answer of a log read holds at most (always at
 /// least one entry).
 const MAX_READ_BYTES: usize = 4 * 1024 * 1024;
 
-/// An entry this small is read by its connection thread before the loop
-/// sees the request (like a JSON body) and goes straight to group commit,
-/// whose checks are the whole of an append's: one trip through the loop
-/// instead of two. Larger entries are checked first and then streamed.
+/// An entry this small that has already arrived with its head goes straight
+/// to group commit, whose checks are the whole of an append's: one trip
+/// through the loop instead of two. Any other entry is checked first (so a
+/// refusal never waits for the body) and then read.
 pub const SMALL_ENTRY: u64 = 64 * 1024;
 
 /// The append a request head asks for, to be committed with its entry
-/// read up front (see [`SMALL_ENTRY`]); `None` when a header is malformed
-/// (the usual path then answers 400).
+/// (see [`SMALL_ENTRY`]), which has already arrived with the head: so no
+/// early answer (401, 404, 412 …) would have saved waiting for it. `None`
+/// when a header is malformed (the usual path then answers 400).
 pub fn small_append(head: &RequestHead, key: String) -> Option<PendingWrite> {
     let expected_head = match head.header_str("if-log-head") {
         Ok(Some(value)) => Some(parse_log_index(value).ok()?),
@@ -97,6 +97,7 @@ pub(super) fn stage_append(
     app: &mut App,
     then: PendingAppend,
     entry: Vec<u8>,
+    batch_unwritten: &mut u64,
 ) -> Result<Result<Step, ApiError>, ApiError> {
     let checked = (|| {
         if entry.is_empty() {
@@ -104,12 +105,14 @@ pub(super) fn stage_append(
         }
         let session = app.session_by_hash(&then.token_hash)?;
         let store = check_append(app, &session, &then.key, then.expected_head)?;
-        check_entry_size(app, &store, entry.len() as u64, 0)?;
+        // Not on disk yet, nor are the entries before it in this batch.
+        check_entry_size(app, &store, entry.len() as u64, *batch_unwritten + entry.len() as u64)?;
         Ok(())
     })();
     if let Err(err) = checked {
         return Ok(Err(err));
     }
+    *batch_unwritten += entry.len() as u64;
     let conn = app.db.conn();
     let seq = Db::next_seq(conn)?;
     let log = db::logs::append(conn, &then.key, &entry, seq)?;
@@ -133,20 +136,25 @@ pub fn read(app: &mut App, request: &Request, key: &str) -> Result<Step, ApiErro
     let log = store.log;
     let after = after.unwrap_or(log.log_base);
     if after < log.log_base || after > log.log_head {
-        return Err(ApiError::Gone);
+        return Err(ApiError::Gone(Forgotten::LogEntries));
     }
     let page = paging::Page::new(limit, app.others_waiting);
-    let (mut body, mut entries, mut more) = (Vec::new(), 0, false);
-    db::logs::read(app.db.conn(), key, after, limit, |index, bytes| {
-        if page.is_full(entries) || (entries > 0 && body.len() + 12 + bytes.len() > MAX_READ_BYTES) {
+    let (mut entries, mut framed, mut more) = (0, 0, false);
+    let fits = |_: u64, length: usize| {
+        let fits = !page.is_full(entries) && (entries == 0 || framed + 12 + length <= MAX_READ_BYTES);
+        if fits {
+            entries += 1;
+            framed += 12 + length;
+        } else {
             more = true;
-            return ControlFlow::Break(());
         }
+        fits
+    };
+    let mut body = Vec::new();
+    db::logs::read(app.db.conn(), key, after, limit, fits, |index, bytes| {
         body.extend_from_slice(&index.to_be_bytes());
         body.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
         body.extend_from_slice(bytes);
-        entries += 1;
-        ControlFlow::Continue(())
     })?;
     let mut response = Response::bytes(200, body)
         .with_header("Content-Type", "application/octet-stream")

@@ -74,7 +74,10 @@ pub fn get(app: &mut App, request: &Request, key: &str) -> Result<Step, ApiError
     let (store, held) = visible(app, key, &session)?;
     let etag = format!("\"{}\"", store.token);
     if if_none_match.is_some_and(|tags| tags.matches(&store.token)) {
-        return respond(Response::new(304).with_header("ETag", etag).with_header("Cache-Control", REVALIDATE));
+        return respond(with_log_headers(
+            Response::new(304).with_header("ETag", etag).with_header("Cache-Control", REVALIDATE),
+            &store,
+        ));
     }
     let file = app.open_files.get(&app.blobs, &store.file)?;
     let mut response = Response::new(200)
@@ -84,15 +87,22 @@ pub fn get(app: &mut App, request: &Request, key: &str) -> Result<Step, ApiError
         .with_header("Sync-Permission", held.as_str())
         .with_header("Sync-Seq", store.seq.to_string())
         .with_header("Last-Modified", http_date(store.modified));
+    response = with_log_headers(response, &store);
     if let Some(meta) = store.meta {
         response.header("Sync-Meta", meta);
     }
+    response.body = Body::File { file, len: store.size };
+    respond(response)
+}
+
+/// `Sync-Log-Head` and `Sync-Log-Base` once the store's log has an entry
+/// (on 304s too: an append does not change the ETag).
+fn with_log_headers(mut response: Response, store: &StoreRow) -> Response {
     if store.log.log_head > 0 {
         response.header("Sync-Log-Head", store.log.log_head.to_string());
         response.header("Sync-Log-Base", store.log.log_base.to_string());
     }
-    response.body = Body::File { file, len: store.size };
-    respond(response)
+    response
 }
 
 /// `GET /v1/stores[?limit=L][&after=K]`: one page of the caller's stores
@@ -183,6 +193,7 @@ pub fn finish_uploads(
         false => None,
     };
     let mut published = Vec::new();
+    let mut unwritten = 0;
     let mut answers = Vec::with_capacity(uploads.len());
     let mut failed = None;
     for (then, received) in uploads {
@@ -190,7 +201,9 @@ pub fn finish_uploads(
             (PendingWrite::Put(put), Received::File(file), Some(batch)) => {
                 stage_put(app, batch, put, file, &mut published)
             }
-            (PendingWrite::Append(append), Received::Entry(entry), _) => logs::stage_append(app, append, entry),
+            (PendingWrite::Append(append), Received::Entry(entry), _) => {
+                logs::stage_append(app, append, entry, &mut unwritten)
+            }
             _ => Err(ApiError::Internal("a body of the wrong kind for its write".into())),
         };
         match staged {

@@ -4,7 +4,6 @@
 
 use super::stores::LogState;
 use rusqlite::{Connection, params};
-use std::ops::ControlFlow;
 
 /// Appends `entry` as the store's next index, makes `seq` the store's
 /// `seq`, and returns the log's new state.
@@ -45,23 +44,27 @@ pub fn bytes_after(conn: &Connection, key: &str, upto: u64) -> rusqlite::Result<
         .query_row(params![key, upto], |row| row.get(0))
 }
 
-/// Hands `each` the retained entries with an index above `after`, in
-/// order, until it says stop (at most `limit + 1`).
+/// Hands the retained entries with an index above `after`, in order, to
+/// `each` until `fits(index, length)` says no (at most `limit + 1` are
+/// looked at); an entry that will not be sent is never loaded.
 pub fn read(
     conn: &Connection,
     key: &str,
     after: u64,
     limit: usize,
-    mut each: impl FnMut(u64, &[u8]) -> ControlFlow<()>,
+    mut fits: impl FnMut(u64, usize) -> bool,
+    mut each: impl FnMut(u64, &[u8]),
 ) -> rusqlite::Result<()> {
-    let mut statement = conn
-        .prepare_cached("SELECT idx, bytes FROM store_log WHERE store_key = ?1 AND idx > ?2 ORDER BY idx LIMIT ?3")?;
+    let mut statement = conn.prepare_cached(
+        "SELECT idx, length(bytes), bytes FROM store_log WHERE store_key = ?1 AND idx > ?2 ORDER BY idx LIMIT ?3",
+    )?;
     let mut rows = statement.query(params![key, after, limit.saturating_add(1)])?;
     while let Some(row) = rows.next()? {
         let index: u64 = row.get(0)?;
-        if each(index, row.get_ref(1)?.as_blob()?).is_break() {
+        if !fits(index, row.get(1)?) {
             break;
         }
+        each(index, row.get_ref(2)?.as_blob()?);
     }
     Ok(())
 }
@@ -169,14 +172,12 @@ mod tests {
                     Op::Read { after_offset, limit } => {
                         let after = model.base + u64::from(after_offset) % (model.head - model.base + 1);
                         let mut got = Vec::new();
-                        read(conn, "k", after, limit, |index, bytes| {
-                            if got.len() == limit {
-                                return ControlFlow::Break(());
-                            }
-                            got.push((index, bytes.to_vec()));
-                            ControlFlow::Continue(())
-                        })
-                        .unwrap();
+                        let mut looked = 0;
+                        let fits = |_: u64, _: usize| {
+                            looked += 1;
+                            looked <= limit
+                        };
+                        read(conn, "k", after, limit, fits, |index, bytes| got.push((index, bytes.to_vec()))).unwrap();
                         let expected: Vec<_> =
                             model.entries.iter().filter(|(index, _)| *index > after).take(limit).cloned().collect();
                         proptest::prop_assert_eq!(got, expected);

@@ -192,6 +192,12 @@ impl Connection {
         Ok(())
     }
 
+    /// Bytes received after the last head and not read yet (the start of
+    /// a body, or a pipelined request).
+    pub fn buffered(&self) -> u64 {
+        self.pending.len() as u64
+    }
+
     /// Whether the client has closed its side (or the connection broke).
     /// Bytes already sent (a pipelined request) mean it is still there.
     pub fn peer_closed(&mut self) -> bool {

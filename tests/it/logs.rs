@@ -247,3 +247,31 @@ fn quota_long_polls_deletion_and_backups_see_logs() {
     assert_eq!(code, 0, "{stdout}");
     assert!(stdout.contains("0 log entries"), "deleting the store deleted its log: {stdout}");
 }
+
+/// Review finding: an entry that has not arrived yet must not be waited for
+/// when the answer does not need it — small or not, with or without
+/// `Expect: 100-continue`.
+#[test]
+fn refusals_of_appends_do_not_wait_for_the_entry() {
+    let server = Server::start();
+    let token = server.register("early");
+    server.put("k", &token, &[], b"x");
+    for (auth, extra, expected) in [
+        (String::new(), "", 401),
+        (String::new(), "Expect: 100-continue\r\n", 401),
+        (format!("Authorization: Bearer {token}\r\n"), "If-Log-Head: 7\r\n", 412),
+    ] {
+        let mut conn = server.connect();
+        let started = Instant::now();
+        conn.send(
+            format!("POST /v1/stores/k/log HTTP/1.1\r\nHost: t\r\n{auth}{extra}Content-Length: 1000\r\n\r\n")
+                .as_bytes(),
+        );
+        let resp = conn.read_response(false);
+        assert_eq!(resp.status, expected, "{}", resp.text());
+        assert!(started.elapsed() < Duration::from_secs(2), "answered at once: {:?}", started.elapsed());
+    }
+    let gone = read(&server, "k", &token, "?after=5");
+    assert_eq!((gone.status, gone.error()), (410, "gone".to_owned()));
+    assert!(gone.json()["message"].as_str().unwrap().contains("Sync-Log-Base"), "{}", gone.text());
+}
