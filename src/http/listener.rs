@@ -135,8 +135,9 @@ impl Register {
         Some(Slot { register: Arc::clone(self), id })
     }
 
-    /// How many connections are open (for tests and figures).
-    pub fn open_count(&self) -> usize {
+    /// How many connections are open.
+    #[cfg(test)]
+    fn open_count(&self) -> usize {
         self.lock().entries.len()
     }
 }

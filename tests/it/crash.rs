@@ -1,7 +1,7 @@
 //! Crash safety: `kill -9` in the middle of a storm of conditional writes,
 //! then a restart on the same data directory.
 
-use crate::support::{Conn, Options, Server, cli, store_files, temp_files};
+use crate::support::{Conn, Options, Server, cli, request_bytes, store_files, temp_files};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -302,20 +302,6 @@ enum LogOp {
     Compact { upto: u64, body: Vec<u8> },
 }
 
-fn log_request(path: &str, token: &str, headers: &[(&str, &str)], body: &[u8], method: &str) -> Vec<u8> {
-    let mut head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {token}\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (name, value) in headers {
-        head.push_str(&format!("{name}: {value}\r\n"));
-    }
-    head.push_str("\r\n");
-    let mut bytes = head.into_bytes();
-    bytes.extend_from_slice(body);
-    bytes
-}
-
 /// Appends (and now and then compacts) until the server dies; returns what
 /// was acknowledged and what was in flight.
 fn append_storm(
@@ -337,15 +323,17 @@ fn append_storm(
             LogOp::Append(format!("w{writer} entry {step} {}", "x".repeat((step % 50) as usize)).into_bytes())
         };
         let request = match &op {
-            LogOp::Append(entry) => log_request(&format!("/v1/stores/log{writer}/log"), token, &[], entry, "POST"),
+            LogOp::Append(entry) => {
+                request_bytes("POST", &format!("/v1/stores/log{writer}/log"), Some(token), &[], entry)
+            }
             LogOp::Compact { upto, body } => {
                 let base = upto.to_string();
-                log_request(
+                request_bytes(
+                    "PUT",
                     &format!("/v1/stores/log{writer}"),
-                    token,
+                    Some(token),
                     &[("If-Match", &known.etag), ("Sync-Log-Base", &base)],
                     body,
-                    "PUT",
                 )
             }
         };

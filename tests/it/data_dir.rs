@@ -3,7 +3,9 @@
 //! migrate nothing, schema versions, file modes, backups and their
 //! generation, and commits by the command line that wake parked polls.
 
-use crate::support::{BIN, Conn, Options, PASSWORD, Resp, Server, database, files_below, request_bytes, store_files};
+use crate::support::{
+    BIN, Conn, Options, PASSWORD, Resp, Server, database, files_below, request_bytes, store_files, wrapped_command,
+};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -71,14 +73,7 @@ impl Cli {
     }
 
     fn run(self) -> Ran {
-        let mut command = match self.wrapper.split_first() {
-            Some((program, args)) => {
-                let mut command = Command::new(program);
-                command.args(args).arg(BIN);
-                command
-            }
-            None => Command::new(BIN),
-        };
+        let mut command = wrapped_command(&self.wrapper);
         command.args(&self.args).env_clear().env("PBKDF2_ITERATIONS", "1000");
         if let Some(root) = &self.root {
             command.env("STATIC_ROOT", root);

@@ -52,14 +52,7 @@ impl Server {
 
     /// Starts on an existing (or new) root that outlives the server.
     pub fn start_in(root: &Path, options: Options) -> Server {
-        let mut command = match options.wrapper.split_first() {
-            Some((program, args)) => {
-                let mut command = Command::new(program);
-                command.args(args).arg(BIN);
-                command
-            }
-            None => Command::new(BIN),
-        };
+        let mut command = wrapped_command(&options.wrapper);
         command
             .env_clear()
             .env("PORT", "0")
@@ -282,6 +275,19 @@ impl Conn {
                 true
             }
         }
+    }
+}
+
+/// A command that runs the binary, through `wrapper` (a program and its
+/// arguments, e.g. `prlimit …`) if one is given.
+pub fn wrapped_command(wrapper: &[String]) -> Command {
+    match wrapper.split_first() {
+        Some((program, args)) => {
+            let mut command = Command::new(program);
+            command.args(args).arg(BIN);
+            command
+        }
+        None => Command::new(BIN),
     }
 }
 
