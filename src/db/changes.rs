@@ -19,13 +19,15 @@ pub struct Change {
 /// Records change `seq` of a store for every account with a permission on
 /// it; returns those accounts (whose long-polls must wake).
 pub fn touch_store(conn: &Connection, key: &str, seq: i64, now: i64) -> rusqlite::Result<Vec<String>> {
-    let mut statement = conn.prepare_cached(
+    conn.prepare_cached(
         "INSERT INTO change_log (account_id, store_key, seq, changed)
          SELECT account_id, store_key, ?2, ?3 FROM account_permission WHERE store_key = ?1
-         ON CONFLICT (account_id, store_key) DO UPDATE SET seq = excluded.seq, changed = excluded.changed
-         RETURNING account_id",
-    )?;
-    let rows = statement.query_map(params![key, seq, now], |row| row.get(0))?;
+         ON CONFLICT (account_id, store_key) DO UPDATE SET seq = excluded.seq, changed = excluded.changed",
+    )?
+    .execute(params![key, seq, now])?;
+    // Not `RETURNING`: see `db::logs` on why hot writes avoid it.
+    let mut statement = conn.prepare_cached("SELECT account_id FROM account_permission WHERE store_key = ?1")?;
+    let rows = statement.query_map([key], |row| row.get(0))?;
     rows.collect()
 }
 

@@ -8,14 +8,11 @@ use rusqlite::{Connection, params};
 /// Appends `entry` as the store's next index, makes `seq` the store's
 /// `seq`, and returns the log's new state.
 pub fn append(conn: &Connection, key: &str, entry: &[u8], seq: i64) -> rusqlite::Result<LogState> {
-    let state = conn
-        .prepare_cached(
-            "UPDATE sync_store SET log_head = log_head + 1, log_bytes = log_bytes + ?2, seq = ?3
-             WHERE store_key = ?1 RETURNING log_head, log_base, log_bytes",
-        )?
-        .query_row(params![key, entry.len() as u64, seq], |row| {
-            Ok(LogState { log_head: row.get(0)?, log_base: row.get(1)?, log_bytes: row.get(2)? })
-        })?;
+    conn.prepare_cached(
+        "UPDATE sync_store SET log_head = log_head + 1, log_bytes = log_bytes + ?2, seq = ?3 WHERE store_key = ?1",
+    )?
+    .execute(params![key, entry.len() as u64, seq])?;
+    let state = state(conn, key)?;
     conn.prepare_cached("INSERT INTO store_log (store_key, idx, bytes) VALUES (?1, ?2, ?3)")?.execute(params![
         key,
         state.log_head,
@@ -31,11 +28,19 @@ pub fn compact(conn: &Connection, key: &str, upto: u64) -> rusqlite::Result<LogS
     conn.prepare_cached(
         "UPDATE sync_store SET log_base = ?2,
            log_bytes = (SELECT coalesce(sum(length(bytes)), 0) FROM store_log WHERE store_key = ?1)
-         WHERE store_key = ?1 RETURNING log_head, log_base, log_bytes",
+         WHERE store_key = ?1",
     )?
-    .query_row(params![key, upto], |row| {
-        Ok(LogState { log_head: row.get(0)?, log_base: row.get(1)?, log_bytes: row.get(2)? })
-    })
+    .execute(params![key, upto])?;
+    state(conn, key)
+}
+
+/// The store's log state as of this transaction. (Writes read it back with
+/// a SELECT rather than `RETURNING`: SQLite gathers returned rows in a
+/// temporary b-tree, whose page cache is allocated and freed per statement,
+/// which made glibc shrink and regrow the heap on every append.)
+fn state(conn: &Connection, key: &str) -> rusqlite::Result<LogState> {
+    conn.prepare_cached("SELECT log_head, log_base, log_bytes FROM sync_store WHERE store_key = ?1")?
+        .query_row([key], |row| Ok(LogState { log_head: row.get(0)?, log_base: row.get(1)?, log_bytes: row.get(2)? }))
 }
 
 /// Bytes of the entries above `upto` (what a compaction to `upto` keeps).
