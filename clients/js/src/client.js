@@ -1,0 +1,156 @@
+/**
+ * `SyncClient`: the whole HTTP API of Sync Node (SPEC revision 2) as plain
+ * calls, without encryption: sessions and accounts here, stores in
+ * `client.stores`, logs in `client.logs`, the feed via `client.changes`.
+ * The encrypted, high-level API (`Vault`) is built on it.
+ */
+
+import { Transport } from './transport.js';
+import { memoryTokens } from './tokens.js';
+import { Stores, clientInfo } from './stores.js';
+import { Logs } from './logs.js';
+import { fromHex, toHex, utf8 } from './bytes.js';
+
+/**
+ * @typedef {object} Session
+ * @property {string} token
+ * @property {number} expires
+ * @property {string} keySalt 64 hex chars (SPEC §3)
+ */
+
+/**
+ * @typedef {object} Changes
+ * @property {number} seq the cursor to pass as `since` next
+ * @property {string} generation
+ * @property {boolean} more
+ * @property {{key: string, seq: number, token: string|null, permission: string|null, logHead: number|null}[]} changes
+ */
+
+export class SyncClient {
+  /**
+   * @param {object} options
+   * @param {string} options.url the server, e.g. `https://sync.example.org`
+   * @param {import('./tokens.js').TokenStore} [options.tokens] where the session token is kept (default: memory)
+   * @param {(error: import('./errors.js').SyncError) => void} [options.onUnauthorized] called when the server rejects the token (expired, revoked)
+   * @param {typeof fetch} [options.fetch] a fetch to use instead of the global one
+   */
+  constructor(options) {
+    this.transport = new Transport({ ...options, tokens: options.tokens ?? memoryTokens() });
+    this.stores = new Stores(this.transport);
+    this.logs = new Logs(this.transport);
+    /** @type {string|undefined} the account's `key_salt`, once known */
+    this.keySalt = undefined;
+  }
+
+  /** The token store in use. */
+  get tokens() {
+    return this.transport.tokens;
+  }
+
+  /** `GET /v1/info`: the server's limits and `generation` (cached). */
+  info() {
+    return clientInfo(this.transport);
+  }
+
+  /**
+   * Creates an account and signs in (keeps the token).
+   * @param {{id: string, password: string, invite?: string}} account
+   * @returns {Promise<Session>}
+   */
+  async register({ id, password, invite }) {
+    const json = invite === undefined ? { id, password } : { id, password, invite };
+    return this.#keep(await this.transport.json('POST', '/v1/accounts', { json, auth: false }));
+  }
+
+  /** @param {{id: string, password: string}} credentials @returns {Promise<Session>} */
+  async signIn({ id, password }) {
+    return this.#keep(await this.transport.json('POST', '/v1/sessions', { json: { id, password }, auth: false }));
+  }
+
+  /** Ends this session (the token no longer works anywhere) and forgets it. */
+  async signOut() {
+    try {
+      await this.transport.request('DELETE', '/v1/sessions/current', { expect: [401] });
+    } finally {
+      await this.tokens.set(null);
+    }
+  }
+
+  /** Ends every session of the account, this one included. */
+  async signOutEverywhere() {
+    try {
+      await this.transport.request('DELETE', '/v1/sessions', { expect: [401] });
+    } finally {
+      await this.tokens.set(null);
+    }
+  }
+
+  /** `GET /v1/account`. @returns {Promise<{account: string, keySalt: string, storeCount: number, bytesUsed: number, quotaBytes: number|null}>} */
+  async account() {
+    const a = await this.transport.json('GET', '/v1/account');
+    this.keySalt = a.key_salt;
+    return { account: a.account, keySalt: a.key_salt, storeCount: a.store_count, bytesUsed: a.bytes_used, quotaBytes: a.quota_bytes };
+  }
+
+  /** Other sessions are revoked; this one stays. @param {{password: string, newPassword: string}} change */
+  async changePassword({ password, newPassword }) {
+    await this.transport.request('PUT', '/v1/account/password', { json: { password, new_password: newPassword } });
+  }
+
+  /** Asks the server to send a reset token to the owner of `id` (202 whether or not it exists). @param {string} id */
+  async requestReset(id) {
+    await this.transport.request('POST', '/v1/password-reset', { json: { id }, auth: false });
+  }
+
+  /** Sets a new password with a reset token; every session is revoked. @param {{id: string, token: string, newPassword: string}} reset */
+  async confirmReset({ id, token, newPassword }) {
+    await this.transport.request('POST', '/v1/password-reset/confirm', { json: { id, token, new_password: newPassword }, auth: false });
+  }
+
+  /** Deletes the account and the stores it alone owns. @param {{password: string}} confirm */
+  async deleteAccount({ password }) {
+    await this.transport.request('DELETE', '/v1/account', { json: { password } });
+    await this.tokens.set(null);
+  }
+
+  /**
+   * `GET /v1/changes`. @param {{since: number, wait?: number, limit?: number, signal?: AbortSignal}} query
+   * @returns {Promise<Changes>}
+   */
+  async changes({ since, wait, limit, signal }) {
+    let path = `/v1/changes?since=${since}`;
+    if (wait) path += `&wait=${wait}`;
+    if (limit) path += `&limit=${limit}`;
+    const raw = await this.transport.json('GET', path, { signal });
+    return {
+      seq: raw.seq,
+      generation: raw.generation,
+      more: raw.more,
+      changes: raw.changes.map((/** @type {any} */ c) => ({
+        key: c.key,
+        seq: c.seq,
+        token: c.token,
+        permission: c.permission,
+        logHead: c.log_head,
+      })),
+    };
+  }
+
+  /**
+   * The recommended store key for a name (SPEC §3): hex(HMAC-SHA256(key_salt,
+   * name)), so the server never learns names. Needs a session.
+   * @param {string} name
+   */
+  async keyFor(name) {
+    if (!this.keySalt) await this.account();
+    const key = await crypto.subtle.importKey('raw', fromHex(/** @type {string} */ (this.keySalt)), { name: 'HMAC', hash: 'SHA-256' }, false, ['sign']);
+    return toHex(new Uint8Array(await crypto.subtle.sign('HMAC', key, utf8(name))));
+  }
+
+  /** @param {any} raw @returns {Promise<Session>} */
+  async #keep(raw) {
+    await this.tokens.set(raw.token);
+    this.keySalt = raw.key_salt;
+    return { token: raw.token, expires: raw.expires, keySalt: raw.key_salt };
+  }
+}

@@ -1,0 +1,168 @@
+/**
+ * The feed follower: long-polls `GET /v1/changes` from a persisted cursor
+ * and emits what changed. It backs off with full jitter on failures
+ * (honouring `Retry-After`), pauses while the page is hidden or the
+ * browser offline, and on a `410` or a new server `generation` starts over
+ * with a full listing (`since=0`) flagged `resync`, after which the app
+ * must re-check what it holds.
+ *
+ * Events (it is an EventTarget; `event.detail` carries the data):
+ * - `changes`: `{changes, seq, resync}`
+ * - `status`: `'connecting' | 'live' | 'paused' | 'backoff' | 'stopped'`
+ * - `error`: the error before a back-off
+ */
+
+import { SyncError } from './errors.js';
+import { backoffDelay, sleep } from './backoff.js';
+
+/**
+ * @typedef {{seq: number, generation: string|null}} Cursor
+ * @typedef {{get(): Cursor|null|Promise<Cursor|null>, set(cursor: Cursor): void|Promise<void>}} CursorStore
+ */
+
+/** A cursor kept in memory. @returns {CursorStore} */
+export function memoryCursor() {
+  /** @type {Cursor|null} */
+  let cursor = null;
+  return { get: () => cursor, set: (c) => void (cursor = c) };
+}
+
+/** A cursor kept in `localStorage` under `name`. @param {string} name @returns {CursorStore} */
+export function localStorageCursor(name) {
+  return {
+    get: () => JSON.parse(globalThis.localStorage.getItem(name) ?? 'null'),
+    set: (c) => globalThis.localStorage.setItem(name, JSON.stringify(c)),
+  };
+}
+
+export class Feed extends EventTarget {
+  /**
+   * @param {import('./client.js').SyncClient} client
+   * @param {object} [options]
+   * @param {CursorStore} [options.cursor] where the cursor persists (default: memory, starting with a full listing)
+   * @param {number} [options.wait] long-poll seconds, below 60 so proxies keep the request (default 50)
+   * @param {number} [options.limit] changes per answer
+   * @param {(changes: any[]) => Promise<any[]>|any[]} [options.decorate] adds to each change before it is emitted
+   * @param {{baseMs?: number, capMs?: number}} [options.backoff]
+   */
+  constructor(client, options = {}) {
+    super();
+    this.client = client;
+    this.cursor = options.cursor ?? memoryCursor();
+    this.wait = Math.min(Math.max(options.wait ?? 50, 0), 59);
+    this.limit = options.limit;
+    this.decorate = options.decorate ?? ((/** @type {any[]} */ c) => c);
+    this.backoff = options.backoff ?? {};
+    /** @type {string} */
+    this.status = 'stopped';
+    this.running = false;
+    /** @type {AbortController|null} */
+    this.abort = null;
+    this.paused = false;
+    this.onVisibility = () => this.#setPaused(globalThis.document?.visibilityState === 'hidden' || globalThis.navigator?.onLine === false);
+  }
+
+  /** Starts following (resolves once stopped). */
+  start() {
+    if (this.running) return this.loop;
+    this.running = true;
+    globalThis.document?.addEventListener?.('visibilitychange', this.onVisibility);
+    globalThis.addEventListener?.('online', this.onVisibility);
+    globalThis.addEventListener?.('offline', this.onVisibility);
+    this.onVisibility();
+    this.loop = this.#run();
+    return this.loop;
+  }
+
+  /** Stops following; a poll in flight is aborted. */
+  async stop() {
+    this.running = false;
+    globalThis.document?.removeEventListener?.('visibilitychange', this.onVisibility);
+    globalThis.removeEventListener?.('online', this.onVisibility);
+    globalThis.removeEventListener?.('offline', this.onVisibility);
+    this.abort?.abort();
+    await this.loop;
+  }
+
+  /** @param {boolean} paused */
+  #setPaused(paused) {
+    if (paused === this.paused) return;
+    this.paused = paused;
+    this.abort?.abort();
+  }
+
+  /** @param {string} status */
+  #emitStatus(status) {
+    if (status === this.status) return;
+    this.status = status;
+    this.dispatchEvent(new CustomEvent('status', { detail: status }));
+  }
+
+  async #run() {
+    let failures = 0;
+    while (this.running) {
+      if (this.paused) {
+        this.#emitStatus('paused');
+        this.abort = new AbortController();
+        await sleep(60_000, this.abort.signal);
+        continue;
+      }
+      this.abort = new AbortController();
+      try {
+        await this.#step(this.abort.signal);
+        failures = 0;
+      } catch (error) {
+        if (!this.running || this.abort.signal.aborted) continue;
+        this.dispatchEvent(new CustomEvent('error', { detail: error }));
+        const retryAfter = error instanceof SyncError ? error.retryAfter : null;
+        this.#emitStatus('backoff');
+        await sleep(backoffDelay(failures++, { ...this.backoff, retryAfterSeconds: retryAfter }), this.abort.signal);
+      }
+    }
+    this.#emitStatus('stopped');
+  }
+
+  /** One answer from the feed. @param {AbortSignal} signal */
+  async #step(signal) {
+    const saved = await this.cursor.get();
+    if (!saved) return this.#resync(signal);
+    if (this.status !== 'live') this.#emitStatus('connecting');
+    let answer;
+    try {
+      answer = await this.client.changes({ since: saved.seq, wait: this.status === 'live' ? this.wait : 0, limit: this.limit, signal });
+    } catch (error) {
+      if (error instanceof SyncError && error.status === 410) return this.#resync(signal);
+      throw error;
+    }
+    if (saved.generation !== null && answer.generation !== saved.generation) return this.#resync(signal);
+    this.#emitStatus('live');
+    if (answer.changes.length > 0) await this.#emit(answer.changes, answer.seq, false);
+    await this.cursor.set({ seq: answer.seq, generation: answer.generation });
+  }
+
+  /**
+   * Everything accessible now (`since=0`, all pages), emitted with
+   * `resync: true`; the cursor then continues from there.
+   * @param {AbortSignal} signal
+   */
+  async #resync(signal) {
+    this.#emitStatus('connecting');
+    let since = 0;
+    let answer;
+    const all = [];
+    do {
+      answer = await this.client.changes({ since, limit: this.limit, signal });
+      all.push(...answer.changes);
+      since = answer.seq;
+    } while (answer.more);
+    this.#emitStatus('live');
+    await this.#emit(all, answer.seq, true);
+    await this.cursor.set({ seq: answer.seq, generation: answer.generation });
+  }
+
+  /** @param {any[]} changes @param {number} seq @param {boolean} resync */
+  async #emit(changes, seq, resync) {
+    const decorated = await this.decorate(changes);
+    this.dispatchEvent(new CustomEvent('changes', { detail: { changes: decorated, seq, resync } }));
+  }
+}

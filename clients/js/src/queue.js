@@ -1,0 +1,114 @@
+/**
+ * The offline write queue: writes that could not reach the server are kept
+ * in order in a `QueueStore` and replayed, in order and each still
+ * conditional, once it answers again (also after a restart of the app).
+ * Two stores share one small interface: memory and IndexedDB.
+ */
+
+/**
+ * @typedef {{id: number} & Record<string, any>} QueuedWrite
+ * @typedef {object} QueueStore
+ * @property {(record: Record<string, any>) => Promise<number>} add keeps a record; returns its id (ids increase)
+ * @property {() => Promise<QueuedWrite[]>} list every record, oldest first
+ * @property {(id: number) => Promise<void>} remove
+ */
+
+/** A queue store that lasts as long as the page or process. @returns {QueueStore} */
+export function memoryQueueStore() {
+  /** @type {QueuedWrite[]} */
+  const records = [];
+  let next = 1;
+  return {
+    add: async (record) => {
+      const id = next++;
+      records.push({ ...structuredClone(record), id });
+      return id;
+    },
+    list: async () => records.map((r) => structuredClone(r)),
+    remove: async (id) => {
+      const at = records.findIndex((r) => r.id === id);
+      if (at >= 0) records.splice(at, 1);
+    },
+  };
+}
+
+/**
+ * A queue store in IndexedDB (browsers): survives reloads and restarts.
+ * @param {string} [name] the database name
+ * @returns {QueueStore}
+ */
+export function indexedDbQueueStore(name = 'sync-node-queue') {
+  /** @type {Promise<IDBDatabase>|null} */
+  let opened = null;
+  const db = () =>
+    (opened ??= new Promise((resolve, reject) => {
+      const request = globalThis.indexedDB.open(name, 1);
+      request.onupgradeneeded = () => request.result.createObjectStore('writes', { keyPath: 'id', autoIncrement: true });
+      request.onsuccess = () => resolve(request.result);
+      request.onerror = () => reject(request.error);
+    }));
+  /** @template T @param {IDBTransactionMode} mode @param {(store: IDBObjectStore) => IDBRequest<T>} act @returns {Promise<T>} */
+  const run = async (mode, act) => {
+    const tx = (await db()).transaction('writes', mode);
+    const request = act(tx.objectStore('writes'));
+    return new Promise((resolve, reject) => {
+      tx.oncomplete = () => resolve(request.result);
+      tx.onerror = () => reject(tx.error);
+      tx.onabort = () => reject(tx.error);
+    });
+  };
+  return {
+    add: async (record) => Number(await run('readwrite', (s) => s.add({ ...record }))),
+    list: async () => /** @type {QueuedWrite[]} */ (await run('readonly', (s) => s.getAll())),
+    remove: async (id) => {
+      await run('readwrite', (s) => s.delete(id));
+    },
+  };
+}
+
+export class OfflineQueue {
+  /** @param {QueueStore} store */
+  constructor(store) {
+    this.store = store;
+    /** @type {Promise<number>|null} */
+    this.replaying = null;
+  }
+
+  /** @param {Record<string, any>} write */
+  add(write) {
+    return this.store.add(write);
+  }
+
+  /** How many writes wait. */
+  async size() {
+    return (await this.store.list()).length;
+  }
+
+  /**
+   * Replays the queued writes in order with `execute`. A write that fails
+   * with a transient error (no answer, 503, 429 …) stops the replay and
+   * stays first in line; one that fails otherwise is handed to `onFailure`
+   * and dropped. One replay at a time. Returns how many remain.
+   * @param {(write: QueuedWrite) => Promise<void>} execute
+   * @param {(write: QueuedWrite, error: unknown) => void} [onFailure]
+   */
+  replay(execute, onFailure) {
+    this.replaying ??= (async () => {
+      try {
+        for (const write of await this.store.list()) {
+          try {
+            await execute(write);
+          } catch (error) {
+            if (/** @type {any} */ (error)?.transient) break;
+            onFailure?.(write, error);
+          }
+          await this.store.remove(write.id);
+        }
+        return (await this.store.list()).length;
+      } finally {
+        this.replaying = null;
+      }
+    })();
+    return this.replaying;
+  }
+}

@@ -1,0 +1,81 @@
+/**
+ * One feed connection per origin, shared by all tabs: the tabs elect a
+ * leader with a Web Lock; the leader alone runs a `Feed` and broadcasts
+ * what it emits on a BroadcastChannel; the others listen. When the
+ * leader's tab closes, its lock is released and another tab takes over,
+ * from the shared persisted cursor. Where Web Locks or BroadcastChannel
+ * are missing (Node), every instance simply leads.
+ */
+
+import { Feed } from './feed.js';
+
+export class SharedFeed extends EventTarget {
+  /**
+   * @param {import('./client.js').SyncClient} client
+   * @param {ConstructorParameters<typeof Feed>[1] & {name?: string}} [options]
+   *   `name` tells apart feeds of different accounts or servers (default:
+   *   the server URL); the cursor should be shared by the tabs too
+   *   (e.g. `localStorageCursor`).
+   */
+  constructor(client, options = {}) {
+    super();
+    this.client = client;
+    this.options = options;
+    this.name = `sync-node-feed:${options.name ?? client.transport.base}`;
+    /** @type {'leader'|'follower'|'stopped'} */
+    this.role = 'stopped';
+    /** @type {Feed|null} */
+    this.feed = null;
+    /** @type {BroadcastChannel|null} */
+    this.channel = null;
+    /** @type {(() => void)|null} */
+    this.release = null;
+  }
+
+  /** Starts following, as leader or as follower. */
+  start() {
+    const locks = globalThis.navigator?.locks;
+    if (!locks || typeof BroadcastChannel === 'undefined') {
+      this.#lead();
+      return;
+    }
+    this.role = 'follower';
+    this.channel = new BroadcastChannel(this.name);
+    this.channel.onmessage = (event) => {
+      if (this.role === 'follower') this.dispatchEvent(new CustomEvent(event.data.type, { detail: event.data.detail }));
+    };
+    const held = new Promise((resolve) => {
+      this.release = () => resolve(undefined);
+    });
+    locks.request(this.name, async () => {
+      if (this.role === 'stopped') return;
+      this.#lead();
+      await held;
+    });
+  }
+
+  #lead() {
+    this.role = 'leader';
+    this.feed = new Feed(this.client, this.options);
+    for (const type of ['changes', 'status', 'error']) {
+      this.feed.addEventListener(type, (event) => {
+        const detail = /** @type {CustomEvent} */ (event).detail;
+        this.dispatchEvent(new CustomEvent(type, { detail }));
+        // Errors do not survive structured cloning whole: send their gist.
+        const shared = type === 'error' ? { code: detail?.code, message: String(detail?.message ?? detail) } : detail;
+        this.channel?.postMessage({ type, detail: shared });
+      });
+    }
+    this.feed.start();
+  }
+
+  /** Stops following; a leader hands the feed to another tab. */
+  async stop() {
+    this.role = 'stopped';
+    await this.feed?.stop();
+    this.feed = null;
+    this.channel?.close();
+    this.channel = null;
+    this.release?.();
+  }
+}

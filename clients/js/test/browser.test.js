@@ -1,0 +1,96 @@
+// The portable suites again, in headless Chromium, the page on another
+// origin than the servers (CORS is real); then what only a browser has:
+// tabs sharing one feed connection, and the notes example in two contexts.
+import { test, describe, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { startStatic } from './harness/static.js';
+import { launch } from './harness/chromium.js';
+import { suites } from './harness/suites.js';
+import { ensureBinary, TestServer } from './harness/server.js';
+import { SyncClient } from '../src/index.js';
+
+ensureBinary();
+const site = await startStatic();
+const browser = await launch();
+const context = await browser.newContext();
+const page = await context.newPage();
+const pageErrors = [];
+page.on('pageerror', (error) => pageErrors.push(error));
+await page.goto(`${site.url}/test/harness/browser.html`);
+await page.waitForFunction(() => window.ready === true);
+
+after(async () => {
+  await browser.close();
+  await site.close();
+});
+
+for (const suite of suites) {
+  describe(`chromium: ${suite.name}`, () => {
+    let names = [];
+    before(async () => {
+      names = await page.evaluate((name) => window.startSuite(name), suite.name);
+    });
+    for (const name of Object.keys(suite.tests)) {
+      test(name, async () => {
+        assert.ok(names.includes(name) || suite.name === 'queue', `the page knows ${name}`);
+        if (!names.includes(name)) return; // browser-only adapters differ by name
+        const failure = await page.evaluate(([s, t]) => window.runTest(s, t), [suite.name, name]);
+        assert.equal(failure, null, failure ?? '');
+      });
+    }
+  });
+}
+
+test('chromium: the page runs the IndexedDB queue store too', async () => {
+  const names = await page.evaluate(() => window.startSuite('queue'));
+  assert.ok(names.some((n) => n.includes('indexedDb')));
+  for (const name of names.filter((n) => n.includes('indexedDb'))) {
+    const failure = await page.evaluate(([s, t]) => window.runTest(s, t), ['queue', name]);
+    assert.equal(failure, null, failure ?? '');
+  }
+});
+
+test('chromium: no uncaught page errors', () => {
+  assert.deepEqual(pageErrors.map(String), []);
+});
+
+test('chromium: two tabs share one feed connection, and a tab takes over when the leader closes', async () => {
+  const server = await new TestServer().start();
+  try {
+    const client = new SyncClient({ url: server.url });
+    const { token } = await client.register({ id: 'tabs@example.org', password: 'a long password' });
+    const tabs = [];
+    for (let i = 0; i < 2; i++) {
+      const tab = await context.newPage();
+      await tab.goto(`${site.url}/test/harness/tabs.html`);
+      await tab.waitForFunction(() => window.ready === true);
+      await tab.evaluate(([url, t]) => window.startShared(url, t), [server.url, token]);
+      tabs.push(tab);
+    }
+    const roles = async () => Promise.all(tabs.map((t) => t.evaluate(() => window.feed.role)));
+    await waitFor(async () => (await roles()).sort().join() === 'follower,leader', 'one leader, one follower');
+    await waitFor(async () => (await Promise.all(tabs.map((t) => t.evaluate(() => window.feed.feed?.status)))).includes('live'), 'the leader is live');
+    await client.stores.put('first', new TextEncoder().encode('x'));
+    for (const tab of tabs) await waitFor(() => tab.evaluate(() => window.seen.includes('first')), 'both tabs hear of it');
+    const requests = await Promise.all(tabs.map((t) => t.evaluate(() => window.feedRequests)));
+    const leader = (await roles()).indexOf('leader');
+    assert.ok(requests[leader] > 0, 'the leader polls');
+    assert.equal(requests[1 - leader], 0, 'the follower never polls');
+    await tabs[leader].close();
+    const survivor = tabs[1 - leader];
+    await waitFor(() => survivor.evaluate(() => window.feed.role === 'leader'), 'the other tab takes over');
+    await client.stores.put('second', new TextEncoder().encode('y'));
+    await waitFor(() => survivor.evaluate(() => window.seen.includes('second')), 'the new leader hears of it');
+    await survivor.close();
+  } finally {
+    await server.dispose();
+  }
+});
+
+async function waitFor(check, what, ms = 15_000) {
+  const end = Date.now() + ms;
+  while (!(await check())) {
+    if (Date.now() > end) throw new Error(`${what}: not within ${ms} ms`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}

@@ -1,0 +1,9 @@
+// The portable suites, run in Node and in Chromium alike.
+import api from '../suite/api.js';
+import stores from '../suite/stores.js';
+import logs from '../suite/logs.js';
+import vault from '../suite/vault.js';
+import feed from '../suite/feed.js';
+import queue from '../suite/queue.js';
+
+export const suites = [api, stores, logs, vault, feed, queue];

@@ -1,0 +1,69 @@
+// The feed follower: live changes, resume after a server restart, 410 and
+// a new generation (a restored backup) lead to a full resync.
+import { SyncClient, Vault, Feed, memoryCursor, backoffDelay } from '../../src/index.js';
+import { equal, ok, eventually } from './assert.js';
+
+const bytes = (s) => new TextEncoder().encode(s);
+
+async function follow(feed) {
+  const seen = [];
+  const statuses = [];
+  feed.addEventListener('changes', (e) => seen.push(e.detail));
+  feed.addEventListener('status', (e) => statuses.push(e.detail));
+  feed.start();
+  await eventually(() => feed.status === 'live', 10_000, 'live');
+  return { seen, statuses };
+}
+
+export default {
+  name: 'feed',
+  tests: {
+    async 'back-off: full jitter, capped, never under Retry-After'() {
+      equal(backoffDelay(0, { random: () => 0.999 }), 499);
+      equal(backoffDelay(10, { random: () => 0.999 }), 29_970);
+      equal(backoffDelay(50, { random: () => 1 - 1e-9 }) <= 30_000, true);
+      equal(backoffDelay(3, { random: () => 0, retryAfterSeconds: 7 }), 7000);
+      for (let i = 0; i < 200; i++) {
+        const d = backoffDelay(i % 12);
+        ok(d >= 0 && d <= Math.min(30_000, 500 * 2 ** (i % 12)), `delay ${d}`);
+      }
+    },
+
+    async 'changes arrive live, with names, and the feed resumes after a restart'(env) {
+      const id = env.unique('feed');
+      const vault = await Vault.create(new SyncClient({ url: env.url }), { id, passphrase: 'feed passphrase words' });
+      const feed = vault.follow({ wait: 5, backoff: { baseMs: 50, capMs: 300 } });
+      const { seen, statuses } = await follow(feed);
+      equal(seen.length, 1, 'a first full listing');
+      equal(seen[0].resync, true);
+      await vault.put('todo', 'milk');
+      await eventually(() => seen.some((b) => b.changes.some((c) => c.name === 'todo')), 10_000, 'live change');
+      await env.restart();
+      await vault.put('todo', 'milk, eggs').catch(async () => vault.put('todo', 'milk, eggs'));
+      await eventually(() => seen.filter((b) => b.changes.some((c) => c.name === 'todo')).length >= 2, 15_000, 'change after restart');
+      ok(statuses.includes('backoff') || statuses.includes('connecting'), statuses.join());
+      equal(seen.filter((b) => b.resync).length, 1, 'a restart is not a resync');
+      await feed.stop();
+      equal(feed.status, 'stopped');
+    },
+
+    async '410 and a new generation lead to a full resync'(env) {
+      const client = new SyncClient({ url: env.url });
+      await client.register({ id: env.unique('gen'), password: 'a long password' });
+      await client.stores.put('kept', bytes('x'));
+      const cursor = memoryCursor();
+      const info = await client.info();
+      await cursor.set({ seq: 1_000_000, generation: info.generation });
+      const feed = new Feed(client, { cursor, wait: 2, backoff: { baseMs: 50, capMs: 300 } });
+      const { seen } = await follow(feed);
+      equal(seen[0].resync, true, '410 → resync');
+      equal(seen[0].changes.length, 1);
+      const before = (await cursor.get()).generation;
+      await env.restoreBackup();
+      await eventually(() => seen.length >= 2, 15_000, 'resync after restore');
+      equal(seen[1].resync, true, 'new generation → resync');
+      ok((await cursor.get()).generation !== before, 'the cursor takes the new generation');
+      await feed.stop();
+    },
+  },
+};
