@@ -94,3 +94,55 @@ async function waitFor(check, what, ms = 15_000) {
     await new Promise((r) => setTimeout(r, 50));
   }
 }
+
+test('chromium: the notes example syncs two browser contexts live and merges a conflict', async () => {
+  const server = await new TestServer().start();
+  const devices = [await browser.newContext(), await browser.newContext()];
+  try {
+    const pages = [];
+    for (const [i, device] of devices.entries()) {
+      const p = await device.newPage();
+      p.on('pageerror', (error) => pageErrors.push(error));
+      await p.goto(`${site.url}/examples/notes/index.html?server=${encodeURIComponent(server.url)}`);
+      await p.fill('#id', 'notes@example.org');
+      await p.fill('#passphrase', 'notes passphrase words');
+      await p.click(i === 0 ? '#create' : '#open');
+      await p.waitForSelector('#status.live', { timeout: 15_000 });
+      pages.push(p);
+    }
+    const [a, b] = pages;
+    await a.click('#new');
+    await a.fill('#title', 'Groceries');
+    await a.fill('#body', 'milk');
+    await a.click('#save');
+    await b.waitForSelector('#list li:has-text("Groceries")', { timeout: 15_000 });
+    await b.click('#list li:has-text("Groceries")');
+    await waitFor(async () => (await b.inputValue('#body')) === 'milk', 'b opens the note');
+    // Both edit; a saves first, b's save meets a newer version and merges.
+    await b.fill('#body', 'milk\neggs');
+    await a.fill('#body', 'milk\nbread');
+    await a.click('#save');
+    await b.waitForSelector('#note-state:has-text("another device")', { timeout: 15_000 });
+    await b.click('#save');
+    await waitFor(async () => (await b.inputValue('#body')) === 'milk\nbread\neggs', 'b merged');
+    await waitFor(async () => (await a.inputValue('#body')) === 'milk\nbread\neggs', 'a sees the merge live');
+    assert.equal(server.filesContain('Groceries') || server.filesContain('bread'), false, 'nothing readable on the server');
+    if (process.env.NOTES_SCREENSHOT) {
+      const shot = await browser.newPage({ viewport: { width: 1200, height: 350 } });
+      await shot.goto(`${site.url}/examples/notes/side-by-side.html?server=${encodeURIComponent(server.url)}`);
+      for (const side of ['#left', '#right']) {
+        const frame = shot.frameLocator(side);
+        await frame.locator('#id').fill('notes@example.org');
+        await frame.locator('#passphrase').fill('notes passphrase words');
+        await frame.locator('#open').click();
+        await frame.locator('#status.live').waitFor({ timeout: 15_000 });
+        await frame.locator('#list li:has-text("Groceries")').click();
+      }
+      await shot.screenshot({ path: process.env.NOTES_SCREENSHOT });
+      await shot.close();
+    }
+  } finally {
+    for (const device of devices) await device.close();
+    await server.dispose();
+  }
+});
