@@ -16,6 +16,9 @@ const subtle = globalThis.crypto.subtle;
  */
 const source = (bytes) => /** @type {Uint8Array<ArrayBuffer>} */ (bytes);
 
+/** The shortest passphrase accepted (the server's own minimum for passwords). */
+export const MIN_PASSPHRASE = 8;
+
 /** PBKDF2-SHA256 iterations for the passphrase; lower values are refused. */
 export const MIN_ITERATIONS = 600_000;
 
@@ -37,6 +40,9 @@ export function normaliseId(id) {
 export async function fromPassphrase(passphrase, id, iterations = MIN_ITERATIONS) {
   if (!Number.isSafeInteger(iterations) || iterations < MIN_ITERATIONS) {
     throw new RangeError(`at least ${MIN_ITERATIONS} PBKDF2 iterations`);
+  }
+  if ([...passphrase].length < MIN_PASSPHRASE) {
+    throw new SyncError('bad_request', `a passphrase has at least ${MIN_PASSPHRASE} characters`);
   }
   const material = await subtle.importKey('raw', utf8(passphrase), 'PBKDF2', false, ['deriveBits']);
   const salt = utf8(`sync-node/v1/passphrase/${normaliseId(id)}`);

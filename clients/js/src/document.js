@@ -21,6 +21,8 @@ export class LogDocument {
     this.seenIndex = 0;
     /** Updates retained on the server that are not in the snapshot. */
     this.pending = 0;
+    /** Another device wrote the body: the next pull reloads. */
+    this.stale = false;
   }
 
   /**
@@ -42,6 +44,7 @@ export class LogDocument {
       }
       this.token = item.token;
       this.seenIndex = item.logBase;
+      this.stale = false;
       try {
         const page = await this.vault.log(this.name).read({ after: item.logBase });
         this.seenIndex = page.entries.at(-1)?.index ?? item.logBase;
@@ -69,42 +72,57 @@ export class LogDocument {
   /**
    * Updates appended since the last load or pull (including this
    * device's own, which CRDTs apply idempotently). `reload` means another
-   * device compacted past what this one had seen: the app must replace
-   * its state with `snapshot` and apply `updates`.
+   * device wrote the body (compacted, or replaced the document): the app
+   * must merge `snapshot` into its state (a CRDT merge keeps its own
+   * changes) and apply `updates`.
    * @returns {Promise<{updates: Uint8Array[]} | {reload: true, snapshot: Uint8Array, updates: Uint8Array[]}>}
    */
   async pull() {
-    try {
-      const page = await this.vault.log(this.name).read({ after: this.seenIndex });
-      this.seenIndex = page.entries.at(-1)?.index ?? this.seenIndex;
-      this.pending = Math.max(0, page.logHead - page.logBase);
-      return { updates: page.entries.map((e) => e.data) };
-    } catch (error) {
-      if (!(error instanceof SyncError && error.status === 410)) throw error;
-      const loaded = await this.load(new Uint8Array(0));
-      return { reload: true, ...loaded };
+    if (!this.stale) {
+      try {
+        const page = await this.vault.log(this.name).read({ after: this.seenIndex });
+        // A head below what this device saw: the document was deleted and
+        // made again; its log is another one.
+        if (page.logHead >= this.seenIndex) {
+          this.seenIndex = page.entries.at(-1)?.index ?? this.seenIndex;
+          this.pending = Math.max(0, page.logHead - page.logBase);
+          return { updates: page.entries.map((e) => e.data) };
+        }
+      } catch (error) {
+        if (!(error instanceof SyncError && error.status === 410)) throw error;
+      }
     }
+    const loaded = await this.load(new Uint8Array(0));
+    return { reload: true, ...loaded };
   }
 
   /**
    * Writes `snapshot`, which must contain every update up to the last one
    * this document handed over or appended, and drops those updates from
    * the log. Returns false (nothing written) when another device wrote the
-   * body first: pull, then try later.
+   * body first, or the log has updates the snapshot lacks: pull (which
+   * then reloads), then try later.
    * @param {Uint8Array|string} snapshot
    */
   async compact(snapshot) {
     if (this.token === null) throw new SyncError('bad_request', 'load the document before compacting it');
-    const page = await this.vault.log(this.name).read({ after: this.seenIndex });
-    if (page.entries.length > 0) return false; // updates the snapshot does not have yet
+    if (this.stale) return false;
+    let page;
+    try {
+      page = await this.vault.log(this.name).read({ after: this.seenIndex });
+    } catch (error) {
+      if (!(error instanceof SyncError && error.status === 410)) throw error;
+      this.stale = true; // compacted past what this device has seen
+      return false;
+    }
+    if (page.entries.length > 0 || page.logHead < this.seenIndex) return false; // updates the snapshot lacks, or another document
     const key = await this.vault.keyOf(this.name);
     const body = await this.vault.sealSnapshot(key, asBytes(snapshot));
     const state = await this.vault.client.logs.compact(key, body.sealed, { ifMatch: this.token, upto: page.logHead });
     if (!state) {
-      // Another device compacted. If it folded in only updates this one has
-      // seen, its body is as good as ours: compact on top of it next time.
-      const head = await this.vault.client.stores.head(key);
-      if (head && head.logBase <= this.seenIndex) this.token = head.token;
+      // Another device wrote the body (a compaction, or a plain write):
+      // what it holds is unknown here until the document is reloaded.
+      this.stale = true;
       return false;
     }
     body.commit(state.token);

@@ -40,8 +40,9 @@ export class Feed extends EventTarget {
    * @param {import('./client.js').SyncClient} client
    * @param {object} [options]
    * @param {CursorStore} [options.cursor] where the cursor persists (default: memory, starting with a full listing)
-   * @param {number} [options.wait] long-poll seconds, below 60 so proxies keep the request (default 50)
+   * @param {number} [options.wait] long-poll seconds, 1 to 59 (below 60 so proxies keep the request; default 50)
    * @param {number} [options.limit] changes per answer
+   * @param {boolean} [options.pauseWhenHidden] pause while the page is hidden (default true; offline always pauses)
    * @param {(changes: any[]) => Promise<any[]>|any[]} [options.decorate] adds to each change before it is emitted
    * @param {{baseMs?: number, capMs?: number}} [options.backoff]
    */
@@ -49,46 +50,54 @@ export class Feed extends EventTarget {
     super();
     this.client = client;
     this.cursor = options.cursor ?? memoryCursor();
-    this.wait = Math.min(Math.max(options.wait ?? 50, 0), 59);
+    this.wait = Math.min(Math.max(Math.round(options.wait ?? 50), 1), 59);
     this.limit = options.limit;
+    this.pauseWhenHidden = options.pauseWhenHidden ?? true;
     this.decorate = options.decorate ?? ((/** @type {any[]} */ c) => c);
     this.backoff = options.backoff ?? {};
     /** @type {string} */
     this.status = 'stopped';
-    this.running = false;
-    /** @type {AbortController|null} */
-    this.abort = null;
+    /** @type {{abort: AbortController, done: Promise<void>}|null} the running loop */
+    this.run = null;
+    /** @type {AbortController|null} what the loop waits for now */
+    this.currentStep = null;
     this.paused = false;
-    this.onVisibility = () => this.#setPaused(globalThis.document?.visibilityState === 'hidden' || globalThis.navigator?.onLine === false);
+    this.onVisibility = () => {
+      const hidden = this.pauseWhenHidden && globalThis.document?.visibilityState === 'hidden';
+      this.#setPaused(hidden || globalThis.navigator?.onLine === false);
+    };
   }
 
-  /** Starts following (resolves once stopped). */
+  /** Starts following (a feed already running goes on). */
   start() {
-    if (this.running) return this.loop;
-    this.running = true;
+    if (this.run) return;
     globalThis.document?.addEventListener?.('visibilitychange', this.onVisibility);
     globalThis.addEventListener?.('online', this.onVisibility);
     globalThis.addEventListener?.('offline', this.onVisibility);
     this.onVisibility();
-    this.loop = this.#run();
-    return this.loop;
+    const run = { abort: new AbortController(), done: Promise.resolve() };
+    this.run = run;
+    run.done = this.#loop(run);
   }
 
-  /** Stops following; a poll in flight is aborted. */
+  /** Stops following; a poll in flight is aborted. Resolves once stopped. */
   async stop() {
-    this.running = false;
+    const run = this.run;
+    if (!run) return;
+    this.run = null;
     globalThis.document?.removeEventListener?.('visibilitychange', this.onVisibility);
     globalThis.removeEventListener?.('online', this.onVisibility);
     globalThis.removeEventListener?.('offline', this.onVisibility);
-    this.abort?.abort();
-    await this.loop;
+    run.abort.abort();
+    await run.done;
   }
 
   /** @param {boolean} paused */
   #setPaused(paused) {
     if (paused === this.paused) return;
     this.paused = paused;
-    this.abort?.abort();
+    // Wakes the loop from its poll or sleep: it pauses, or resumes at once.
+    this.currentStep?.abort();
   }
 
   /** @param {string} status */
@@ -98,28 +107,35 @@ export class Feed extends EventTarget {
     this.dispatchEvent(new CustomEvent('status', { detail: status }));
   }
 
-  async #run() {
+  /** @param {{abort: AbortController}} run */
+  async #loop(run) {
     let failures = 0;
-    while (this.running) {
-      if (this.paused) {
-        this.#emitStatus('paused');
-        this.abort = new AbortController();
-        await sleep(60_000, this.abort.signal);
-        continue;
-      }
-      this.abort = new AbortController();
+    const live = () => this.run === run && !run.abort.signal.aborted;
+    while (live()) {
+      // One controller per step, tied to the run's: stop() ends both.
+      const step = new AbortController();
+      this.currentStep = step;
+      const stopped = () => step.abort();
+      run.abort.signal.addEventListener('abort', stopped, { once: true });
       try {
-        await this.#step(this.abort.signal);
+        if (this.paused) {
+          this.#emitStatus('paused');
+          await sleep(60_000, step.signal);
+          continue;
+        }
+        await this.#step(step.signal);
         failures = 0;
       } catch (error) {
-        if (!this.running || this.abort.signal.aborted) continue;
+        if (!live() || step.signal.aborted) continue;
         this.dispatchEvent(new CustomEvent('error', { detail: error }));
         const retryAfter = error instanceof SyncError ? error.retryAfter : null;
         this.#emitStatus('backoff');
-        await sleep(backoffDelay(failures++, { ...this.backoff, retryAfterSeconds: retryAfter }), this.abort.signal);
+        await sleep(backoffDelay(failures++, { ...this.backoff, retryAfterSeconds: retryAfter }), step.signal);
+      } finally {
+        run.abort.signal.removeEventListener('abort', stopped);
       }
     }
-    this.#emitStatus('stopped');
+    if (!this.run) this.#emitStatus('stopped');
   }
 
   /** One answer from the feed. @param {AbortSignal} signal */

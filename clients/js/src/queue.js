@@ -11,6 +11,9 @@
  * @property {(record: Record<string, any>) => Promise<number>} add keeps a record; returns its id (ids increase)
  * @property {() => Promise<QueuedWrite[]>} list every record, oldest first
  * @property {(id: number) => Promise<void>} remove
+ * @property {string} [lockName] a name shared by every instance over the same
+ *   storage (tabs of one origin): replays then take a Web Lock by it, so two
+ *   tabs never replay one queue at once
  */
 
 /** A queue store that lasts as long as the page or process. @returns {QueueStore} */
@@ -58,6 +61,7 @@ export function indexedDbQueueStore(name = 'sync-node-queue') {
     });
   };
   return {
+    lockName: `sync-node-queue:${name}`,
     add: async (record) => Number(await run('readwrite', (s) => s.add({ ...record }))),
     list: async () => /** @type {QueuedWrite[]} */ (await run('readonly', (s) => s.getAll())),
     remove: async (id) => {
@@ -86,29 +90,33 @@ export class OfflineQueue {
 
   /**
    * Replays the queued writes in order with `execute`. A write that fails
-   * with a transient error (no answer, 503, 429 …) stops the replay and
-   * stays first in line; one that fails otherwise is handed to `onFailure`
-   * and dropped. One replay at a time. Returns how many remain.
+   * with a transient error (no answer, 503, 429 …) or for want of a session
+   * (401: sign in again, then replay) stops the replay and stays first in
+   * line; one the server refuses for good is handed to `onFailure` and
+   * taken out of the queue. One replay at a time (across tabs too, when
+   * the store has a `lockName`). Returns how many remain.
    * @param {(write: QueuedWrite) => Promise<void>} execute
    * @param {(write: QueuedWrite, error: unknown) => void} [onFailure]
    */
   replay(execute, onFailure) {
-    this.replaying ??= (async () => {
-      try {
-        for (const write of await this.store.list()) {
-          try {
-            await execute(write);
-          } catch (error) {
-            if (/** @type {any} */ (error)?.transient) break;
-            onFailure?.(write, error);
-          }
-          await this.store.remove(write.id);
+    const run = async () => {
+      for (const write of await this.store.list()) {
+        try {
+          await execute(write);
+        } catch (error) {
+          const e = /** @type {any} */ (error);
+          if (e?.transient || e?.status === 401) break;
+          onFailure?.(write, error);
         }
-        return (await this.store.list()).length;
-      } finally {
-        this.replaying = null;
+        await this.store.remove(write.id);
       }
-    })();
+      return (await this.store.list()).length;
+    };
+    const locks = globalThis.navigator?.locks;
+    const lockName = this.store.lockName;
+    this.replaying ??= (locks && lockName ? locks.request(lockName, run) : run()).finally(() => {
+      this.replaying = null;
+    });
     return this.replaying;
   }
 }

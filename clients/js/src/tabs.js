@@ -34,29 +34,36 @@ export class SharedFeed extends EventTarget {
 
   /** Starts following, as leader or as follower. */
   start() {
+    if (this.role !== 'stopped') return;
     const locks = globalThis.navigator?.locks;
     if (!locks || typeof BroadcastChannel === 'undefined') {
       this.#lead();
       return;
     }
     this.role = 'follower';
-    this.channel = new BroadcastChannel(this.name);
-    this.channel.onmessage = (event) => {
+    const channel = new BroadcastChannel(this.name);
+    this.channel = channel;
+    channel.onmessage = (event) => {
       if (this.role === 'follower') this.dispatchEvent(new CustomEvent(event.data.type, { detail: event.data.detail }));
     };
-    const held = new Promise((resolve) => {
-      this.release = () => resolve(undefined);
-    });
-    locks.request(this.name, async () => {
-      if (this.role === 'stopped') return;
-      this.#lead();
-      await held;
-    });
+    // This start's claim on the lock: stop() releases it, or withdraws it
+    // while it still waits.
+    const claim = new AbortController();
+    const held = new Promise((resolve) => claim.signal.addEventListener('abort', resolve, { once: true }));
+    this.release = () => claim.abort();
+    locks
+      .request(this.name, { signal: claim.signal }, async () => {
+        if (claim.signal.aborted || this.channel !== channel) return;
+        this.#lead();
+        await held;
+      })
+      .catch(() => undefined); // withdrawn by stop()
   }
 
   #lead() {
     this.role = 'leader';
-    this.feed = new Feed(this.client, this.options);
+    // Other tabs rely on this one: hidden or not, it keeps polling.
+    this.feed = new Feed(this.client, { ...this.options, pauseWhenHidden: false });
     for (const type of ['changes', 'status', 'error']) {
       this.feed.addEventListener(type, (event) => {
         const detail = /** @type {CustomEvent} */ (event).detail;
@@ -72,10 +79,12 @@ export class SharedFeed extends EventTarget {
   /** Stops following; a leader hands the feed to another tab. */
   async stop() {
     this.role = 'stopped';
-    await this.feed?.stop();
+    const feed = this.feed;
     this.feed = null;
     this.channel?.close();
     this.channel = null;
+    await feed?.stop();
     this.release?.();
+    this.release = null;
   }
 }

@@ -18,6 +18,8 @@ import { LogDocument } from './document.js';
 
 const BODY_FORMAT = 1;
 const MAX_META_BYTES = 8000;
+/** Names the library keeps for itself (the keyring). */
+const RESERVED = 'sync-node/';
 
 /**
  * @typedef {object} Item a decrypted store
@@ -33,23 +35,38 @@ const MAX_META_BYTES = 8000;
  * @property {number} logBase
  */
 
-/** @typedef {import('./conflict.js').Resolve<Uint8Array>} Resolve */
+/**
+ * @typedef {(local: Uint8Array, remote: () => Promise<{data: Uint8Array, meta: any, token: string}|null>, current: import('./errors.js').CurrentState|null) => Uint8Array|{data: Uint8Array, meta: any}|null|undefined|Promise<Uint8Array|{data: Uint8Array, meta: any}|null|undefined>} Resolve
+ *   On a conflict: `local` is what you tried to write, `await remote()`
+ *   downloads the version that won (`null` if deleted since), `current` is
+ *   its state as the 412 told it (no download). Return the bytes to write
+ *   instead (or `{data, meta}` to change the metadata too), or `null` to
+ *   keep the winner.
+ */
+
+/** @typedef {{queue?: import('./queue.js').QueueStore, resolve?: Resolve, iterations?: number}} VaultOptions */
+/** @typedef {{written: true, token: string, version: number, created: boolean} | {skipped: true} | {queued: true}} PutResult */
 
 export class Vault {
+  /** @type {Uint8Array} the account data key; never leaves this object */
+  #dataKey;
+
   /**
    * Use `Vault.create`, `Vault.open` or `Vault.recover`.
    * @param {import('./client.js').SyncClient} client @param {Uint8Array} dataKey @param {CryptoKey} content @param {string} keySalt
-   * @param {{queue?: import('./queue.js').QueueStore, resolve?: Resolve}} options
+   * @param {VaultOptions} options
    */
   constructor(client, dataKey, content, keySalt, options) {
     this.client = client;
-    this.dataKey = dataKey;
+    this.#dataKey = dataKey;
     this.content = content;
     this.keySalt = keySalt;
     /** The default conflict resolver (also for queued writes replayed later). */
     this.resolve = options.resolve;
     this.queue = options.queue ? new OfflineQueue(options.queue) : null;
-    /** @type {Map<string, {token: string|null, version: number}>} what this vault last saw of each key */
+    /** @type {{write: any, error: unknown}[]} queued writes the server refused for good (403, 413, a 412 with no resolver …) */
+    this.rejected = [];
+    /** @type {Map<string, {token: string, version: number, meta: any}>} what this vault last saw of each key */
     this.seen = new Map();
     /** @type {Map<string, string>} key → name */
     this.names = new Map();
@@ -59,60 +76,75 @@ export class Vault {
    * Registers `id` and sets up its keys: the server gets a password
    * derived from the passphrase, never the passphrase.
    * @param {import('./client.js').SyncClient} client
-   * @param {{id: string, passphrase: string, invite?: string, iterations?: number, queue?: import('./queue.js').QueueStore, resolve?: Resolve}} options
+   * @param {{id: string, passphrase: string, invite?: string} & VaultOptions} options
    */
   static async create(client, options) {
     const { password, kek } = await fromPassphrase(options.passphrase, options.id, options.iterations);
     const session = await client.register({ id: options.id, password, invite: options.invite });
-    return Vault.#setUp(client, kek, session.keySalt, options);
+    return Vault.#setUp(client, kek, session.keySalt, options, null);
   }
 
   /**
-   * Signs in and opens the account's keys with the passphrase.
+   * Signs in and opens the account's keys with the passphrase. With
+   * `recoveryCode`, the keys may be opened with that instead (after a
+   * server-side password reset), and the passphrase then opens them too.
    * @param {import('./client.js').SyncClient} client
-   * @param {{id: string, passphrase: string, iterations?: number, queue?: import('./queue.js').QueueStore, resolve?: Resolve}} options
+   * @param {{id: string, passphrase: string, recoveryCode?: string} & VaultOptions} options
    */
   static async open(client, options) {
     const { password, kek } = await fromPassphrase(options.passphrase, options.id, options.iterations);
+    const recovery = options.recoveryCode ? await fromRecoveryCode(options.recoveryCode) : null;
     const session = await client.signIn({ id: options.id, password });
-    return Vault.#setUp(client, kek, session.keySalt, options);
+    return Vault.#setUp(client, kek, session.keySalt, options, recovery);
   }
 
   /**
-   * After a server-side password reset: sets a new passphrase with the
-   * reset token, and opens the keys with the recovery code (without one
-   * the old data cannot be read: the server never had the key).
+   * After a server-side password reset (the token from `RESET_HOOK`): sets
+   * a new passphrase, then opens the keys with the recovery code and wraps
+   * them for the new passphrase. Without a code the old data cannot be
+   * read: the server never had the key. If the code is wrong, the reset
+   * has still happened: call `Vault.open` with the new passphrase and the
+   * right `recoveryCode` (no new reset needed).
    * @param {import('./client.js').SyncClient} client
-   * @param {{id: string, resetToken: string, recoveryCode: string, newPassphrase: string, iterations?: number, queue?: import('./queue.js').QueueStore, resolve?: Resolve}} options
+   * @param {{id: string, resetToken: string, recoveryCode: string, newPassphrase: string} & VaultOptions} options
    */
   static async recover(client, options) {
-    const recoveryKek = await fromRecoveryCode(options.recoveryCode);
+    const recovery = await fromRecoveryCode(options.recoveryCode);
     const next = await fromPassphrase(options.newPassphrase, options.id, options.iterations);
     await client.confirmReset({ id: options.id, token: options.resetToken, newPassword: next.password });
     const session = await client.signIn({ id: options.id, password: next.password });
-    const key = await client.keyFor(keyring.KEYRING_NAME);
-    const dataKey = await updateKeyring(client, key, async (ring) => {
-      if (!ring) throw new SyncError('not_found', 'this account has no keyring: there is no data to recover');
-      const opened = await keyring.unwrap(ring, recoveryKek, 'recovery', session.keySalt);
-      // The old passphrase is forgotten or compromised: only the new one and the recovery code open the keys now.
-      const wraps = ring.wraps.filter((w) => w.kind !== 'passphrase');
-      wraps.push(await keyring.wrap(next.kek, opened, 'passphrase', session.keySalt));
-      return { ring: { v: 1, wraps }, dataKey: opened };
-    });
-    return new Vault(client, dataKey, await contentKey(dataKey), session.keySalt, options);
+    return Vault.#setUp(client, next.kek, session.keySalt, options, recovery);
   }
 
   /**
+   * Opens (or for a new account makes) the data key. With `recovery`, a
+   * keyring the passphrase does not open is opened with it, and the
+   * passphrase's wrap is replaced.
    * @param {import('./client.js').SyncClient} client @param {CryptoKey} kek @param {string} keySalt
-   * @param {{queue?: import('./queue.js').QueueStore, resolve?: Resolve}} options
+   * @param {VaultOptions} options @param {CryptoKey|null} recovery
    */
-  static async #setUp(client, kek, keySalt, options) {
+  static async #setUp(client, kek, keySalt, options, recovery) {
     const key = await client.keyFor(keyring.KEYRING_NAME);
     const dataKey = await updateKeyring(client, key, async (ring) => {
-      if (ring) return { ring: null, dataKey: await keyring.unwrap(ring, kek, 'passphrase', keySalt) };
-      // A new account (or one whose set-up was cut short): a new data key.
-      const fresh = newDataKey();
-      return { ring: { v: 1, wraps: [await keyring.wrap(kek, fresh, 'passphrase', keySalt)] }, dataKey: fresh };
+      if (!ring) {
+        // A new account (or one whose set-up was cut short): a new data
+        // key, but never beside stores sealed under a key now lost.
+        if ((await client.account()).storeCount > 0) {
+          throw new SyncError('keyring_missing', 'this account has stores but no keyring: its data key is gone (restore the keyring store from a backup)');
+        }
+        const fresh = newDataKey();
+        return { ring: { v: 1, wraps: [await keyring.wrap(kek, fresh, 'passphrase', keySalt)] }, dataKey: fresh };
+      }
+      try {
+        return { ring: null, dataKey: await keyring.unwrap(ring, kek, 'passphrase', keySalt) };
+      } catch (error) {
+        if (!recovery) throw error;
+      }
+      const opened = await keyring.unwrap(ring, recovery, 'recovery', keySalt);
+      // The old passphrase is forgotten or compromised: only the new one and the recovery code open the keys now.
+      const wraps = ring.wraps.filter((w) => w.kind !== 'passphrase');
+      wraps.push(await keyring.wrap(kek, opened, 'passphrase', keySalt));
+      return { ring: { v: 1, wraps }, dataKey: opened };
     });
     const vault = new Vault(client, dataKey, await contentKey(dataKey), keySalt, options);
     if (vault.queue) await vault.flush().catch(() => undefined);
@@ -126,12 +158,8 @@ export class Vault {
   async addRecoveryCode() {
     const code = newRecoveryCode();
     const kek = await fromRecoveryCode(code);
-    await updateKeyring(this.client, await this.keyOf(keyring.KEYRING_NAME), async (ring) => {
-      if (!ring) throw new SyncError('not_found', 'the keyring is missing');
-      const wraps = ring.wraps.filter((w) => w.kind !== 'recovery');
-      wraps.push(await keyring.wrap(kek, this.dataKey, 'recovery', this.keySalt));
-      return { ring: { v: 1, wraps }, dataKey: this.dataKey };
-    });
+    const wrap = await keyring.wrap(kek, this.#dataKey, 'recovery', this.keySalt);
+    await this.#editKeyring(async (ring) => [...ring.wraps.filter((w) => w.kind !== 'recovery'), wrap]);
     return code;
   }
 
@@ -139,39 +167,48 @@ export class Vault {
    * Changes the passphrase: the data key is re-wrapped, no data is
    * re-encrypted. Every other session is signed out. Safe to cut short at
    * any point: the new wrap is added before the server password changes,
-   * the old one removed after.
+   * and the old one removed only after the server confirmed the change.
    * @param {{id: string, passphrase: string, newPassphrase: string, iterations?: number}} change
    */
   async changePassphrase({ id, passphrase, newPassphrase, iterations }) {
+    if (newPassphrase === passphrase) throw new SyncError('bad_request', 'the new passphrase is the same as the old one');
     const current = await fromPassphrase(passphrase, id, iterations);
     const next = await fromPassphrase(newPassphrase, id, iterations);
-    const key = await this.keyOf(keyring.KEYRING_NAME);
-    /** @param {(ring: keyring.Keyring) => Promise<keyring.Wrap[]>} edit */
-    const rewrite = (edit) =>
-      updateKeyring(this.client, key, async (ring) => {
-        if (!ring) throw new SyncError('not_found', 'the keyring is missing');
-        return { ring: { v: 1, wraps: await edit(ring) }, dataKey: this.dataKey };
-      });
-    const added = await keyring.wrap(next.kek, this.dataKey, 'passphrase', this.keySalt);
-    await rewrite(async (ring) => [...ring.wraps, added]);
+    const added = await keyring.wrap(next.kek, this.#dataKey, 'passphrase', this.keySalt);
+    await this.#editKeyring(async (ring) => [...ring.wraps, added]);
     try {
       await this.client.changePassword({ password: current.password, newPassword: next.password });
     } catch (error) {
-      await rewrite(async (ring) => ring.wraps.filter((w) => w.wrapped !== added.wrapped));
+      // Only a definite refusal undoes the new wrap; after any other failure
+      // the server may have changed the password, and the wrap is needed.
+      if (error instanceof SyncError && error.code === 'wrong_password') {
+        await this.#editKeyring(async (ring) => ring.wraps.filter((w) => w.wrapped !== added.wrapped));
+      }
       throw error;
     }
-    await rewrite(async (ring) => {
+    const opens = (/** @type {CryptoKey} */ kek, /** @type {keyring.Wrap} */ w) =>
+      keyring.unwrap({ v: 1, wraps: [w] }, kek, 'passphrase', this.keySalt).then(() => true, () => false);
+    await this.#editKeyring(async (ring) => {
       const kept = [];
       for (const w of ring.wraps) {
-        const opensWithOld = w.kind === 'passphrase' && (await keyring.unwrap({ v: 1, wraps: [w] }, current.kek, 'passphrase', this.keySalt).then(() => true, () => false));
-        if (!opensWithOld) kept.push(w);
+        const old = w.kind === 'passphrase' && (await opens(current.kek, w)) && !(await opens(next.kek, w));
+        if (!old) kept.push(w);
       }
       return kept;
     });
   }
 
+  /** @param {(ring: keyring.Keyring) => Promise<keyring.Wrap[]>} edit */
+  async #editKeyring(edit) {
+    await updateKeyring(this.client, await this.client.keyFor(keyring.KEYRING_NAME), async (ring) => {
+      if (!ring) throw new SyncError('keyring_missing', 'the keyring store is missing');
+      return { ring: { v: 1, wraps: await edit(ring) }, dataKey: this.#dataKey };
+    });
+  }
+
   /** The store key for a name. @param {string} name */
   async keyOf(name) {
+    if (name.startsWith(RESERVED)) throw new SyncError('bad_request', `names starting with '${RESERVED}' are the library's`);
     const key = await this.client.keyFor(name);
     this.names.set(key, name);
     return key;
@@ -194,42 +231,62 @@ export class Vault {
     }
     const { version, data } = await this.#openBody(key, body.data);
     const { name, meta } = await this.#openMeta(key, body.meta ?? null);
-    this.seen.set(key, { token: body.token, version });
+    this.seen.set(key, { token: body.token, version, meta });
     return { name, key, data, meta, token: body.token, version, seq: body.seq, permission: body.permission ?? null, logHead: body.logHead, logBase: body.logBase };
   }
 
   /**
-   * Writes `data` (and `meta`, any JSON value) as the store `name`,
-   * conditionally on the version this vault last read or wrote (or as a
-   * new store if it has seen none). On a conflict, `resolve` (or the
-   * vault's) decides what to write; without one the 412 is thrown.
-   * With a queue, a write that cannot reach the server is queued and
-   * `{queued: true}` returned.
+   * Writes `data` as the store `name`, conditionally on the version this
+   * vault last read or wrote (or as a new store if it has seen none).
+   * `meta` (any JSON value) replaces the metadata; absent, the metadata
+   * last seen is kept. On a conflict, `resolve` (or the vault's) decides
+   * what to write; without one the 412 is thrown. With a queue, a write
+   * that cannot reach the server (or that would overtake writes still
+   * queued) is queued.
    * @param {string} name @param {Uint8Array|string|ArrayBuffer|ArrayBufferView} data
    * @param {{meta?: any, resolve?: Resolve, base?: string|null}} [options] `base`: the token the data is based on, if not the last seen
+   * @returns {Promise<PutResult>} `written`, `skipped` (the resolver kept the other version) or `queued`
    */
   async put(name, data, options = {}) {
     const key = await this.keyOf(name);
     const base = options.base !== undefined ? options.base : (this.seen.get(key)?.token ?? null);
-    const meta = await this.#sealMeta(key, name, options.meta ?? null);
-    const body = asBytes(data);
+    const write = { op: 'put', key, name, data: asBytes(data), meta: options.meta, base };
+    if (this.queue && (await this.queue.size()) > 0 && (await this.flush()) > 0) return this.#enqueue(write);
     try {
-      return await this.#write(key, body, meta, base, options.resolve ?? this.resolve);
+      return await this.#write(write, options.resolve ?? this.resolve);
     } catch (error) {
       if (!(this.queue && error instanceof SyncError && error.transient)) throw error;
-      await this.queue.add({ op: 'put', key, name, data: body, meta: options.meta ?? null, base });
-      return { queued: true };
+      return this.#enqueue(write);
     }
   }
 
   /**
+   * Queues a write; a put waiting for the same store is replaced (the new
+   * data supersedes it, on the same base).
+   * @param {{op: string, key: string, name: string, data: Uint8Array, meta: any, base: string|null}} write
+   * @returns {Promise<PutResult>}
+   */
+  async #enqueue(write) {
+    const queue = /** @type {OfflineQueue} */ (this.queue);
+    const earlier = (await queue.store.list()).filter((w) => w.op === 'put' && w.key === write.key);
+    for (const w of earlier) await queue.store.remove(w.id);
+    const base = earlier.length > 0 ? earlier[0].base : write.base;
+    const meta = write.meta === undefined && earlier.length > 0 ? earlier[earlier.length - 1].meta : write.meta;
+    await queue.add({ ...write, base, meta });
+    return { queued: true };
+  }
+
+  /**
    * Deletes the store `name` (OWN required), if it is still at the
-   * version last seen (else a 412 SyncError).
+   * version last seen, or (if this vault has not seen it) at the version
+   * it finds now; else a 412 SyncError.
    * @param {string} name
    */
   async delete(name) {
     const key = await this.keyOf(name);
-    await this.client.stores.delete(key, { ifMatch: this.seen.get(key)?.token ?? '*' });
+    const token = this.seen.get(key)?.token ?? (await this.client.stores.head(key))?.token;
+    if (!token) throw new SyncError('not_found', `no store called ${name}`, { status: 404 });
+    await this.client.stores.delete(key, { ifMatch: token });
     this.seen.delete(key);
   }
 
@@ -288,47 +345,81 @@ export class Vault {
   /**
    * Follows the change feed; each change carries the store's `name` when
    * this vault can tell it. `shared: true` (browsers) shares one feed
-   * connection between all tabs of the origin.
+   * connection between all tabs of the origin (per account).
    * @param {ConstructorParameters<typeof Feed>[1] & {shared?: boolean, name?: string}} [options]
    */
   follow(options = {}) {
-    const decorate = (/** @type {any[]} */ changes) => Promise.all(changes.map(async (c) => ({ ...c, name: await this.#nameOf(c.key, c.token) })));
+    const decorate = async (/** @type {any[]} */ changes) => {
+      // Names this vault has not met yet come from one listing, not a request per store.
+      if (changes.some((c) => c.token !== null && !this.names.has(c.key))) await this.list().catch(() => undefined);
+      return changes.map((c) => ({ ...c, name: this.names.get(c.key) ?? null }));
+    };
     const feedOptions = { ...options, decorate };
-    return options.shared ? new SharedFeed(this.client, feedOptions) : new Feed(this.client, feedOptions);
+    if (!options.shared) return new Feed(this.client, feedOptions);
+    return new SharedFeed(this.client, { name: `${this.client.transport.base}#${this.keySalt}`, ...feedOptions });
   }
 
   /**
    * Replays queued writes in order, each conditional as when it was made
-   * (conflicts go to the vault's `resolve`). Returns how many still wait.
-   * @param {(write: any, error: unknown) => void} [onFailure] for writes the server refused for good
+   * (conflicts go to the vault's `resolve`). Writes the server refuses for
+   * good are moved to `vault.rejected` (and handed to `onFailure`).
+   * Returns how many still wait.
+   * @param {(write: any, error: unknown) => void} [onFailure]
    */
   async flush(onFailure) {
     if (!this.queue) return 0;
-    return this.queue.replay(async (write) => {
-      const meta = await this.#sealMeta(write.key, write.name, write.meta);
-      await this.#write(write.key, write.data, meta, write.base, this.resolve);
-    }, onFailure);
+    return this.queue.replay(
+      async (write) => {
+        const written = await this.#write(/** @type {any} */ (write), this.resolve);
+        if (!('written' in written) && !('skipped' in written)) throw new SyncError('bad_response', 'a queued write neither won nor was skipped');
+      },
+      (write, error) => {
+        this.rejected.push({ write, error });
+        onFailure?.(write, error);
+      },
+    );
   }
 
-  /** @param {string} key @param {Uint8Array} body @param {string} meta @param {string|null} base @param {Resolve} [resolve] */
-  async #write(key, body, meta, base, resolve) {
+  /**
+   * One write through the conflict loop.
+   * @param {{key: string, name: string, data: Uint8Array, meta: any, base: string|null}} write
+   * @param {Resolve} [resolve]
+   * @returns {Promise<PutResult>}
+   */
+  async #write({ key, name, data, meta, base }, resolve) {
+    /** @typedef {{data: Uint8Array, meta: any}} Version */
     const outcome = await writeUntilWon({
-      data: body,
+      data: /** @type {Version} */ ({ data, meta: meta === undefined ? this.seen.get(key)?.meta ?? null : meta }),
       base,
-      resolve,
+      resolve:
+        resolve &&
+        (async (local, remote, current) => {
+          const download = async () => {
+            const r = await remote();
+            return r && { data: r.data.data, meta: r.data.meta, token: r.token };
+          };
+          const merged = await resolve(local.data, download, current);
+          if (merged === null || merged === undefined) return null;
+          if (!(merged instanceof Uint8Array)) return { data: asBytes(merged.data), meta: merged.meta };
+          if (meta !== undefined) return { data: merged, meta };
+          // Metadata not given: keep the winner's (the 412 carried it, sealed).
+          const theirs = current?.meta ? await this.#openMeta(key, current.meta).then((m) => m.meta, () => local.meta) : local.meta;
+          return { data: merged, meta: theirs };
+        }),
       fetchRemote: async () => {
         const item = await this.getByKey(key);
-        return item && { data: item.data, token: item.token };
+        return item && { data: { data: item.data, meta: item.meta }, token: item.token };
       },
-      write: async (data, against) => {
-        const version = (this.seen.get(key)?.version ?? 0) + 1;
-        const sealed = await this.#sealBody(key, version, data);
-        const state = await this.client.stores.put(key, sealed, against === null ? { ifNoneMatch: '*', meta } : { ifMatch: against, meta });
-        this.seen.set(key, { token: state.token, version });
-        return state;
+      write: async (version, against) => {
+        const number = (this.seen.get(key)?.version ?? 0) + 1;
+        const sealed = await this.#sealBody(key, number, version.data);
+        const sealedMeta = await this.#sealMeta(key, name, version.meta);
+        const state = await this.client.stores.put(key, sealed, against === null ? { ifNoneMatch: '*', meta: sealedMeta } : { ifMatch: against, meta: sealedMeta });
+        this.seen.set(key, { token: state.token, version: number, meta: version.meta });
+        return { written: /** @type {true} */ (true), token: state.token, version: number, created: state.created };
       },
     });
-    if ('skipped' in outcome) return { skipped: true, current: outcome.current };
+    if ('skipped' in outcome) return { skipped: true };
     return outcome.written;
   }
 
@@ -338,8 +429,9 @@ export class Vault {
    * @param {string} key @param {Uint8Array} data
    */
   async sealSnapshot(key, data) {
-    const version = (this.seen.get(key)?.version ?? 0) + 1;
-    return { sealed: await this.#sealBody(key, version, data), commit: (/** @type {string} */ token) => void this.seen.set(key, { token, version }) };
+    const seen = this.seen.get(key);
+    const version = (seen?.version ?? 0) + 1;
+    return { sealed: await this.#sealBody(key, version, data), commit: (/** @type {string} */ token) => void this.seen.set(key, { token, version, meta: seen?.meta ?? null }) };
   }
 
   /** @param {string} key @param {number} version @param {Uint8Array} data */
@@ -384,16 +476,9 @@ export class Vault {
     return unpad(await open(this.content, sealed, `sync-node/v1/log/${key}`));
   }
 
-  /** @param {string} key @param {string|null} token */
-  async #nameOf(key, token) {
-    const known = this.names.get(key);
-    if (known || token === null) return known ?? null;
-    try {
-      const state = await this.client.stores.head(key);
-      return state ? (await this.#openMeta(key, state.meta ?? null)).name : null;
-    } catch {
-      return null;
-    }
+  /** Keeps the data key out of logs and JSON. */
+  toJSON() {
+    return { vault: this.client.transport.base };
   }
 }
 

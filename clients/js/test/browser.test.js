@@ -70,10 +70,15 @@ test('chromium: two tabs share one feed connection, and a tab takes over when th
     const roles = async () => Promise.all(tabs.map((t) => t.evaluate(() => window.feed.role)));
     await waitFor(async () => (await roles()).sort().join() === 'follower,leader', 'one leader, one follower');
     await waitFor(async () => (await Promise.all(tabs.map((t) => t.evaluate(() => window.feed.feed?.status)))).includes('live'), 'the leader is live');
-    await client.stores.put('first', new TextEncoder().encode('x'));
-    for (const tab of tabs) await waitFor(() => tab.evaluate(() => window.seen.includes('first')), 'both tabs hear of it');
-    const requests = await Promise.all(tabs.map((t) => t.evaluate(() => window.feedRequests)));
     const leader = (await roles()).indexOf('leader');
+    // The leader's tab goes to the background: the other tab still relies on it.
+    await tabs[leader].evaluate(() => {
+      Object.defineProperty(document, 'visibilityState', { value: 'hidden', configurable: true });
+      document.dispatchEvent(new Event('visibilitychange'));
+    });
+    await client.stores.put('first', new TextEncoder().encode('x'));
+    for (const tab of tabs) await waitFor(() => tab.evaluate(() => window.seen.includes('first')), 'both tabs hear of it, the leader hidden');
+    const requests = await Promise.all(tabs.map((t) => t.evaluate(() => window.feedRequests)));
     assert.ok(requests[leader] > 0, 'the leader polls');
     assert.equal(requests[1 - leader], 0, 'the follower never polls');
     await tabs[leader].close();

@@ -83,6 +83,7 @@ async function save() {
       return new TextEncoder().encode(theirs ? mergeLines(new TextDecoder().decode(local), new TextDecoder().decode(theirs.data)) : new TextDecoder().decode(local));
     },
   });
+  if ('skipped' in result) $('note-state').textContent = 'kept the other version';
   dirty = false;
   await openNote(name);
   await refreshList();

@@ -47,6 +47,29 @@ export default {
       equal(feed.status, 'stopped');
     },
 
+    async 'stop and start at once leave one loop; wait is at least 1 s'(env) {
+      const client = new SyncClient({ url: env.url });
+      await client.register({ id: env.unique('race'), password: 'a long password' });
+      let polls = 0;
+      const counting = new SyncClient({ url: env.url, tokens: client.tokens, fetch: (u, i) => (String(u).includes('/v1/changes') && polls++, fetch(u, i)) });
+      const feed = new Feed(counting, { wait: 0 });
+      equal(feed.wait, 1);
+      const batches = [];
+      feed.addEventListener('changes', (e) => batches.push(e.detail));
+      feed.start();
+      feed.stop();
+      feed.start();
+      await eventually(() => feed.status === 'live', 10_000, 'live');
+      await new Promise((r) => setTimeout(r, 1500));
+      ok(polls < 8, `a second loop would poll twice as often (${polls} polls)`);
+      await client.stores.put('one', bytes('x'));
+      await eventually(() => batches.some((b) => b.changes.some((c) => c.key === 'one')), 10_000, 'change');
+      await new Promise((r) => setTimeout(r, 300));
+      equal(batches.filter((b) => b.changes.some((c) => c.key === 'one')).length, 1, 'each change once');
+      await feed.stop();
+      equal(feed.status, 'stopped');
+    },
+
     async '410 and a new generation lead to a full resync'(env) {
       const client = new SyncClient({ url: env.url });
       await client.register({ id: env.unique('gen'), password: 'a long password' });

@@ -47,6 +47,46 @@ export default {
     ...adapterTests('memory'),
     ...(globalThis.indexedDB ? adapterTests('indexedDb') : {}),
 
+    async 'offline: two edits of one store make one write, the newest; later puts wait behind the queue'(env) {
+      const id = env.unique('coalesce');
+      const queueStore = env.queueStores.memory();
+      const app = await Vault.create(new SyncClient({ url: env.url }), { id, passphrase: 'coalesce passphrase', queue: queueStore });
+      await app.put('note', 'v1');
+      await env.stop();
+      equal((await app.put('note', 'edit 1')).queued, true);
+      equal((await app.put('note', 'edit 2')).queued, true);
+      equal(await app.queue.size(), 1, 'one write per store');
+      await env.start();
+      equal(await app.flush(), 0);
+      equal(text((await app.get('note')).data), 'edit 2', 'the newest edit wins');
+      deepEqual(app.rejected, []);
+    },
+
+    async 'offline: a write refused for want of a session stays queued; refused ones are reported'(env) {
+      const id = env.unique('revoked');
+      const queueStore = env.queueStores.memory();
+      const app = await Vault.create(new SyncClient({ url: env.url }), { id, passphrase: 'revoked passphrase', queue: queueStore });
+      await env.stop();
+      equal((await app.put('note', 'offline')).queued, true);
+      await env.start();
+      await app.client.signOutEverywhere();
+      equal(await app.flush(), 1, 'kept until signed in again');
+      const { password } = await import('../../src/crypto.js').then((c) => c.fromPassphrase('revoked passphrase', id));
+      await app.client.signIn({ id, password });
+      equal(await app.flush(), 0);
+      equal(text((await app.get('note')).data), 'offline');
+      // A queued create that meets a store made meanwhile, with no resolver: reported, not lost silently.
+      await env.stop();
+      equal((await app.put('fresh', 'mine')).queued, true);
+      await env.start();
+      const other = await Vault.open(new SyncClient({ url: env.url }), { id, passphrase: 'revoked passphrase' });
+      await other.put('fresh', 'theirs');
+      equal(await app.flush(), 0);
+      equal(app.rejected.length, 1);
+      equal(app.rejected[0].error.code, 'precondition_failed');
+      equal(text(app.rejected[0].write.data), 'mine');
+    },
+
     async 'writes made offline are replayed after an app restart, still conditional'(env) {
       const id = env.unique('offline');
       const kind = globalThis.indexedDB ? 'indexedDb' : 'memory';

@@ -112,6 +112,56 @@ export default {
       equal(text((await b.get('note')).data), 'from a');
     },
 
+    async 'passphrase change: the same passphrase is refused, a lost answer locks no one out'(env) {
+      const id = env.unique('lost');
+      const vault = await Vault.create(client(env), { id, passphrase: 'original passphrase' });
+      await vault.put('keep', 'still here');
+      await rejects(vault.changePassphrase({ id, passphrase: 'original passphrase', newPassphrase: 'original passphrase' }), 'bad_request');
+      equal(text((await (await Vault.open(client(env), { id, passphrase: 'original passphrase' })).get('keep')).data), 'still here');
+      // The server changes the password, but its answer never arrives.
+      const dropping = new SyncClient({
+        url: env.url,
+        fetch: async (url, init) => {
+          const response = await fetch(url, init);
+          if (String(url).endsWith('/v1/account/password')) throw new TypeError('connection reset');
+          return response;
+        },
+      });
+      const flaky = await Vault.open(dropping, { id, passphrase: 'original passphrase' });
+      await rejects(flaky.changePassphrase({ id, passphrase: 'original passphrase', newPassphrase: 'changed passphrase' }), 'network');
+      const reopened = await Vault.open(client(env), { id, passphrase: 'changed passphrase' });
+      equal(text((await reopened.get('keep')).data), 'still here', 'the new passphrase opens the data');
+      await rejects(Vault.create(client(env), { id: env.unique('short'), passphrase: 'short' }), 'bad_request');
+    },
+
+    async 'the keyring is out of reach, and a lost keyring is never silently replaced'(env) {
+      const id = env.unique('ring');
+      const vault = await Vault.create(client(env), { id, passphrase: 'keyring passphrase' });
+      await vault.put('data', 'sealed under the data key');
+      await rejects(vault.put('sync-node/keyring', 'overwrite'), 'bad_request');
+      await rejects(vault.delete('sync-node/keyring'), 'bad_request');
+      // Someone deletes the keyring store behind the vault's back.
+      const raw = client(env);
+      await raw.signIn({ id, password: (await import('../../src/crypto.js').then((c) => c.fromPassphrase('keyring passphrase', id))).password });
+      await raw.stores.delete(await raw.keyFor('sync-node/keyring'), { ifMatch: '*' });
+      await rejects(Vault.open(client(env), { id, passphrase: 'keyring passphrase' }), 'keyring_missing');
+    },
+
+    async 'metadata: kept when not given, the winner\'s kept on a merge unless set'(env) {
+      const id = env.unique('meta');
+      const a = await Vault.create(client(env), { id, passphrase: 'metadata passphrase' });
+      const b = await Vault.open(client(env), { id, passphrase: 'metadata passphrase' });
+      await a.put('doc', 'v1', { meta: { title: 'First' } });
+      await a.put('doc', 'v2');
+      deepEqual((await b.get('doc')).meta, { title: 'First' }, 'a put without meta keeps it');
+      await a.put('doc', 'v3', { meta: { title: 'Renamed by a' } });
+      const merged = await b.put('doc', 'v2 + b', { resolve: async (local, remote) => new TextEncoder().encode(text((await remote()).data) + ' + b') });
+      ok(merged.written);
+      const item = await a.get('doc');
+      equal(text(item.data), 'v3 + b');
+      deepEqual(item.meta, { title: 'Renamed by a' }, 'the rename survives the merge');
+    },
+
     async 'document: appends, pulls, compaction, a racing compaction skips'(env) {
       const id = env.unique('doc');
       const a = await Vault.create(client(env), { id, passphrase: 'document passphrase' });
@@ -129,7 +179,10 @@ export default {
       ok(await da.compact('S0+u1+u2+u3'), 'a compacts');
       equal(await db.compact('S0+u1+u2+u3 by b'), false, 'b raced and skips');
       await da.append('u4');
-      deepEqual(await db.pull(), { updates: [new TextEncoder().encode('u4')] }, 'b had seen all a folded: no reload');
+      const after = await db.pull();
+      ok(after.reload, 'b reloads the body a wrote');
+      equal(text(after.snapshot), 'S0+u1+u2+u3');
+      deepEqual(after.updates.map(text), ['u4']);
       ok(await db.compact('S0+u1..u4 by b'), 'b compacts on top of a\'s body');
       await db.append('u5');
       await db.append('u6');
