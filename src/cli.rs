@@ -1,5 +1,6 @@
-//! The command line: `serve` (the default), `account add` / `delete`,
-//! `reset-token`, `backup`, `check`, `--help` and `--version`. Errors
+//! The command line: `serve` (the default), `account add` / `list` /
+//! `delete`, `reset-token`, `invite`, `backup`, `check`, `--help` and
+//! `--version`. Errors
 //! become exit codes here (SPEC §8): 2 for usage and configuration, 1 for
 //! a command that could not do its job, 3 for a start that may succeed
 //! later. Every command but `serve` opens an existing data directory only
@@ -8,15 +9,17 @@
 use crate::api;
 use crate::auth;
 use crate::blobs::Blobs;
-use crate::config::{Config, VARIABLES};
+use crate::clock;
+use crate::config::{Config, Registration, VARIABLES};
 use crate::datadir::DataDir;
 use crate::db;
+use crate::encoding::rfc3339;
 use crate::error::ApiError;
 use crate::exit::Failure;
 use crate::ops;
+use crate::prompt;
 use crate::serve;
 use std::ffi::OsString;
-use std::io::{self, BufRead};
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -25,16 +28,23 @@ fn usage() -> String {
         "sync-node {} — a sync server for local-first apps\n\n\
          Usage:\n  \
          sync-node [serve]           run the server\n  \
-         sync-node account add ID    create an account; the password is the first line of stdin\n  \
+         sync-node account add ID    create an account; the password is the first line of stdin\n                              \
+         (on a terminal it is asked for twice, without echo)\n  \
+         sync-node account list      one line per account: account hash, created, stores owned, bytes used,\n                              \
+         live sessions, locked out or not (no ids: the server does not keep them)\n  \
          sync-node account delete ID delete an account as DELETE /v1/account would\n  \
          sync-node reset-token ID    print a one-hour password-reset token for the account\n  \
+         sync-node invite [--uses N] [--days D]\n                              \
+         print a new invitation code (for REGISTRATION=invite); single use and valid\n                              \
+         7 days unless --uses / --days say otherwise\n  \
          sync-node backup DIR        copy database, secret and store files into DIR (missing or empty);\n                              \
          safe while the server runs; DIR then works as a STATIC_ROOT\n  \
          sync-node check [--repair]  check that every store has its file at the right size and list\n                              \
          orphan and leftover files; --repair removes those; exit 0 only when consistent\n  \
          sync-node --version         print the version\n  \
          sync-node --help            print this help\n\n\
-         Commands other than serve need an existing STATIC_ROOT and work beside a running server.\n\
+         Commands other than serve need an existing STATIC_ROOT and work beside a running server;\n\
+         each says on stderr which data directory it used.\n\
          SIGTERM or SIGINT stops the server gracefully (up to 10 s).\n\
          Exit codes: 0 done, 1 could not do it (e.g. STATIC_ROOT missing or in use),\n\
          2 usage or configuration error, 3 a start failure that may pass (port in use).\n\n\
@@ -66,16 +76,48 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
         }
         [] | ["serve"] => with_config(|config| serve::serve(config).map(|()| ExitCode::SUCCESS)),
         ["account", "add", id] => with_config(|config| account_add(&config, id)),
+        ["account", "list"] => with_config(|config| account_list(&config)),
         ["account", "delete", id] => with_config(|config| account_delete(&config, id)),
         ["reset-token", id] => with_config(|config| reset_token(&config, id)),
         ["backup", dir] => with_config(|config| backup(&config, Path::new(dir))),
         ["check"] => with_config(|config| check(&config, false)),
         ["check", "--repair"] => with_config(|config| check(&config, true)),
-        _ => {
-            eprintln!("sync-node: unknown command '{}'\n\n{}", words.join(" "), usage());
-            ExitCode::from(2)
+        ["invite", flags @ ..] => match invite_terms(flags) {
+            Ok((uses, days)) => with_config(|config| invite(&config, uses, days)),
+            Err(problem) => usage_error(&problem),
+        },
+        ["account", "add" | "delete"] | ["reset-token"] => {
+            usage_error(&format!("'{}' needs the account's ID", words.join(" ")))
         }
+        ["backup"] => usage_error("'backup' needs the directory to copy into (DIR)"),
+        ["account"] => usage_error("'account' needs a subcommand: add ID, list or delete ID"),
+        _ => usage_error(&format!("unknown command '{}'", words.join(" "))),
     }
+}
+
+fn usage_error(problem: &str) -> ExitCode {
+    eprintln!("sync-node: {problem}\n\n{}", usage());
+    ExitCode::from(2)
+}
+
+/// `--uses N` and `--days D` of `sync-node invite`, in any order.
+fn invite_terms(flags: &[&str]) -> Result<(u32, u32), String> {
+    let (mut uses, mut days) = (1, 7);
+    let mut rest = flags.iter();
+    while let Some(flag) = rest.next() {
+        let (target, max) = match *flag {
+            "--uses" => (&mut uses, 1_000_000),
+            "--days" => (&mut days, 3650),
+            other => return Err(format!("'invite' does not take '{other}' (only --uses N and --days D)")),
+        };
+        let value = rest.next().ok_or_else(|| format!("'{flag}' needs a number"))?;
+        *target = value
+            .parse()
+            .ok()
+            .filter(|n| (1..=max).contains(n))
+            .ok_or_else(|| format!("'{flag} {value}': a whole number from 1 to {max}"))?;
+    }
+    Ok((uses, days))
 }
 
 fn with_config(command: impl FnOnce(Config) -> Result<ExitCode, Failure>) -> ExitCode {
@@ -83,15 +125,21 @@ fn with_config(command: impl FnOnce(Config) -> Result<ExitCode, Failure>) -> Exi
     outcome.unwrap_or_else(|failure| failure.report())
 }
 
-/// `sync-node account add ID`: works whether registration is open or not.
+/// The data directory a command works on (never created), named on stderr.
+fn open_data(config: &Config) -> Result<DataDir, Failure> {
+    let shown = config.static_root.canonicalize().unwrap_or_else(|_| config.static_root.clone());
+    eprintln!("sync-node: data directory {}", shown.display());
+    DataDir::open_existing(&config.static_root)
+}
+
+/// `sync-node account add ID`: works whatever `REGISTRATION` says.
 fn account_add(config: &Config, id: &str) -> Result<ExitCode, Failure> {
-    let mut password = String::new();
-    if let Err(err) = io::stdin().lock().read_line(&mut password) {
-        return Ok(failed(&format!("cannot read the password from stdin: {err}")));
-    }
-    let password = password.strip_suffix('\n').unwrap_or(&password);
-    let password = password.strip_suffix('\r').unwrap_or(password);
-    let data = DataDir::open_existing(&config.static_root)?;
+    let data = open_data(config)?;
+    let password = match prompt::new_password() {
+        Ok(password) => password,
+        Err(problem) => return Ok(failed(&problem)),
+    };
+    let password = password.as_str();
     let created = auth::normalise_id(id).and_then(|id| auth::check_password(password).map(|()| id)).and_then(|id| {
         let account_id = auth::account_hash(&data.secret, &id);
         let phc = auth::hash_password(password, config.pbkdf2_iterations)?;
@@ -104,6 +152,53 @@ fn account_add(config: &Config, id: &str) -> Result<ExitCode, Failure> {
         }
         Err(err) => failed(&describe(&err)),
     })
+}
+
+/// `sync-node account list`: one line per account, oldest first.
+fn account_list(config: &Config) -> Result<ExitCode, Failure> {
+    let data = open_data(config)?;
+    let now = clock::now_ms();
+    let accounts = match db::accounts::list(data.db.conn(), now) {
+        Ok(accounts) => accounts,
+        Err(err) => return Ok(failed(&format!("reading the database: {err}"))),
+    };
+    for a in &accounts {
+        let locked = if a.locked_until > now { rfc3339(a.locked_until) } else { "no".into() };
+        println!(
+            "account={} created={} stores={} bytes={} sessions={} locked={locked}",
+            a.id,
+            rfc3339(a.created),
+            a.stores_owned,
+            a.bytes_used,
+            a.sessions
+        );
+    }
+    eprintln!("sync-node: {} account(s)", accounts.len());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `sync-node invite`: the code alone on one line of stdout.
+fn invite(config: &Config, uses: u32, days: u32) -> Result<ExitCode, Failure> {
+    let data = open_data(config)?;
+    let made = auth::new_token().and_then(|code| {
+        let now = clock::now_ms();
+        let expires = now + i64::from(days) * 86_400_000;
+        data.db.write(|tx| db::invites::insert(tx, &auth::token_hash(&code), uses, expires, now))?;
+        Ok(code)
+    });
+    match made {
+        Ok(code) => {
+            println!("{code}");
+            if config.registration != Registration::Invite {
+                eprintln!(
+                    "sync-node: note: REGISTRATION is '{}'; the server asks for invitations only with REGISTRATION=invite",
+                    config.registration.as_str()
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(err) => Ok(failed(&describe(&err))),
+    }
 }
 
 /// The account an id names, if it exists.
@@ -146,7 +241,7 @@ fn for_account(
     id: &str,
     command: impl FnOnce(&DataDir, &str) -> Result<(), ApiError>,
 ) -> Result<ExitCode, Failure> {
-    let data = DataDir::open_existing(&config.static_root)?;
+    let data = open_data(config)?;
     Ok(match existing_account(&data, id) {
         Ok(Some(account_id)) => match command(&data, &account_id) {
             Ok(()) => ExitCode::SUCCESS,
@@ -159,7 +254,7 @@ fn for_account(
 
 /// `sync-node backup DIR`
 fn backup(config: &Config, target: &Path) -> Result<ExitCode, Failure> {
-    let data = DataDir::open_existing(&config.static_root)?;
+    let data = open_data(config)?;
     let blobs = Blobs::at(&config.static_root);
     Ok(match ops::backup(&data.db, &data.secret, &blobs, target) {
         Ok(report) => {
@@ -172,7 +267,7 @@ fn backup(config: &Config, target: &Path) -> Result<ExitCode, Failure> {
 
 /// `sync-node check [--repair]`
 fn check(config: &Config, repair: bool) -> Result<ExitCode, Failure> {
-    let data = DataDir::open_existing(&config.static_root)?;
+    let data = open_data(config)?;
     let blobs = Blobs::at(&config.static_root);
     let report = match ops::check(&data.db, &blobs, repair) {
         Ok(report) => report,

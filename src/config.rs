@@ -14,12 +14,17 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
     ("STATIC_ROOT", "./data", "data directory; the server creates it (0700) if missing, commands never do"),
     ("MAX_STORE_BYTES", "67108864", "largest store body in bytes"),
     ("QUOTA_BYTES", "unset", "per-account total of owned stores in bytes"),
-    ("REGISTRATION", "open", "open, or closed (accounts then only via `sync-node account add`)"),
+    (
+        "REGISTRATION",
+        "open",
+        "open, invite (a code from `sync-node invite` is needed) or closed (accounts only via `sync-node account add`)",
+    ),
     ("SESSION_TTL_DAYS", "30", "session lifetime in days (1..=3650)"),
     ("CORS_ORIGINS", "*", "* or a comma-separated list of allowed origins"),
     ("RESET_HOOK", "unset", "program run for each password-reset request"),
     ("PBKDF2_ITERATIONS", "600000", "PBKDF2 cost for new password hashes (1000..=100000000)"),
     ("TRUST_PROXY", "unset", "1: the client address comes from X-Forwarded-For"),
+    ("ACCESS_LOG", "unset", "1: one log line per request (time, address, method, route, status, bytes, microseconds)"),
     ("MAX_CONNECTIONS", "256", "open connections at once (1..=65536); idle ones are shed first, then 503"),
     (
         "MAX_CONNECTIONS_PER_ADDRESS",
@@ -42,6 +47,27 @@ pub enum CorsOrigins {
     List(Vec<String>),
 }
 
+/// Who may create an account through `POST /v1/accounts` (SPEC §3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Registration {
+    Open,
+    /// With a code made by `sync-node invite`.
+    Invite,
+    /// Only `sync-node account add`.
+    Closed,
+}
+
+impl Registration {
+    /// The word `/v1/info` publishes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Registration::Open => "open",
+            Registration::Invite => "invite",
+            Registration::Closed => "closed",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     pub port: u16,
@@ -49,12 +75,14 @@ pub struct Config {
     pub static_root: PathBuf,
     pub max_store_bytes: u64,
     pub quota_bytes: Option<u64>,
-    pub registration_open: bool,
+    pub registration: Registration,
     pub session_ttl_days: u32,
     pub cors_origins: CorsOrigins,
     pub reset_hook: Option<PathBuf>,
     pub pbkdf2_iterations: u32,
     pub trust_proxy: bool,
+    /// One log line per answered request.
+    pub access_log: bool,
     pub max_connections: usize,
     pub max_connections_per_address: usize,
     pub min_free_bytes: u64,
@@ -107,24 +135,20 @@ impl Config {
                 None => None,
                 value => Some(number(value, "QUOTA_BYTES", 0, 0, u64::MAX)?),
             },
-            registration_open: match get("REGISTRATION") {
-                None | Some("open") => true,
-                Some("closed") => false,
+            registration: match get("REGISTRATION") {
+                None | Some("open") => Registration::Open,
+                Some("invite") => Registration::Invite,
+                Some("closed") => Registration::Closed,
                 Some(other) => {
-                    return Err(error("REGISTRATION", format!("'{other}' is neither 'open' nor 'closed'")));
+                    return Err(error("REGISTRATION", format!("'{other}' is not 'open', 'invite' or 'closed'")));
                 }
             },
             session_ttl_days: number(get("SESSION_TTL_DAYS"), "SESSION_TTL_DAYS", 30, 1, 3650)?,
             cors_origins: cors(get("CORS_ORIGINS"))?,
             reset_hook: get("RESET_HOOK").map(PathBuf::from),
             pbkdf2_iterations: number(get("PBKDF2_ITERATIONS"), "PBKDF2_ITERATIONS", 600_000, 1000, 100_000_000)?,
-            trust_proxy: match get("TRUST_PROXY") {
-                None | Some("0") => false,
-                Some("1") => true,
-                Some(other) => {
-                    return Err(error("TRUST_PROXY", format!("'{other}' is neither 1 nor 0")));
-                }
-            },
+            trust_proxy: switch(get("TRUST_PROXY"), "TRUST_PROXY")?,
+            access_log: switch(get("ACCESS_LOG"), "ACCESS_LOG")?,
             max_connections: number(get("MAX_CONNECTIONS"), "MAX_CONNECTIONS", 256, 1, 65_536)?,
             max_connections_per_address: number(
                 get("MAX_CONNECTIONS_PER_ADDRESS"),
@@ -137,6 +161,15 @@ impl Config {
             max_entry_bytes: number(get("MAX_ENTRY_BYTES"), "MAX_ENTRY_BYTES", 1024 * 1024, 1, MAX_ENTRY_CAP)?,
             max_log_bytes: number(get("MAX_LOG_BYTES"), "MAX_LOG_BYTES", max_store_bytes, 1, u64::MAX)?,
         })
+    }
+}
+
+/// A variable that is 1 (on) or 0 or unset (off).
+fn switch(value: Option<&str>, variable: &'static str) -> Result<bool, ConfigError> {
+    match value {
+        None | Some("0") => Ok(false),
+        Some("1") => Ok(true),
+        Some(other) => Err(error(variable, format!("'{other}' is neither 1 nor 0"))),
     }
 }
 
@@ -202,7 +235,7 @@ mod tests {
         assert_eq!(config.static_root, PathBuf::from("./data"));
         assert_eq!(config.max_store_bytes, 67_108_864);
         assert_eq!(config.quota_bytes, None);
-        assert!(config.registration_open);
+        assert_eq!(config.registration, Registration::Open);
         assert_eq!(config.session_ttl_days, 30);
         assert_eq!(config.cors_origins, CorsOrigins::Any);
         assert_eq!(config.pbkdf2_iterations, 600_000);
@@ -232,7 +265,7 @@ mod tests {
         assert_eq!(config.port, 0);
         assert_eq!(config.bind, "::1".parse::<IpAddr>().unwrap());
         assert_eq!(config.quota_bytes, Some(1000));
-        assert!(!config.registration_open);
+        assert_eq!(config.registration, Registration::Closed);
         assert_eq!(
             config.cors_origins,
             CorsOrigins::List(vec!["https://a.example".into(), "http://localhost:3000".into()])
@@ -250,11 +283,13 @@ mod tests {
         assert_eq!(failing_variable(&[("MAX_STORE_BYTES", "0")]), "MAX_STORE_BYTES");
         assert_eq!(failing_variable(&[("QUOTA_BYTES", "1e6")]), "QUOTA_BYTES");
         assert_eq!(failing_variable(&[("REGISTRATION", "Open")]), "REGISTRATION");
+        assert_eq!(failing_variable(&[("REGISTRATION", "invited")]), "REGISTRATION");
         assert_eq!(failing_variable(&[("SESSION_TTL_DAYS", "0")]), "SESSION_TTL_DAYS");
         assert_eq!(failing_variable(&[("CORS_ORIGINS", "a.example")]), "CORS_ORIGINS");
         assert_eq!(failing_variable(&[("CORS_ORIGINS", "https://a.example,")]), "CORS_ORIGINS");
         assert_eq!(failing_variable(&[("PBKDF2_ITERATIONS", "999")]), "PBKDF2_ITERATIONS");
         assert_eq!(failing_variable(&[("TRUST_PROXY", "yes")]), "TRUST_PROXY");
+        assert_eq!(failing_variable(&[("ACCESS_LOG", "on")]), "ACCESS_LOG");
         assert_eq!(failing_variable(&[("MAX_CONNECTIONS", "0")]), "MAX_CONNECTIONS");
         assert_eq!(failing_variable(&[("MAX_CONNECTIONS_PER_ADDRESS", "0")]), "MAX_CONNECTIONS_PER_ADDRESS");
         assert_eq!(failing_variable(&[("MIN_FREE_BYTES", "-1")]), "MIN_FREE_BYTES");

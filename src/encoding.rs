@@ -95,6 +95,21 @@ pub fn http_date(epoch_ms: i64) -> String {
     )
 }
 
+/// An RFC 3339 (ISO 8601) UTC time with milliseconds, e.g.
+/// `2026-12-02T14:05:09.120Z`, for a time in milliseconds since the epoch.
+pub fn rfc3339(epoch_ms: i64) -> String {
+    let secs = epoch_ms.div_euclid(1000);
+    let (year, month, day) = civil_from_days(secs.div_euclid(86_400));
+    let of_day = secs.rem_euclid(86_400);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        of_day / 3600,
+        of_day % 3600 / 60,
+        of_day % 60,
+        epoch_ms.rem_euclid(1000)
+    )
+}
+
 /// Howard Hinnant's days-to-civil algorithm: (year, month 1..=12, day 1..=31).
 fn civil_from_days(days: i64) -> (i64, i64, i64) {
     let z = days + 719_468;
@@ -146,5 +161,8 @@ mod tests {
         assert_eq!(http_date(0), "Thu, 01 Jan 1970 00:00:00 GMT");
         assert_eq!(http_date(784_111_777_000), "Sun, 06 Nov 1994 08:49:37 GMT");
         assert_eq!(http_date(1_709_164_800_999), "Thu, 29 Feb 2024 00:00:00 GMT");
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(784_111_777_042), "1994-11-06T08:49:37.042Z");
+        assert_eq!(rfc3339(1_709_164_800_999), "2024-02-29T00:00:00.999Z");
     }
 }

@@ -151,7 +151,7 @@ impl ApiError {
     pub fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
         if let ApiError::Internal(detail) = &self {
-            eprintln!("sync-node: internal error: {detail}");
+            crate::log::error(format_args!("internal error: {detail}"));
         }
         let mut body = json!({ "error": code, "message": self.message() });
         let mut response = Response::new(status);

@@ -6,6 +6,7 @@
 //! its token replaces the one already mailed, rather than letting a flood
 //! of requests fork a flood of processes.
 
+use crate::log;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -58,14 +59,14 @@ impl HookSlot {
         let (program, running) = (self.hook.program.clone(), Arc::clone(&self.hook.running));
         let spawned = thread::Builder::new().name("reset-hook".into()).stack_size(64 * 1024).spawn(move || {
             if let Err(problem) = run_to_end(&program, &id, &token) {
-                eprintln!("sync-node: RESET_HOOK {}: {problem}", program.display());
+                log::error(format_args!("RESET_HOOK {}: {problem}", program.display()));
             }
             running.fetch_sub(1, Ordering::AcqRel);
         });
         match spawned {
             // The thread gives the place back when the run ends.
             Ok(_) => self.taken = false,
-            Err(err) => eprintln!("sync-node: RESET_HOOK: cannot start a thread: {err}"),
+            Err(err) => log::error(format_args!("RESET_HOOK: cannot start a thread: {err}")),
         }
     }
 }

@@ -37,6 +37,29 @@ pub enum Route {
 }
 
 impl Route {
+    /// The route's path pattern, without the store key (for the access log).
+    pub fn pattern(&self) -> &'static str {
+        match self {
+            Route::Preflight => "/v1/*",
+            Route::Health => "/v1/health",
+            Route::Info => "/v1/info",
+            Route::Register => "/v1/accounts",
+            Route::Login | Route::LogoutEverywhere => "/v1/sessions",
+            Route::Logout => "/v1/sessions/current",
+            Route::Account | Route::DeleteAccount => "/v1/account",
+            Route::ChangePassword => "/v1/account/password",
+            Route::ResetRequest => "/v1/password-reset",
+            Route::ResetConfirm => "/v1/password-reset/confirm",
+            Route::ListStores => "/v1/stores",
+            Route::GetStore(_) | Route::PutStore(_) | Route::DeleteStore(_) => "/v1/stores/{key}",
+            Route::AppendLog(_) | Route::ReadLog(_) => "/v1/stores/{key}/log",
+            Route::GetPermissions(_) | Route::SetPermission(_) => "/v1/stores/{key}/permissions",
+            Route::Changes => "/v1/changes",
+            #[cfg(feature = "test-hooks")]
+            Route::TestPanic => "/v1/test-hooks/panic",
+        }
+    }
+
     /// Whether the body is streamed to disk on the loop's instruction
     /// instead of being read into memory up front.
     pub fn streams_body(&self) -> bool {

@@ -17,6 +17,7 @@ use crate::hook::ResetHook;
 use crate::http::Limits;
 use crate::http::listener::{self, Caps, Register};
 use crate::lifecycle::Lifecycle;
+use crate::log;
 use crate::polls::Polls;
 use crate::ratelimit::RateLimit;
 use crate::server::{self, Event};
@@ -67,11 +68,11 @@ pub fn serve(config: Config) -> Result<(), Failure> {
         .sweep(&referenced, false, Duration::ZERO)
         .map_err(|err| Failure::config(format!("STATIC_ROOT: cannot clean up store files: {err}")))?;
     if !swept.temp_files.is_empty() || !swept.orphans.is_empty() {
-        eprintln!(
-            "sync-node: removed {} unfinished upload(s) and {} unreferenced store file(s)",
+        log::info(format_args!(
+            "removed {} unfinished upload(s) and {} unreferenced store file(s)",
             swept.temp_files.len(),
             swept.orphans.len()
-        );
+        ));
     }
     let decoy_hash = auth::decoy_hash(config.pbkdf2_iterations).map_err(|err| Failure::config(err.to_string()))?;
 
@@ -105,11 +106,13 @@ pub fn serve(config: Config) -> Result<(), Failure> {
             });
         })
         .map_err(|err| Failure::config(format!("cannot start the accept thread: {err}")))?;
-    eprintln!(
-        "sync-node {} listening on http://{bound} (data in {})",
+    log::info(format_args!(
+        "sync-node {} listening on http://{bound} (data in {}, registration {}{})",
         env!("CARGO_PKG_VERSION"),
-        config.static_root.display()
-    );
+        config.static_root.display(),
+        config.registration.as_str(),
+        if config.access_log { ", access log on" } else { "" }
+    ));
     let polls = Polls::new(MAX_POLLS_PER_ACCOUNT, config.max_connections);
     let reset_hook = config.reset_hook.clone().map(ResetHook::new);
     let app = App {
@@ -135,7 +138,7 @@ pub fn serve(config: Config) -> Result<(), Failure> {
         others_waiting: false,
     };
     server::run(app, inbox, &lifecycle);
-    eprintln!("sync-node stopped");
+    log::info("sync-node stopped");
     drop(claim);
     Ok(())
 }
@@ -151,7 +154,7 @@ fn catch_signals(events: mpsc::Sender<Event>) -> Result<(), Failure> {
         .spawn(move || {
             for signal in signals.forever() {
                 let name = if signal == SIGTERM { "SIGTERM" } else { "SIGINT" };
-                eprintln!("sync-node: {name}: stopping (requests in flight get up to 10 s)");
+                log::info(format_args!("{name}: stopping (requests in flight get up to 10 s)"));
                 if events.send(Event::Shutdown).is_err() {
                     return;
                 }

@@ -9,6 +9,7 @@ use crate::error::ApiError;
 use crate::hashing::Ticket;
 use crate::http::{RequestHead, Response};
 use crate::lifecycle::Lifecycle;
+use crate::log;
 use crate::router::Route;
 use std::collections::VecDeque;
 use std::net::IpAddr;
@@ -135,11 +136,11 @@ pub fn run(mut app: App, events: Receiver<Event>, lifecycle: &Lifecycle) {
         let now = Instant::now();
         if now >= next_maintenance {
             if let Err(err) = write(&mut app, App::maintain) {
-                eprintln!("sync-node: maintenance failed: {err:?}");
+                log::error(format_args!("maintenance failed: {err:?}"));
             }
             app.run_after_commit();
             if let Err(err) = app.db.checkpoint() {
-                eprintln!("sync-node: checkpoint failed: {err}");
+                log::error(format_args!("checkpoint failed: {err}"));
             }
             next_maintenance = now + MAINTENANCE_INTERVAL;
         }
@@ -178,10 +179,13 @@ fn shut_down(mut app: App, mut inbox: Inbox<Event>, lifecycle: &Lifecycle) {
         }
     }
     if lifecycle.in_flight() > 0 {
-        eprintln!("sync-node: {} request(s) still in flight after {SHUTDOWN_GRACE:?}, cut off", lifecycle.in_flight());
+        log::warn(format_args!(
+            "{} request(s) still in flight after {SHUTDOWN_GRACE:?}, cut off",
+            lifecycle.in_flight()
+        ));
     }
     if let Err(err) = app.db.checkpoint() {
-        eprintln!("sync-node: checkpoint failed: {err}");
+        log::error(format_args!("checkpoint failed: {err}"));
     }
 }
 
@@ -214,6 +218,7 @@ fn handle(app: &mut App, event: Event, inbox: &mut Inbox<Event>) {
         Err(err) => reply.send(Step::Respond(err.into_response())),
     }
     app.run_after_commit();
+    run_deferred(app);
 }
 
 /// THE write transaction: every change the loop makes goes through here.
@@ -239,7 +244,7 @@ fn run_deferred(app: &mut App) {
     for work in std::mem::take(&mut app.deferred) {
         match write(app, |app| work.run(app)) {
             Ok(()) => app.run_after_commit(),
-            Err(err) => eprintln!("sync-node: deferred work failed: {err:?}"),
+            Err(err) => log::error(format_args!("deferred work failed: {err:?}")),
         }
     }
 }
@@ -286,7 +291,7 @@ fn handle_reads(app: &mut App, first: (Reply, Route, Request), inbox: &mut Inbox
         }
     }
     if let Err(err) = app.db.commit() {
-        eprintln!("sync-node: could not commit a batch of reads: {err}");
+        log::error(format_args!("could not commit a batch of reads: {err}"));
     }
     app.db.roll_back();
 }

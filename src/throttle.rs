@@ -100,18 +100,21 @@ impl<K: Hash + Eq + Clone> Table<K> {
         }
     }
 
-    fn fail(&mut self, key: &K, now: Instant) {
+    /// Counts a failure; returns the lockout it starts, if it starts one.
+    fn fail(&mut self, key: &K, now: Instant) -> Option<Duration> {
         self.settle(key);
         let limit = self.limit;
         let entry = self.entry(key, now);
         entry.failures.retain(|at| now.saturating_duration_since(*at) < WINDOW);
         entry.failures.push(now);
-        if entry.failures.len() >= limit {
-            let lockout = WINDOW.saturating_mul(1 << entry.lockouts.min(16)).min(MAX_LOCKOUT);
-            entry.lockouts += 1;
-            entry.blocked_until = Some(now + lockout);
-            entry.failures.clear();
+        if entry.failures.len() < limit {
+            return None;
         }
+        let lockout = WINDOW.saturating_mul(1 << entry.lockouts.min(16)).min(MAX_LOCKOUT);
+        entry.lockouts += 1;
+        entry.blocked_until = Some(now + lockout);
+        entry.failures.clear();
+        Some(lockout)
     }
 
     fn forget(&mut self, key: &K) {
@@ -133,6 +136,13 @@ impl<K: Hash + Eq + Clone> Table<K> {
             }
         }
     }
+}
+
+/// Lockouts that a failure started, and for how long.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Lockouts {
+    pub account: Option<Duration>,
+    pub address: Option<Duration>,
 }
 
 #[derive(Debug)]
@@ -167,10 +177,13 @@ impl Throttle {
         Ok(())
     }
 
-    /// An admitted attempt failed: it now counts as a failure.
-    pub fn failure(&mut self, account: &str, address: IpAddr, now: Instant) {
-        self.by_account.fail(&account.to_owned(), now);
-        self.by_address.fail(&address, now);
+    /// An admitted attempt failed: it now counts as a failure. Returns the
+    /// lockouts it started.
+    pub fn failure(&mut self, account: &str, address: IpAddr, now: Instant) -> Lockouts {
+        Lockouts {
+            account: self.by_account.fail(&account.to_owned(), now),
+            address: self.by_address.fail(&address, now),
+        }
     }
 
     /// An admitted attempt succeeded: the account's counter starts again
@@ -204,9 +217,9 @@ mod tests {
         }
 
         /// An attempt admitted and failed at `now`.
-        fn failed(&mut self, account: &str, address: IpAddr, now: Instant) {
+        fn failed(&mut self, account: &str, address: IpAddr, now: Instant) -> Lockouts {
             self.reserve(account, address, now).expect("admitted");
-            self.failure(account, address, now);
+            self.failure(account, address, now)
         }
     }
 
@@ -224,7 +237,8 @@ mod tests {
             throttle.failed("acct", address(i), start);
         }
         assert_eq!(throttle.check("acct", HOME, start), None, "the success reset the count");
-        throttle.failed("acct", address(9), start);
+        let started = throttle.failed("acct", address(9), start);
+        assert_eq!(started, Lockouts { account: Some(WINDOW), address: None }, "the fifth failure starts a lockout");
         assert_eq!(throttle.check("acct", HOME, start), Some(WINDOW));
         assert_eq!(throttle.check("other", HOME, start), None);
         assert_eq!(throttle.check("acct", HOME, start + WINDOW), None);
@@ -238,7 +252,7 @@ mod tests {
         assert_eq!(admitted, ID_LIMIT, "40 simultaneous guesses, 5 admitted");
         assert_eq!(throttle.reserve("acct", HOME, start), Err(PENDING_RETRY));
         for i in 0..5 {
-            throttle.failure("acct", address(i), start);
+            let _ = throttle.failure("acct", address(i), start);
         }
         assert_eq!(throttle.reserve("acct", HOME, start), Err(WINDOW), "five verdicts, then a lockout");
         // A verdict that never comes stops counting after a while.
@@ -264,7 +278,7 @@ mod tests {
                     0 if throttle.reserve("acct", from, now).is_ok() => in_flight += 1,
                     0 => {}
                     _ if in_flight > 0 => {
-                        throttle.failure("acct", from, now);
+                        let _ = throttle.failure("acct", from, now);
                         in_flight -= 1;
                         verdicts += 1;
                     }

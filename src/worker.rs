@@ -16,13 +16,14 @@ use crate::http::conn::{ExtraHeaders, HeadError};
 use crate::http::listener::Slot;
 use crate::http::{BodyError, Connection, Framing, Limits, Pace, Response, SendOptions};
 use crate::lifecycle::Lifecycle;
+use crate::log;
 use crate::router::{self, Route};
 use crate::server::{Event, Reply, Request, Step};
 use std::io;
-use std::net::{SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::sync::mpsc::{self, RecvTimeoutError, Sender};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// A request body this small is read and discarded when the answer does not
 /// need it, so the connection can be kept alive.
@@ -81,6 +82,13 @@ pub fn serve_connection(stream: TcpStream, peer: SocketAddr, slot: Slot, shared:
         let mut options = SendOptions { head_only: head.is_head(), keep_alive: head.keep_alive, extra };
         let (framing, expect_continue) = (head.framing, head.expect_continue);
         let route = router::route(&head.method, &head.path);
+        let access = shared.config.access_log.then(|| Access {
+            address: head.client_address(peer.ip(), shared.config.trust_proxy),
+            method: head.method.clone(),
+            route: route.as_ref().map_or("(no route)", Route::pattern),
+            started: Instant::now(),
+        });
+        let access = access.as_ref();
         let streams_body = matches!(&route, Ok(route) if route.streams_body());
         // SPEC §1: a declared length over the limit is refused first, before
         // authentication, and without reading the body.
@@ -89,7 +97,7 @@ pub fn serve_connection(stream: TcpStream, peer: SocketAddr, slot: Slot, shared:
             && declared > body_limit(route, &shared.config)
         {
             let what = if matches!(route, Route::AppendLog(_)) { "log entry" } else { "store" };
-            return refuse_body(conn, BodyError::TooLarge, what, options);
+            return refuse_body(conn, BodyError::TooLarge, what, options, access);
         }
         let mut body_unread = framing != Framing::None;
         let mut continue_sent = false;
@@ -107,7 +115,7 @@ pub fn serve_connection(stream: TcpStream, peer: SocketAddr, slot: Slot, shared:
         if small_append.is_some() {
             match conn.read_body(framing, api::SMALL_ENTRY, UPLOAD_PACE) {
                 Ok(bytes) => body = bytes,
-                Err(err) => return refuse_body(conn, err, "log entry", options),
+                Err(err) => return refuse_body(conn, err, "log entry", options, access),
             }
             body_unread = false;
         } else if !streams_body && body_unread {
@@ -116,7 +124,7 @@ pub fn serve_connection(stream: TcpStream, peer: SocketAddr, slot: Slot, shared:
             }
             match conn.read_body(framing, JSON_LIMIT, JSON_PACE) {
                 Ok(bytes) => body = bytes,
-                Err(err) => return refuse_body(conn, err, "request body", options),
+                Err(err) => return refuse_body(conn, err, "request body", options, access),
             }
             body_unread = false;
         }
@@ -152,7 +160,7 @@ pub fn serve_connection(stream: TcpStream, peer: SocketAddr, slot: Slot, shared:
                                 return;
                             }
                         }
-                        Err(err) => return refuse_body(conn, err, what, options),
+                        Err(err) => return refuse_body(conn, err, what, options, access),
                     }
                 }
                 Step::Password { job, then, ticket } => {
@@ -172,7 +180,12 @@ pub fn serve_connection(stream: TcpStream, peer: SocketAddr, slot: Slot, shared:
             && matches!(framing, Framing::Length(n) if n <= DRAIN_LIMIT)
             && (!expect_continue || continue_sent);
         options.keep_alive &= (!body_unread || drain) && !shared.lifecycle.stopping();
-        if conn.send(response, &options).is_err() {
+        let answered = access.map(|access| access.answer(&response, &options));
+        let sent = conn.send(response, &options);
+        if let Some(line) = answered {
+            line.log();
+        }
+        if sent.is_err() {
             return;
         }
         if !options.keep_alive {
@@ -215,7 +228,13 @@ fn receive(
 
 /// Answers a body that could not (or will not) be read, if the client can
 /// still hear it, and closes the connection.
-fn refuse_body(mut conn: Connection, err: BodyError, what: &'static str, mut options: SendOptions) {
+fn refuse_body(
+    mut conn: Connection,
+    err: BodyError,
+    what: &'static str,
+    mut options: SendOptions,
+    access: Option<&Access>,
+) {
     let error = match err {
         BodyError::TooLarge => ApiError::PayloadTooLarge(what),
         BodyError::Malformed => ApiError::bad_request("Malformed chunked body."),
@@ -226,7 +245,42 @@ fn refuse_body(mut conn: Connection, err: BodyError, what: &'static str, mut opt
     };
     options.keep_alive = false;
     let response: Response = error.into_response();
-    if conn.send(response, &options).is_ok() {
+    let answered = access.map(|access| access.answer(&response, &options));
+    let sent = conn.send(response, &options);
+    if let Some(line) = answered {
+        line.log();
+    }
+    if sent.is_ok() {
         conn.linger_close();
+    }
+}
+
+/// A request as the access log tells it (`ACCESS_LOG=1`): never its key,
+/// query or headers.
+struct Access {
+    address: IpAddr,
+    method: String,
+    route: &'static str,
+    started: Instant,
+}
+
+impl Access {
+    /// The line for `response`, logged once it has been sent.
+    fn answer<'a>(&'a self, response: &Response, options: &SendOptions) -> AccessLine<'a> {
+        let bytes = if options.head_only { 0 } else { response.body_len() };
+        AccessLine { access: self, status: response.status, bytes }
+    }
+}
+
+struct AccessLine<'a> {
+    access: &'a Access,
+    status: u16,
+    bytes: u64,
+}
+
+impl AccessLine<'_> {
+    fn log(self) {
+        let a = self.access;
+        log::access(a.address, &a.method, a.route, self.status, self.bytes, a.started.elapsed());
     }
 }

@@ -5,10 +5,12 @@
 use super::{AfterPassword, App, CurrentPassword, Session, json_body, respond};
 use crate::auth::{self, PasswordJob, PasswordOutcome};
 use crate::clock;
+use crate::config::Registration;
 use crate::db::{self, Db};
 use crate::encoding::hex;
 use crate::error::ApiError;
 use crate::http::Response;
+use crate::log;
 use crate::server::{Request, Step};
 use serde::Deserialize;
 use serde_json::json;
@@ -19,6 +21,15 @@ use std::time::Instant;
 pub(super) struct Credentials {
     pub id: String,
     pub password: String,
+}
+
+#[derive(Deserialize)]
+struct NewAccount {
+    id: String,
+    password: String,
+    /// A code from `sync-node invite` (needed with `REGISTRATION=invite`).
+    #[serde(default)]
+    invite: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -34,32 +45,55 @@ struct Confirmation {
 
 /// `POST /v1/accounts`
 pub fn register(app: &mut App, request: &Request) -> Result<Step, ApiError> {
-    let credentials: Credentials = json_body(request)?;
+    let new: NewAccount = json_body(request)?;
     let ticket = app.hashing_ticket()?;
-    let id = auth::normalise_id(&credentials.id)?;
-    auth::check_password(&credentials.password)?;
-    if !app.config.registration_open {
-        return Err(ApiError::Forbidden("Registration is closed on this server."));
-    }
+    let id = auth::normalise_id(&new.id)?;
+    auth::check_password(&new.password)?;
+    // Before the id is looked up: without a valid invitation, nothing is
+    // learnt about which ids exist.
+    let invite = match app.config.registration {
+        Registration::Open => None,
+        Registration::Closed => return Err(ApiError::Forbidden("Registration is closed on this server.")),
+        Registration::Invite => {
+            let code = new.invite.as_deref().map(str::trim).filter(|code| !code.is_empty());
+            let code = code.ok_or(ApiError::Forbidden("An invitation is needed to register on this server."))?;
+            let code_hash = auth::token_hash(code);
+            if !db::invites::usable(app.db.conn(), &code_hash, clock::now_ms())? {
+                return Err(ApiError::Forbidden(UNUSABLE_INVITE));
+            }
+            Some(code_hash)
+        }
+    };
     let account_id = auth::account_hash(&app.secret, &id);
     if db::accounts::exists(app.db.conn(), &account_id)? {
         return Err(ApiError::AccountExists);
     }
     // Before any hashing; registrations in flight hold their place.
     let address = app.client_address(request);
-    App::take_place(&mut app.registrations, address)?;
-    let job = PasswordJob::Hash { password: credentials.password, iterations: app.config.pbkdf2_iterations };
-    Ok(Step::Password { job, then: AfterPassword::Register { account_id, address }, ticket })
+    App::take_place(&mut app.registrations, address)
+        .inspect_err(|_| log::warn(format_args!("registration-limit address={address} (10 registrations an hour)")))?;
+    let job = PasswordJob::Hash { password: new.password, iterations: app.config.pbkdf2_iterations };
+    Ok(Step::Password { job, then: AfterPassword::Register { account_id, address, invite }, ticket })
 }
+
+const UNUSABLE_INVITE: &str = "The invitation is unknown, used up or expired.";
 
 pub fn finish_register(
     app: &mut App,
     account_id: &str,
     address: IpAddr,
+    invite: Option<&str>,
     phc: Result<String, ApiError>,
 ) -> Result<Step, ApiError> {
-    // A failure here gives the place back (the loop calls App::abandon).
+    // A failure here gives the place back (the loop calls App::abandon)
+    // and rolls the account back. The invitation is spent in the same
+    // transaction: registrations racing for its last use get one account.
     let key_salt = create(app.db.conn(), account_id, &phc?)?;
+    if let Some(code_hash) = invite
+        && !db::invites::spend(app.db.conn(), code_hash, clock::now_ms())?
+    {
+        return Err(ApiError::Forbidden(UNUSABLE_INVITE));
+    }
     app.registrations.commit(&address, Instant::now());
     super::sessions::signed_in(app, account_id, key_salt)
 }

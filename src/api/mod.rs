@@ -4,6 +4,7 @@
 
 mod accounts;
 mod changes;
+mod deferred;
 mod logs;
 mod paging;
 mod reset;
@@ -13,8 +14,9 @@ mod sharing;
 mod stores;
 
 pub use accounts::{create as create_account, delete_account};
+pub use deferred::Deferred;
 pub use logs::{SMALL_ENTRY, small_append};
-pub use reset::{Deferred, issue_token as issue_reset_token};
+pub use reset::issue_token as issue_reset_token;
 pub use stores::{PendingWrite, Received, finish_uploads};
 
 use crate::auth::{self, PasswordOutcome};
@@ -27,6 +29,7 @@ use crate::error::ApiError;
 use crate::hashing::{Hashing, Ticket};
 use crate::hook::{HookSlot, ResetHook};
 use crate::http::{RequestHead, Response};
+use crate::log;
 use crate::polls::{Poll, Polls};
 use crate::ratelimit::RateLimit;
 use crate::router::Route;
@@ -152,6 +155,8 @@ pub enum AfterPassword {
     Register {
         account_id: String,
         address: IpAddr,
+        /// The hash of the invitation to spend, with `REGISTRATION=invite`.
+        invite: Option<String>,
     },
     /// Sign in if the password matched the account's hash `phc` (`None`:
     /// an unknown id, checked against the decoy) and the account's
@@ -232,8 +237,8 @@ impl App {
 
     pub fn after_password(&mut self, then: AfterPassword, outcome: PasswordOutcome) -> Result<Step, ApiError> {
         match (then, outcome) {
-            (AfterPassword::Register { account_id, address }, PasswordOutcome::Hashed(phc)) => {
-                accounts::finish_register(self, &account_id, address, phc)
+            (AfterPassword::Register { account_id, address, invite }, PasswordOutcome::Hashed(phc)) => {
+                accounts::finish_register(self, &account_id, address, invite.as_deref(), phc)
             }
             (AfterPassword::ResetConfirm { account_id, token_hash, address }, PasswordOutcome::Hashed(phc)) => {
                 reset::finish_confirm(self, &account_id, &token_hash, address, phc)
@@ -268,7 +273,23 @@ impl App {
         if matches {
             self.throttle.success(account_id, address);
         } else {
-            self.throttle.failure(account_id, address, Instant::now());
+            self.failed_attempt(account_id, address);
+        }
+    }
+
+    /// A password attempt failed: it counts against the account and the
+    /// address. A lockout it starts gets a log line (for fail2ban) and, for
+    /// an account, is recorded after the answer (for `sync-node account
+    /// list`).
+    pub fn failed_attempt(&mut self, account_id: &str, address: IpAddr) {
+        let started = self.throttle.failure(account_id, address, Instant::now());
+        if let Some(lockout) = started.account {
+            log::warn(format_args!("lockout address={address} account={account_id} seconds={}", lockout.as_secs()));
+            let until = clock::now_ms().saturating_add(i64::try_from(lockout.as_millis()).unwrap_or(i64::MAX));
+            self.deferred.push(Deferred::RecordLockout { account_id: account_id.to_owned(), until });
+        }
+        if let Some(lockout) = started.address {
+            log::warn(format_args!("lockout address={address} scope=address seconds={}", lockout.as_secs()));
         }
     }
 
@@ -331,11 +352,7 @@ impl App {
     /// `TRUST_PROXY=1` the last entry of the last `X-Forwarded-For` line
     /// (the one our proxy added; a client can forge only earlier ones).
     pub fn client_address(&self, request: &Request) -> IpAddr {
-        let forwarded = || {
-            let header = std::str::from_utf8(request.head.last_header("x-forwarded-for")?).ok()?;
-            header.rsplit(',').next()?.trim().parse().ok()
-        };
-        if self.config.trust_proxy { forwarded().unwrap_or(request.peer) } else { request.peer }
+        request.head.client_address(request.peer, self.config.trust_proxy)
     }
 
     /// The session behind `Authorization: Bearer …`, extended when past half
@@ -357,7 +374,7 @@ impl App {
         if expiration - now < lifetime / 2
             && let Err(err) = db::sessions::set_expiration(self.db.conn(), token_hash, now + lifetime)
         {
-            eprintln!("sync-node: could not extend a session: {err}");
+            log::error(format_args!("could not extend a session: {err}"));
         }
         Ok(Session { account_id, token_hash: token_hash.to_owned() })
     }
@@ -368,7 +385,7 @@ impl App {
         for name in files {
             self.open_files.forget(&name);
             if let Err(err) = self.blobs.remove(&name) {
-                eprintln!("sync-node: could not remove a store file: {err}");
+                log::error(format_args!("could not remove a store file: {err}"));
             }
         }
         if !wake.is_empty() {
@@ -404,6 +421,7 @@ impl App {
         db::sessions::delete_expired(self.db.conn(), now)?;
         db::resets::delete_expired(self.db.conn(), now)?;
         self.throttle.prune(Instant::now());
+        db::invites::prune(self.db.conn(), now)?;
         db::changes::prune(self.db.conn(), now - TOMBSTONE_RETENTION_MS)?;
         Ok(())
     }

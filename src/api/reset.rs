@@ -3,13 +3,14 @@
 //! hands it to `RESET_HOOK`; `POST /v1/password-reset/confirm` takes a
 //! single-use, one-hour token and a new password, and revokes every session.
 
-use super::{AfterPassword, App, json_body, respond};
+use super::{AfterPassword, App, Deferred, json_body, respond};
 use crate::auth::{self, PasswordJob};
 use crate::clock;
 use crate::db;
 use crate::error::ApiError;
 use crate::hook::{MAX_RUNNING, ResetHook};
 use crate::http::Response;
+use crate::log;
 use crate::server::{Request, Step};
 use serde::Deserialize;
 use serde_json::json;
@@ -31,13 +32,6 @@ struct ResetConfirmation {
     new_password: String,
 }
 
-/// Work done after an answer has been sent, so its timing cannot tell
-/// whether an id exists.
-#[derive(Debug)]
-pub enum Deferred {
-    IssueResetToken { account_id: String, id: String },
-}
-
 /// `POST /v1/password-reset`
 pub fn request_reset(app: &mut App, request: &Request) -> Result<Step, ApiError> {
     if app.reset_hook.is_none() {
@@ -47,36 +41,38 @@ pub fn request_reset(app: &mut App, request: &Request) -> Result<Step, ApiError>
     let id = auth::normalise_id(&body.id)?;
     // Every request counts, whether or not the id exists.
     let address = app.client_address(request);
-    App::take_place(&mut app.reset_requests, address)?;
+    App::take_place(&mut app.reset_requests, address)
+        .inspect_err(|_| log::warn(format_args!("reset-limit address={address} (10 reset requests an hour)")))?;
     app.reset_requests.commit(&address, Instant::now());
     let account_id = auth::account_hash(&app.secret, &id);
     if db::accounts::exists(app.db.conn(), &account_id)? {
-        app.deferred.push(Deferred::IssueResetToken { account_id, id: body.id.trim().to_owned() });
+        app.deferred.push(Deferred::IssueResetToken { account_id, id: body.id.trim().to_owned(), address });
     }
     respond(Response::json(202, &json!({})))
 }
 
-impl Deferred {
-    /// Does the work inside the loop's write transaction. A new token
-    /// replaces the one already handed out only if the account has had
-    /// fewer than 3 this hour and the hook has a place to run now;
-    /// otherwise the request is dropped (the client got 202 either way).
-    pub fn run(self, app: &mut App) -> Result<(), ApiError> {
-        let Deferred::IssueResetToken { account_id, id } = self;
-        let now = Instant::now();
-        if app.reset_tokens.reserve(&account_id, now).is_err() {
-            return Ok(());
-        }
-        let Some(slot) = app.reset_hook.as_ref().and_then(ResetHook::reserve) else {
-            app.reset_tokens.release(&account_id);
-            eprintln!("sync-node: RESET_HOOK: {MAX_RUNNING} already running; a reset request was dropped");
-            return Ok(());
-        };
-        app.reset_tokens.commit(&account_id, now);
-        let token = issue_token(app.db.conn(), &account_id)?;
-        app.after_commit.run_reset_hook(slot, id, token);
-        Ok(())
+/// After the answer to a reset request for an existing account, inside the
+/// loop's write transaction: a new token replaces the one already handed
+/// out only if the account has had fewer than 3 this hour and the hook has
+/// a place to run now; otherwise the request is dropped, with a log line
+/// (the client got 202 either way).
+pub(super) fn issue_requested(app: &mut App, account_id: String, id: String, address: IpAddr) -> Result<(), ApiError> {
+    let now = Instant::now();
+    if app.reset_tokens.reserve(&account_id, now).is_err() {
+        log::warn(format_args!("reset-dropped address={address} reason=account-limit (3 tokens an hour)"));
+        return Ok(());
     }
+    let Some(slot) = app.reset_hook.as_ref().and_then(ResetHook::reserve) else {
+        app.reset_tokens.release(&account_id);
+        log::warn(format_args!(
+            "reset-dropped address={address} reason=hook-busy ({MAX_RUNNING} RESET_HOOK runs already)"
+        ));
+        return Ok(());
+    };
+    app.reset_tokens.commit(&account_id, now);
+    let token = issue_token(app.db.conn(), &account_id)?;
+    app.after_commit.run_reset_hook(slot, id, token);
+    Ok(())
 }
 
 /// A new one-hour token for the account, replacing any older one.
@@ -93,7 +89,7 @@ pub fn confirm(app: &mut App, request: &Request) -> Result<Step, ApiError> {
     let (account_id, address) = app.password_attempt(request, &body.id, &body.new_password)?;
     let token_hash = auth::token_hash(&body.token);
     if !token_is_valid(app, &account_id, &token_hash)? {
-        app.throttle.failure(&account_id, address, Instant::now());
+        app.failed_attempt(&account_id, address);
         return Err(rejected());
     }
     let job = PasswordJob::Hash { password: body.new_password, iterations: app.config.pbkdf2_iterations };
@@ -109,7 +105,7 @@ pub fn finish_confirm(
 ) -> Result<Step, ApiError> {
     // Single use: another confirmation may have spent the token meanwhile.
     if !token_is_valid(app, account_id, token_hash)? {
-        app.throttle.failure(account_id, address, Instant::now());
+        app.failed_attempt(account_id, address);
         return Err(rejected());
     }
     let phc = phc?;

@@ -24,7 +24,7 @@ pub fn info(config: &Config, generation: &str) -> Result<Step, ApiError> {
             "name": "sync-node",
             "version": env!("CARGO_PKG_VERSION"),
             "generation": generation,
-            "registration": if config.registration_open { "open" } else { "closed" },
+            "registration": config.registration.as_str(),
             "password_reset": config.reset_hook.is_some(),
             "max_store_bytes": config.max_store_bytes,
             "max_meta_bytes": MAX_META_BYTES,

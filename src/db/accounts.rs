@@ -62,6 +62,48 @@ pub fn upgrade_password(conn: &Connection, id: &str, old: &str, new: &str) -> ru
     Ok(changed == 1)
 }
 
+/// Records that sign-ins to the account are refused until `until` (ms).
+pub fn set_locked_until(conn: &Connection, id: &str, until: i64) -> rusqlite::Result<()> {
+    conn.prepare_cached("UPDATE sync_account SET locked_until = max(locked_until, ?2) WHERE id = ?1")?
+        .execute(params![id, until])?;
+    Ok(())
+}
+
+/// One line of `sync-node account list`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountSummary {
+    pub id: String,
+    pub created: i64,
+    pub stores_owned: u64,
+    pub bytes_used: u64,
+    pub sessions: u64,
+    pub locked_until: i64,
+}
+
+/// Every account, oldest first, with what it owns and its live sessions
+/// at `now`.
+pub fn list(conn: &Connection, now: i64) -> rusqlite::Result<Vec<AccountSummary>> {
+    let mut statement = conn.prepare(
+        "SELECT a.id, a.created, a.locked_until,
+           (SELECT count(*) FROM account_permission p WHERE p.account_id = a.id AND p.permission = 'OWN'),
+           (SELECT coalesce(sum(s.size + s.log_bytes), 0) FROM account_permission p
+              JOIN sync_store s ON s.store_key = p.store_key WHERE p.account_id = a.id AND p.permission = 'OWN'),
+           (SELECT count(*) FROM sync_session t WHERE t.account_id = a.id AND t.expiration > ?1)
+         FROM sync_account a ORDER BY a.created, a.id",
+    )?;
+    let rows = statement.query_map([now], |row| {
+        Ok(AccountSummary {
+            id: row.get(0)?,
+            created: row.get(1)?,
+            locked_until: row.get(2)?,
+            stores_owned: row.get(3)?,
+            bytes_used: row.get(4)?,
+            sessions: row.get(5)?,
+        })
+    })?;
+    rows.collect()
+}
+
 /// Deletes the account; its sessions, reset token, permissions and change
 /// log go with it (foreign keys cascade).
 pub fn delete(conn: &Connection, id: &str) -> rusqlite::Result<()> {

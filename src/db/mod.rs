@@ -4,6 +4,7 @@
 
 pub mod accounts;
 pub mod changes;
+pub mod invites;
 pub mod logs;
 pub mod resets;
 mod schema;

@@ -75,6 +75,16 @@ const MIGRATIONS: &[&str] = &[
         bytes BLOB NOT NULL,
         PRIMARY KEY (store_key, idx)
     );",
+    // 6: invitations (SPEC §3), stored as hashes of their codes; and when
+    // an account's sign-in lockout ends (written by the server when one
+    // starts, read by `sync-node account list`).
+    "CREATE TABLE sync_invite (
+        code TEXT PRIMARY KEY NOT NULL,
+        uses_left INTEGER NOT NULL,
+        expires INTEGER NOT NULL,
+        created INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    ALTER TABLE sync_account ADD COLUMN locked_until INTEGER NOT NULL DEFAULT 0;",
 ];
 
 fn version(conn: &Connection) -> Result<usize, String> {
@@ -151,6 +161,12 @@ mod tests {
         assert_eq!((password.as_str(), credential), ("h", 0), "accounts are kept");
         let logs: i64 = conn.query_row("SELECT count(*) FROM store_log", [], |row| row.get(0)).unwrap();
         assert_eq!(logs, 0);
+        let (invites, locked): (i64, i64) = conn
+            .query_row("SELECT (SELECT count(*) FROM sync_invite), locked_until FROM sync_account", [], |row| {
+                Ok((row.get(0)?, row.get(1)?))
+            })
+            .unwrap();
+        assert_eq!((invites, locked), (0, 0));
         migrate(&mut conn).unwrap();
         assert_eq!(
             conn.query_row("SELECT count(*) FROM sync_setting", [], |row| row.get::<_, i64>(0)).unwrap(),

@@ -3,6 +3,7 @@
 //! before it turns anyone away, survives descriptor exhaustion, and hands
 //! each accepted socket to its own small-stack thread.
 
+use crate::log;
 use std::collections::HashMap;
 use std::io::{self, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -213,7 +214,7 @@ pub fn accept_loop<F>(
         });
         if let Err(err) = spawned {
             // The closure (and with it the socket and slot) is dropped.
-            eprintln!("sync-node: cannot start a connection thread: {err}");
+            log::error(format_args!("cannot start a connection thread: {err}"));
             thread::sleep(Duration::from_millis(10));
         }
     }

@@ -2,6 +2,7 @@
 //! its body is framed (the request-smuggling rules live here).
 
 use crate::error::ApiError;
+use std::net::IpAddr;
 
 /// How the request body is delimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,6 +68,17 @@ impl RequestHead {
             }
             Some(_) => Err(ApiError::bad_request(format!("The {name} header has characters outside visible ASCII."))),
         }
+    }
+
+    /// The client's address: the peer's, or with `trust_proxy` the last
+    /// entry of the last `X-Forwarded-For` line (the one the proxy added)
+    /// when it is an address.
+    pub fn client_address(&self, peer: IpAddr, trust_proxy: bool) -> IpAddr {
+        let forwarded = || {
+            let header = std::str::from_utf8(self.last_header("x-forwarded-for")?).ok()?;
+            header.rsplit(',').next()?.trim().parse().ok()
+        };
+        if trust_proxy { forwarded().unwrap_or(peer) } else { peer }
     }
 
     pub fn is_head(&self) -> bool {

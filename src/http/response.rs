@@ -77,7 +77,8 @@ impl Response {
         }
     }
 
-    fn body_len(&self) -> u64 {
+    /// Bytes of body this answer carries (sent unless it answers a HEAD).
+    pub fn body_len(&self) -> u64 {
         match &self.body {
             Body::Empty => 0,
             Body::Bytes(bytes) => bytes.len() as u64,

@@ -2,11 +2,15 @@
 
 mod accounts;
 mod changes;
+mod cli;
+mod contrib;
 mod crash;
 mod data_dir;
 mod hostile;
 mod http_layer;
+mod invitations;
 mod lifecycle;
+mod logging;
 mod logs;
 mod operations;
 mod paging;

@@ -1,0 +1,31 @@
+//! Work the loop does after an answer has gone out, each in its own write
+//! transaction: its cost cannot be timed by the client, and the rollback of
+//! a refused request cannot undo it.
+
+use super::{App, reset};
+use crate::db;
+use crate::error::ApiError;
+use std::net::IpAddr;
+
+#[derive(Debug)]
+pub enum Deferred {
+    /// A reset request for an existing account: issue a token and hand it
+    /// to `RESET_HOOK`, if the account's limits allow.
+    IssueResetToken { account_id: String, id: String, address: IpAddr },
+    /// A sign-in lockout started: record when it ends, for
+    /// `sync-node account list`.
+    RecordLockout { account_id: String, until: i64 },
+}
+
+impl Deferred {
+    pub fn run(self, app: &mut App) -> Result<(), ApiError> {
+        match self {
+            Deferred::IssueResetToken { account_id, id, address } => {
+                reset::issue_requested(app, account_id, id, address)
+            }
+            Deferred::RecordLockout { account_id, until } => {
+                Ok(db::accounts::set_locked_until(app.db.conn(), &account_id, until)?)
+            }
+        }
+    }
+}

@@ -1,0 +1,88 @@
+//! The command line as an operator meets it: missing arguments, which data
+//! directory a command used, and `account add` on a terminal.
+
+use crate::support::{BIN, PASSWORD, Server, cli};
+use serde_json::json;
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+#[test]
+fn a_missing_argument_is_named() {
+    let server = Server::start();
+    for (args, names) in [
+        (&["account", "add"][..], "ID"),
+        (&["account", "delete"], "ID"),
+        (&["reset-token"], "ID"),
+        (&["backup"], "DIR"),
+        (&["account"], "add ID, list or delete ID"),
+    ] {
+        let (code, out, err) = cli(&server.root, args, &[]);
+        assert_eq!(code, 2, "{args:?}");
+        assert!(out.is_empty());
+        assert!(err.lines().next().unwrap_or("").contains(names), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn every_command_names_its_data_directory_on_stderr() {
+    let server = Server::start();
+    server.register("dir@example.org");
+    let shown = server.root.canonicalize().unwrap();
+    let backup = tempfile::tempdir().unwrap();
+    let target = backup.path().join("copy");
+    for args in [
+        vec!["account", "list"],
+        vec!["reset-token", "dir@example.org"],
+        vec!["invite"],
+        vec!["check"],
+        vec!["backup", target.to_str().unwrap()],
+    ] {
+        let (code, _, err) = cli(&server.root, &args, &[]);
+        assert_eq!(code, 0, "{args:?}: {err}");
+        assert!(err.contains(&format!("data directory {}", shown.display())), "{args:?}: {err}");
+    }
+}
+
+/// Runs `account add ID` under a pseudo-terminal (util-linux `script`)
+/// with `typed` as the keyboard; returns the exit code and the terminal's
+/// transcript.
+fn add_on_a_terminal(server: &Server, id: &str, typed: &str) -> (i32, String) {
+    let command = format!("{BIN} account add {id}");
+    let mut child = Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .env_clear()
+        .env("STATIC_ROOT", &server.root)
+        .env("PBKDF2_ITERATIONS", "1000")
+        .env("PATH", "/usr/bin:/bin")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    for line in typed.split_inclusive('\n') {
+        // One line per prompt, as a person types.
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        stdin.write_all(line.as_bytes()).unwrap();
+    }
+    drop(stdin);
+    let output = child.wait_with_output().unwrap();
+    (output.status.code().unwrap_or(-1), String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+#[test]
+fn account_add_on_a_terminal_asks_twice_without_echo() {
+    let server = Server::start();
+    let (code, screen) = add_on_a_terminal(&server, "typed@example.org", &format!("{PASSWORD}\n{PASSWORD}\n"));
+    assert_eq!(code, 0, "{screen}");
+    assert!(screen.contains("Password for the new account") && screen.contains("The same password again"), "{screen}");
+    assert!(!screen.contains(PASSWORD), "the password was echoed: {screen}");
+    let login = server.post_json("/v1/sessions", None, &json!({"id": "typed@example.org", "password": PASSWORD}));
+    assert_eq!(login.status, 201);
+
+    let (code, screen) = add_on_a_terminal(&server, "typo@example.org", &format!("{PASSWORD}\n{PASSWORD}x\n"));
+    assert_eq!(code, 1, "{screen}");
+    assert!(screen.contains("differ"), "{screen}");
+    let login = server.post_json("/v1/sessions", None, &json!({"id": "typo@example.org", "password": PASSWORD}));
+    assert_eq!(login.status, 401, "nothing was created");
+}
