@@ -12,6 +12,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 TOP = os.path.dirname(HERE)
 BIN = os.path.join(TOP, "target", "release", "sync-node")
 CEILING = os.path.join(TOP, "target", "release", "examples", "write_ceiling")
+# Environment for the processes whose disk is slowed down (--fsync-delay-ms).
+SLOW_DISK = {}
 WRK = os.path.join(HERE, "wrk")
 PASSWORD = "benchmark password"
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -55,7 +57,7 @@ def cpu_seconds(pid):
 
 def start_server(root, port, **env):
     defaults = dict(MAX_CONNECTIONS="1024", MAX_CONNECTIONS_PER_ADDRESS="1024", MAX_LOG_BYTES="1073741824")
-    environment = dict(os.environ, PORT=str(port), BIND="127.0.0.1", STATIC_ROOT=root, **{**defaults, **env})
+    environment = dict(os.environ, PORT=str(port), BIND="127.0.0.1", STATIC_ROOT=root, **{**defaults, **env}, **SLOW_DISK)
     started = time.monotonic()
     proc = subprocess.Popen([BIN], env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     while True:
@@ -150,8 +152,19 @@ def main():
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--conns", default="1,16,64")
+    parser.add_argument("--workloads", default="get,get304,put,append,log read,login,changes",
+                        help="comma-separated subset of the workload rows")
+    parser.add_argument("--fsync-delay-ms", type=float, default=0,
+                        help="make every fsync of the server and the ceilings this much slower "
+                             "(an SD-card-like disk; LD_PRELOAD of bench/slowdisk)")
     args = parser.parse_args()
     conns = [int(c) for c in args.conns.split(",")]
+    wanted = args.workloads.split(",")
+    if args.fsync_delay_ms:
+        shim = os.path.join(TOP, "bench", "slowdisk", "libfsync_delay.so")
+        subprocess.run(["cc", "-O2", "-shared", "-fPIC", "-o", shim, os.path.join(TOP, "bench", "slowdisk", "fsync_delay.c"),
+                        "-ldl"], check=True)
+        SLOW_DISK.update(LD_PRELOAD=shim, FSYNC_DELAY_US=str(int(args.fsync_delay_ms * 1000)))
     work = tempfile.mkdtemp(prefix="sync-node-bench-")
     os.chmod(work, 0o755)  # nginx's worker may run as another user
     procs = []
@@ -189,10 +202,12 @@ def main():
         procs.append(start_nginx(os.path.join(work, "nginx"), nginx_port))
 
         ceiling_dir = os.path.join(work, "ceiling")
-        out = subprocess.run([CEILING, ceiling_dir, str(args.seconds)], capture_output=True, text=True, check=True).stdout
+        ceiling_env = dict(os.environ, **SLOW_DISK)
+        out = subprocess.run([CEILING, ceiling_dir, str(args.seconds)], capture_output=True, text=True, check=True,
+                             env=ceiling_env).stdout
         write_ceiling = float(out.split()[1])
         out = subprocess.run([CEILING, ceiling_dir, str(args.seconds), "append"], capture_output=True, text=True,
-                             check=True).stdout
+                             check=True, env=ceiling_env).stdout
         append_ceiling = float(out.split()[1])
 
         rows, nginx_rps = [], {}
@@ -205,6 +220,8 @@ def main():
                      ("append", "append.lua", {}), ("log read", "logread.lua", {}),
                      ("login", "login.lua", {"timeout": "60s"}), ("changes", "changes.lua", {})]
         for name, script, extra in workloads:
+            if name not in wanted:
+                continue
             for c in conns:
                 row_env = dict(env, SYNC_PREFIX=f"{name}-{c}-")
                 threads = c if name in ("put", "append") else None
@@ -221,7 +238,8 @@ def main():
                 rows.append((name, c, r, ratio, None))
 
         print(f"Sync Node benchmark — {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, {os.uname().machine}, "
-              f"{args.seconds} s per row after {args.warmup} s warm-up; wrk and the server share the machine.\n")
+              f"{args.seconds} s per row after {args.warmup} s warm-up; wrk and the server share the machine"
+              + (f"; every fsync {args.fsync_delay_ms:g} ms slower (bench/slowdisk)" if args.fsync_delay_ms else "") + ".\n")
         print("| workload | conns | req/s | p50 ms | p99 ms | ratio to ceiling | server RSS max / HWM KiB | server CPU % | notes |")
         print("|---|---:|---:|---:|---:|---|---|---:|---|")
         under_load = 0

@@ -135,6 +135,10 @@ fn open_data(config: &Config) -> Result<DataDir, Failure> {
 /// `sync-node account add ID`: works whatever `REGISTRATION` says.
 fn account_add(config: &Config, id: &str) -> Result<ExitCode, Failure> {
     let data = open_data(config)?;
+    // A bad id is said before anyone types a password.
+    if let Err(err) = auth::normalise_id(id) {
+        return Ok(failed(&describe(&err)));
+    }
     let password = match prompt::new_password() {
         Ok(password) => password,
         Err(problem) => return Ok(failed(&problem)),

@@ -1,10 +1,13 @@
 //! The server's log, on stderr: one line per event, `<RFC 3339 UTC time>
 //! <LEVEL> <message>`. Lines never carry a token, password, id or store
 //! key. Lines an intrusion blocker such as fail2ban acts on are `WARN`,
-//! start with a fixed word (`lockout`, `registration-limit`,
-//! `reset-limit`, `reset-dropped`) and name the client as `address=<ip>`
-//! (docs/operations.md has the filter). With `ACCESS_LOG=1` every answer
-//! gets an `INFO access` line too.
+//! start with a fixed word (`address-lockout`, `registration-limit`,
+//! `reset-limit`: limits on one address, which only that address's own
+//! requests can reach) and name the client as `address=<ip>`
+//! (docs/operations.md has the filter). Lines about an account
+//! (`account-lockout`, `reset-dropped`) name the last address only as
+//! `last-address=`, since that may be the owner's. With `ACCESS_LOG=1`
+//! every answer gets an `INFO access` line too.
 
 use crate::clock;
 use crate::encoding::rfc3339;

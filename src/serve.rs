@@ -61,6 +61,8 @@ pub fn serve(config: Config) -> Result<(), Failure> {
     let data = DataDir::open_for_server(&config.static_root, &claim)?;
     let unreadable = |err: rusqlite::Error| Failure::config(format!("STATIC_ROOT: cannot read the database: {err}"));
     let generation = data.db.generation().map_err(unreadable)?;
+    // Lockouts live in memory: a new server starts with none.
+    data.db.write(db::accounts::clear_lockouts).map_err(unreadable)?;
     let blobs = Blobs::open(&config.static_root)
         .map_err(|err| Failure::config(format!("STATIC_ROOT: cannot prepare store directories: {err}")))?;
     let referenced: HashSet<String> = db::stores::files(data.db.conn()).map_err(unreadable)?.into_iter().collect();

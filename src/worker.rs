@@ -66,7 +66,12 @@ pub fn serve_connection(stream: TcpStream, peer: SocketAddr, slot: Slot, shared:
                     extra: cors::headers(&shared.config.cors_origins, None).into(),
                     ..Default::default()
                 };
-                let _ = conn.send(err.into_response(), &options);
+                let response = err.into_response();
+                if shared.config.access_log {
+                    // No head to read a method, route or forwarded address from.
+                    log::access(peer.ip(), "-", "(malformed)", response.status, response.body_len(), Duration::ZERO);
+                }
+                let _ = conn.send(response, &options);
                 return conn.linger_close();
             }
         };

@@ -284,12 +284,16 @@ impl App {
     pub fn failed_attempt(&mut self, account_id: &str, address: IpAddr) {
         let started = self.throttle.failure(account_id, address, Instant::now());
         if let Some(lockout) = started.account {
-            log::warn(format_args!("lockout address={address} account={account_id} seconds={}", lockout.as_secs()));
+            // Not a line to ban on: the fifth failure may be the owner's own typo.
+            log::warn(format_args!(
+                "account-lockout account={account_id} seconds={} last-address={address}",
+                lockout.as_secs()
+            ));
             let until = clock::now_ms().saturating_add(i64::try_from(lockout.as_millis()).unwrap_or(i64::MAX));
             self.deferred.push(Deferred::RecordLockout { account_id: account_id.to_owned(), until });
         }
         if let Some(lockout) = started.address {
-            log::warn(format_args!("lockout address={address} scope=address seconds={}", lockout.as_secs()));
+            log::warn(format_args!("address-lockout address={address} seconds={}", lockout.as_secs()));
         }
     }
 

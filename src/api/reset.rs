@@ -59,7 +59,7 @@ pub fn request_reset(app: &mut App, request: &Request) -> Result<Step, ApiError>
 pub(super) fn issue_requested(app: &mut App, account_id: String, id: String, address: IpAddr) -> Result<(), ApiError> {
     let now = Instant::now();
     if app.reset_tokens.reserve(&account_id, now).is_err() {
-        log::warn(format_args!("reset-dropped address={address} reason=account-limit (3 tokens an hour)"));
+        log::info(format_args!("reset-dropped reason=account-limit (3 tokens an hour) last-address={address}"));
         return Ok(());
     }
     let Some(slot) = app.reset_hook.as_ref().and_then(ResetHook::reserve) else {

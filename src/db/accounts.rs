@@ -69,6 +69,12 @@ pub fn set_locked_until(conn: &Connection, id: &str, until: i64) -> rusqlite::Re
     Ok(())
 }
 
+/// Forgets every recorded lockout (a server starts with none).
+pub fn clear_lockouts(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute("UPDATE sync_account SET locked_until = 0 WHERE locked_until != 0", [])?;
+    Ok(())
+}
+
 /// One line of `sync-node account list`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AccountSummary {

@@ -86,3 +86,34 @@ fn account_add_on_a_terminal_asks_twice_without_echo() {
     let login = server.post_json("/v1/sessions", None, &json!({"id": "typo@example.org", "password": PASSWORD}));
     assert_eq!(login.status, 401, "nothing was created");
 }
+
+#[test]
+fn ctrl_c_at_the_password_prompt_gives_the_terminal_its_echo_back() {
+    let server = Server::start();
+    // The shell ignores SIGINT so that it survives to print the terminal's
+    // settings after the command is interrupted.
+    let command = format!("trap '' INT; {BIN} account add interrupted@example.org; echo \"exit $?\"; stty -a");
+    let mut child = Command::new("script")
+        .args(["-qec", &format!("sh -c {}", shell_quote(&command)), "/dev/null"])
+        .env_clear()
+        .env("STATIC_ROOT", &server.root)
+        .env("PATH", "/usr/bin:/bin")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    stdin.write_all(b"half a pass").unwrap();
+    stdin.write_all(&[3]).unwrap(); // Ctrl-C
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    drop(stdin);
+    let screen = String::from_utf8_lossy(&child.wait_with_output().unwrap().stdout).into_owned();
+    assert!(screen.contains("exit 130"), "interrupted: {screen}");
+    let words: Vec<&str> = screen.split_whitespace().collect();
+    assert!(words.contains(&"echo") && !words.contains(&"-echo"), "echo is back on: {screen}");
+}
+
+fn shell_quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "'\\''"))
+}

@@ -52,6 +52,26 @@ fn the_reset_hook_mails_exactly_one_address() {
 }
 
 #[test]
+fn a_failing_mailer_does_not_put_the_address_in_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let mailer = dir.path().join("mailer");
+    std::fs::write(&mailer, "#!/bin/sh\necho \"recipient $3 not accepted\" >&2\nexit 1\n").unwrap();
+    Command::new("chmod").arg("+x").arg(&mailer).status().unwrap();
+    let output = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/contrib/reset-hook-msmtp.sh"))
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("SENDMAIL", &mailer)
+        .env("SYNC_NODE_MAIL_FROM", "sync@example.org")
+        .env("SYNC_NODE_ID", "private.person@example.org")
+        .env("SYNC_NODE_TOKEN", "t")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success() && stderr.contains("failed"), "{stderr}");
+    assert!(!stderr.contains("private.person"), "{stderr}");
+}
+
+#[test]
 fn the_reset_hook_needs_a_sender() {
     let output = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/contrib/reset-hook-msmtp.sh"))
         .env_clear()

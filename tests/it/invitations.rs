@@ -130,8 +130,15 @@ fn account_list_shows_usage_sessions_and_lockouts_without_ids() {
     assert_eq!(field(first, "locked"), "no");
     assert_eq!((field(second, "stores"), field(second, "sessions")), ("0".into(), "1".into()));
     assert!(field(second, "locked").ends_with('Z'), "locked until a time: {second}");
+    // Lockouts live in the server's memory: after a restart there are none.
+    let mut server = server;
+    let root = server.root.clone();
+    assert_eq!(server.stop_with("TERM").0, Some(0));
+    let restarted = Server::start_in(&root, Options::default());
+    let (_, out, _) = cli(&restarted.root, &["account", "list"], &[]);
+    assert!(out.lines().all(|l| l.ends_with("locked=no")), "{out}");
     assert!(
-        server.log().contains(&format!("WARN lockout address=127.0.0.1 account={}", field(second, "account"))),
+        server.log().contains(&format!("WARN account-lockout account={} seconds=900", field(second, "account"))),
         "{}",
         server.log()
     );

@@ -11,11 +11,22 @@ fn well_formed(line: &str) -> bool {
     time.len() == 24 && time.as_bytes()[10] == b'T' && time.ends_with('Z') && ["INFO", "WARN", "ERROR"].contains(&level)
 }
 
-/// What the fail2ban filter in docs/operations.md matches: the address.
-fn banned_address(line: &str) -> Option<&str> {
+/// The words the shipped fail2ban filter bans on, read from it.
+fn banned_words() -> Vec<String> {
+    let filter =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/contrib/fail2ban/sync-node-filter.conf"))
+            .unwrap();
+    let regex = filter.lines().find_map(|l| l.strip_prefix("failregex = ")).expect("a failregex");
+    let words = regex.split("WARN (?:").nth(1).and_then(|rest| rest.split(')').next()).expect("WARN (?:…)");
+    words.split('|').map(str::to_owned).collect()
+}
+
+/// What that filter matches in a line: the address (`scripts/test-fail2ban.sh`
+/// checks the filter itself with fail2ban-regex).
+fn banned_address<'a>(line: &'a str, words: &[String]) -> Option<&'a str> {
     let rest = line.split_once(" WARN ")?.1;
     let (word, rest) = rest.split_once(' ')?;
-    ["lockout", "registration-limit", "reset-limit", "reset-dropped"].contains(&word).then_some(())?;
+    words.iter().any(|w| w == word).then_some(())?;
     rest.strip_prefix("address=")?.split(' ').next()
 }
 
@@ -27,6 +38,7 @@ fn access_log_lines_name_the_route_never_the_key_or_token() {
     server.call("GET", "/v1/stores/very-secret-key?x=1", Some(&token), &[], b"");
     server.call("HEAD", "/v1/stores/very-secret-key", Some(&token), &[], b"");
     server.get("/v1/no-such-route", None);
+    crate::support::send_raw(&server, b"GET /v1/health HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n");
     std::thread::sleep(std::time::Duration::from_millis(200));
     let log = server.log();
     assert!(log.lines().all(well_formed), "{log}");
@@ -38,6 +50,7 @@ fn access_log_lines_name_the_route_never_the_key_or_token() {
     assert!(fields[fields.len() - 1].ends_with("us"), "microseconds: {get}");
     assert!(access.iter().any(|l| l.contains(" HEAD /v1/stores/{key} 200 0 ")), "HEAD sends no body: {log}");
     assert!(access.iter().any(|l| l.contains(" GET (no route) 404 ")), "{log}");
+    assert!(access.iter().any(|l| l.contains(" - (malformed) 400 ")), "a rejected head: {log}");
     for secret in ["very-secret-key", token.as_str(), "logged@example.org", PASSWORD, "x=1"] {
         assert!(!log.contains(secret), "the log shows {secret}: {log}");
     }
@@ -52,11 +65,20 @@ fn no_access_log_unless_asked() {
 }
 
 #[test]
-fn lockouts_and_registration_limits_get_a_line_fail2ban_can_match() {
+fn per_address_limits_get_a_line_fail2ban_can_match_and_account_lines_do_not() {
     let server = Server::start();
     server.register("target@example.org");
     for _ in 0..5 {
         server.post_json("/v1/sessions", None, &json!({"id": "target@example.org", "password": "guess guess guess"}));
+    }
+    // Fifteen more failures (unknown ids, four at most each) make twenty from this address.
+    for i in 0..15 {
+        let resp = server.post_json(
+            "/v1/sessions",
+            None,
+            &json!({"id": format!("nobody-{}", i / 4), "password": "guess guess guess"}),
+        );
+        assert_eq!(resp.status, 401, "attempt {i}");
     }
     // Nine more registrations from this address make ten in the hour.
     for i in 0..9 {
@@ -65,10 +87,12 @@ fn lockouts_and_registration_limits_get_a_line_fail2ban_can_match() {
     let refused = server.post_json("/v1/accounts", None, &json!({"id": "one-too-many", "password": PASSWORD}));
     assert_eq!(refused.status, 429);
     let log = server.log();
-    let flagged: Vec<&str> = log.lines().filter_map(banned_address).collect();
-    assert!(flagged.len() >= 2, "a lockout and a registration limit: {log}");
-    assert!(flagged.iter().all(|a| *a == "127.0.0.1"), "{log}");
+    let words = banned_words();
+    let flagged: Vec<&str> = log.lines().filter_map(|line| banned_address(line, &words)).collect();
+    assert_eq!(flagged, ["127.0.0.1", "127.0.0.1"], "the address lockout and the registration limit: {log}");
+    assert!(log.contains("WARN address-lockout address=127.0.0.1 seconds=900"), "{log}");
     assert!(log.contains("WARN registration-limit address=127.0.0.1"), "{log}");
+    assert!(log.contains("WARN account-lockout account="), "the account lockout is logged, not banned on: {log}");
     for secret in ["target@example.org", "guess guess guess", "one-too-many"] {
         assert!(!log.contains(secret), "{log}");
     }

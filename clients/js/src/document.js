@@ -35,7 +35,7 @@ export class LogDocument {
     for (;;) {
       const item = await this.vault.get(this.name);
       if (!item) {
-        const created = await this.vault.put(this.name, asBytes(initial), { base: null, resolve: () => null });
+        const created = await this.vault.put(this.name, asBytes(initial), { base: null, resolve: () => null, queue: false });
         if ('skipped' in created) continue; // someone else created it first
         this.token = /** @type {any} */ (created).token;
         this.seenIndex = 0;
@@ -78,6 +78,12 @@ export class LogDocument {
    * @returns {Promise<{updates: Uint8Array[]} | {reload: true, snapshot: Uint8Array, updates: Uint8Array[]}>}
    */
   async pull() {
+    // A body written since (a compaction, or a document deleted and made
+    // again) means a reload; the check costs a 304.
+    if (!this.stale && this.token !== null) {
+      const body = await this.vault.client.stores.get(await this.vault.keyOf(this.name), { ifNoneMatch: this.token });
+      if (!(body && 'notModified' in body)) this.stale = true;
+    }
     if (!this.stale) {
       try {
         const page = await this.vault.log(this.name).read({ after: this.seenIndex });

@@ -8,7 +8,9 @@
  *
  * Events (it is an EventTarget; `event.detail` carries the data):
  * - `changes`: `{changes, seq, resync}`
- * - `status`: `'connecting' | 'live' | 'paused' | 'backoff' | 'stopped'`
+ * - `status`: `'connecting' | 'live' | 'paused' | 'backoff' | 'unauthorized' | 'stopped'`
+ *   (`unauthorized`: the session ended; the feed has stopped, `start()` it
+ *   again after signing in)
  * - `error`: the error before a back-off
  */
 
@@ -128,6 +130,13 @@ export class Feed extends EventTarget {
       } catch (error) {
         if (!live() || step.signal.aborted) continue;
         this.dispatchEvent(new CustomEvent('error', { detail: error }));
+        if (error instanceof SyncError && error.status === 401) {
+          // Signed out or revoked: polling again cannot help. Start again
+          // after signing in.
+          this.#emitStatus('unauthorized');
+          if (this.run === run) this.run = null;
+          break;
+        }
         const retryAfter = error instanceof SyncError ? error.retryAfter : null;
         this.#emitStatus('backoff');
         await sleep(backoffDelay(failures++, { ...this.backoff, retryAfterSeconds: retryAfter }), step.signal);
@@ -135,7 +144,7 @@ export class Feed extends EventTarget {
         run.abort.signal.removeEventListener('abort', stopped);
       }
     }
-    if (!this.run) this.#emitStatus('stopped');
+    if (!this.run && this.status !== 'unauthorized') this.#emitStatus('stopped');
   }
 
   /** One answer from the feed. @param {AbortSignal} signal */

@@ -83,7 +83,7 @@ export class OfflineQueue {
     return this.store.add(write);
   }
 
-  /** How many writes wait. */
+  /** How many writes wait (of every account). */
   async size() {
     return (await this.store.list()).length;
   }
@@ -95,12 +95,14 @@ export class OfflineQueue {
    * line; one the server refuses for good is handed to `onFailure` and
    * taken out of the queue. One replay at a time (across tabs too, when
    * the store has a `lockName`). Returns how many remain.
+   * Writes `mine` turns down are left for another replay.
+   * @param {(write: QueuedWrite) => boolean} mine
    * @param {(write: QueuedWrite) => Promise<void>} execute
    * @param {(write: QueuedWrite, error: unknown) => void} [onFailure]
    */
-  replay(execute, onFailure) {
+  replay(mine, execute, onFailure) {
     const run = async () => {
-      for (const write of await this.store.list()) {
+      for (const write of (await this.store.list()).filter(mine)) {
         try {
           await execute(write);
         } catch (error) {
@@ -110,7 +112,7 @@ export class OfflineQueue {
         }
         await this.store.remove(write.id);
       }
-      return (await this.store.list()).length;
+      return (await this.store.list()).filter(mine).length;
     };
     const locks = globalThis.navigator?.locks;
     const lockName = this.store.lockName;

@@ -79,12 +79,15 @@ export class SharedFeed extends EventTarget {
   /** Stops following; a leader hands the feed to another tab. */
   async stop() {
     this.role = 'stopped';
+    // Everything this start owns is taken now: a start() made while this
+    // stop waits builds its own.
     const feed = this.feed;
+    const release = this.release;
     this.feed = null;
+    this.release = null;
     this.channel?.close();
     this.channel = null;
     await feed?.stop();
-    this.release?.();
-    this.release = null;
+    release?.();
   }
 }

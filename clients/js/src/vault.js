@@ -179,21 +179,22 @@ export class Vault {
     try {
       await this.client.changePassword({ password: current.password, newPassword: next.password });
     } catch (error) {
-      // Only a definite refusal undoes the new wrap; after any other failure
-      // the server may have changed the password, and the wrap is needed.
-      if (error instanceof SyncError && error.code === 'wrong_password') {
+      // Only a definite refusal (a 4xx but a timeout) undoes the new wrap;
+      // after any other failure the server may have changed the password,
+      // and the wrap is needed.
+      if (error instanceof SyncError && error.status >= 400 && error.status < 500 && error.status !== 408) {
         await this.#editKeyring(async (ring) => ring.wraps.filter((w) => w.wrapped !== added.wrapped));
       }
       throw error;
     }
     const opens = (/** @type {CryptoKey} */ kek, /** @type {keyring.Wrap} */ w) =>
       keyring.unwrap({ v: 1, wraps: [w] }, kek, 'passphrase', this.keySalt).then(() => true, () => false);
+    // The server has the new password: only the new passphrase opens the
+    // keys now (with any recovery code), also wraps left by a change whose
+    // answer was lost.
     await this.#editKeyring(async (ring) => {
       const kept = [];
-      for (const w of ring.wraps) {
-        const old = w.kind === 'passphrase' && (await opens(current.kek, w)) && !(await opens(next.kek, w));
-        if (!old) kept.push(w);
-      }
+      for (const w of ring.wraps) if (w.kind !== 'passphrase' || (await opens(next.kek, w))) kept.push(w);
       return kept;
     });
   }
@@ -244,18 +245,25 @@ export class Vault {
    * that cannot reach the server (or that would overtake writes still
    * queued) is queued.
    * @param {string} name @param {Uint8Array|string|ArrayBuffer|ArrayBufferView} data
-   * @param {{meta?: any, resolve?: Resolve, base?: string|null}} [options] `base`: the token the data is based on, if not the last seen
+   * @param {{meta?: any, resolve?: Resolve, base?: string|null, queue?: false}} [options] `base`: the token the data is based on, if not the last seen; `queue: false`: never queue this write
    * @returns {Promise<PutResult>} `written`, `skipped` (the resolver kept the other version) or `queued`
    */
   async put(name, data, options = {}) {
     const key = await this.keyOf(name);
+    const queue = options.queue === false ? null : this.queue;
+    // Writes still queued go first (this one may depend on them) …
+    const waiting = queue && (await queue.size()) > 0 && (await this.flush()) > 0;
+    // … and the base is what this vault knows once they are written.
     const base = options.base !== undefined ? options.base : (this.seen.get(key)?.token ?? null);
-    const write = { op: 'put', key, name, data: asBytes(data), meta: options.meta, base };
-    if (this.queue && (await this.queue.size()) > 0 && (await this.flush()) > 0) return this.#enqueue(write);
+    // `meta` undefined: not given (keep what is there); `knownMeta`: what
+    // this vault saw, for a replay after a restart that forgot it.
+    const knownMeta = this.seen.get(key)?.meta;
+    const write = { op: 'put', account: this.keySalt, key, name, data: asBytes(data), meta: options.meta, knownMeta, base };
+    if (queue && waiting) return this.#enqueue(write);
     try {
       return await this.#write(write, options.resolve ?? this.resolve);
     } catch (error) {
-      if (!(this.queue && error instanceof SyncError && error.transient)) throw error;
+      if (!(queue && error instanceof SyncError && error.transient)) throw error;
       return this.#enqueue(write);
     }
   }
@@ -263,7 +271,7 @@ export class Vault {
   /**
    * Queues a write; a put waiting for the same store is replaced (the new
    * data supersedes it, on the same base).
-   * @param {{op: string, key: string, name: string, data: Uint8Array, meta: any, base: string|null}} write
+   * @param {{op: string, account: string, key: string, name: string, data: Uint8Array, meta: any, knownMeta: any, base: string|null}} write
    * @returns {Promise<PutResult>}
    */
   async #enqueue(write) {
@@ -272,7 +280,8 @@ export class Vault {
     for (const w of earlier) await queue.store.remove(w.id);
     const base = earlier.length > 0 ? earlier[0].base : write.base;
     const meta = write.meta === undefined && earlier.length > 0 ? earlier[earlier.length - 1].meta : write.meta;
-    await queue.add({ ...write, base, meta });
+    const knownMeta = write.knownMeta === undefined && earlier.length > 0 ? earlier[0].knownMeta : write.knownMeta;
+    await queue.add({ ...write, base, meta, knownMeta });
     return { queued: true };
   }
 
@@ -284,10 +293,15 @@ export class Vault {
    */
   async delete(name) {
     const key = await this.keyOf(name);
+    // Queued writes of this store go first, so none can bring it back after.
+    if (this.queue && (await this.queue.size()) > 0) await this.flush();
     const token = this.seen.get(key)?.token ?? (await this.client.stores.head(key))?.token;
     if (!token) throw new SyncError('not_found', `no store called ${name}`, { status: 404 });
     await this.client.stores.delete(key, { ifMatch: token });
     this.seen.delete(key);
+    if (this.queue) {
+      for (const w of await this.queue.store.list()) if (w.key === key && w.account === this.keySalt) await this.queue.store.remove(w.id);
+    }
   }
 
   /**
@@ -369,6 +383,8 @@ export class Vault {
   async flush(onFailure) {
     if (!this.queue) return 0;
     return this.queue.replay(
+      // Writes queued by another account on this device wait for it.
+      (write) => write.account === this.keySalt,
       async (write) => {
         const written = await this.#write(/** @type {any} */ (write), this.resolve);
         if (!('written' in written) && !('skipped' in written)) throw new SyncError('bad_response', 'a queued write neither won nor was skipped');
@@ -382,14 +398,15 @@ export class Vault {
 
   /**
    * One write through the conflict loop.
-   * @param {{key: string, name: string, data: Uint8Array, meta: any, base: string|null}} write
+   * @param {{key: string, name: string, data: Uint8Array, meta: any, knownMeta?: any, base: string|null}} write
+   *   `meta` undefined: keep the metadata (the last seen, or the winner's on a conflict)
    * @param {Resolve} [resolve]
    * @returns {Promise<PutResult>}
    */
-  async #write({ key, name, data, meta, base }, resolve) {
+  async #write({ key, name, data, meta, knownMeta, base }, resolve) {
     /** @typedef {{data: Uint8Array, meta: any}} Version */
     const outcome = await writeUntilWon({
-      data: /** @type {Version} */ ({ data, meta: meta === undefined ? this.seen.get(key)?.meta ?? null : meta }),
+      data: /** @type {Version} */ ({ data, meta: meta === undefined ? (this.seen.get(key)?.meta ?? knownMeta) : meta }),
       base,
       resolve:
         resolve &&
@@ -400,11 +417,14 @@ export class Vault {
           };
           const merged = await resolve(local.data, download, current);
           if (merged === null || merged === undefined) return null;
-          if (!(merged instanceof Uint8Array)) return { data: asBytes(merged.data), meta: merged.meta };
-          if (meta !== undefined) return { data: merged, meta };
+          if (typeof merged === 'object' && 'data' in merged && !ArrayBuffer.isView(merged) && merged.meta !== undefined) {
+            return { data: asBytes(merged.data), meta: merged.meta };
+          }
+          const bytes = asBytes(typeof merged === 'object' && 'data' in merged && !ArrayBuffer.isView(merged) ? merged.data : merged);
+          if (meta !== undefined) return { data: bytes, meta };
           // Metadata not given: keep the winner's (the 412 carried it, sealed).
           const theirs = current?.meta ? await this.#openMeta(key, current.meta).then((m) => m.meta, () => local.meta) : local.meta;
-          return { data: merged, meta: theirs };
+          return { data: bytes, meta: theirs };
         }),
       fetchRemote: async () => {
         const item = await this.getByKey(key);
@@ -413,9 +433,10 @@ export class Vault {
       write: async (version, against) => {
         const number = (this.seen.get(key)?.version ?? 0) + 1;
         const sealed = await this.#sealBody(key, number, version.data);
-        const sealedMeta = await this.#sealMeta(key, name, version.meta);
+        // Metadata this vault never saw, on a store that exists: leave it as it is.
+        const sealedMeta = version.meta === undefined && against !== null ? undefined : await this.#sealMeta(key, name, version.meta ?? null);
         const state = await this.client.stores.put(key, sealed, against === null ? { ifNoneMatch: '*', meta: sealedMeta } : { ifMatch: against, meta: sealedMeta });
-        this.seen.set(key, { token: state.token, version: number, meta: version.meta });
+        this.seen.set(key, { token: state.token, version: number, meta: version.meta ?? this.seen.get(key)?.meta });
         return { written: /** @type {true} */ (true), token: state.token, version: number, created: state.created };
       },
     });

@@ -92,6 +92,32 @@ test('chromium: two tabs share one feed connection, and a tab takes over when th
   }
 });
 
+test('chromium: start, stop, start without waiting leaves one leader that hands over when stopped', async () => {
+  const server = await new TestServer().start();
+  try {
+    const client = new SyncClient({ url: server.url });
+    const { token } = await client.register({ id: 'strict@example.org', password: 'a long password' });
+    const open = async (racy) => {
+      const tab = await context.newPage();
+      await tab.goto(`${site.url}/test/harness/tabs.html`);
+      await tab.waitForFunction(() => window.ready === true);
+      await tab.evaluate(([url, t, r]) => window.startShared(url, t, r), [server.url, token, racy]);
+      return tab;
+    };
+    const first = await open(true);
+    await waitFor(() => first.evaluate(() => window.feed.role === 'leader' && window.feedRequests > 0), 'the raced tab leads and polls');
+    const second = await open(false);
+    await new Promise((r) => setTimeout(r, 500));
+    assert.equal(await second.evaluate(() => window.feed.role), 'follower');
+    await first.evaluate(() => window.feed.stop());
+    await waitFor(() => second.evaluate(() => window.feed.role === 'leader'), 'the lock was released on stop');
+    await first.close();
+    await second.close();
+  } finally {
+    await server.dispose();
+  }
+});
+
 async function waitFor(check, what, ms = 15_000) {
   const end = Date.now() + ms;
   while (!(await check())) {

@@ -68,6 +68,16 @@ export default {
       equal(batches.filter((b) => b.changes.some((c) => c.key === 'one')).length, 1, 'each change once');
       await feed.stop();
       equal(feed.status, 'stopped');
+      // Signed out: the feed stops instead of polling forever.
+      const before = polls;
+      feed.start();
+      await eventually(() => feed.status === 'live', 10_000, 'live again');
+      await client.signOut();
+      await eventually(() => feed.status === 'unauthorized', 70_000, 'unauthorized');
+      const after = polls;
+      await new Promise((r) => setTimeout(r, 1500));
+      equal(polls, after, 'no more polls after a 401');
+      ok(after > before);
     },
 
     async '410 and a new generation lead to a full resync'(env) {

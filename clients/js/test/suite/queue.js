@@ -21,22 +21,28 @@ function adapterTests(kind) {
 
     async [`queue (${kind}): replay in order, stop at a transient failure`](env) {
       const queue = new OfflineQueue(env.queueStores[kind](env.unique('q')));
-      for (const n of [1, 2, 3]) await queue.add({ n });
+      for (const n of [1, 2, 3]) await queue.add({ n, account: 'a' });
+      await queue.add({ n: 99, account: 'b' });
+      const mine = (w) => w.account === 'a';
       const done = [];
-      const left = await queue.replay(async (w) => {
+      const left = await queue.replay(mine, async (w) => {
         if (w.n === 2 && done.length === 1) throw new SyncError('network', 'down');
         done.push(w.n);
       });
       equal(left, 2);
-      equal(await queue.replay(async (w) => void done.push(w.n)), 0);
-      deepEqual(done, [1, 2, 3]);
+      equal(await queue.replay(mine, async (w) => void done.push(w.n)), 0);
+      deepEqual(done, [1, 2, 3], 'in order, and another account\'s write is left alone');
+      equal(await queue.size(), 1);
       const refused = [];
-      await queue.add({ n: 4 });
-      await queue.replay(async () => {
+      await queue.add({ n: 4, account: 'a' });
+      await queue.replay(mine, async () => {
         throw new SyncError('forbidden', 'no', { status: 403 });
       }, (w) => refused.push(w.n));
       deepEqual(refused, [4]);
-      equal(await queue.size(), 0);
+      await queue.add({ n: 5, account: 'a' });
+      equal(await queue.replay(mine, async () => {
+        throw new SyncError('unauthorized', 'signed out', { status: 401 });
+      }), 1, 'a 401 keeps the write for after the next sign-in');
     },
   };
 }
@@ -60,6 +66,40 @@ export default {
       equal(await app.flush(), 0);
       equal(text((await app.get('note')).data), 'edit 2', 'the newest edit wins');
       deepEqual(app.rejected, []);
+    },
+
+    async 'offline: metadata survives a replay after a restart; a delete is never undone by a queued write; queues are per account'(env) {
+      const id = env.unique('replay-meta');
+      const queueStore = env.queueStores.memory();
+      const app = await Vault.create(new SyncClient({ url: env.url }), { id, passphrase: 'replay passphrase', queue: queueStore });
+      await app.put('list', 'A', { meta: { title: 'Shopping list' } });
+      await app.put('doomed', 'x');
+      await env.stop();
+      equal((await app.put('list', 'A B')).queued, true);
+      equal((await app.put('doomed', 'edited offline')).queued, true);
+      await env.start();
+      const restarted = await Vault.open(new SyncClient({ url: env.url }), { id, passphrase: 'replay passphrase', queue: queueStore });
+      const list = await restarted.get('list');
+      equal(text(list.data), 'A B');
+      deepEqual(list.meta, { title: 'Shopping list' }, 'the replay kept the metadata');
+      // Online again: a put right after queued writes is based on them, not in conflict with them.
+      await env.stop();
+      equal((await restarted.put('list', 'A B C')).queued, true);
+      await env.start();
+      const written = await restarted.put('list', 'A B C D');
+      ok(written.written, 'no conflict with its own queued write');
+      equal(text((await restarted.get('list')).data), 'A B C D');
+      await restarted.delete('doomed');
+      equal(await restarted.flush(), 0);
+      equal(await restarted.get('doomed'), null, 'still deleted after the queue ran');
+      // Another account on the same device does not replay this one's writes.
+      await env.stop();
+      equal((await restarted.put('diary', 'private')).queued, true);
+      await env.start();
+      const bob = await Vault.create(new SyncClient({ url: env.url }), { id: env.unique('bob'), passphrase: 'bob passphrase', queue: queueStore });
+      equal(await bob.get('diary'), null, 'not written into another account');
+      equal(await restarted.flush(), 0);
+      equal(text((await restarted.get('diary')).data), 'private');
     },
 
     async 'offline: a write refused for want of a session stays queued; refused ones are reported'(env) {

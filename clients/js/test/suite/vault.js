@@ -131,6 +131,10 @@ export default {
       await rejects(flaky.changePassphrase({ id, passphrase: 'original passphrase', newPassphrase: 'changed passphrase' }), 'network');
       const reopened = await Vault.open(client(env), { id, passphrase: 'changed passphrase' });
       equal(text((await reopened.get('keep')).data), 'still here', 'the new passphrase opens the data');
+      // The next change leaves only the newest passphrase able to open the keys.
+      await reopened.changePassphrase({ id, passphrase: 'changed passphrase', newPassphrase: 'third passphrase' });
+      const ring = await reopened.client.stores.get(await reopened.client.keyFor('sync-node/keyring'));
+      equal(JSON.parse(text(ring.data)).wraps.filter((w) => w.kind === 'passphrase').length, 1, 'one passphrase wrap left');
       await rejects(Vault.create(client(env), { id: env.unique('short'), passphrase: 'short' }), 'bad_request');
     },
 
@@ -192,6 +196,15 @@ export default {
       ok(reload.reload, 'a is behind the compaction and must reload');
       equal(text(reload.snapshot), 'S0+u1..u6 by b');
       deepEqual(reload.updates, []);
+      // The document is deleted and made again, with more entries than a saw.
+      await b.delete('shared doc');
+      const dc = b.document('shared doc');
+      await dc.load('NEW');
+      for (const u of ['n1', 'n2', 'n3', 'n4', 'n5', 'n6', 'n7', 'n8']) await dc.append(u);
+      const recreated = await da.pull();
+      ok(recreated.reload, 'a notices the new document');
+      equal(text(recreated.snapshot), 'NEW');
+      equal(recreated.updates.length, 8);
     },
   },
 };
