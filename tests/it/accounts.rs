@@ -99,7 +99,7 @@ fn unknown_id_and_wrong_password_answer_identically() {
     let wrong = server.post_json("/v1/sessions", None, &json!({"id": "known", "password": "wrong password"}));
     let unknown = server.post_json("/v1/sessions", None, &json!({"id": "unknown", "password": "wrong password"}));
     assert_eq!((wrong.status, wrong.error().as_str()), (401, "invalid_credentials"));
-    assert_eq!(wrong.raw, unknown.raw, "byte-identical answers");
+    assert_eq!(wrong.raw_without_date(), unknown.raw_without_date(), "byte-identical answers (but the time)");
 }
 
 #[test]
@@ -154,7 +154,9 @@ fn closed_registration_and_the_cli() {
 
 #[test]
 fn a_slow_login_does_not_stall_other_requests() {
-    let server = Server::start_with(Options::default().env("PBKDF2_ITERATIONS", "600000"));
+    // 200,000 iterations: slow enough to watch natively, and under the
+    // emulation of scripts/test-arm.sh still inside the client's 30 s.
+    let server = Server::start_with(Options::default().env("PBKDF2_ITERATIONS", "200000"));
     let addr = server.addr;
     let started = Instant::now();
     let login = thread::spawn(move || {

@@ -63,7 +63,8 @@ fn add_on_a_terminal(server: &Server, id: &str, typed: &str) -> (i32, String) {
     for line in typed.split_inclusive('\n') {
         // One line per prompt, as a person types.
         std::thread::sleep(std::time::Duration::from_millis(300));
-        stdin.write_all(line.as_bytes()).unwrap();
+        // The command may have ended already (it refuses what it cannot read).
+        let _ = stdin.write_all(line.as_bytes());
     }
     drop(stdin);
     let output = child.wait_with_output().unwrap();
@@ -74,6 +75,12 @@ fn add_on_a_terminal(server: &Server, id: &str, typed: &str) -> (i32, String) {
 fn account_add_on_a_terminal_asks_twice_without_echo() {
     let server = Server::start();
     let (code, screen) = add_on_a_terminal(&server, "typed@example.org", &format!("{PASSWORD}\n{PASSWORD}\n"));
+    if screen.contains("os error 38") {
+        // qemu-user (scripts/test-arm.sh) does not emulate the terminal
+        // ioctl; the command refused rather than echo the password.
+        eprintln!("skipped: this kernel or emulator has no terminal settings ioctl");
+        return;
+    }
     assert_eq!(code, 0, "{screen}");
     assert!(screen.contains("Password for the new account") && screen.contains("The same password again"), "{screen}");
     assert!(!screen.contains(PASSWORD), "the password was echoed: {screen}");
@@ -104,11 +111,16 @@ fn ctrl_c_at_the_password_prompt_gives_the_terminal_its_echo_back() {
         .unwrap();
     let mut stdin = child.stdin.take().unwrap();
     std::thread::sleep(std::time::Duration::from_millis(800));
-    stdin.write_all(b"half a pass").unwrap();
-    stdin.write_all(&[3]).unwrap(); // Ctrl-C
+    // (Ignoring errors: where the command refused at once, script is gone.)
+    let _ = stdin.write_all(b"half a pass");
+    let _ = stdin.write_all(&[3]); // Ctrl-C
     std::thread::sleep(std::time::Duration::from_millis(800));
     drop(stdin);
     let screen = String::from_utf8_lossy(&child.wait_with_output().unwrap().stdout).into_owned();
+    if screen.contains("os error 38") {
+        eprintln!("skipped: this kernel or emulator has no terminal settings ioctl");
+        return;
+    }
     assert!(screen.contains("exit 130"), "interrupted: {screen}");
     let words: Vec<&str> = screen.split_whitespace().collect();
     assert!(words.contains(&"echo") && !words.contains(&"-echo"), "echo is back on: {screen}");

@@ -120,7 +120,7 @@ fn reset_through_the_hook() {
     let unknown = server.post_json("/v1/password-reset", None, &json!({"id": "nobody@example.org"}));
     let known = server.post_json("/v1/password-reset", None, &json!({"id": " Forgetful@Example.org "}));
     assert_eq!((known.status, known.json()), (202, json!({})));
-    assert_eq!(unknown.raw, known.raw, "no enumeration");
+    assert_eq!(unknown.raw_without_date(), known.raw_without_date(), "no enumeration");
     let line = wait_for_file(&out);
     let (id, token) = line.trim_end().split_once(' ').unwrap();
     assert_eq!(id, "Forgetful@Example.org");

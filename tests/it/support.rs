@@ -171,6 +171,13 @@ pub struct Resp {
 }
 
 impl Resp {
+    /// The whole answer but its `Date` line: two answers a second apart
+    /// that must be identical otherwise (no enumeration) compare equal.
+    pub fn raw_without_date(&self) -> Vec<u8> {
+        let text = String::from_utf8_lossy(&self.raw);
+        text.split_inclusive("\r\n").filter(|line| !line.starts_with("Date: ")).collect::<String>().into_bytes()
+    }
+
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
