@@ -15,7 +15,6 @@ use crate::server::{Request, Step};
 use serde::Deserialize;
 use serde_json::json;
 use std::net::IpAddr;
-use std::time::Instant;
 
 #[derive(Deserialize)]
 pub(super) struct Credentials {
@@ -94,7 +93,7 @@ pub fn finish_register(
     {
         return Err(ApiError::Forbidden(UNUSABLE_INVITE));
     }
-    app.registrations.commit(&address, Instant::now());
+    app.after_commit.registered(address);
     super::sessions::signed_in(app, account_id, key_salt)
 }
 

@@ -108,9 +108,16 @@ pub struct AfterCommit {
     wake: Vec<String>,
     recheck: Vec<String>,
     reset_hooks: Vec<(HookSlot, String, String)>,
+    registered: Vec<IpAddr>,
 }
 
 impl AfterCommit {
+    /// An account was created from `address`: its reserved registration
+    /// place counts from now on (only once the account is committed).
+    pub fn registered(&mut self, address: IpAddr) {
+        self.registered.push(address);
+    }
+
     pub fn remove_file(&mut self, name: String) {
         self.files.push(name);
     }
@@ -385,7 +392,10 @@ impl App {
 
     /// Does what the write that just committed left to do.
     pub fn run_after_commit(&mut self) {
-        let AfterCommit { files, wake, recheck, reset_hooks } = std::mem::take(&mut self.after_commit);
+        let AfterCommit { files, wake, recheck, reset_hooks, registered } = std::mem::take(&mut self.after_commit);
+        for address in registered {
+            self.registrations.commit(&address, Instant::now());
+        }
         for name in files {
             self.open_files.forget(&name);
             if let Err(err) = self.blobs.remove(&name) {
