@@ -202,17 +202,27 @@ fn unknown_paths_and_methods() {
 fn a_burst_past_the_connection_cap_then_keep_alive_clients_are_all_answered() {
     let server = Server::start();
     let mut held: Vec<Conn> = (0..300).map(|_| server.connect()).collect();
-    // Past the cap of 256, connections get a canned 503 and are closed.
-    let mut refused = 0;
+    // Past the cap of 256, connections get a canned 503 and are closed; a
+    // connection silent for a second may be shed (closed) first to make room,
+    // which is what a slow machine (an emulated one) sees for the burst.
+    let mut refused_or_shed = 0;
     for conn in held.iter_mut().skip(256) {
         conn.stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        if let Some(resp) = conn.try_read_response(false) {
-            assert_eq!((resp.status, resp.error().as_str()), (503, "unavailable"));
-            assert!(resp.header("Retry-After").is_some());
-            refused += 1;
+        match conn.try_read_response(false) {
+            Some(resp) => {
+                assert_eq!((resp.status, resp.error().as_str()), (503, "unavailable"));
+                assert!(resp.header("Retry-After").is_some());
+                refused_or_shed += 1;
+            }
+            None => {
+                conn.stream.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+                if matches!(std::io::Read::read(&mut conn.stream, &mut [0u8; 1]), Ok(0)) {
+                    refused_or_shed += 1;
+                }
+            }
         }
     }
-    assert!(refused > 0, "the cap was enforced");
+    assert!(refused_or_shed > 0, "the cap was enforced");
     drop(held);
     thread::sleep(Duration::from_millis(200));
     let clients: Vec<_> = (0..32)
