@@ -1,16 +1,8 @@
 // Sessions and accounts through the plain client, against the real server.
-import { SyncClient, SyncError, memoryTokens, unframe } from '../../src/index.js';
-import { deepEqual, equal, ok, rejects, text } from './assert.js';
+import { SyncClient, memoryTokens } from '../../src/index.js';
+import { deepEqual, equal, ok, rejects } from './assert.js';
+import { PASSWORD, account, bytes } from './accounts.js';
 
-const bytes = (s) => new TextEncoder().encode(s);
-const PASSWORD = 'correct horse battery';
-
-async function account(env, tokens) {
-  const client = new SyncClient({ url: env.url, tokens });
-  const id = env.unique('api');
-  await client.register({ id, password: PASSWORD });
-  return { client, id };
-}
 
 export default {
   name: 'api',
