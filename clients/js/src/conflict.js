@@ -2,10 +2,13 @@
  * The conditional-write loop: write against the version the data is based
  * on; on 412 ask the app's `resolve` what to write instead (offering the
  * winner's state first, its body only if asked for), and try again until
- * the write wins or `resolve` gives up.
+ * the write wins or `resolve` gives up. From the second conflict on, a
+ * short random pause (full jitter, at most a second) keeps writers that
+ * keep colliding from starving one another.
  */
 
 import { SyncError } from './errors.js';
+import { backoffDelay, sleep } from './backoff.js';
 
 /**
  * @template T
@@ -44,6 +47,7 @@ export async function writeUntilWon({ data, base, write, fetchRemote, resolve, m
       const merged = await resolve(local, download, error.current);
       if (merged === null || merged === undefined) return { skipped: true, current: error.current };
       local = merged;
+      if (attempt > 0) await sleep(backoffDelay(attempt - 1, { baseMs: 20, capMs: 1000 }));
       // Base the next try on what the app looked at: the downloaded body if
       // it asked for it, else the state the 412 reported (none: the store
       // is gone, so create it again).
