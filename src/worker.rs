@@ -185,10 +185,10 @@ pub fn serve_connection(stream: TcpStream, peer: SocketAddr, slot: Slot, shared:
             && matches!(framing, Framing::Length(n) if n <= DRAIN_LIMIT)
             && (!expect_continue || continue_sent);
         options.keep_alive &= (!body_unread || drain) && !shared.lifecycle.stopping();
-        let answered = access.map(|access| access.answer(&response, &options));
+        let (status, bytes) = (response.status, sent_bytes(&response, &options));
         let sent = conn.send(response, &options);
-        if let Some(line) = answered {
-            line.log();
+        if let Some(access) = access {
+            access.log(status, bytes);
         }
         if sent.is_err() {
             return;
@@ -250,10 +250,10 @@ fn refuse_body(
     };
     options.keep_alive = false;
     let response: Response = error.into_response();
-    let answered = access.map(|access| access.answer(&response, &options));
+    let (status, bytes) = (response.status, sent_bytes(&response, &options));
     let sent = conn.send(response, &options);
-    if let Some(line) = answered {
-        line.log();
+    if let Some(access) = access {
+        access.log(status, bytes);
     }
     if sent.is_ok() {
         conn.linger_close();
@@ -270,22 +270,13 @@ struct Access {
 }
 
 impl Access {
-    /// The line for `response`, logged once it has been sent.
-    fn answer<'a>(&'a self, response: &Response, options: &SendOptions) -> AccessLine<'a> {
-        let bytes = if options.head_only { 0 } else { response.body_len() };
-        AccessLine { access: self, status: response.status, bytes }
+    /// The line for an answer that has been sent.
+    fn log(&self, status: u16, bytes: u64) {
+        log::access(self.address, &self.method, self.route, status, bytes, self.started.elapsed());
     }
 }
 
-struct AccessLine<'a> {
-    access: &'a Access,
-    status: u16,
-    bytes: u64,
-}
-
-impl AccessLine<'_> {
-    fn log(self) {
-        let a = self.access;
-        log::access(a.address, &a.method, a.route, self.status, self.bytes, a.started.elapsed());
-    }
+/// Body bytes an answer sends (none for a HEAD).
+fn sent_bytes(response: &Response, options: &SendOptions) -> u64 {
+    if options.head_only { 0 } else { response.body_len() }
 }

@@ -7,7 +7,7 @@
 
 import { Transport } from './transport.js';
 import { memoryTokens } from './tokens.js';
-import { Stores, clientInfo } from './stores.js';
+import { Stores } from './stores.js';
 import { Logs } from './logs.js';
 import { fromHex, toHex, utf8 } from './bytes.js';
 
@@ -37,7 +37,7 @@ export class SyncClient {
   constructor(options) {
     this.transport = new Transport({ ...options, tokens: options.tokens ?? memoryTokens() });
     this.stores = new Stores(this.transport);
-    this.logs = new Logs(this.transport);
+    this.logs = new Logs(this.transport, this.stores);
     /** @type {string|undefined} the account's `key_salt`, once known */
     this.keySalt = undefined;
   }
@@ -49,7 +49,7 @@ export class SyncClient {
 
   /** `GET /v1/info`: the server's limits and `generation` (cached). */
   info() {
-    return clientInfo(this.transport);
+    return this.transport.info();
   }
 
   /**

@@ -6,16 +6,18 @@
 
 import { SyncError } from './errors.js';
 import { storePath } from './transport.js';
-import { Stores, clientInfo } from './stores.js';
 
 /** @typedef {{index: number, data: Uint8Array}} LogEntry */
 /** @typedef {{entries: LogEntry[], logHead: number, logBase: number, more: boolean}} LogPage */
 
 export class Logs {
-  /** @param {import('./transport.js').Transport} transport */
-  constructor(transport) {
+  /**
+   * @param {import('./transport.js').Transport} transport
+   * @param {import('./stores.js').Stores} stores compactions are store writes
+   */
+  constructor(transport, stores) {
     this.transport = transport;
-    this.stores = new Stores(transport);
+    this.stores = stores;
   }
 
   /**
@@ -25,7 +27,7 @@ export class Logs {
    * @returns {Promise<{key: string, index: number, logHead: number, logBytes: number, seq: number}>}
    */
   async append(key, data, options = {}) {
-    const info = await clientInfo(this.transport);
+    const info = await this.transport.info();
     if (data.length === 0 || data.length > info.max_entry_bytes) {
       throw new SyncError(data.length === 0 ? 'bad_request' : 'payload_too_large', `a log entry is 1 to ${info.max_entry_bytes} bytes, not ${data.length}`, {
         status: data.length === 0 ? 400 : 413,

@@ -116,22 +116,11 @@ export class Stores {
 
   /** 413 before sending a body the server would refuse. @param {number} size */
   async checkSize(size) {
-    const info = await clientInfo(this.transport);
+    const info = await this.transport.info();
     if (size > info.max_store_bytes) {
       throw new SyncError('payload_too_large', `the body is ${size} bytes; this server takes at most ${info.max_store_bytes}`, { status: 413 });
     }
   }
-}
-
-/** @param {import('./transport.js').Transport} transport */
-export function clientInfo(transport) {
-  // One fetch per transport; the server's limits do not change while it runs.
-  const t = /** @type {any} */ (transport);
-  t.info ??= transport.json('GET', '/v1/info', { auth: false }).catch((error) => {
-    t.info = null;
-    throw error;
-  });
-  return t.info;
 }
 
 /** @param {string} token */

@@ -65,6 +65,17 @@ export class Transport {
     this.tokens = tokens;
     this.fetch = fetchImpl ?? globalThis.fetch.bind(globalThis);
     this.onUnauthorized = onUnauthorized;
+    /** @type {Promise<any>|null} */
+    this.infoAnswer = null;
+  }
+
+  /** `GET /v1/info`, fetched once (the server's limits do not change while it runs; a failure is not kept). */
+  info() {
+    this.infoAnswer ??= this.json('GET', '/v1/info', { auth: false }).catch((error) => {
+      this.infoAnswer = null;
+      throw error;
+    });
+    return this.infoAnswer;
   }
 
   /**

@@ -417,14 +417,14 @@ export class Vault {
           };
           const merged = await resolve(local.data, download, current);
           if (merged === null || merged === undefined) return null;
-          if (typeof merged === 'object' && 'data' in merged && !ArrayBuffer.isView(merged) && merged.meta !== undefined) {
-            return { data: asBytes(merged.data), meta: merged.meta };
-          }
-          const bytes = asBytes(typeof merged === 'object' && 'data' in merged && !ArrayBuffer.isView(merged) ? merged.data : merged);
-          if (meta !== undefined) return { data: bytes, meta };
+          // Bytes (or a string), or {data, meta}.
+          const given = typeof merged === 'object' && !ArrayBuffer.isView(merged) && 'data' in merged ? merged : { data: merged, meta: undefined };
+          const data = asBytes(given.data);
+          const chosen = given.meta !== undefined ? given.meta : meta;
+          if (chosen !== undefined) return { data, meta: chosen };
           // Metadata not given: keep the winner's (the 412 carried it, sealed).
           const theirs = current?.meta ? await this.#openMeta(key, current.meta).then((m) => m.meta, () => local.meta) : local.meta;
-          return { data: bytes, meta: theirs };
+          return { data, meta: theirs };
         }),
       fetchRemote: async () => {
         const item = await this.getByKey(key);
