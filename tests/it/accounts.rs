@@ -1,8 +1,7 @@
 //! Accounts and sessions.
 
-use crate::support::{BIN, Options, PASSWORD, Server, files_below};
+use crate::support::{BIN, Options, PASSWORD, Server, files_below, write_stdin};
 use serde_json::json;
-use std::io::Write;
 use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -138,7 +137,7 @@ fn closed_registration_and_the_cli() {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+        write_stdin(&mut child, stdin.as_bytes());
         child.wait_with_output().unwrap()
     };
     // The CLI works on the same STATIC_ROOT while the server runs.

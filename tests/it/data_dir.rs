@@ -5,6 +5,7 @@
 
 use crate::support::{
     BIN, Conn, Options, PASSWORD, Resp, Server, database, files_below, request_bytes, store_files, wrapped_command,
+    write_stdin,
 };
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -86,8 +87,7 @@ impl Cli {
         let started = Instant::now();
         let mut child = command.spawn().expect("spawn sync-node");
         if let Some(text) = &self.stdin {
-            let mut pipe = child.stdin.take().unwrap();
-            pipe.write_all(text.as_bytes()).unwrap();
+            write_stdin(&mut child, text.as_bytes());
         }
         let output = child.wait_with_output().unwrap();
         let text = |bytes: Vec<u8>| String::from_utf8_lossy(&bytes).into_owned();

@@ -4,7 +4,6 @@
 
 use crate::support::{Conn, Options, Resp, Server, send_raw};
 use serde_json::json;
-use std::io::Write;
 use std::process::Command;
 use std::time::Duration;
 
@@ -168,7 +167,7 @@ fn add_account(root: &std::path::Path, id: &str, password: &str, iterations: &st
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(format!("{password}\n").as_bytes()).unwrap();
+    crate::support::write_stdin(&mut child, format!("{password}\n").as_bytes());
     assert!(child.wait().unwrap().success());
 }
 

@@ -298,6 +298,18 @@ pub fn wrapped_command(wrapper: &[String]) -> Command {
     }
 }
 
+/// Writes `text` to the child's stdin and closes it. A command may exit
+/// before it reads its input (a refusal that comes first, such as a missing
+/// data directory), so a closed pipe is not an error here: the caller's
+/// assertions on the exit status and output decide.
+pub fn write_stdin(child: &mut Child, text: &[u8]) {
+    let mut pipe = child.stdin.take().expect("stdin was piped");
+    match pipe.write_all(text) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => panic!("writing the command's stdin: {e}"),
+        _ => {}
+    }
+}
+
 /// The bytes of one request (with `Host`, and `Content-Length` when there
 /// is a body or the method takes one).
 pub fn request_bytes(method: &str, path: &str, token: Option<&str>, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
