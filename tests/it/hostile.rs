@@ -165,6 +165,7 @@ fn add_account(root: &std::path::Path, id: &str, password: &str, iterations: &st
         .env("PBKDF2_ITERATIONS", iterations)
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
+        .stderr(Stdio::null())
         .spawn()
         .unwrap();
     crate::support::write_stdin(&mut child, format!("{password}\n").as_bytes());
