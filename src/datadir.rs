@@ -59,15 +59,16 @@ pub fn claim(root: &Path) -> Result<Claim, Failure> {
 
 impl DataDir {
     /// For the server, once it holds the [`Claim`]: checks the directory is
-    /// writable, loads (or creates) the secret, opens (or creates) and
-    /// upgrades the database.
+    /// writable, loads the secret (or creates it, for a new data directory
+    /// only), opens (or creates) and upgrades the database.
     pub fn open_for_server(root: &Path, _claim: &Claim) -> Result<DataDir, Failure> {
         let fail = |problem: String| Failure::config(format!("STATIC_ROOT: {problem}"));
         let probe = root.join(".write-test");
         fs::write(&probe, b"").map_err(|err| fail(format!("{} is not writable: {err}", root.display())))?;
         let _ = fs::remove_file(&probe);
-        let secret = secret::load_or_create(root).map_err(fail)?;
-        let db = Db::open_for_server(&root.join(db::FILE_NAME)).map_err(fail)?;
+        let database = root.join(db::FILE_NAME);
+        let secret = secret::load_or_create(root, !database.exists()).map_err(fail)?;
+        let db = Db::open_for_server(&database).map_err(fail)?;
         Ok(DataDir { db, secret })
     }
 

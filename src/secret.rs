@@ -1,6 +1,7 @@
 //! The server secret: 32 random bytes in `STATIC_ROOT/secret` (mode 0600),
 //! created on first start. It keys the hashes of account ids, so losing it
-//! orphans every account: it is never regenerated over an existing file.
+//! orphans every account: it is never regenerated over an existing file,
+//! nor beside an existing database (a restore that left it behind).
 
 use crate::durable::{self, sync_dir};
 use std::fs;
@@ -11,10 +12,11 @@ pub const FILE_NAME: &str = "secret";
 const SECRET_BYTES: usize = 32;
 
 /// Reads the secret (the server, at start), creating it durably if there
-/// is none yet.
-pub fn load_or_create(root: &Path) -> Result<Vec<u8>, String> {
+/// is none yet in a new data directory (`fresh`: no database yet). Beside
+/// an existing database a missing secret is refused, never replaced.
+pub fn load_or_create(root: &Path, fresh: bool) -> Result<Vec<u8>, String> {
     match read(root) {
-        Err(err) if err.kind() == io::ErrorKind::NotFound => {
+        Err(err) if fresh && err.kind() == io::ErrorKind::NotFound => {
             create(root).map_err(|err| format!("cannot create {}: {err}", root.join(FILE_NAME).display()))
         }
         other => checked(root, other),
@@ -36,6 +38,10 @@ fn checked(root: &Path, read: io::Result<Vec<u8>>) -> Result<Vec<u8>, String> {
         Ok(secret) if secret.len() == SECRET_BYTES => Ok(secret),
         Ok(_) => Err(format!(
             "{} is not {SECRET_BYTES} bytes; restore it from a backup (a new one would orphan every account)",
+            path.display()
+        )),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => Err(format!(
+            "{} is missing beside the database; restore it from a backup of this data directory (a new one would orphan every account)",
             path.display()
         )),
         Err(err) => Err(format!("cannot read {}: {err}", path.display())),
@@ -63,9 +69,10 @@ mod tests {
     #[test]
     fn created_once_private_and_stable() {
         let dir = tempfile::tempdir().unwrap();
-        let first = load_or_create(dir.path()).unwrap();
+        let first = load_or_create(dir.path(), true).unwrap();
         assert_eq!(first.len(), SECRET_BYTES);
-        assert_eq!(load_or_create(dir.path()).unwrap(), first);
+        assert_eq!(load_or_create(dir.path(), true).unwrap(), first);
+        assert_eq!(load_or_create(dir.path(), false).unwrap(), first);
         let mode = fs::metadata(dir.path().join(FILE_NAME)).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
         assert_eq!(load(dir.path()).unwrap(), first);
@@ -82,7 +89,15 @@ mod tests {
     fn a_damaged_secret_is_refused_not_replaced() {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join(FILE_NAME), b"short").unwrap();
-        assert!(load_or_create(dir.path()).is_err());
+        assert!(load_or_create(dir.path(), true).is_err());
         assert_eq!(fs::read(dir.path().join(FILE_NAME)).unwrap(), b"short");
+    }
+
+    #[test]
+    fn a_missing_secret_is_made_only_for_a_new_data_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let refused = load_or_create(dir.path(), false).unwrap_err();
+        assert!(refused.contains("restore it from a backup"), "{refused}");
+        assert!(!dir.path().join(FILE_NAME).exists());
     }
 }

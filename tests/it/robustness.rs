@@ -262,6 +262,32 @@ fn a_corrupt_or_newer_database_stops_the_start_and_is_left_alone() {
     assert_eq!(std::fs::read(&db).unwrap(), before);
 }
 
+/// A restore that left the secret behind must not start as a server that
+/// has quietly made a new one: every account would be orphaned, and their
+/// ids free for anyone to register.
+#[test]
+fn a_missing_secret_beside_a_database_stops_the_start_and_none_is_made() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("data");
+    {
+        let server = Server::start_in(&root, Options::default());
+        server.register("kept-account");
+    }
+    let secret = root.join("secret");
+    let saved = std::fs::read(&secret).unwrap();
+    std::fs::remove_file(&secret).unwrap();
+    let (code, stderr) = start_fails(&root);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("secret") && stderr.contains("restore it from a backup"), "{stderr}");
+    assert!(!secret.exists(), "no new secret was made");
+
+    // Put back, the same accounts sign in again.
+    std::fs::write(&secret, saved).unwrap();
+    let server = Server::start_in(&root, Options::default());
+    let login = server.post_json("/v1/sessions", None, &json!({"id": "kept-account", "password": PASSWORD}));
+    assert_eq!(login.status, 201, "{}", login.text());
+}
+
 /// A small tmpfs, unmounted when dropped.
 struct Tmpfs(std::path::PathBuf);
 
