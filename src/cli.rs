@@ -37,14 +37,15 @@ fn usage() -> String {
          sync-node invite [--uses N] [--days D]\n                              \
          print a new invitation code (for REGISTRATION=invite); single use and valid\n                              \
          7 days unless --uses / --days say otherwise\n  \
-         sync-node backup DIR        copy database, secret and store files into DIR (missing or empty);\n                              \
-         safe while the server runs; DIR then works as a STATIC_ROOT\n  \
+         sync-node backup DIR        copy database, secret and store files into DIR (missing or empty,\n                              \
+         outside STATIC_ROOT); safe while the server runs; DIR then works as a STATIC_ROOT\n  \
          sync-node check [--repair]  check that every store has its file at the right size and list\n                              \
          orphan and leftover files; --repair removes those; exit 0 only when consistent\n  \
          sync-node --version         print the version\n  \
          sync-node --help            print this help\n\n\
          Commands other than serve need an existing STATIC_ROOT and work beside a running server;\n\
-         each says on stderr which data directory it used.\n\
+         each says on stderr which data directory it used. An ID or DIR that starts with '-'\n\
+         goes after '--' (sync-node account add -- -odd-id); --help anywhere shows this help.\n\
          SIGTERM or SIGINT stops the server gracefully (up to 10 s).\n\
          Exit codes: 0 done, 1 could not do it (e.g. STATIC_ROOT missing or in use),\n\
          2 usage or configuration error, 3 a start failure that may pass (port in use).\n\n\
@@ -65,8 +66,32 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
         return ExitCode::from(2);
     };
     let words: Vec<&str> = args.iter().map(String::as_str).collect();
+    // `--help` anywhere before a `--` asks for help, never names an
+    // account or a directory.
+    let options_end = words.iter().position(|word| *word == "--").unwrap_or(words.len());
+    if words[..options_end].iter().any(|word| matches!(*word, "--help" | "-h")) {
+        print!("{}", usage());
+        return ExitCode::SUCCESS;
+    }
+    // An ID or DIR that starts with '-' must follow `--`: a mistyped
+    // option never becomes an account or a backup target.
+    let operand = match words.as_slice() {
+        ["account", "add" | "delete", word] | ["reset-token", word] | ["backup", word] => Some(*word),
+        _ => None,
+    };
+    if let Some(word) = operand.filter(|word| word.starts_with('-') && *word != "--") {
+        return usage_error(&format!(
+            "'{word}' is not an option of '{}'; an ID or DIR that starts with '-' goes after '--'",
+            words[..words.len() - 1].join(" ")
+        ));
+    }
+    let words: Vec<&str> = match words.as_slice() {
+        [command @ .., "--", last] if !command.contains(&"--") => command.iter().copied().chain([*last]).collect(),
+        [command @ .., "--"] => command.to_vec(),
+        _ => words,
+    };
     match words.as_slice() {
-        ["--help" | "-h" | "help"] => {
+        ["help"] => {
             print!("{}", usage());
             ExitCode::SUCCESS
         }
@@ -260,7 +285,7 @@ fn for_account(
 fn backup(config: &Config, target: &Path) -> Result<ExitCode, Failure> {
     let data = open_data(config)?;
     let blobs = Blobs::at(&config.static_root);
-    Ok(match ops::backup(&data.db, &data.secret, &blobs, target) {
+    Ok(match ops::backup(&data.db, &data.secret, &blobs, &config.static_root, target) {
         Ok(report) => {
             println!("backed up {} store(s), {} bytes, to {}", report.stores, report.bytes, target.display());
             ExitCode::SUCCESS

@@ -29,12 +29,19 @@ pub struct BackupReport {
 
 /// Copies the database (SQLite online backup, given a new generation), the
 /// secret and every store file the copy references into `target`, which
-/// must be missing or empty. Safe while the server runs; `target` then
+/// must be missing or empty, and outside `root` (the data directory, whose
+/// start-up clean-up would remove the copied store files). Safe while the server runs; `target` then
 /// works as a `STATIC_ROOT`. Every directory it creates is made durable in
 /// its parent; on failure it removes what it wrote, leaving `target` as it
 /// found it (missing or empty).
-pub fn backup(db: &Db, secret: &[u8], blobs: &Blobs, target: &Path) -> Result<BackupReport, String> {
+pub fn backup(db: &Db, secret: &[u8], blobs: &Blobs, root: &Path, target: &Path) -> Result<BackupReport, String> {
     let shown = target.display();
+    if is_within(root, target) {
+        return Err(format!(
+            "{shown} is inside STATIC_ROOT {}, whose clean-up would remove the copied files; back up to a directory outside it",
+            root.display()
+        ));
+    }
     let existed = match fs::read_dir(target).map(|mut entries| entries.next().is_none()) {
         Ok(true) => true,
         Ok(false) => return Err(format!("{shown} exists and is not empty")),
@@ -50,6 +57,28 @@ pub fn backup(db: &Db, secret: &[u8], blobs: &Blobs, target: &Path) -> Result<Ba
         }
     }
     copied
+}
+
+/// Whether `path` (which may not exist yet) is `dir` or below it, symbolic
+/// links and `..` in its existing part resolved.
+fn is_within(dir: &Path, path: &Path) -> bool {
+    let Ok(dir) = dir.canonicalize() else { return false };
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut existing = absolute.as_path();
+    let mut rest = Vec::new();
+    let resolved = loop {
+        match existing.canonicalize() {
+            Ok(resolved) => break resolved,
+            Err(_) => match (existing.parent(), existing.file_name()) {
+                (Some(parent), Some(name)) => {
+                    rest.push(name.to_owned());
+                    existing = parent;
+                }
+                _ => return false,
+            },
+        }
+    };
+    rest.iter().rev().fold(resolved, |path, name| path.join(name)).starts_with(&dir)
 }
 
 fn copy_into(db: &Db, secret: &[u8], blobs: &Blobs, target: &Path) -> Result<BackupReport, String> {
@@ -196,4 +225,23 @@ fn recheck(db: &Db, blobs: &Blobs, key: &str) -> Result<FileState, String> {
         row = again;
     }
     Err(format!("store {key:?} kept changing while it was checked; run check again"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_within;
+
+    #[test]
+    fn a_path_is_within_a_directory_however_it_is_spelled() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("data");
+        std::fs::create_dir_all(root.join("stores")).unwrap();
+        std::os::unix::fs::symlink(&root, dir.path().join("link")).unwrap();
+        for inside in ["data", "data/stores", "data/new/deeper", "data/stores/../copy", "link/copy"] {
+            assert!(is_within(&root, &dir.path().join(inside)), "{inside}");
+        }
+        for outside in ["copy", "data-copy", "new/data", "data/../copy", "link/../copy"] {
+            assert!(!is_within(&root, &dir.path().join(outside)), "{outside}");
+        }
+    }
 }

@@ -23,6 +23,70 @@ fn a_missing_argument_is_named() {
     }
 }
 
+/// `--help` after a command shows the help and does nothing else; an
+/// operand that looks like an option is a usage error unless it follows
+/// `--`. (Once, `backup --help` wrote a backup into `./--help`, and
+/// `account add --help` made an account named `--help`.)
+#[test]
+fn help_anywhere_is_help_and_a_dashed_operand_needs_a_double_dash() {
+    let server = Server::start();
+    let cwd = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let output = Command::new(BIN)
+            .args(args)
+            .current_dir(cwd.path())
+            .env_clear()
+            .env("STATIC_ROOT", &server.root)
+            .env("PBKDF2_ITERATIONS", "1000")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let text = |bytes: Vec<u8>| String::from_utf8_lossy(&bytes).into_owned();
+        (output.status.code().unwrap_or(-1), text(output.stdout), text(output.stderr))
+    };
+    let accounts = || run(&["account", "list"]).1.lines().count();
+    for args in [
+        &["backup", "--help"][..],
+        &["account", "add", "--help"],
+        &["account", "delete", "-h"],
+        &["reset-token", "--help"],
+        &["check", "--repair", "--help"],
+        &["invite", "--help"],
+        &["serve", "--help"],
+    ] {
+        let (code, out, _) = run(args);
+        assert_eq!(code, 0, "{args:?}");
+        assert!(out.contains("Usage:"), "{args:?}: {out}");
+    }
+    assert_eq!(accounts(), 0, "no account was made");
+    assert_eq!(std::fs::read_dir(cwd.path()).unwrap().count(), 0, "no backup was written");
+
+    for args in
+        [&["backup", "-x"][..], &["account", "add", "--odd"], &["account", "delete", "-v"], &["reset-token", "-q"]]
+    {
+        let (code, out, err) = run(args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(out.is_empty() && err.contains("goes after '--'"), "{args:?}: {err}");
+    }
+    let (code, _, err) = run(&["account", "add", "--"]);
+    assert_eq!((code, err.lines().next().unwrap_or("").contains("ID")), (2, true), "{err}");
+
+    let mut dashed = Command::new(BIN)
+        .args(["account", "add", "--", "-dashed-id"])
+        .env_clear()
+        .env("STATIC_ROOT", &server.root)
+        .env("PBKDF2_ITERATIONS", "1000")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    crate::support::write_stdin(&mut dashed, format!("{PASSWORD}\n").as_bytes());
+    assert!(dashed.wait_with_output().unwrap().status.success(), "an id after '--' is taken as it is");
+    let login = server.post_json("/v1/sessions", None, &json!({"id": "-dashed-id", "password": PASSWORD}));
+    assert_eq!(login.status, 201, "{}", login.text());
+}
+
 #[test]
 fn every_command_names_its_data_directory_on_stderr() {
     let server = Server::start();

@@ -589,6 +589,27 @@ fn a_backup_into_a_non_empty_directory_exits_1_and_leaves_it_as_it_was() {
     assert_eq!(Cli::new(Some(&empty), &["check"]).run().code, 0);
 }
 
+/// A copy inside the data directory would have its store files removed as
+/// unreferenced by the server's next start: refused, nothing written.
+#[test]
+fn a_backup_into_the_data_directory_itself_exits_1_and_writes_nothing() {
+    let server = Server::start();
+    let token = server.register("someone");
+    assert_eq!(server.put("data", &token, &[], b"some data").status, 201);
+    let before = files_below(&server.root);
+    for target in ["copy", "stores/zz", "stores/../copy"] {
+        let ran = Cli::new(Some(&server.root), &["backup", server.root.join(target).to_str().unwrap()]).run();
+        assert_eq!(ran.code, 1, "{target}: {}", ran.describe());
+        assert!(ran.stderr.contains("inside STATIC_ROOT"), "{target}: {}", ran.describe());
+    }
+    let through_link = tempfile::tempdir().unwrap();
+    let link = through_link.path().join("link");
+    std::os::unix::fs::symlink(&server.root, &link).unwrap();
+    let ran = Cli::new(Some(&server.root), &["backup", link.join("copy").to_str().unwrap()]).run();
+    assert_eq!(ran.code, 1, "through a symbolic link: {}", ran.describe());
+    assert_eq!(files_below(&server.root), before, "nothing was written");
+}
+
 #[test]
 fn a_restored_copy_has_a_new_generation_and_the_same_accounts_sessions_and_stores() {
     let server = Server::start();
