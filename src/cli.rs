@@ -220,7 +220,7 @@ fn invite(config: &Config, uses: u32, days: u32) -> Result<ExitCode, Failure> {
             println!("{code}");
             if config.registration != Registration::Invite {
                 eprintln!(
-                    "sync-node: note: REGISTRATION is '{}'; the server asks for invitations only with REGISTRATION=invite",
+                    "sync-node: note: REGISTRATION is '{}' in this command's environment; the code works only if the server runs with REGISTRATION=invite",
                     config.registration.as_str()
                 );
             }

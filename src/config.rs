@@ -32,7 +32,7 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "open connections from one client address (1..=65536; not applied with TRUST_PROXY=1)",
     ),
     ("MIN_FREE_BYTES", "104857600", "store writes that would leave less free disk space get 507"),
-    ("MAX_ENTRY_BYTES", "1048576", "largest store log entry in bytes (1..=4194304)"),
+    ("MAX_ENTRY_BYTES", "1048576", "largest store log entry in bytes (1..=4194304, at most MAX_LOG_BYTES)"),
     ("MAX_LOG_BYTES", "= MAX_STORE_BYTES", "most bytes a store's log may hold before it must be compacted"),
 ];
 
@@ -123,6 +123,18 @@ impl Config {
         let vars: HashMap<String, String> = pairs.into_iter().filter(|(_, v)| !v.trim().is_empty()).collect();
         let get = |name: &str| vars.get(name).map(|v| v.trim());
         let max_store_bytes = number(get("MAX_STORE_BYTES"), "MAX_STORE_BYTES", 64 * 1024 * 1024, 1, u64::MAX)?;
+        let max_log_bytes = number(get("MAX_LOG_BYTES"), "MAX_LOG_BYTES", max_store_bytes, 1, u64::MAX)?;
+        // An entry the log could never hold is a contradiction, not a limit.
+        let entry_default = (1024 * 1024).min(max_log_bytes);
+        let max_entry_bytes = number(get("MAX_ENTRY_BYTES"), "MAX_ENTRY_BYTES", entry_default, 1, MAX_ENTRY_CAP)?;
+        if max_entry_bytes > max_log_bytes {
+            return Err(error(
+                "MAX_ENTRY_BYTES",
+                format!(
+                    "{max_entry_bytes} is more than MAX_LOG_BYTES ({max_log_bytes}): no such entry could be appended"
+                ),
+            ));
+        }
         Ok(Config {
             port: number(get("PORT"), "PORT", 8080, 0, u16::MAX)?,
             bind: match get("BIND") {
@@ -158,8 +170,8 @@ impl Config {
                 65_536,
             )?,
             min_free_bytes: number(get("MIN_FREE_BYTES"), "MIN_FREE_BYTES", 100 * 1024 * 1024, 0, u64::MAX)?,
-            max_entry_bytes: number(get("MAX_ENTRY_BYTES"), "MAX_ENTRY_BYTES", 1024 * 1024, 1, MAX_ENTRY_CAP)?,
-            max_log_bytes: number(get("MAX_LOG_BYTES"), "MAX_LOG_BYTES", max_store_bytes, 1, u64::MAX)?,
+            max_entry_bytes,
+            max_log_bytes,
         })
     }
 }
@@ -246,6 +258,7 @@ mod tests {
         assert_eq!(config.max_entry_bytes, 1_048_576);
         assert_eq!(config.max_log_bytes, config.max_store_bytes, "defaults to MAX_STORE_BYTES");
         assert_eq!(parse(&[("MAX_STORE_BYTES", "5")]).unwrap().max_log_bytes, 5);
+        assert_eq!(parse(&[("MAX_STORE_BYTES", "5")]).unwrap().max_entry_bytes, 5, "no larger than the log");
         assert_eq!(config.bind, IpAddr::from([0, 0, 0, 0]));
     }
 
@@ -296,6 +309,8 @@ mod tests {
         assert_eq!(failing_variable(&[("MAX_ENTRY_BYTES", "0")]), "MAX_ENTRY_BYTES");
         assert_eq!(failing_variable(&[("MAX_ENTRY_BYTES", "4194305")]), "MAX_ENTRY_BYTES");
         assert_eq!(failing_variable(&[("MAX_LOG_BYTES", "x")]), "MAX_LOG_BYTES");
+        assert_eq!(failing_variable(&[("MAX_ENTRY_BYTES", "2000"), ("MAX_LOG_BYTES", "10")]), "MAX_ENTRY_BYTES");
+        assert_eq!(failing_variable(&[("MAX_ENTRY_BYTES", "2000"), ("MAX_STORE_BYTES", "10")]), "MAX_ENTRY_BYTES");
     }
 
     proptest::proptest! {

@@ -51,7 +51,7 @@ pub fn serve(config: Config) -> Result<(), Failure> {
     let claim = datadir::claim(&config.static_root)?;
     let address = SocketAddr::new(config.bind, config.port);
     let tcp = TcpListener::bind(address).map_err(|err| {
-        let message = format!("PORT: cannot listen on {address}: {err}");
+        let message = format!("BIND/PORT: cannot listen on {address}: {err}");
         match err.kind() {
             io::ErrorKind::AddrInUse | io::ErrorKind::AddrNotAvailable => Failure::transient(message),
             _ => Failure::config(message),

@@ -96,6 +96,10 @@ fn a_port_in_use_exits_3_so_a_service_manager_retries() {
     let (code, stderr) = run(&[], &[("PORT", &port)]);
     assert_eq!(code, 3, "{stderr}");
     assert!(stderr.contains("PORT"), "{stderr}");
+    // An address this machine does not have (yet) names BIND too.
+    let (code, stderr) = run(&[], &[("BIND", "192.0.2.1")]);
+    assert_eq!(code, 3, "{stderr}");
+    assert!(stderr.contains("BIND"), "{stderr}");
 }
 
 #[test]
