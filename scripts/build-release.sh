@@ -55,7 +55,7 @@ for target in "${targets[@]}"; do
     cp "$binary" "$stage/sync-node"
     cp README.md LICENSE CHANGELOG.md "$stage/"
     cp docs/*.md "$stage/docs/"
-    cp contrib/sync-node.service contrib/reset-hook-msmtp.sh "$stage/contrib/"
+    cp -R contrib/. "$stage/contrib/"     # unit, reset hook, proxy recipes, fail2ban
     tar -C dist -czf "dist/$name.tar.gz" --owner=0 --group=0 "$name"
     rm -rf "$stage"
     file "$binary" | sed 's/^[^:]*: /   /' >&2

@@ -3,9 +3,10 @@
 # sync-node.conf with Debian's nginx, and contrib/Caddyfile with Debian's
 # caddy when it is installed — in front of the real server (TRUST_PROXY=1):
 # a 60 s long-poll passes, uploads are streamed, and per-address limits
-# come from the proxy's X-Forwarded-For (scripts/proxy_checks.py). TLS is
-# left out (plain HTTP on loopback); everything else is the recipe as
-# shipped. Takes about 70 s per proxy.
+# come from the proxy's X-Forwarded-For (scripts/proxy_checks.py). The
+# nginx file as shipped must pass `nginx -t` (with a throw-away
+# certificate); the checks then run over plain HTTP on loopback, with only
+# the TLS lines and addresses changed. Takes about 70 s per proxy.
 #   sudo apt-get install nginx python3 [caddy]
 #   scripts/test-proxy.sh
 set -euo pipefail
@@ -31,9 +32,21 @@ start_server() {
 }
 
 status=0
+# The file as shipped, certificate paths aside, is valid for this nginx.
+openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=sync.example.org \
+    -keyout "$work/key.pem" -out "$work/cert.pem" 2>/dev/null
+sed -e "s#/etc/letsencrypt/live/sync.example.org/fullchain.pem#$work/cert.pem#" \
+    -e "s#/etc/letsencrypt/live/sync.example.org/privkey.pem#$work/key.pem#" \
+    contrib/nginx/sync-node.conf > "$work/shipped.conf"
+mkdir -p "$work/nginx-t"
+printf 'pid %s/nginx-t.pid;\nerror_log stderr;\nevents {}\nhttp {\n    include %s/shipped.conf;\n}\n' "$work" "$work" \
+    > "$work/nginx-t.conf"
+nginx -t -q -c "$work/nginx-t.conf" -p "$work/nginx-t" || { echo "test-proxy: nginx -t refuses contrib/nginx/sync-node.conf" >&2; exit 1; }
+echo "== nginx -t accepts contrib/nginx/sync-node.conf as shipped"
+
 start_server nginx
 PROXY_PORT=$(free_port)
-sed -e "s/listen 443 ssl;/listen 127.0.0.1:$PROXY_PORT;/" -e '/listen \[::\]:443/d' -e '/http2 on;/d' -e '/ssl_certificate/d' \
+sed -e "s/listen 443 ssl http2;/listen 127.0.0.1:$PROXY_PORT;/" -e '/listen \[::\]:443/d' -e '/ssl_certificate/d' \
     -e "s#proxy_pass http://127.0.0.1:8080;#proxy_pass http://127.0.0.1:$SERVER_PORT;#" \
     contrib/nginx/sync-node.conf > "$work/site.conf"
 mkdir -p "$work/nginx"
@@ -59,9 +72,10 @@ python3 scripts/proxy_checks.py "$PROXY_PORT" "$work/data-nginx" "$work/server-n
 if command -v caddy >/dev/null; then
   start_server caddy
   PROXY_PORT=$(free_port)
-  { echo "{"; echo "	admin off"; echo "	storage file_system $work/caddy"; echo "}"
-    sed -e "s#^sync.example.org {#http://127.0.0.1:$PROXY_PORT {#" -e "s#reverse_proxy 127.0.0.1:8080#reverse_proxy 127.0.0.1:$SERVER_PORT#" \
-        contrib/Caddyfile; } > "$work/Caddyfile"
+  # The recipe's global options, plus no admin endpoint and a private store.
+  sed -e "0,/^{\$/s##{\n\tadmin off\n\tstorage file_system $work/caddy#" \
+      -e "s#^sync.example.org {#http://127.0.0.1:$PROXY_PORT {#" -e "s#reverse_proxy 127.0.0.1:8080#reverse_proxy 127.0.0.1:$SERVER_PORT#" \
+      contrib/Caddyfile > "$work/Caddyfile"
   XDG_DATA_HOME="$work/caddy" XDG_CONFIG_HOME="$work/caddy" caddy run --config "$work/Caddyfile" --adapter caddyfile \
     > "$work/caddy.log" 2>&1 &
   pids+=($!)

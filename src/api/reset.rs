@@ -64,8 +64,9 @@ pub(super) fn issue_requested(app: &mut App, account_id: String, id: String, add
     }
     let Some(slot) = app.reset_hook.as_ref().and_then(ResetHook::reserve) else {
         app.reset_tokens.release(&account_id);
+        // WARN: mail is being lost; the address may be the owner's.
         log::warn(format_args!(
-            "reset-dropped address={address} reason=hook-busy ({MAX_RUNNING} RESET_HOOK runs already)"
+            "reset-dropped reason=hook-busy ({MAX_RUNNING} RESET_HOOK runs already) last-address={address}"
         ));
         return Ok(());
     };
