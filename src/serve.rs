@@ -15,6 +15,7 @@ use crate::exit::Failure;
 use crate::hashing::{self, Hashing};
 use crate::hook::ResetHook;
 use crate::http::Limits;
+use crate::http::budget::{ANSWER_MEMORY, AnswerBudget};
 use crate::http::listener::{self, Caps, Register};
 use crate::lifecycle::Lifecycle;
 use crate::log;
@@ -91,6 +92,7 @@ pub fn serve(config: Config) -> Result<(), Failure> {
         blobs: blobs.clone(),
         limits: Limits::default(),
         hashing: Arc::clone(&hashing),
+        answers: AnswerBudget::new(ANSWER_MEMORY),
     });
     let register = Register::new(Caps {
         total: config.max_connections,

@@ -7,6 +7,7 @@ use crate::api::{self, AfterPassword, App, Handled, PendingWrite, Received};
 use crate::auth::{PasswordJob, PasswordOutcome};
 use crate::error::ApiError;
 use crate::hashing::Ticket;
+use crate::http::budget::{AnswerBudget, OverBudget};
 use crate::http::{RequestHead, Response};
 use crate::lifecycle::Lifecycle;
 use crate::log;
@@ -55,12 +56,29 @@ pub enum Step {
 
 /// The way back to one connection thread.
 #[derive(Debug, Clone)]
-pub struct Reply(pub Sender<Step>);
+pub struct Reply {
+    steps: Sender<Step>,
+    answers: AnswerBudget,
+}
 
 impl Reply {
-    /// A vanished connection simply drops the step.
+    pub fn new(steps: Sender<Step>, answers: AnswerBudget) -> Self {
+        Reply { steps, answers }
+    }
+
+    /// A vanished connection simply drops the step. A large answer takes
+    /// its share of the answers' memory here, before it leaves the loop,
+    /// and keeps it until sent; when the budget cannot take it, it is
+    /// dropped at once and the client gets `503` instead.
     pub fn send(&self, step: Step) {
-        let _ = self.0.send(step);
+        let step = match step {
+            Step::Respond(response) => Step::Respond(match self.answers.take(response.body_bytes().len()) {
+                Ok(held) => response.holding(held),
+                Err(OverBudget) => ApiError::Unavailable { retry_after_secs: 1 }.into_response(),
+            }),
+            other => other,
+        };
+        let _ = self.steps.send(step);
     }
 }
 

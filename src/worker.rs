@@ -12,6 +12,7 @@ use crate::config::Config;
 use crate::cors;
 use crate::error::{ApiError, Shortage, is_out_of_space};
 use crate::hashing::Hashing;
+use crate::http::budget::AnswerBudget;
 use crate::http::conn::{ExtraHeaders, HeadError};
 use crate::http::listener::Slot;
 use crate::http::{BodyError, Connection, Framing, Limits, Pace, Response, SendOptions};
@@ -49,6 +50,8 @@ pub struct Shared {
     pub blobs: Blobs,
     pub limits: Limits,
     pub hashing: Arc<Hashing>,
+    /// The memory answers being sent may hold, all connections together.
+    pub answers: AnswerBudget,
 }
 
 /// Serves one connection until it closes.
@@ -133,7 +136,7 @@ pub fn serve_connection(stream: TcpStream, peer: SocketAddr, slot: Slot, shared:
             }
             body_unread = false;
         }
-        let reply = Reply(steps_tx.clone());
+        let reply = Reply::new(steps_tx.clone(), shared.answers.clone());
         let event = match small_append {
             Some(then) => Event::Uploaded { reply, then, received: Received::Entry(body) },
             None => Event::Request { reply, route, request: Request { head, body, peer: peer.ip() } },
@@ -160,7 +163,11 @@ pub fn serve_connection(stream: TcpStream, peer: SocketAddr, slot: Slot, shared:
                     match receive(&mut conn, framing, limit, then.in_memory(), &shared.blobs) {
                         Ok(received) => {
                             body_unread = false;
-                            let event = Event::Uploaded { reply: Reply(steps_tx.clone()), then, received };
+                            let event = Event::Uploaded {
+                                reply: Reply::new(steps_tx.clone(), shared.answers.clone()),
+                                then,
+                                received,
+                            };
                             if shared.events.send(event).is_err() {
                                 return;
                             }
@@ -170,7 +177,11 @@ pub fn serve_connection(stream: TcpStream, peer: SocketAddr, slot: Slot, shared:
                 }
                 Step::Password { job, then, ticket } => {
                     let outcome = shared.hashing.run(ticket, || job.run());
-                    let event = Event::PasswordDone { reply: Reply(steps_tx.clone()), then, outcome };
+                    let event = Event::PasswordDone {
+                        reply: Reply::new(steps_tx.clone(), shared.answers.clone()),
+                        then,
+                        outcome,
+                    };
                     if shared.events.send(event).is_err() {
                         return;
                     }

@@ -10,7 +10,7 @@ use crate::auth;
 use crate::clock;
 use crate::db::{self, Db, stores::StoreRow};
 use crate::error::{ApiError, Forgotten};
-use crate::http::{Framing, RequestHead, Response};
+use crate::http::{Body, Framing, RequestHead, Response};
 use crate::permission::{self, Permission};
 use crate::precondition::Refusal;
 use crate::server::{Request, Step};
@@ -150,13 +150,28 @@ pub fn read(app: &mut App, request: &Request, key: &str) -> Result<Step, ApiErro
         }
         fits
     };
-    let mut body = Vec::new();
-    db::logs::read(app.db.conn(), key, after, limit, fits, |index, bytes| {
-        body.extend_from_slice(&index.to_be_bytes());
-        body.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
-        body.extend_from_slice(bytes);
-    })?;
-    let mut response = Response::bytes(200, body)
+    // The page's extent comes from the entries' lengths alone, so that a
+    // GET's body is allocated once at its exact size (it is held until
+    // sent: see http::budget) and a HEAD loads no entry at all.
+    db::logs::read(app.db.conn(), key, after, limit, false, fits, |_, _| {})?;
+    let body = if request.head.is_head() || entries == 0 {
+        Body::Unsent(framed as u64)
+    } else {
+        let mut body = Vec::with_capacity(framed);
+        let mut taken = 0;
+        let first_entries = |_: u64, _: usize| {
+            taken += 1;
+            taken <= entries
+        };
+        db::logs::read(app.db.conn(), key, after, entries, true, first_entries, |index, bytes| {
+            body.extend_from_slice(&index.to_be_bytes());
+            body.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
+            body.extend_from_slice(bytes);
+        })?;
+        Body::Bytes(body)
+    };
+    let mut response = Response::new(200)
+        .with_body(body)
         .with_header("Content-Type", "application/octet-stream")
         .with_header("Cache-Control", super::stores::REVALIDATE)
         .with_header("Sync-Log-Head", log.log_head.to_string())

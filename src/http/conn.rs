@@ -356,9 +356,15 @@ impl Connection {
         let mut out = Vec::with_capacity(512);
         response.write_head(&mut out, &options.extra, options.keep_alive);
         match response.body {
-            Body::Bytes(bytes) if !options.head_only => {
+            // A small body goes out with its head in one write; a large one
+            // is written where it is (never copied a second time).
+            Body::Bytes(bytes) if !options.head_only && bytes.len() <= CHUNK => {
                 out.extend_from_slice(&bytes);
                 self.stream.write_all(&out)
+            }
+            Body::Bytes(bytes) if !options.head_only => {
+                self.stream.write_all(&out)?;
+                self.stream.write_all(&bytes)
             }
             Body::File { file, len } if !options.head_only => {
                 // A small file goes out with its head in one write (one TCP

@@ -1,5 +1,6 @@
 //! An HTTP answer as a plain value, and how its head is written.
 
+use super::budget::Held;
 use crate::clock;
 use crate::encoding::http_date;
 use serde::Serialize;
@@ -19,6 +20,9 @@ pub enum Body {
         file: Arc<File>,
         len: u64,
     },
+    /// Only the length of a body that is never sent: the answer to a HEAD
+    /// that did not build what a GET would send.
+    Unsent(u64),
 }
 
 #[derive(Debug)]
@@ -26,11 +30,14 @@ pub struct Response {
     pub status: u16,
     headers: Vec<(&'static str, String)>,
     pub body: Body,
+    /// The share of the answers' memory this answer holds until it is
+    /// sent (dropped with it).
+    held: Option<Held>,
 }
 
 impl Response {
     pub fn new(status: u16) -> Self {
-        Response { status, headers: Vec::new(), body: Body::Empty }
+        Response { status, headers: Vec::new(), body: Body::Empty, held: None }
     }
 
     /// A JSON answer with `value` as its body.
@@ -40,7 +47,7 @@ impl Response {
 
     /// An answer with `bytes` as its body (the caller sets its type).
     pub fn bytes(status: u16, bytes: Vec<u8>) -> Self {
-        Response { status, headers: Vec::new(), body: Body::Bytes(bytes) }
+        Response { status, headers: Vec::new(), body: Body::Bytes(bytes), held: None }
     }
 
     /// A JSON answer whose body is already serialised.
@@ -53,6 +60,17 @@ impl Response {
         let bytes = serde_json::to_vec(value).unwrap_or_default();
         self.header("Content-Type", "application/json; charset=utf-8");
         self.body = Body::Bytes(bytes);
+        self
+    }
+
+    /// Keeps `held` (if any) for as long as this answer lives.
+    pub fn holding(mut self, held: Option<Held>) -> Self {
+        self.held = held;
+        self
+    }
+
+    pub fn with_body(mut self, body: Body) -> Self {
+        self.body = body;
         self
     }
 
@@ -82,7 +100,7 @@ impl Response {
         match &self.body {
             Body::Empty => 0,
             Body::Bytes(bytes) => bytes.len() as u64,
-            Body::File { len, .. } => *len,
+            Body::File { len, .. } | Body::Unsent(len) => *len,
         }
     }
 

@@ -3,6 +3,7 @@
 
 use crate::support::{Conn, Options, Resp, Server, cli};
 use serde_json::{Value, json};
+use std::thread;
 use std::time::{Duration, Instant};
 
 fn append(server: &Server, key: &str, token: &str, headers: &[(&str, &str)], entry: &[u8]) -> Resp {
@@ -84,6 +85,14 @@ fn appends_take_the_next_index_and_a_new_seq_but_leave_the_body_alone() {
     assert_eq!(read(&server, "doc", &token, "?limit=0").status, 400);
     let head = server.call("HEAD", "/v1/stores/doc/log", Some(&token), &[], b"");
     assert_eq!((head.status, head.header("Sync-Log-Head")), (200, Some("2")));
+    // A HEAD (which loads no entry) announces what the GET sends.
+    for query in ["", "?limit=1", "?after=1", "?after=2"] {
+        let get = read(&server, "doc", &token, query);
+        let head = server.call("HEAD", &format!("/v1/stores/doc/log{query}"), Some(&token), &[], b"");
+        let length = get.body.len().to_string();
+        assert_eq!(head.header("Content-Length"), Some(length.as_str()), "{query}");
+        assert_eq!(head.header("Sync-Log-More"), get.header("Sync-Log-More"), "{query}");
+    }
 }
 
 #[test]
@@ -274,4 +283,66 @@ fn refusals_of_appends_do_not_wait_for_the_entry() {
     let gone = read(&server, "k", &token, "?after=5");
     assert_eq!((gone.status, gone.error()), (410, "gone".to_owned()));
     assert!(gone.json()["message"].as_str().unwrap().contains("Sync-Log-Base"), "{}", gone.text());
+}
+
+/// Clients that ask for 4 MiB log pages and never read them cannot make the
+/// server hold more than its answer budget (32 MiB): once it is taken, a
+/// large answer is `503` with `Retry-After`, and it is given back as soon
+/// as those connections go. (Each used to hold two copies of its page.)
+#[test]
+fn log_pages_nobody_reads_hold_at_most_the_answer_budget() {
+    let server = Server::start();
+    let token = server.register("hoarder");
+    assert_eq!(server.put("doc", &token, &[], b"body").status, 201);
+    let entry = vec![0x5a; 1024 * 1024 - 12];
+    for _ in 0..4 {
+        assert_eq!(append(&server, "doc", &token, &[], &entry).status, 201);
+    }
+    let page = server.get("/v1/stores/doc/log", Some(&token));
+    assert_eq!((page.status, page.body.len()), (200, 4 * 1024 * 1024), "one full page");
+    let before = server.rss_kib();
+
+    let request = format!("GET /v1/stores/doc/log HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {token}\r\n\r\n");
+    let hoarders: Vec<socket2::Socket> = (0..32)
+        .map(|_| {
+            let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+            socket.set_recv_buffer_size(1024).unwrap();
+            socket.connect(&server.addr.into()).unwrap();
+            socket.send(request.as_bytes()).unwrap();
+            socket
+        })
+        .collect();
+    // Until the budget is taken, a reader gets the page; then 503.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let refused = loop {
+        let answer = server.get("/v1/stores/doc/log", Some(&token));
+        if answer.status == 503 {
+            break answer;
+        }
+        assert_eq!(answer.status, 200);
+        assert!(Instant::now() < deadline, "the budget was never taken");
+        thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(refused.header("Retry-After"), Some("1"));
+    assert_eq!(refused.error(), "unavailable");
+    let grown = server.rss_kib().saturating_sub(before);
+    assert!(grown < 48 * 1024, "32 unread 4 MiB pages grew the server by {grown} KiB");
+    let status_of = |socket: &socket2::Socket| {
+        let mut line = [0u8; 12];
+        std::io::Read::read_exact(&mut &*socket, &mut line).unwrap();
+        String::from_utf8_lossy(&line[9..]).into_owned()
+    };
+    let statuses: Vec<String> = hoarders.iter().map(status_of).collect();
+    let held = statuses.iter().filter(|status| *status == "200").count();
+    assert!(held <= 8, "at most 32 MiB of pages are held: {statuses:?}");
+    assert!(statuses.iter().all(|status| status == "200" || status == "503"), "{statuses:?}");
+    // Small answers are not affected.
+    assert_eq!(server.get("/v1/stores/doc", Some(&token)).status, 200);
+
+    drop(hoarders);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server.get("/v1/stores/doc/log", Some(&token)).status != 200 {
+        assert!(Instant::now() < deadline, "the budget came back when the hoarders left");
+        thread::sleep(Duration::from_millis(20));
+    }
 }
