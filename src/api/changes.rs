@@ -210,7 +210,8 @@ fn parse_query(query: Option<&str>) -> Result<FeedQuery, ApiError> {
     for (name, value) in paging::pairs(query) {
         match name {
             "since" => {
-                let n = paging::whole_number(value).and_then(|n| i64::try_from(n).ok());
+                // Above every counter there is (→ 410) however large.
+                let n = paging::whole_number(value).map(|n| i64::try_from(n).unwrap_or(i64::MAX));
                 since = Some(n.ok_or_else(|| ApiError::bad_request("since must be a whole number ≥ 0."))?);
             }
             "wait" => {

@@ -63,9 +63,11 @@ pub fn after_and_limit<T>(
     Ok((after, limit))
 }
 
-/// Digits only (no sign, no spaces), within `u64`.
+/// Digits only (no sign, no spaces). A whole number too large for `u64`
+/// is `u64::MAX`: as a limit, a cursor or an index it is past every end
+/// there is, and the SPEC calls it a whole number all the same.
 pub fn whole_number(value: &str) -> Option<u64> {
-    value.bytes().all(|b| b.is_ascii_digit()).then(|| value.parse().ok())?
+    (!value.is_empty() && value.bytes().all(|b| b.is_ascii_digit())).then(|| value.parse().unwrap_or(u64::MAX))
 }
 
 /// `limit`: a whole number ≥ 1; above [`MAX_PAGE`] it is [`MAX_PAGE`].
@@ -85,7 +87,9 @@ mod tests {
         assert_eq!(limit("1").unwrap(), 1);
         assert_eq!(limit("1000").unwrap(), 1000);
         assert_eq!(limit("1001").unwrap(), MAX_PAGE);
-        assert_eq!(limit("99999999999999999999").ok(), None, "not a u64 is not a number");
+        assert_eq!(limit("99999999999999999999").unwrap(), MAX_PAGE, "a whole number, however large");
+        assert_eq!(whole_number("18446744073709551616"), Some(u64::MAX));
+        assert_eq!(whole_number("007"), Some(7));
         for bad in ["0", "", "-1", "+1", " 1", "1.0", "ten"] {
             assert!(limit(bad).is_err(), "{bad:?}");
         }

@@ -94,8 +94,13 @@ fn bad_queries_are_400_and_out_of_range_410() {
         assert_eq!((resp.status, resp.error().as_str()), (400, "bad_request"), "{query}");
     }
     assert_eq!(server.get("/v1/changes?since=0", None).status, 401);
-    let future = server.get("/v1/changes?since=999999", Some(&token));
-    assert_eq!((future.status, future.error().as_str()), (410, "gone"));
+    for since in ["999999", "9223372036854775808", "18446744073709551616"] {
+        let future = server.get(&format!("/v1/changes?since={since}"), Some(&token));
+        assert_eq!((future.status, future.error().as_str()), (410, "gone"), "since={since}");
+    }
+    let huge = "/v1/changes?since=0&limit=18446744073709551616";
+    assert_eq!(server.get(huge, Some(&token)).status, 200, "a limit above max_page is max_page");
+    assert_eq!(server.get("/v1/stores?limit=18446744073709551616", Some(&token)).status, 200);
 }
 
 #[test]

@@ -83,6 +83,10 @@ fn appends_take_the_next_index_and_a_new_seq_but_leave_the_body_alone() {
     assert_eq!(read(&server, "doc", &token, "?after=3").status, 410, "after the head");
     assert_eq!(read(&server, "doc", &token, "?after=x").status, 400);
     assert_eq!(read(&server, "doc", &token, "?limit=0").status, 400);
+    // Whole numbers however large: a limit above max_page is max_page, a
+    // cursor above the head is 410.
+    assert_eq!(read(&server, "doc", &token, "?limit=18446744073709551616").status, 200);
+    assert_eq!(read(&server, "doc", &token, "?after=18446744073709551616").status, 410);
     let head = server.call("HEAD", "/v1/stores/doc/log", Some(&token), &[], b"");
     assert_eq!((head.status, head.header("Sync-Log-Head")), (200, Some("2")));
     // A HEAD (which loads no entry) announces what the GET sends.
