@@ -450,8 +450,10 @@ fn too_many(wait: std::time::Duration) -> ApiError {
     ApiError::TooManyRequests { retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64 }
 }
 
+/// The bearer token, if exactly one well-formed one was sent (two
+/// `Authorization` lines are no credentials at all).
 fn bearer_token(head: &RequestHead) -> Option<&str> {
-    let value = std::str::from_utf8(head.header("authorization")?).ok()?.trim();
+    let value = std::str::from_utf8(head.single_header("authorization").ok()??).ok()?.trim();
     let (scheme, token) = value.split_once(' ')?;
     let token = token.trim();
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty() && token.len() <= MAX_TOKEN_CHARS).then_some(token)

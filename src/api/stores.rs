@@ -69,7 +69,8 @@ pub struct PendingPut {
 
 /// `GET` / `HEAD /v1/stores/{key}`
 pub fn get(app: &mut App, request: &Request, key: &str) -> Result<Step, ApiError> {
-    let if_none_match = request.head.header_str("if-none-match")?.map(precondition::parse_none_match).transpose()?;
+    let if_none_match =
+        request.head.list_header("if-none-match")?.as_deref().map(precondition::parse_none_match).transpose()?;
     let session = app.authenticate(request)?;
     let (store, held) = visible(app, key, &session)?;
     let etag = format!("\"{}\"", store.token);
@@ -138,8 +139,9 @@ pub fn list(app: &mut App, request: &Request) -> Result<Step, ApiError> {
 /// `PUT /v1/stores/{key}`: the half before the body.
 pub fn put(app: &mut App, request: &Request, key: String) -> Result<Step, ApiError> {
     let head = &request.head;
-    let precondition = precondition::parse_write(head.header_str("if-match")?, head.header_str("if-none-match")?)?;
-    let meta = parse_meta(head.header("sync-meta"))?;
+    let (if_match, if_none_match) = (head.list_header("if-match")?, head.list_header("if-none-match")?);
+    let precondition = precondition::parse_write(if_match.as_deref(), if_none_match.as_deref())?;
+    let meta = parse_meta(head.single_header("sync-meta")?)?;
     let compact_to = head.header_str("sync-log-base")?.map(parse_log_index).transpose()?;
     let session = app.authenticate(request)?;
     let existing = check_write(app, &session, &key, &precondition)?;
@@ -299,7 +301,7 @@ pub fn delete(app: &mut App, request: &Request, key: &str) -> Result<Step, ApiEr
     if head.header("if-none-match").is_some() {
         return Err(ApiError::bad_request("If-None-Match is not allowed on DELETE."));
     }
-    let precondition = precondition::parse_write(head.header_str("if-match")?, None)?;
+    let precondition = precondition::parse_write(head.list_header("if-match")?.as_deref(), None)?;
     let session = app.authenticate(request)?;
     let (store, held) = visible(app, key, &session)?;
     permission::require(Some(held), Permission::Own)?;

@@ -58,16 +58,39 @@ impl RequestHead {
         self.headers.iter().rev().find(|(n, _)| n == name).map(|(_, v)| v.as_slice())
     }
 
-    /// The first value of a header as text; a value that is not visible
-    /// ASCII is a bad header value (400).
-    pub fn header_str(&self, name: &str) -> Result<Option<&str>, ApiError> {
-        match self.header(name) {
-            None => Ok(None),
-            Some(value) if value.iter().all(|&b| b == b' ' || b == b'\t' || b.is_ascii_graphic()) => {
-                Ok(std::str::from_utf8(value).ok())
-            }
-            Some(_) => Err(ApiError::bad_request(format!("The {name} header has characters outside visible ASCII."))),
+    /// The value of a header that may appear once; several lines of it are
+    /// a bad header value (400), not a choice of the first.
+    pub fn single_header(&self, name: &str) -> Result<Option<&[u8]>, ApiError> {
+        let mut lines = self.headers.iter().filter(|(n, _)| n == name);
+        let first = lines.next().map(|(_, value)| value.as_slice());
+        if lines.next().is_some() {
+            return Err(ApiError::bad_request(format!("The {name} header may appear only once.")));
         }
+        Ok(first)
+    }
+
+    /// The value of a header that may appear once, as text; a value that
+    /// is not visible ASCII is a bad header value (400).
+    pub fn header_str(&self, name: &str) -> Result<Option<&str>, ApiError> {
+        self.single_header(name)?.map(|value| visible_text(name, value)).transpose()
+    }
+
+    /// A comma-separated list header (`If-Match`, `If-None-Match`), whose
+    /// lines all count: several lines mean their values joined with ", "
+    /// (RFC 9110 §5.3).
+    pub fn list_header(&self, name: &str) -> Result<Option<String>, ApiError> {
+        let mut joined: Option<String> = None;
+        for (_, value) in self.headers.iter().filter(|(n, _)| n == name) {
+            let text = visible_text(name, value)?;
+            match &mut joined {
+                Some(list) => {
+                    list.push_str(", ");
+                    list.push_str(text);
+                }
+                None => joined = Some(text.to_owned()),
+            }
+        }
+        Ok(joined)
     }
 
     /// The client's address: the peer's, or with `trust_proxy` the last
@@ -243,6 +266,14 @@ fn keep_alive(version_minor: u8, headers: &[(String, Vec<u8>)]) -> bool {
     keep
 }
 
+/// A header value as text: visible ASCII, spaces and tabs, else 400.
+fn visible_text<'a>(name: &str, value: &'a [u8]) -> Result<&'a str, ApiError> {
+    match std::str::from_utf8(value) {
+        Ok(text) if value.iter().all(|&b| b == b' ' || b == b'\t' || b.is_ascii_graphic()) => Ok(text),
+        _ => Err(ApiError::bad_request(format!("The {name} header has characters outside visible ASCII."))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -261,6 +292,19 @@ mod tests {
             Err(err) => err.status_and_code(),
             other => panic!("unexpected {other:?}"),
         }
+    }
+
+    #[test]
+    fn single_headers_appear_once_and_list_headers_join_their_lines() {
+        let (head, _) = parse_ok("GET / HTTP/1.0\r\nA: 1\r\nB: \"x\"\r\nA: 2\r\nB: \"y\"\r\n\r\n");
+        assert_eq!(head.header_str("a").unwrap_err().status_and_code(), (400, "bad_request"));
+        assert!(head.single_header("a").is_err());
+        assert_eq!(head.list_header("b").unwrap().as_deref(), Some("\"x\", \"y\""));
+        assert_eq!(head.list_header("c").unwrap(), None);
+        assert_eq!(head.header_str("c").unwrap(), None);
+        let (head, _) = parse_ok("GET / HTTP/1.0\r\nB: \"x\"\r\n\r\n");
+        assert_eq!(head.header_str("b").unwrap(), Some("\"x\""));
+        assert_eq!(head.list_header("b").unwrap().as_deref(), Some("\"x\""));
     }
 
     fn hdrs(pairs: &[(&str, &str)]) -> Vec<(String, Vec<u8>)> {

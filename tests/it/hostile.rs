@@ -88,6 +88,40 @@ fn an_entity_tag_may_contain_a_comma() {
     assert_eq!(resp.status, 200);
 }
 
+/// A header that may appear once, sent twice, is a bad request rather than
+/// "the first one wins"; a list header split over two lines is one list
+/// (RFC 9110 §5.3).
+#[test]
+fn a_single_header_sent_twice_is_400_and_a_list_header_may_span_lines() {
+    let server = Server::start();
+    let token = server.register("twice");
+    let etag = server.put("k", &token, &[], b"v").etag();
+    let log = "/v1/stores/k/log";
+    for (method, path, headers) in [
+        ("POST", log, [("If-Log-Head", "0"), ("If-Log-Head", "0")]),
+        ("POST", log, [("If-Log-Head", "0"), ("If-Log-Head", "99")]),
+        ("PUT", "/v1/stores/k", [("Sync-Log-Base", "0"), ("Sync-Log-Base", "0")]),
+        ("PUT", "/v1/stores/k", [("Sync-Meta", "a"), ("Sync-Meta", "b")]),
+    ] {
+        let headers = [headers.as_slice(), &[("If-Match", etag.as_str())]].concat();
+        let resp = server.call(method, path, Some(&token), &headers, b"entry");
+        assert_eq!((resp.status, resp.error().as_str()), (400, "bad_request"), "{method} {headers:?}");
+    }
+    let other = format!("Bearer {token}");
+    let resp = server.call("GET", "/v1/stores/k", None, &[("Authorization", &other), ("Authorization", &other)], b"");
+    assert_eq!(resp.status, 401, "two Authorization lines are no credentials");
+    assert_eq!(server.get(log, Some(&token)).body.len(), 0, "no entry was appended");
+
+    let resp =
+        server.call("GET", "/v1/stores/k", Some(&token), &[("If-None-Match", "\"x\""), ("If-None-Match", &etag)], b"");
+    assert_eq!(resp.status, 304, "the second line of the list matches");
+    let resp = server.put("k", &token, &[("If-Match", "\"x\""), ("If-Match", &etag)], b"w");
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let resp =
+        server.call("DELETE", "/v1/stores/k", Some(&token), &[("If-Match", "\"x\""), ("If-Match", "\"y\"")], b"");
+    assert_eq!(resp.status, 412, "neither line matches");
+}
+
 #[test]
 fn behind_a_proxy_only_the_last_forwarded_line_counts() {
     let server = Server::start_with(Options::default().env("TRUST_PROXY", "1"));
