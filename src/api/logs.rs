@@ -12,7 +12,7 @@ use crate::db::{self, Db, stores::StoreRow};
 use crate::error::{ApiError, Forgotten};
 use crate::http::{Body, Framing, RequestHead, Response};
 use crate::permission::{self, Permission};
-use crate::precondition::Refusal;
+use crate::precondition::{self, Precondition, Refusal};
 use crate::server::{Request, Step};
 use serde_json::json;
 
@@ -31,14 +31,20 @@ pub const SMALL_ENTRY: u64 = 64 * 1024;
 /// early answer (401, 404, 412 …) would have saved waiting for it. `None`
 /// when a header is malformed (the usual path then answers 400).
 pub fn small_append(head: &RequestHead, key: String) -> Option<PendingWrite> {
-    let expected_head = match head.header_str("if-log-head") {
-        Ok(Some(value)) => Some(parse_log_index(value).ok()?),
-        Ok(None) => None,
-        Err(_) => return None,
-    };
+    let (expected_head, precondition) = append_conditions(head).ok()?;
     // No or a malformed token: the commit's session check answers 401.
     let token_hash = super::bearer_token(head).map(auth::token_hash).unwrap_or_default();
-    Some(PendingWrite::Append(PendingAppend { token_hash, key, expected_head }))
+    Some(PendingWrite::Append(PendingAppend { token_hash, key, expected_head, precondition }))
+}
+
+/// An append's conditions: `If-Log-Head`, and `If-Match` / `If-None-Match`
+/// on the store's body (an append does not change the body's token, so
+/// `If-Match` says "only while the body is still this version").
+fn append_conditions(head: &RequestHead) -> Result<(Option<u64>, Precondition), ApiError> {
+    let expected_head = head.header_str("if-log-head")?.map(parse_log_index).transpose()?;
+    let (if_match, if_none_match) = (head.list_header("if-match")?, head.list_header("if-none-match")?);
+    let precondition = precondition::parse_write(if_match.as_deref(), if_none_match.as_deref())?;
+    Ok((expected_head, precondition))
 }
 
 /// An append waiting for its entry.
@@ -48,29 +54,41 @@ pub struct PendingAppend {
     key: String,
     /// `If-Log-Head: H`: append only if `log_head` is still H.
     expected_head: Option<u64>,
+    /// `If-Match` / `If-None-Match` on the body's token (none required).
+    precondition: Precondition,
 }
 
 /// `POST /v1/stores/{key}/log`: the half before the entry.
 pub fn append(app: &mut App, request: &Request, key: String) -> Result<Step, ApiError> {
-    let expected_head = request.head.header_str("if-log-head")?.map(parse_log_index).transpose()?;
+    let (expected_head, precondition) = append_conditions(&request.head)?;
     let declared = match request.head.framing {
         Framing::None => return Err(ApiError::bad_request("A log entry is 1 or more bytes.")),
         Framing::Length(n) => n,
         Framing::Chunked => 0,
     };
     let session = app.authenticate(request)?;
-    let store = check_append(app, &session, &key, expected_head)?;
+    let store = check_append(app, &session, &key, expected_head, &precondition)?;
     check_entry_size(app, &store, declared, declared)?;
-    let then = PendingWrite::Append(PendingAppend { token_hash: session.token_hash, key, expected_head });
+    let then = PendingWrite::Append(PendingAppend { token_hash: session.token_hash, key, expected_head, precondition });
     Ok(Step::Receive { limit: app.config.max_entry_bytes, then })
 }
 
-/// Visibility, WRITE and `If-Log-Head`, in the SPEC's order.
-fn check_append(app: &App, session: &Session, key: &str, expected_head: Option<u64>) -> Result<StoreRow, ApiError> {
+/// Visibility, WRITE, `If-Log-Head` (in the SPEC's order), then the
+/// body's `If-Match` / `If-None-Match` if given.
+fn check_append(
+    app: &App,
+    session: &Session,
+    key: &str,
+    expected_head: Option<u64>,
+    precondition: &Precondition,
+) -> Result<StoreRow, ApiError> {
     let (store, held) = visible(app, key, session)?;
     permission::require(Some(held), Permission::Write)?;
     if expected_head.is_some_and(|head| head != store.log.log_head) {
         return Err(refused(Refusal::Failed, &store));
+    }
+    if *precondition != Precondition::None {
+        precondition::decide(precondition, Some(&store.token)).map_err(|refusal| refused(refusal, &store))?;
     }
     Ok(store)
 }
@@ -104,7 +122,7 @@ pub(super) fn stage_append(
             return Err(ApiError::bad_request("A log entry is 1 or more bytes."));
         }
         let session = app.session_by_hash(&then.token_hash)?;
-        let store = check_append(app, &session, &then.key, then.expected_head)?;
+        let store = check_append(app, &session, &then.key, then.expected_head, &then.precondition)?;
         // Not on disk yet, nor are the entries before it in this batch.
         check_entry_size(app, &store, entry.len() as u64, *batch_unwritten + entry.len() as u64)?;
         Ok(())

@@ -350,3 +350,32 @@ fn log_pages_nobody_reads_hold_at_most_the_answer_budget() {
         thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// `If-Match` on an append is evaluated against the body's token (an append
+/// leaves it as it is; a compaction or a PUT changes it), on the small-entry
+/// path and on the path that checks before reading a large entry.
+#[test]
+fn if_match_on_an_append_guards_the_body_version() {
+    let server = Server::start();
+    let token = server.register("guarded");
+    let etag = server.put("doc", &token, &[], b"v1").etag();
+    for entry in [vec![1u8; 10], vec![2u8; 100 * 1024]] {
+        let fresh = append(&server, "doc", &token, &[("If-Match", &etag)], &entry);
+        assert_eq!(fresh.status, 201, "{}", fresh.text());
+        assert_eq!(append(&server, "doc", &token, &[("If-Match", "*")], &entry).status, 201);
+        let stale = append(&server, "doc", &token, &[("If-Match", "\"not-it\"")], &entry);
+        assert_eq!(stale.status, 412, "{}", stale.text());
+        assert_eq!(stale.json()["current"]["token"].as_str(), Some(etag.trim_matches('"')));
+        assert_eq!(append(&server, "doc", &token, &[("If-None-Match", "*")], &entry).status, 412);
+        let both = append(&server, "doc", &token, &[("If-Match", &etag), ("If-None-Match", "*")], &entry);
+        assert_eq!(both.status, 400);
+    }
+    // A compaction makes a new body: appends guarded by the old one fail.
+    let compacted = server.put("doc", &token, &[("If-Match", &etag), ("Sync-Log-Base", "4")], b"v1+4");
+    assert_eq!(compacted.status, 200, "{}", compacted.text());
+    assert_eq!(append(&server, "doc", &token, &[("If-Match", &etag)], b"late").status, 412);
+    let now = compacted.etag();
+    assert_eq!(append(&server, "doc", &token, &[("If-Match", &now)], b"on top").status, 201);
+    let entries = frames(&read(&server, "doc", &token, "").body);
+    assert_eq!(entries.iter().map(|(index, _)| *index).collect::<Vec<_>>(), [5], "only the guarded one landed");
+}
