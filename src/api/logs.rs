@@ -10,7 +10,7 @@ use crate::auth;
 use crate::clock;
 use crate::db::{self, Db, stores::StoreRow};
 use crate::error::{ApiError, Forgotten};
-use crate::http::{Body, Framing, RequestHead, Response};
+use crate::http::{Body, Framing, RequestHead, Response, budget};
 use crate::permission::{self, Permission};
 use crate::precondition::{self, Precondition, Refusal};
 use crate::server::{Request, Step};
@@ -146,6 +146,13 @@ pub(super) fn stage_append(
     Ok(Ok(Step::Respond(Response::json(201, &body))))
 }
 
+/// Appends one entry to a log answer: 8-byte index, 4-byte length, bytes.
+fn frame(body: &mut Vec<u8>, index: u64, bytes: &[u8]) {
+    body.extend_from_slice(&index.to_be_bytes());
+    body.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
+    body.extend_from_slice(bytes);
+}
+
 /// `GET` / `HEAD /v1/stores/{key}/log[?after=I][&limit=L]`
 pub fn read(app: &mut App, request: &Request, key: &str) -> Result<Step, ApiError> {
     let (after, limit) = paging::after_and_limit(request.head.query.as_deref(), parse_log_index)?;
@@ -168,24 +175,29 @@ pub fn read(app: &mut App, request: &Request, key: &str) -> Result<Step, ApiErro
         }
         fits
     };
-    // The page's extent comes from the entries' lengths alone, so that a
-    // GET's body is allocated once at its exact size (it is held until
-    // sent: see http::budget) and a HEAD loads no entry at all.
-    db::logs::read(app.db.conn(), key, after, limit, false, fits, |_, _| {})?;
-    let body = if request.head.is_head() || entries == 0 {
+    let conn = app.db.conn();
+    // No more than every retained entry after `after`, framed.
+    let at_most = log.log_bytes.saturating_add(12 * (log.log_head - after));
+    let body = if request.head.is_head() {
+        db::logs::read(conn, key, after, limit, false, fits, |_, _| {})?;
         Body::Unsent(framed as u64)
+    } else if at_most <= budget::COUNTED_FROM as u64 {
+        // A small page: one pass into a buffer that never grows.
+        let mut body = Vec::with_capacity(at_most as usize);
+        db::logs::read(conn, key, after, limit, true, fits, |index, bytes| frame(&mut body, index, bytes))?;
+        Body::Bytes(body)
     } else {
+        // A large page is held until sent (see http::budget): its extent
+        // first, from the entries' lengths alone, so that it is allocated
+        // once at its exact size.
+        db::logs::read(conn, key, after, limit, false, fits, |_, _| {})?;
         let mut body = Vec::with_capacity(framed);
         let mut taken = 0;
         let first_entries = |_: u64, _: usize| {
             taken += 1;
             taken <= entries
         };
-        db::logs::read(app.db.conn(), key, after, entries, true, first_entries, |index, bytes| {
-            body.extend_from_slice(&index.to_be_bytes());
-            body.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
-            body.extend_from_slice(bytes);
-        })?;
+        db::logs::read(conn, key, after, entries, true, first_entries, |index, bytes| frame(&mut body, index, bytes))?;
         Body::Bytes(body)
     };
     let mut response = Response::new(200)

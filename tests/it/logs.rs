@@ -304,6 +304,10 @@ fn log_pages_nobody_reads_hold_at_most_the_answer_budget() {
     }
     let page = server.get("/v1/stores/doc/log", Some(&token));
     assert_eq!((page.status, page.body.len()), (200, 4 * 1024 * 1024), "one full page");
+    let two = server.get("/v1/stores/doc/log?limit=2", Some(&token));
+    assert_eq!((frames(&two.body).len(), two.header("Sync-Log-More")), (2, Some("1")));
+    let last = frames(&server.get("/v1/stores/doc/log?after=3", Some(&token)).body);
+    assert_eq!((last.len(), last[0].0, last[0].1 == entry), (1, 4, true));
     let before = server.rss_kib();
 
     let request = format!("GET /v1/stores/doc/log HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {token}\r\n\r\n");
