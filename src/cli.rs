@@ -85,9 +85,13 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
             words[..words.len() - 1].join(" ")
         ));
     }
+    // `--` only ever stands before the ID or DIR of these commands (after
+    // it, nothing is an option: `check -- --repair` is no repair).
+    let takes_operand =
+        |command: &[&str]| matches!(command, ["account", "add" | "delete"] | ["reset-token"] | ["backup"]);
     let words: Vec<&str> = match words.as_slice() {
-        [command @ .., "--", last] if !command.contains(&"--") => command.iter().copied().chain([*last]).collect(),
-        [command @ .., "--"] => command.to_vec(),
+        [command @ .., "--", last] if takes_operand(command) => command.iter().copied().chain([*last]).collect(),
+        [command @ .., "--"] if takes_operand(command) => command.to_vec(),
         _ => words,
     };
     match words.as_slice() {

@@ -32,7 +32,11 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "open connections from one client address (1..=65536; not applied with TRUST_PROXY=1)",
     ),
     ("MIN_FREE_BYTES", "104857600", "store writes that would leave less free disk space get 507"),
-    ("MAX_ENTRY_BYTES", "1048576", "largest store log entry in bytes (1..=4194304, at most MAX_LOG_BYTES)"),
+    (
+        "MAX_ENTRY_BYTES",
+        "1048576, or MAX_LOG_BYTES if smaller",
+        "largest store log entry in bytes (1..=4194304, at most MAX_LOG_BYTES)",
+    ),
     ("MAX_LOG_BYTES", "= MAX_STORE_BYTES", "most bytes a store's log may hold before it must be compacted"),
 ];
 

@@ -59,9 +59,12 @@ pub fn backup(db: &Db, secret: &[u8], blobs: &Blobs, root: &Path, target: &Path)
     copied
 }
 
-/// Whether `path` (which may not exist yet) is `dir` or below it, symbolic
-/// links and `..` in its existing part resolved.
+/// Whether `path` (which may not exist yet) is `dir` or below it: its
+/// longest existing ancestor resolved (symbolic links, `..`), then the
+/// rest applied to that as the kernel will when it is created (a `..`
+/// there steps up from what came before it).
 fn is_within(dir: &Path, path: &Path) -> bool {
+    use std::path::Component;
     let Ok(dir) = dir.canonicalize() else { return false };
     let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
     let mut existing = absolute.as_path();
@@ -69,16 +72,26 @@ fn is_within(dir: &Path, path: &Path) -> bool {
     let resolved = loop {
         match existing.canonicalize() {
             Ok(resolved) => break resolved,
-            Err(_) => match (existing.parent(), existing.file_name()) {
-                (Some(parent), Some(name)) => {
-                    rest.push(name.to_owned());
+            Err(_) => match (existing.parent(), existing.components().next_back()) {
+                (Some(parent), Some(last)) => {
+                    rest.push(last);
                     existing = parent;
                 }
                 _ => return false,
             },
         }
     };
-    rest.iter().rev().fold(resolved, |path, name| path.join(name)).starts_with(&dir)
+    let mut full = resolved;
+    for component in rest.into_iter().rev() {
+        match component {
+            Component::ParentDir => {
+                full.pop();
+            }
+            Component::Normal(name) => full.push(name),
+            _ => {}
+        }
+    }
+    full.starts_with(&dir)
 }
 
 fn copy_into(db: &Db, secret: &[u8], blobs: &Blobs, target: &Path) -> Result<BackupReport, String> {
@@ -237,10 +250,12 @@ mod tests {
         let root = dir.path().join("data");
         std::fs::create_dir_all(root.join("stores")).unwrap();
         std::os::unix::fs::symlink(&root, dir.path().join("link")).unwrap();
-        for inside in ["data", "data/stores", "data/new/deeper", "data/stores/../copy", "link/copy"] {
+        for inside in
+            ["data", "data/stores", "data/new/deeper", "data/stores/../copy", "link/copy", "missing/../data/copy"]
+        {
             assert!(is_within(&root, &dir.path().join(inside)), "{inside}");
         }
-        for outside in ["copy", "data-copy", "new/data", "data/../copy", "link/../copy"] {
+        for outside in ["copy", "data-copy", "new/data", "data/../copy", "link/../copy", "data/new/../../copy"] {
             assert!(!is_within(&root, &dir.path().join(outside)), "{outside}");
         }
     }

@@ -85,6 +85,7 @@ pub fn serve(config: Config) -> Result<(), Failure> {
     catch_signals(events.clone())?;
     let cores = thread::available_parallelism().map_or(1, |n| n.get());
     let hashing = Hashing::new(cores, hashing::MAX_WAITING);
+    let answers = AnswerBudget::new(ANSWER_MEMORY);
     let shared = Arc::new(Shared {
         events,
         lifecycle: Arc::clone(&lifecycle),
@@ -92,7 +93,7 @@ pub fn serve(config: Config) -> Result<(), Failure> {
         blobs: blobs.clone(),
         limits: Limits::default(),
         hashing: Arc::clone(&hashing),
-        answers: AnswerBudget::new(ANSWER_MEMORY),
+        answers: answers.clone(),
     });
     let register = Register::new(Caps {
         total: config.max_connections,
@@ -140,6 +141,7 @@ pub fn serve(config: Config) -> Result<(), Failure> {
         data_version: None,
         stopping: false,
         others_waiting: false,
+        answers,
     };
     server::run(app, inbox, &lifecycle);
     log::info("sync-node stopped");

@@ -59,11 +59,13 @@ pub enum Step {
 pub struct Reply {
     steps: Sender<Step>,
     answers: AnswerBudget,
+    /// It answers a HEAD: no body will be sent, so none is counted.
+    head_only: bool,
 }
 
 impl Reply {
-    pub fn new(steps: Sender<Step>, answers: AnswerBudget) -> Self {
-        Reply { steps, answers }
+    pub fn new(steps: Sender<Step>, answers: AnswerBudget, head_only: bool) -> Self {
+        Reply { steps, answers, head_only }
     }
 
     /// A vanished connection simply drops the step. A large answer takes
@@ -72,13 +74,17 @@ impl Reply {
     /// dropped at once and the client gets `503` instead.
     pub fn send(&self, step: Step) {
         let step = match step {
-            Step::Respond(response) => Step::Respond(match self.answers.take(response.body_bytes().len()) {
+            Step::Respond(response) => Step::Respond(match self.answers.take(self.sent_bytes(&response)) {
                 Ok(held) => response.holding(held),
                 Err(OverBudget) => ApiError::Unavailable { retry_after_secs: 1 }.into_response(),
             }),
             other => other,
         };
         let _ = self.steps.send(step);
+    }
+
+    fn sent_bytes(&self, response: &Response) -> usize {
+        if self.head_only { 0 } else { response.body_bytes().len() }
     }
 }
 

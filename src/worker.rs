@@ -136,7 +136,7 @@ pub fn serve_connection(stream: TcpStream, peer: SocketAddr, slot: Slot, shared:
             }
             body_unread = false;
         }
-        let reply = Reply::new(steps_tx.clone(), shared.answers.clone());
+        let reply = Reply::new(steps_tx.clone(), shared.answers.clone(), options.head_only);
         let event = match small_append {
             Some(then) => Event::Uploaded { reply, then, received: Received::Entry(body) },
             None => Event::Request { reply, route, request: Request { head, body, peer: peer.ip() } },
@@ -164,7 +164,7 @@ pub fn serve_connection(stream: TcpStream, peer: SocketAddr, slot: Slot, shared:
                         Ok(received) => {
                             body_unread = false;
                             let event = Event::Uploaded {
-                                reply: Reply::new(steps_tx.clone(), shared.answers.clone()),
+                                reply: Reply::new(steps_tx.clone(), shared.answers.clone(), options.head_only),
                                 then,
                                 received,
                             };
@@ -178,7 +178,7 @@ pub fn serve_connection(stream: TcpStream, peer: SocketAddr, slot: Slot, shared:
                 Step::Password { job, then, ticket } => {
                     let outcome = shared.hashing.run(ticket, || job.run());
                     let event = Event::PasswordDone {
-                        reply: Reply::new(steps_tx.clone(), shared.answers.clone()),
+                        reply: Reply::new(steps_tx.clone(), shared.answers.clone(), options.head_only),
                         then,
                         outcome,
                     };

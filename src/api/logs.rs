@@ -164,9 +164,12 @@ pub fn read(app: &mut App, request: &Request, key: &str) -> Result<Step, ApiErro
         return Err(ApiError::Gone(Forgotten::LogEntries));
     }
     let page = paging::Page::new(limit, app.others_waiting);
+    // Smaller pages (with Sync-Log-More) while slow readers hold most of
+    // the answers' memory, rather than 503s.
+    let most_bytes = app.answers.room_for(MAX_READ_BYTES);
     let (mut entries, mut framed, mut more) = (0, 0, false);
     let fits = |_: u64, length: usize| {
-        let fits = !page.is_full(entries) && (entries == 0 || framed + 12 + length <= MAX_READ_BYTES);
+        let fits = !page.is_full(entries) && (entries == 0 || framed + 12 + length <= most_bytes);
         if fits {
             entries += 1;
             framed += 12 + length;
@@ -179,25 +182,21 @@ pub fn read(app: &mut App, request: &Request, key: &str) -> Result<Step, ApiErro
     // No more than every retained entry after `after`, framed.
     let at_most = log.log_bytes.saturating_add(12 * (log.log_head - after));
     let body = if request.head.is_head() {
-        db::logs::read(conn, key, after, limit, false, fits, |_, _| {})?;
+        db::logs::lengths(conn, key, after, limit, fits)?;
         Body::Unsent(framed as u64)
     } else if at_most <= budget::COUNTED_FROM as u64 {
         // A small page: one pass into a buffer that never grows.
         let mut body = Vec::with_capacity(at_most as usize);
-        db::logs::read(conn, key, after, limit, true, fits, |index, bytes| frame(&mut body, index, bytes))?;
+        let rows = limit.saturating_add(1);
+        db::logs::read(conn, key, after, rows, fits, |index, bytes| frame(&mut body, index, bytes))?;
         Body::Bytes(body)
     } else {
         // A large page is held until sent (see http::budget): its extent
         // first, from the entries' lengths alone, so that it is allocated
         // once at its exact size.
-        db::logs::read(conn, key, after, limit, false, fits, |_, _| {})?;
+        db::logs::lengths(conn, key, after, limit, fits)?;
         let mut body = Vec::with_capacity(framed);
-        let mut taken = 0;
-        let first_entries = |_: u64, _: usize| {
-            taken += 1;
-            taken <= entries
-        };
-        db::logs::read(conn, key, after, entries, true, first_entries, |index, bytes| frame(&mut body, index, bytes))?;
+        db::logs::read(conn, key, after, entries, |_, _| true, |index, bytes| frame(&mut body, index, bytes))?;
         Body::Bytes(body)
     };
     let mut response = Response::new(200)

@@ -28,6 +28,7 @@ use crate::db::{self, Db};
 use crate::error::ApiError;
 use crate::hashing::{Hashing, Ticket};
 use crate::hook::{HookSlot, ResetHook};
+use crate::http::budget::AnswerBudget;
 use crate::http::{RequestHead, Response};
 use crate::log;
 use crate::polls::{Poll, Polls};
@@ -96,6 +97,9 @@ pub struct App {
     /// Other requests are waiting behind the one being handled: a listing
     /// then ends its page at the time budget ([`paging::Page`]).
     pub others_waiting: bool,
+    /// The memory answers being sent may hold: a log page is no larger
+    /// than what is left of it.
+    pub answers: AnswerBudget,
 }
 
 /// What a write leaves to do once its transaction has committed — remove

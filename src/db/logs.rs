@@ -50,29 +50,50 @@ pub fn bytes_after(conn: &Connection, key: &str, upto: u64) -> rusqlite::Result<
 }
 
 /// Hands the retained entries with an index above `after`, in order, to
-/// `each` until `fits(index, length)` says no (at most `limit + 1` are
-/// looked at); an entry that will not be sent is never loaded, nor is any
-/// when `load` is false (a HEAD needs only the lengths).
+/// `each` until `fits(index, length)` says no. At most `rows` entries are
+/// looked at, and each one looked at is loaded: ask for one more than a
+/// page holds to learn whether more follow.
 pub fn read(
     conn: &Connection,
     key: &str,
     after: u64,
-    limit: usize,
-    load: bool,
+    rows: usize,
     mut fits: impl FnMut(u64, usize) -> bool,
     mut each: impl FnMut(u64, &[u8]),
 ) -> rusqlite::Result<()> {
     let mut statement = conn.prepare_cached(
         "SELECT idx, length(bytes), bytes FROM store_log WHERE store_key = ?1 AND idx > ?2 ORDER BY idx LIMIT ?3",
     )?;
-    let mut rows = statement.query(params![key, after, limit.saturating_add(1)])?;
+    let mut rows = statement.query(params![key, after, rows])?;
     while let Some(row) = rows.next()? {
         let index: u64 = row.get(0)?;
         if !fits(index, row.get(1)?) {
             break;
         }
-        if load {
-            each(index, row.get_ref(2)?.as_blob()?);
+        each(index, row.get_ref(2)?.as_blob()?);
+    }
+    Ok(())
+}
+
+/// Like [`read`] without loading any entry: hands the lengths of the
+/// retained entries above `after` to `fits` until it says no (at most
+/// `limit + 1` are looked at).
+pub fn lengths(
+    conn: &Connection,
+    key: &str,
+    after: u64,
+    limit: usize,
+    mut fits: impl FnMut(u64, usize) -> bool,
+) -> rusqlite::Result<()> {
+    // Only length() reads the column: SQLite takes it from the record
+    // header without reading the entry's pages.
+    let mut statement = conn.prepare_cached(
+        "SELECT idx, length(bytes) FROM store_log WHERE store_key = ?1 AND idx > ?2 ORDER BY idx LIMIT ?3",
+    )?;
+    let mut rows = statement.query(params![key, after, limit.saturating_add(1)])?;
+    while let Some(row) = rows.next()? {
+        if !fits(row.get(0)?, row.get(1)?) {
+            break;
         }
     }
     Ok(())
@@ -186,7 +207,7 @@ mod tests {
                             looked += 1;
                             looked <= limit
                         };
-                        read(conn, "k", after, limit, true, fits, |index, bytes| got.push((index, bytes.to_vec()))).unwrap();
+                        read(conn, "k", after, limit.saturating_add(1), fits, |index, bytes| got.push((index, bytes.to_vec()))).unwrap();
                         let expected: Vec<_> =
                             model.entries.iter().filter(|(index, _)| *index > after).take(limit).cloned().collect();
                         proptest::prop_assert_eq!(got, expected);

@@ -40,6 +40,14 @@ impl AnswerBudget {
         AnswerBudget { in_use: Arc::new(AtomicUsize::new(0)), limit }
     }
 
+    /// How large an answer built now should be at most, given that it
+    /// would like `most`: what is left of the budget, but never less than
+    /// an answer that does not count.
+    pub fn room_for(&self, most: usize) -> usize {
+        let left = self.limit.saturating_sub(self.in_use.load(Ordering::Acquire));
+        left.clamp(COUNTED_FROM.min(most), most)
+    }
+
     /// Takes `bytes` for an answer about to be sent: `Ok(None)` when it is
     /// too small to count, [`OverBudget`] when the budget cannot take it now.
     pub fn take(&self, bytes: usize) -> Result<Option<Held>, OverBudget> {
@@ -78,5 +86,17 @@ mod tests {
         drop(second);
         assert!(budget.take(4 * COUNTED_FROM).unwrap().is_some());
         assert_eq!(budget.in_use.load(Ordering::Acquire), 0);
+    }
+
+    #[test]
+    fn room_shrinks_to_what_is_left_but_never_below_an_uncounted_answer() {
+        let budget = AnswerBudget::new(10 * COUNTED_FROM);
+        assert_eq!(budget.room_for(4 * COUNTED_FROM), 4 * COUNTED_FROM);
+        let held = budget.take(8 * COUNTED_FROM).unwrap();
+        assert_eq!(budget.room_for(4 * COUNTED_FROM), 2 * COUNTED_FROM);
+        let _all = budget.take(2 * COUNTED_FROM).unwrap();
+        assert_eq!(budget.room_for(4 * COUNTED_FROM), COUNTED_FROM);
+        assert_eq!(budget.room_for(100), 100, "never more than asked for");
+        drop(held);
     }
 }

@@ -77,10 +77,15 @@ impl RequestHead {
 
     /// A comma-separated list header (`If-Match`, `If-None-Match`), whose
     /// lines all count: several lines mean their values joined with ", "
-    /// (RFC 9110 §5.3).
+    /// (RFC 9110 §5.3); a line repeated word for word counts once (so two
+    /// lines of `*` are still `*`).
     pub fn list_header(&self, name: &str) -> Result<Option<String>, ApiError> {
         let mut joined: Option<String> = None;
-        for (_, value) in self.headers.iter().filter(|(n, _)| n == name) {
+        let lines: Vec<&[u8]> = self.headers.iter().filter(|(n, _)| n == name).map(|(_, v)| v.as_slice()).collect();
+        for (i, value) in lines.iter().enumerate() {
+            if lines[..i].contains(value) {
+                continue;
+            }
             let text = visible_text(name, value)?;
             match &mut joined {
                 Some(list) => {
@@ -301,6 +306,8 @@ mod tests {
         assert!(head.single_header("a").is_err());
         assert_eq!(head.list_header("b").unwrap().as_deref(), Some("\"x\", \"y\""));
         assert_eq!(head.list_header("c").unwrap(), None);
+        let (head, _) = parse_ok("GET / HTTP/1.0\r\nB: *\r\nB: *\r\n\r\n");
+        assert_eq!(head.list_header("b").unwrap().as_deref(), Some("*"), "a repeated line counts once");
         assert_eq!(head.header_str("c").unwrap(), None);
         let (head, _) = parse_ok("GET / HTTP/1.0\r\nB: \"x\"\r\n\r\n");
         assert_eq!(head.header_str("b").unwrap(), Some("\"x\""));

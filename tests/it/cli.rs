@@ -68,6 +68,10 @@ fn help_anywhere_is_help_and_a_dashed_operand_needs_a_double_dash() {
         assert_eq!(code, 2, "{args:?}: {err}");
         assert!(out.is_empty() && err.contains("goes after '--'"), "{args:?}: {err}");
     }
+    for args in [&["check", "--", "--repair"][..], &["--", "--version"], &["invite", "--", "--uses", "2"]] {
+        let (code, out, err) = run(args);
+        assert_eq!((code, out.as_str()), (2, ""), "after '--' nothing is an option: {args:?}: {err}");
+    }
     let (code, _, err) = run(&["account", "add", "--"]);
     assert_eq!((code, err.lines().next().unwrap_or("").contains("ID")), (2, true), "{err}");
 

@@ -597,7 +597,7 @@ fn a_backup_into_the_data_directory_itself_exits_1_and_writes_nothing() {
     let token = server.register("someone");
     assert_eq!(server.put("data", &token, &[], b"some data").status, 201);
     let before = files_below(&server.root);
-    for target in ["copy", "stores/zz", "stores/../copy"] {
+    for target in ["copy", "stores/zz", "stores/../copy", "missing/../copy"] {
         let ran = Cli::new(Some(&server.root), &["backup", server.root.join(target).to_str().unwrap()]).run();
         assert_eq!(ran.code, 1, "{target}: {}", ran.describe());
         assert!(ran.stderr.contains("inside STATIC_ROOT"), "{target}: {}", ran.describe());

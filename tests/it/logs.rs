@@ -302,6 +302,11 @@ fn log_pages_nobody_reads_hold_at_most_the_answer_budget() {
     for _ in 0..4 {
         assert_eq!(append(&server, "doc", &token, &[], &entry).status, 201);
     }
+    // And a log of small entries, 1 MiB in all.
+    assert_eq!(server.put("notes", &token, &[], b"body").status, 201);
+    for _ in 0..100 {
+        assert_eq!(append(&server, "notes", &token, &[], &[7u8; 10_000]).status, 201);
+    }
     let page = server.get("/v1/stores/doc/log", Some(&token));
     assert_eq!((page.status, page.body.len()), (200, 4 * 1024 * 1024), "one full page");
     let two = server.get("/v1/stores/doc/log?limit=2", Some(&token));
@@ -344,6 +349,10 @@ fn log_pages_nobody_reads_hold_at_most_the_answer_budget() {
     let held = statuses.iter().filter(|status| *status == "200").count();
     assert!(held <= 8, "at most 32 MiB of pages are held: {statuses:?}");
     assert!(statuses.iter().all(|status| status == "200" || status == "503"), "{statuses:?}");
+    // A log of small entries is still read, in pages that do not count.
+    let small = server.get("/v1/stores/notes/log", Some(&token));
+    assert_eq!((small.status, small.header("Sync-Log-More")), (200, Some("1")));
+    assert!(small.body.len() <= 64 * 1024 && frames(&small.body).len() == 6, "{}", small.body.len());
     // Small answers are not affected.
     assert_eq!(server.get("/v1/stores/doc", Some(&token)).status, 200);
 
