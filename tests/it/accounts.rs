@@ -1,8 +1,7 @@
 //! Accounts and sessions.
 
-use crate::support::{BIN, Options, PASSWORD, Server, files_below, write_stdin};
+use crate::support::{Options, PASSWORD, Server, cli_input, files_below};
 use serde_json::json;
-use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -126,26 +125,13 @@ fn closed_registration_and_the_cli() {
     let resp = server.post_json("/v1/accounts", None, &json!({"id": "someone", "password": PASSWORD}));
     assert_eq!((resp.status, resp.error().as_str()), (403, "forbidden"));
 
-    let add = |id: &str, stdin: &str| {
-        let mut child = Command::new(BIN)
-            .args(["account", "add", id])
-            .env_clear()
-            .env("STATIC_ROOT", &server.root)
-            .env("PBKDF2_ITERATIONS", "1000")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        write_stdin(&mut child, stdin.as_bytes());
-        child.wait_with_output().unwrap()
-    };
+    let add = |id: &str, stdin: &str| cli_input(&server.root, &["account", "add", id], &[], stdin);
     // The CLI works on the same STATIC_ROOT while the server runs.
-    assert!(add("Operator", &format!("{PASSWORD}\nignored second line\n")).status.success());
+    assert_eq!(add("Operator", &format!("{PASSWORD}\nignored second line\n")).0, 0);
     let again = add("operator", &format!("{PASSWORD}\n"));
-    assert_eq!(again.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&again.stderr).contains("exists"));
-    assert_eq!(add("short", "abc\n").status.code(), Some(1));
+    assert_eq!(again.0, 1);
+    assert!(again.2.contains("exists"), "{}", again.2);
+    assert_eq!(add("short", "abc\n").0, 1);
 
     let login = server.post_json("/v1/sessions", None, &json!({"id": "operator", "password": PASSWORD}));
     assert_eq!(login.status, 201, "{}", login.text());

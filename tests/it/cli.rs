@@ -1,7 +1,7 @@
 //! The command line as an operator meets it: missing arguments, which data
 //! directory a command used, and `account add` on a terminal.
 
-use crate::support::{BIN, PASSWORD, Server, cli};
+use crate::support::{BIN, PASSWORD, Server, cli, cli_input};
 use serde_json::json;
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -75,18 +75,9 @@ fn help_anywhere_is_help_and_a_dashed_operand_needs_a_double_dash() {
     let (code, _, err) = run(&["account", "add", "--"]);
     assert_eq!((code, err.lines().next().unwrap_or("").contains("ID")), (2, true), "{err}");
 
-    let mut dashed = Command::new(BIN)
-        .args(["account", "add", "--", "-dashed-id"])
-        .env_clear()
-        .env("STATIC_ROOT", &server.root)
-        .env("PBKDF2_ITERATIONS", "1000")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    crate::support::write_stdin(&mut dashed, format!("{PASSWORD}\n").as_bytes());
-    assert!(dashed.wait_with_output().unwrap().status.success(), "an id after '--' is taken as it is");
+    let (code, _, err) =
+        cli_input(&server.root, &["account", "add", "--", "-dashed-id"], &[], &format!("{PASSWORD}\n"));
+    assert_eq!(code, 0, "an id after '--' is taken as it is: {err}");
     let login = server.post_json("/v1/sessions", None, &json!({"id": "-dashed-id", "password": PASSWORD}));
     assert_eq!(login.status, 201, "{}", login.text());
 }

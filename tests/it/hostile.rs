@@ -191,19 +191,10 @@ fn sixty_simultaneous_guesses_get_at_most_five_verdicts() {
 
 /// `sync-node account add` with the password on stdin, at `iterations`.
 fn add_account(root: &std::path::Path, id: &str, password: &str, iterations: &str) {
-    use std::process::Stdio;
-    let mut child = Command::new(crate::support::BIN)
-        .args(["account", "add", id])
-        .env_clear()
-        .env("STATIC_ROOT", root)
-        .env("PBKDF2_ITERATIONS", iterations)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    crate::support::write_stdin(&mut child, format!("{password}\n").as_bytes());
-    assert!(child.wait().unwrap().success());
+    let args = ["account", "add", id];
+    let (code, _, err) =
+        crate::support::cli_input(root, &args, &[("PBKDF2_ITERATIONS", iterations)], &format!("{password}\n"));
+    assert_eq!(code, 0, "{err}");
 }
 
 /// A sign-in whose (slow) password check started before a credential

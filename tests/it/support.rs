@@ -370,15 +370,30 @@ pub fn temp_files(root: &Path) -> Vec<PathBuf> {
 
 /// Runs a `sync-node` command on `root` and returns (exit code, stdout, stderr).
 pub fn cli(root: &Path, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
-    let output = Command::new(BIN)
-        .args(args)
-        .env_clear()
-        .env("STATIC_ROOT", root)
-        .env("PBKDF2_ITERATIONS", "1000")
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .output()
+    finished(cli_command(root, args, env).stdin(Stdio::null()).output().unwrap())
+}
+
+/// [`cli`] with `input` on the command's stdin (a password for
+/// `account add`, say).
+pub fn cli_input(root: &Path, args: &[&str], env: &[(&str, &str)], input: &str) -> (i32, String, String) {
+    let mut child = cli_command(root, args, env)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .unwrap();
+    write_stdin(&mut child, input.as_bytes());
+    finished(child.wait_with_output().unwrap())
+}
+
+fn cli_command(root: &Path, args: &[&str], env: &[(&str, &str)]) -> Command {
+    let mut command = Command::new(BIN);
+    command.args(args).env_clear().env("STATIC_ROOT", root).env("PBKDF2_ITERATIONS", "1000").envs(env.iter().copied());
+    command
+}
+
+/// Exit code, stdout and stderr of a finished command.
+fn finished(output: std::process::Output) -> (i32, String, String) {
     let text = |bytes: Vec<u8>| String::from_utf8_lossy(&bytes).into_owned();
     (output.status.code().unwrap_or(-1), text(output.stdout), text(output.stderr))
 }
