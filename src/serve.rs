@@ -15,7 +15,7 @@ use crate::exit::Failure;
 use crate::hashing::{self, Hashing};
 use crate::hook::ResetHook;
 use crate::http::Limits;
-use crate::http::budget::{ANSWER_MEMORY, AnswerBudget};
+use crate::http::budget::{ANSWER_MEMORY, ANSWER_MEMORY_PER_ADDRESS, AnswerBudget};
 use crate::http::listener::{self, Caps, Register};
 use crate::lifecycle::Lifecycle;
 use crate::log;
@@ -85,7 +85,7 @@ pub fn serve(config: Config) -> Result<(), Failure> {
     catch_signals(events.clone())?;
     let cores = thread::available_parallelism().map_or(1, |n| n.get());
     let hashing = Hashing::new(cores, hashing::MAX_WAITING);
-    let answers = AnswerBudget::new(ANSWER_MEMORY);
+    let answers = AnswerBudget::new(ANSWER_MEMORY, ANSWER_MEMORY_PER_ADDRESS);
     let shared = Arc::new(Shared {
         events,
         lifecycle: Arc::clone(&lifecycle),

@@ -61,23 +61,27 @@ pub struct Reply {
     answers: AnswerBudget,
     /// It answers a HEAD: no body will be sent, so none is counted.
     head_only: bool,
+    /// Whose share of the budget its answer takes.
+    client: IpAddr,
 }
 
 impl Reply {
-    pub fn new(steps: Sender<Step>, answers: AnswerBudget, head_only: bool) -> Self {
-        Reply { steps, answers, head_only }
+    pub fn new(steps: Sender<Step>, answers: AnswerBudget, head_only: bool, client: IpAddr) -> Self {
+        Reply { steps, answers, head_only, client }
     }
 
     /// A vanished connection simply drops the step. A large answer takes
-    /// its share of the answers' memory here, before it leaves the loop,
+    /// its part of the answers' memory (and of its client's share) here, before it leaves the loop,
     /// and keeps it until sent; when the budget cannot take it, it is
     /// dropped at once and the client gets `503` instead.
     pub fn send(&self, step: Step) {
         let step = match step {
-            Step::Respond(response) => Step::Respond(match self.answers.take(self.sent_bytes(&response)) {
-                Ok(held) => response.holding(held),
-                Err(OverBudget) => ApiError::Unavailable { retry_after_secs: 1 }.into_response(),
-            }),
+            Step::Respond(response) => {
+                Step::Respond(match self.answers.take(self.sent_bytes(&response), self.client) {
+                    Ok(held) => response.holding(held),
+                    Err(OverBudget) => ApiError::Unavailable { retry_after_secs: 1 }.into_response(),
+                })
+            }
             other => other,
         };
         let _ = self.steps.send(step);

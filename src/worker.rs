@@ -90,8 +90,9 @@ pub fn serve_connection(stream: TcpStream, peer: SocketAddr, slot: Slot, shared:
         let mut options = SendOptions { head_only: head.is_head(), keep_alive: head.keep_alive, extra };
         let (framing, expect_continue) = (head.framing, head.expect_continue);
         let route = router::route(&head.method, &head.path);
+        let client = head.client_address(peer.ip(), shared.config.trust_proxy);
         let access = shared.config.access_log.then(|| Access {
-            address: head.client_address(peer.ip(), shared.config.trust_proxy),
+            address: client,
             method: head.method.clone(),
             route: route.as_ref().map_or("(no route)", Route::pattern),
             started: Instant::now(),
@@ -136,7 +137,7 @@ pub fn serve_connection(stream: TcpStream, peer: SocketAddr, slot: Slot, shared:
             }
             body_unread = false;
         }
-        let reply = Reply::new(steps_tx.clone(), shared.answers.clone(), options.head_only);
+        let reply = Reply::new(steps_tx.clone(), shared.answers.clone(), options.head_only, client);
         let event = match small_append {
             Some(then) => Event::Uploaded { reply, then, received: Received::Entry(body) },
             None => Event::Request { reply, route, request: Request { head, body, peer: peer.ip() } },
@@ -164,7 +165,7 @@ pub fn serve_connection(stream: TcpStream, peer: SocketAddr, slot: Slot, shared:
                         Ok(received) => {
                             body_unread = false;
                             let event = Event::Uploaded {
-                                reply: Reply::new(steps_tx.clone(), shared.answers.clone(), options.head_only),
+                                reply: Reply::new(steps_tx.clone(), shared.answers.clone(), options.head_only, client),
                                 then,
                                 received,
                             };
@@ -178,7 +179,7 @@ pub fn serve_connection(stream: TcpStream, peer: SocketAddr, slot: Slot, shared:
                 Step::Password { job, then, ticket } => {
                     let outcome = shared.hashing.run(ticket, || job.run());
                     let event = Event::PasswordDone {
-                        reply: Reply::new(steps_tx.clone(), shared.answers.clone(), options.head_only),
+                        reply: Reply::new(steps_tx.clone(), shared.answers.clone(), options.head_only, client),
                         then,
                         outcome,
                     };

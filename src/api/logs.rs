@@ -166,7 +166,7 @@ pub fn read(app: &mut App, request: &Request, key: &str) -> Result<Step, ApiErro
     let page = paging::Page::new(limit, app.others_waiting);
     // Smaller pages (with Sync-Log-More) while slow readers hold most of
     // the answers' memory, rather than 503s.
-    let most_bytes = app.answers.room_for(MAX_READ_BYTES);
+    let most_bytes = app.answers.room_for(MAX_READ_BYTES, app.client_address(request));
     let (mut entries, mut framed, mut more) = (0, 0, false);
     let fits = |_: u64, length: usize| {
         let fits = !page.is_full(entries) && (entries == 0 || framed + 12 + length <= most_bytes);

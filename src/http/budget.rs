@@ -1,26 +1,38 @@
 //! The memory that answers waiting to be sent may hold, all connections
-//! together. An answer built in memory (a log page of up to 4 MiB, a long
-//! listing) stays alive until its connection thread has written it; a
-//! client that never reads keeps it until the connection's write deadline.
-//! Without a bound, a few dozen such clients could hold gigabytes, so every
-//! answer larger than [`COUNTED_FROM`] bytes takes its size from one budget
-//! for as long as it is being sent ([`Held`]), and is refused (`503`) when
-//! the budget cannot take it. Files are streamed in small chunks and never
-//! count.
+//! together and per client address. An answer built in memory (a log page
+//! of up to 4 MiB, a long listing) stays alive until its connection thread
+//! has written it; a client that never reads keeps it until the
+//! connection's write deadline. Without a bound, a few dozen such clients
+//! could hold gigabytes, so every answer larger than [`COUNTED_FROM`] bytes
+//! takes its size from one budget for as long as it is being sent
+//! ([`Held`]), within a smaller share per client address (so that one
+//! address cannot take it all), and is refused (`503`) when either cannot
+//! take it. Files are streamed in small chunks and never count.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 /// Answers up to this size do not count (the connection cap bounds them).
 pub const COUNTED_FROM: usize = 64 * 1024;
 /// The most bytes that counted answers may hold at once.
 pub const ANSWER_MEMORY: usize = 32 * 1024 * 1024;
+/// The most of it that answers to one client address may hold.
+pub const ANSWER_MEMORY_PER_ADDRESS: usize = 8 * 1024 * 1024;
 
 /// The shared budget.
 #[derive(Debug, Clone)]
 pub struct AnswerBudget {
-    in_use: Arc<AtomicUsize>,
+    usage: Arc<Mutex<Usage>>,
     limit: usize,
+    per_address: usize,
+}
+
+/// Bytes held now, in all and by address (only addresses holding some).
+#[derive(Debug, Default)]
+struct Usage {
+    total: usize,
+    by_address: HashMap<IpAddr, usize>,
 }
 
 /// The budget cannot take an answer now.
@@ -31,72 +43,106 @@ pub struct OverBudget;
 /// sent, or its connection is gone).
 #[derive(Debug)]
 pub struct Held {
-    in_use: Arc<AtomicUsize>,
+    usage: Arc<Mutex<Usage>>,
+    address: IpAddr,
     bytes: usize,
 }
 
 impl AnswerBudget {
-    pub fn new(limit: usize) -> Self {
-        AnswerBudget { in_use: Arc::new(AtomicUsize::new(0)), limit }
+    pub fn new(limit: usize, per_address: usize) -> Self {
+        AnswerBudget { usage: Arc::default(), limit, per_address }
     }
 
-    /// How large an answer built now should be at most, given that it
-    /// would like `most`: what is left of the budget, but never less than
-    /// an answer that does not count.
-    pub fn room_for(&self, most: usize) -> usize {
-        let left = self.limit.saturating_sub(self.in_use.load(Ordering::Acquire));
+    /// How large an answer to `address` built now should be at most,
+    /// given that it would like `most`: what is left of the budget and of
+    /// the address's share, but never less than an answer that does not
+    /// count.
+    pub fn room_for(&self, most: usize, address: IpAddr) -> usize {
+        let usage = lock(&self.usage);
+        let mine = usage.by_address.get(&address).copied().unwrap_or(0);
+        let left = self.limit.saturating_sub(usage.total).min(self.per_address.saturating_sub(mine));
         left.clamp(COUNTED_FROM.min(most), most)
     }
 
-    /// Takes `bytes` for an answer about to be sent: `Ok(None)` when it is
-    /// too small to count, [`OverBudget`] when the budget cannot take it now.
-    pub fn take(&self, bytes: usize) -> Result<Option<Held>, OverBudget> {
+    /// Takes `bytes` for an answer to `address` about to be sent:
+    /// `Ok(None)` when it is too small to count, [`OverBudget`] when the
+    /// budget or the address's share cannot take it now.
+    pub fn take(&self, bytes: usize, address: IpAddr) -> Result<Option<Held>, OverBudget> {
         if bytes <= COUNTED_FROM {
             return Ok(None);
         }
-        self.in_use
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
-                used.checked_add(bytes).filter(|total| *total <= self.limit)
-            })
-            .map(|_| Some(Held { in_use: Arc::clone(&self.in_use), bytes }))
-            .map_err(|_| OverBudget)
+        let mut usage = lock(&self.usage);
+        let mine = usage.by_address.get(&address).copied().unwrap_or(0);
+        if usage.total + bytes > self.limit || mine + bytes > self.per_address {
+            return Err(OverBudget);
+        }
+        usage.total += bytes;
+        *usage.by_address.entry(address).or_default() += bytes;
+        Ok(Some(Held { usage: Arc::clone(&self.usage), address, bytes }))
     }
 }
 
 impl Drop for Held {
     fn drop(&mut self) {
-        self.in_use.fetch_sub(self.bytes, Ordering::AcqRel);
+        let mut usage = lock(&self.usage);
+        usage.total -= self.bytes;
+        if let Some(mine) = usage.by_address.get_mut(&self.address) {
+            *mine -= self.bytes;
+            if *mine == 0 {
+                usage.by_address.remove(&self.address);
+            }
+        }
     }
+}
+
+/// The usage, even after a panic elsewhere (its numbers stay consistent:
+/// each change is made whole under the lock).
+fn lock(usage: &Mutex<Usage>) -> MutexGuard<'_, Usage> {
+    usage.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    const ONE: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 1));
+    const TWO: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 2));
+
     #[test]
     fn large_answers_share_the_budget_and_give_it_back() {
-        let budget = AnswerBudget::new(4 * COUNTED_FROM);
-        assert!(budget.take(COUNTED_FROM).unwrap().is_none(), "small answers do not count");
-        let first = budget.take(2 * COUNTED_FROM).unwrap().expect("counted");
-        assert_eq!(budget.take(2 * COUNTED_FROM + 1).unwrap_err(), OverBudget);
-        let second = budget.take(2 * COUNTED_FROM).unwrap().expect("exactly what is left");
-        assert_eq!(budget.take(COUNTED_FROM + 1).unwrap_err(), OverBudget);
+        let budget = AnswerBudget::new(4 * COUNTED_FROM, 4 * COUNTED_FROM);
+        assert!(budget.take(COUNTED_FROM, ONE).unwrap().is_none(), "small answers do not count");
+        let first = budget.take(2 * COUNTED_FROM, ONE).unwrap().expect("counted");
+        assert_eq!(budget.take(2 * COUNTED_FROM + 1, TWO).unwrap_err(), OverBudget);
+        let second = budget.take(2 * COUNTED_FROM, TWO).unwrap().expect("exactly what is left");
+        assert_eq!(budget.take(COUNTED_FROM + 1, ONE).unwrap_err(), OverBudget);
         drop(first);
-        assert!(budget.take(2 * COUNTED_FROM).unwrap().is_some(), "given back when dropped");
+        assert!(budget.take(2 * COUNTED_FROM, ONE).unwrap().is_some(), "given back when dropped");
         drop(second);
-        assert!(budget.take(4 * COUNTED_FROM).unwrap().is_some());
-        assert_eq!(budget.in_use.load(Ordering::Acquire), 0);
+        assert!(budget.take(4 * COUNTED_FROM, TWO).unwrap().is_some());
+        let usage = lock(&budget.usage);
+        assert_eq!((usage.total, usage.by_address.len()), (0, 0));
+    }
+
+    #[test]
+    fn one_address_takes_at_most_its_share() {
+        let budget = AnswerBudget::new(8 * COUNTED_FROM, 3 * COUNTED_FROM);
+        let _mine = budget.take(3 * COUNTED_FROM, ONE).unwrap();
+        assert_eq!(budget.take(COUNTED_FROM + 1, ONE).unwrap_err(), OverBudget, "its share is used up");
+        assert!(budget.take(3 * COUNTED_FROM, TWO).unwrap().is_some(), "others still have theirs");
+        assert_eq!(budget.room_for(4 * COUNTED_FROM, ONE), COUNTED_FROM);
+        assert_eq!(budget.room_for(4 * COUNTED_FROM, TWO), 3 * COUNTED_FROM);
     }
 
     #[test]
     fn room_shrinks_to_what_is_left_but_never_below_an_uncounted_answer() {
-        let budget = AnswerBudget::new(10 * COUNTED_FROM);
-        assert_eq!(budget.room_for(4 * COUNTED_FROM), 4 * COUNTED_FROM);
-        let held = budget.take(8 * COUNTED_FROM).unwrap();
-        assert_eq!(budget.room_for(4 * COUNTED_FROM), 2 * COUNTED_FROM);
-        let _all = budget.take(2 * COUNTED_FROM).unwrap();
-        assert_eq!(budget.room_for(4 * COUNTED_FROM), COUNTED_FROM);
-        assert_eq!(budget.room_for(100), 100, "never more than asked for");
+        let budget = AnswerBudget::new(10 * COUNTED_FROM, 10 * COUNTED_FROM);
+        assert_eq!(budget.room_for(4 * COUNTED_FROM, ONE), 4 * COUNTED_FROM);
+        let held = budget.take(8 * COUNTED_FROM, TWO).unwrap();
+        assert_eq!(budget.room_for(4 * COUNTED_FROM, ONE), 2 * COUNTED_FROM);
+        let _all = budget.take(2 * COUNTED_FROM, TWO).unwrap();
+        assert_eq!(budget.room_for(4 * COUNTED_FROM, ONE), COUNTED_FROM);
+        assert_eq!(budget.room_for(100, ONE), 100, "never more than asked for");
         drop(held);
     }
 }

@@ -290,9 +290,11 @@ fn refusals_of_appends_do_not_wait_for_the_entry() {
 }
 
 /// Clients that ask for 4 MiB log pages and never read them cannot make the
-/// server hold more than its answer budget (32 MiB): once it is taken, a
-/// large answer is `503` with `Retry-After`, and it is given back as soon
-/// as those connections go. (Each used to hold two copies of its page.)
+/// server hold more than its answer budget (32 MiB), nor one address more
+/// than its share (8 MiB): past that a large answer is `503` with
+/// `Retry-After`, a log of small entries is read in pages that do not
+/// count, and the budget comes back as soon as those connections go.
+/// (Each such client used to hold two copies of its page.)
 #[test]
 fn log_pages_nobody_reads_hold_at_most_the_answer_budget() {
     let server = Server::start();
@@ -315,17 +317,36 @@ fn log_pages_nobody_reads_hold_at_most_the_answer_budget() {
     assert_eq!((last.len(), last[0].0, last[0].1 == entry), (1, 4, true));
     let before = server.rss_kib();
 
+    // Clients on other loopback addresses: 127.0.0.2 to 127.0.0.9.
     let request = format!("GET /v1/stores/doc/log HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {token}\r\n\r\n");
-    let hoarders: Vec<socket2::Socket> = (0..32)
-        .map(|_| {
-            let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-            socket.set_recv_buffer_size(1024).unwrap();
-            socket.connect(&server.addr.into()).unwrap();
-            socket.send(request.as_bytes()).unwrap();
-            socket
-        })
-        .collect();
-    // Until the budget is taken, a reader gets the page; then 503.
+    let hoard = |from: u8, count: usize| -> Vec<socket2::Socket> {
+        (0..count)
+            .map(|_| {
+                let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+                socket.set_recv_buffer_size(1024).unwrap();
+                socket.bind(&std::net::SocketAddr::from(([127, 0, 0, from], 0)).into()).unwrap();
+                socket.connect(&server.addr.into()).unwrap();
+                socket.send(request.as_bytes()).unwrap();
+                socket
+            })
+            .collect()
+    };
+    let status_of = |socket: &socket2::Socket| {
+        let mut line = [0u8; 12];
+        std::io::Read::read_exact(&mut &*socket, &mut line).unwrap();
+        String::from_utf8_lossy(&line[9..]).into_owned()
+    };
+    let full_page_status = || server.get("/v1/stores/doc/log", Some(&token)).status;
+
+    // One address gets its share (two pages), and nobody else notices.
+    let greedy = hoard(2, 8);
+    let statuses: Vec<String> = greedy.iter().map(status_of).collect();
+    assert_eq!(statuses.iter().filter(|status| *status == "200").count(), 2, "{statuses:?}");
+    assert_eq!(full_page_status(), 200, "another address still gets full pages");
+    drop(greedy);
+
+    // Many addresses take the whole budget (eight pages).
+    let hoarders: Vec<Vec<socket2::Socket>> = (3..=9).map(|from| hoard(from, 3)).collect();
     let deadline = Instant::now() + Duration::from_secs(10);
     let refused = loop {
         let answer = server.get("/v1/stores/doc/log", Some(&token));
@@ -339,16 +360,12 @@ fn log_pages_nobody_reads_hold_at_most_the_answer_budget() {
     assert_eq!(refused.header("Retry-After"), Some("1"));
     assert_eq!(refused.error(), "unavailable");
     let grown = server.rss_kib().saturating_sub(before);
-    assert!(grown < 48 * 1024, "32 unread 4 MiB pages grew the server by {grown} KiB");
-    let status_of = |socket: &socket2::Socket| {
-        let mut line = [0u8; 12];
-        std::io::Read::read_exact(&mut &*socket, &mut line).unwrap();
-        String::from_utf8_lossy(&line[9..]).into_owned()
-    };
-    let statuses: Vec<String> = hoarders.iter().map(status_of).collect();
-    let held = statuses.iter().filter(|status| *status == "200").count();
+    assert!(grown < 48 * 1024, "21 unread 4 MiB pages grew the server by {grown} KiB");
+    let statuses: Vec<Vec<String>> = hoarders.iter().map(|sockets| sockets.iter().map(status_of).collect()).collect();
+    let held: usize = statuses.iter().flatten().filter(|status| *status == "200").count();
     assert!(held <= 8, "at most 32 MiB of pages are held: {statuses:?}");
-    assert!(statuses.iter().all(|status| status == "200" || status == "503"), "{statuses:?}");
+    assert!(statuses.iter().flatten().all(|status| status == "200" || status == "503"), "{statuses:?}");
+
     // A log of small entries is still read, in pages that do not count.
     let small = server.get("/v1/stores/notes/log", Some(&token));
     assert_eq!((small.status, small.header("Sync-Log-More")), (200, Some("1")));
@@ -358,7 +375,7 @@ fn log_pages_nobody_reads_hold_at_most_the_answer_budget() {
 
     drop(hoarders);
     let deadline = Instant::now() + Duration::from_secs(10);
-    while server.get("/v1/stores/doc/log", Some(&token)).status != 200 {
+    while full_page_status() != 200 {
         assert!(Instant::now() < deadline, "the budget came back when the hoarders left");
         thread::sleep(Duration::from_millis(20));
     }
