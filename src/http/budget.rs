@@ -60,20 +60,27 @@ impl AnswerBudget {
     pub fn room_for(&self, most: usize, address: IpAddr) -> usize {
         let usage = lock(&self.usage);
         let mine = usage.by_address.get(&address).copied().unwrap_or(0);
-        let left = self.limit.saturating_sub(usage.total).min(self.per_address.saturating_sub(mine));
+        let mut left = self.limit.saturating_sub(usage.total);
+        if mine > 0 {
+            left = left.min(self.per_address.saturating_sub(mine));
+        }
         left.clamp(COUNTED_FROM.min(most), most)
     }
 
     /// Takes `bytes` for an answer to `address` about to be sent:
     /// `Ok(None)` when it is too small to count, [`OverBudget`] when the
-    /// budget or the address's share cannot take it now.
+    /// budget or the address's share cannot take it now (the share does not
+    /// apply to an address that holds nothing yet).
     pub fn take(&self, bytes: usize, address: IpAddr) -> Result<Option<Held>, OverBudget> {
         if bytes <= COUNTED_FROM {
             return Ok(None);
         }
         let mut usage = lock(&self.usage);
+        // An address that holds nothing may take one answer larger than
+        // its share (a listing of long keys and metadata can be), so that
+        // every answer can be had by asking for it alone.
         let mine = usage.by_address.get(&address).copied().unwrap_or(0);
-        if usage.total + bytes > self.limit || mine + bytes > self.per_address {
+        if usage.total + bytes > self.limit || (mine > 0 && mine + bytes > self.per_address) {
             return Err(OverBudget);
         }
         usage.total += bytes;
@@ -127,11 +134,16 @@ mod tests {
     #[test]
     fn one_address_takes_at_most_its_share() {
         let budget = AnswerBudget::new(8 * COUNTED_FROM, 3 * COUNTED_FROM);
-        let _mine = budget.take(3 * COUNTED_FROM, ONE).unwrap();
+        let mine = budget.take(3 * COUNTED_FROM, ONE).unwrap();
         assert_eq!(budget.take(COUNTED_FROM + 1, ONE).unwrap_err(), OverBudget, "its share is used up");
-        assert!(budget.take(3 * COUNTED_FROM, TWO).unwrap().is_some(), "others still have theirs");
         assert_eq!(budget.room_for(4 * COUNTED_FROM, ONE), COUNTED_FROM);
-        assert_eq!(budget.room_for(4 * COUNTED_FROM, TWO), 3 * COUNTED_FROM);
+        assert_eq!(budget.room_for(4 * COUNTED_FROM, TWO), 4 * COUNTED_FROM);
+        let theirs = budget.take(3 * COUNTED_FROM, TWO).unwrap();
+        assert!(theirs.is_some(), "others still have theirs");
+        drop((mine, theirs));
+        let alone = budget.take(5 * COUNTED_FROM, ONE).unwrap();
+        assert!(alone.is_some(), "one answer larger than the share, asked for alone");
+        assert_eq!(budget.take(COUNTED_FROM + 1, ONE).unwrap_err(), OverBudget, "but nothing beside it");
     }
 
     #[test]

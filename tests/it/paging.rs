@@ -131,3 +131,22 @@ fn a_walk_from_zero_finishes_after_old_tombstones_are_pruned() {
     // A stale cursor below the horizon that no walk was given is still 410.
     assert_eq!(server.get("/v1/changes?since=2", Some(&token)).status, 410);
 }
+
+/// A listing page can be larger than one client address's share of the
+/// memory for unsent answers (8 MiB): 1,000 stores with 400-byte keys and
+/// 8,000 bytes of metadata each make a page of about 8.6 MB, which is still
+/// served when asked for alone.
+#[test]
+fn a_page_larger_than_an_address_share_is_served_when_asked_for_alone() {
+    let server = Server::start();
+    let token = server.register("lister");
+    let (meta, long) = ("m".repeat(8000), "k".repeat(400));
+    for i in 0..1000 {
+        let resp = server.put(&format!("{i:04}-{long}"), &token, &[("Sync-Meta", &meta)], b"x");
+        assert_eq!(resp.status, 201, "{}", resp.text());
+    }
+    let page = server.get("/v1/stores", Some(&token));
+    assert_eq!(page.status, 200, "{}", page.text().chars().take(200).collect::<String>());
+    assert!(page.body.len() > 8 * 1024 * 1024, "{} bytes", page.body.len());
+    assert_eq!(page.json()["stores"].as_array().unwrap().len(), 1000);
+}
