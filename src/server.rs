@@ -8,7 +8,7 @@ use crate::auth::{PasswordJob, PasswordOutcome};
 use crate::error::ApiError;
 use crate::hashing::Ticket;
 use crate::http::budget::{AnswerBudget, OverBudget};
-use crate::http::{RequestHead, Response};
+use crate::http::{Body, RequestHead, Response};
 use crate::lifecycle::Lifecycle;
 use crate::log;
 use crate::router::Route;
@@ -59,7 +59,7 @@ pub enum Step {
 pub struct Reply {
     steps: Sender<Step>,
     answers: AnswerBudget,
-    /// It answers a HEAD: no body will be sent, so none is counted.
+    /// It answers a HEAD: no body is sent, so none is kept or counted.
     head_only: bool,
     /// Whose share of the budget its answer takes.
     client: IpAddr,
@@ -71,13 +71,21 @@ impl Reply {
     }
 
     /// A vanished connection simply drops the step. A large answer takes
-    /// its part of the answers' memory (and of its client's share) here, before it leaves the loop,
-    /// and keeps it until sent; when the budget cannot take it, it is
-    /// dropped at once and the client gets `503` instead.
+    /// its part of the answers' memory (and of its client's share) here,
+    /// before it leaves the loop, and keeps it until sent; when the budget
+    /// cannot take it, it is dropped at once and the client gets `503`
+    /// instead. The body built for a HEAD is dropped here too (only its
+    /// length goes on).
     pub fn send(&self, step: Step) {
         let step = match step {
+            Step::Respond(mut response) if self.head_only => {
+                if let Body::Bytes(bytes) = &response.body {
+                    response.body = Body::Unsent(bytes.len() as u64);
+                }
+                Step::Respond(response)
+            }
             Step::Respond(response) => {
-                Step::Respond(match self.answers.take(self.sent_bytes(&response), self.client) {
+                Step::Respond(match self.answers.take(response.body_bytes().len(), self.client) {
                     Ok(held) => response.holding(held),
                     Err(OverBudget) => ApiError::Unavailable { retry_after_secs: 1 }.into_response(),
                 })
@@ -85,10 +93,6 @@ impl Reply {
             other => other,
         };
         let _ = self.steps.send(step);
-    }
-
-    fn sent_bytes(&self, response: &Response) -> usize {
-        if self.head_only { 0 } else { response.body_bytes().len() }
     }
 }
 

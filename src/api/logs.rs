@@ -180,7 +180,7 @@ pub fn read(app: &mut App, request: &Request, key: &str) -> Result<Step, ApiErro
     };
     let conn = app.db.conn();
     // No more than every retained entry after `after`, framed.
-    let at_most = log.log_bytes.saturating_add(12 * (log.log_head - after));
+    let at_most = log.log_bytes.saturating_add((log.log_head - after).saturating_mul(12));
     let body = if request.head.is_head() {
         db::logs::lengths(conn, key, after, limit, fits)?;
         Body::Unsent(framed as u64)

@@ -359,6 +359,10 @@ fn log_pages_nobody_reads_hold_at_most_the_answer_budget() {
     };
     assert_eq!(refused.header("Retry-After"), Some("1"));
     assert_eq!(refused.error(), "unavailable");
+    let head = server.call("HEAD", "/v1/stores/doc/log", Some(&token), &[], b"");
+    assert_eq!(head.status, 200, "a HEAD keeps no body and counts nothing");
+    // It announces what a GET would get now: a page shrunk to one entry.
+    assert_eq!((head.header("Content-Length"), head.header("Sync-Log-More")), (Some("1048576"), Some("1")));
     let grown = server.rss_kib().saturating_sub(before);
     assert!(grown < 48 * 1024, "21 unread 4 MiB pages grew the server by {grown} KiB");
     let statuses: Vec<Vec<String>> = hoarders.iter().map(|sockets| sockets.iter().map(status_of).collect()).collect();
