@@ -100,6 +100,20 @@ impl Server {
         self.log.lock().unwrap().clone()
     }
 
+    /// The log once `done` says it holds what the caller waits for (its
+    /// lines are read from a pipe by another thread, so one written just
+    /// before an answer can arrive after it), or after 10 s as it is.
+    pub fn log_when(&self, done: impl Fn(&str) -> bool) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let log = self.log();
+            if done(&log) || std::time::Instant::now() > deadline {
+                return log;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// The server's resident memory in KiB (VmRSS).
     pub fn rss_kib(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
