@@ -101,6 +101,6 @@ fn per_address_limits_get_a_line_fail2ban_can_match_and_account_lines_do_not() {
 fn behind_a_proxy_lines_name_the_forwarded_address() {
     let server = Server::start_with(Options::default().env("TRUST_PROXY", "1").env("ACCESS_LOG", "1"));
     server.call("GET", "/v1/health", None, &[("X-Forwarded-For", "198.51.100.7")], b"");
-    let log = server.log_when(|log| log.contains(" access "));
+    let log = server.log_when(|log| log.contains(" INFO access "));
     assert!(log.contains("access 198.51.100.7 GET /v1/health 200"), "{log}");
 }
