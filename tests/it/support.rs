@@ -141,10 +141,14 @@ impl Server {
         Conn::open(self.addr)
     }
 
-    /// One request on a new connection.
+    /// One request on a new connection. No answer is a failure that shows
+    /// how the connection ended and what the server logged.
     pub fn call(&self, method: &str, path: &str, token: Option<&str>, headers: &[(&str, &str)], body: &[u8]) -> Resp {
         let mut conn = self.connect();
-        conn.request(method, path, token, headers, body)
+        conn.send(&request_bytes(method, path, token, headers, body));
+        conn.try_read_response(method == "HEAD").unwrap_or_else(|| {
+            panic!("no answer to {method} {path}: {}; the server's log:\n{}", conn.ending(), self.log())
+        })
     }
 
     pub fn get(&self, path: &str, token: Option<&str>) -> Resp {
@@ -217,6 +221,8 @@ impl Resp {
 pub struct Conn {
     pub stream: TcpStream,
     pending: Vec<u8>,
+    /// Why the last read got nothing (None: the server closed).
+    read_error: Option<std::io::ErrorKind>,
 }
 
 impl Conn {
@@ -228,7 +234,7 @@ impl Conn {
     pub fn over(stream: TcpStream) -> Conn {
         stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
         stream.set_nodelay(true).unwrap();
-        Conn { stream, pending: Vec::new() }
+        Conn { stream, pending: Vec::new(), read_error: None }
     }
 
     pub fn send(&mut self, bytes: &[u8]) {
@@ -278,7 +284,15 @@ impl Conn {
     }
 
     pub fn read_response(&mut self, head_only: bool) -> Resp {
-        self.try_read_response(head_only).expect("an answer before the connection closed")
+        match self.try_read_response(head_only) {
+            Some(resp) => resp,
+            None => panic!("expected an answer before the connection ended: {}", self.ending()),
+        }
+    }
+
+    /// How the connection ended, for a failure message.
+    pub fn ending(&self) -> String {
+        self.read_error.map_or("the server closed it".into(), |kind| format!("the read failed ({kind:?})"))
     }
 
     /// Whether the server has closed this connection (EOF or reset).
@@ -290,7 +304,11 @@ impl Conn {
     fn fill(&mut self) -> bool {
         let mut buf = [0u8; 65536];
         match self.stream.read(&mut buf) {
-            Ok(0) | Err(_) => false,
+            Ok(0) => false,
+            Err(err) => {
+                self.read_error = Some(err.kind());
+                false
+            }
             Ok(n) => {
                 self.pending.extend_from_slice(&buf[..n]);
                 true
