@@ -47,6 +47,15 @@ pub fn account_hash(secret: &[u8], normalised_id: &str) -> String {
     hex(&hmac_sha256(secret, normalised_id.as_bytes()))
 }
 
+/// The public passphrase-KDF salt of an id (`GET /v1/accounts/{id}/salt`):
+/// HMAC under a key of its own, derived from the secret with a label no id
+/// can spell (ids have no control characters), so it never equals an
+/// account hash.
+pub fn kdf_salt(secret: &[u8], normalised_id: &str) -> String {
+    let key = hmac_sha256(secret, b"\x01sync-node kdf salt");
+    hex(&hmac_sha256(&key, normalised_id.as_bytes()))
+}
+
 /// Trims, checks (1..=256 bytes, no control characters) and lower-cases an id.
 pub fn normalise_id(id: &str) -> Result<String, ApiError> {
     let id = id.trim();
@@ -248,6 +257,16 @@ mod tests {
         assert!(normalise_id("a\u{7}b").is_err());
         assert!(normalise_id(&"x".repeat(257)).is_err());
         assert!(normalise_id(&"x".repeat(256)).is_ok());
+    }
+
+    #[test]
+    fn kdf_salts_are_keyed_stable_and_not_account_hashes() {
+        let salt = kdf_salt(b"secret-one", "alice");
+        assert_eq!(salt, kdf_salt(b"secret-one", "alice"));
+        assert_ne!(salt, kdf_salt(b"secret-two", "alice"));
+        assert_ne!(salt, kdf_salt(b"secret-one", "bob"));
+        assert_ne!(salt, account_hash(b"secret-one", "alice"));
+        assert_eq!(salt.len(), 64);
     }
 
     #[test]

@@ -13,6 +13,8 @@ pub enum Route {
     Health,
     Info,
     Register,
+    /// `GET /v1/accounts/{id}/salt`: the account's passphrase-KDF salt (no auth).
+    KdfSalt(String),
     Login,
     Logout,
     LogoutEverywhere,
@@ -44,6 +46,7 @@ impl Route {
             Route::Health => "/v1/health",
             Route::Info => "/v1/info",
             Route::Register => "/v1/accounts",
+            Route::KdfSalt(_) => "/v1/accounts/{id}/salt",
             Route::Login | Route::LogoutEverywhere => "/v1/sessions",
             Route::Logout => "/v1/sessions/current",
             Route::Account | Route::DeleteAccount => "/v1/account",
@@ -104,6 +107,8 @@ pub fn route(method: &str, path: &str) -> Result<Route, ApiError> {
         ["info"] => allow("GET, HEAD"),
         ["accounts"] if method == "POST" => Ok(Route::Register),
         ["accounts"] => allow("POST"),
+        ["accounts", id, "salt"] if get => Ok(Route::KdfSalt(decode_key(id)?)),
+        ["accounts", _, "salt"] => allow("GET, HEAD"),
         ["sessions"] => match method {
             "POST" => Ok(Route::Login),
             "DELETE" => Ok(Route::LogoutEverywhere),
@@ -202,6 +207,8 @@ mod tests {
     fn known_routes() {
         assert_eq!(route("GET", "/v1/health").unwrap(), Route::Health);
         assert_eq!(route("HEAD", "/v1/info").unwrap(), Route::Info);
+        assert_eq!(route("GET", "/v1/accounts/Al%20ice/salt").unwrap(), Route::KdfSalt("Al ice".into()));
+        assert_eq!(status("PUT", "/v1/accounts/x/salt"), (405, "method_not_allowed"));
         assert_eq!(route("POST", "/v1/accounts").unwrap(), Route::Register);
         assert_eq!(route("POST", "/v1/sessions").unwrap(), Route::Login);
         assert_eq!(route("DELETE", "/v1/sessions").unwrap(), Route::LogoutEverywhere);

@@ -108,6 +108,17 @@ pub fn create(conn: &rusqlite::Connection, account_id: &str, phc: &str) -> Resul
 }
 
 /// `GET /v1/account`
+/// `GET /v1/accounts/{id}/salt`: the salt a client feeds its passphrase KDF
+/// for this id, so that the value it signs in with differs per server and
+/// per id and cannot be precomputed without asking this server. A keyed
+/// hash of the normalised id under a key derived from the server secret:
+/// every id has one, registered or not (no enumeration, no database read),
+/// and it stays the same for the life of the data directory.
+pub fn kdf_salt(app: &mut App, id: &str) -> Result<Step, ApiError> {
+    let id = auth::normalise_id(id)?;
+    respond(Response::json(200, &json!({ "salt": auth::kdf_salt(&app.secret, &id) })))
+}
+
 pub fn show(app: &mut App, request: &Request) -> Result<Step, ApiError> {
     let session = app.authenticate(request)?;
     let account = db::accounts::get(app.db.conn(), &session.account_id)?.ok_or(ApiError::Unauthorized)?;

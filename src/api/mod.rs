@@ -224,6 +224,7 @@ impl App {
             Route::Health => service::health(),
             Route::Info => service::info(&self.config, &self.generation),
             Route::Register => accounts::register(self, &request),
+            Route::KdfSalt(id) => accounts::kdf_salt(self, &id),
             Route::Login => sessions::login(self, &request),
             Route::Logout => sessions::logout(self, &request),
             Route::LogoutEverywhere => sessions::logout_everywhere(self, &request),

@@ -161,3 +161,28 @@ fn a_slow_login_does_not_stall_other_requests() {
     assert_eq!(login.join().unwrap().status, 401);
     assert!(worst < Duration::from_millis(500), "health took {worst:?} during a {took:?} login");
 }
+
+#[test]
+fn the_kdf_salt_is_per_id_stable_and_says_nothing_about_registration() {
+    let server = Server::start();
+    server.register("salted@example.org");
+    let salt = |id: &str| {
+        let resp = server.get(&format!("/v1/accounts/{id}/salt"), None);
+        assert_eq!(resp.status, 200, "{id}");
+        assert_eq!(resp.header("Access-Control-Allow-Origin"), Some("*"));
+        let salt = resp.json()["salt"].as_str().unwrap().to_owned();
+        assert_eq!(salt.len(), 64);
+        assert!(salt.bytes().all(|b| b.is_ascii_hexdigit()));
+        salt
+    };
+    let known = salt("salted@example.org");
+    assert_eq!(salt("%20Salted@EXAMPLE.org"), known, "the id is normalised as at sign-in");
+    let unknown = salt("nobody@example.org");
+    assert_ne!(unknown, known);
+    assert_eq!(salt("nobody@example.org"), unknown, "an unknown id has a stable salt too");
+    let account = server.get("/v1/account", Some(&server.register("other@example.org"))).json();
+    assert_ne!(salt("other@example.org"), account["account"].as_str().unwrap());
+    assert_ne!(salt("other@example.org"), account["key_salt"].as_str().unwrap());
+    assert_eq!(server.get("/v1/accounts/%01/salt", None).status, 400);
+    assert_eq!(server.call("POST", "/v1/accounts/x/salt", None, &[], b"").status, 405);
+}
