@@ -3,6 +3,8 @@
  * buffers. Works the same in browsers and Node (no Buffer).
  */
 
+import { SyncError } from './errors.js';
+
 const encoder = new TextEncoder();
 const decoder = new TextDecoder('utf-8', { fatal: true });
 
@@ -20,7 +22,7 @@ export function toHex(bytes) {
 
 /** @param {string} hex */
 export function fromHex(hex) {
-  if (hex.length % 2 !== 0 || /[^0-9a-f]/i.test(hex)) throw new TypeError('not a hex string');
+  if (hex.length % 2 !== 0 || /[^0-9a-f]/i.test(hex)) throw new SyncError('bad_request', 'not a hex string');
   const out = new Uint8Array(hex.length / 2);
   for (let i = 0; i < out.length; i++) out[i] = parseInt(hex.slice(2 * i, 2 * i + 2), 16);
   return out;
@@ -35,7 +37,7 @@ export function toBase64url(bytes) {
 
 /** @param {string} text */
 export function fromBase64url(text) {
-  if (/[^A-Za-z0-9_-]/.test(text)) throw new TypeError('not a base64url string');
+  if (/[^A-Za-z0-9_-]/.test(text)) throw new SyncError('bad_request', 'not a base64url string');
   const binary = atob(text.replace(/-/g, '+').replace(/_/g, '/'));
   const out = new Uint8Array(binary.length);
   for (let i = 0; i < binary.length; i++) out[i] = binary.charCodeAt(i);
@@ -64,5 +66,5 @@ export function asBytes(data) {
   if (typeof data === 'string') return utf8(data);
   if (data instanceof ArrayBuffer) return new Uint8Array(data);
   if (ArrayBuffer.isView(data)) return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
-  throw new TypeError('data must be a Uint8Array, an ArrayBuffer, a typed array or a string');
+  throw new SyncError('bad_request', 'data must be a Uint8Array, an ArrayBuffer, a typed array or a string');
 }

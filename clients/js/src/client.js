@@ -10,6 +10,7 @@ import { memoryTokens } from './tokens.js';
 import { Stores } from './stores.js';
 import { Logs } from './logs.js';
 import { fromHex, toHex, utf8 } from './bytes.js';
+import { SyncError } from './errors.js';
 
 /**
  * @typedef {object} Session
@@ -145,6 +146,17 @@ export class SyncClient {
     if (!this.keySalt) await this.account();
     const key = await crypto.subtle.importKey('raw', fromHex(/** @type {string} */ (this.keySalt)), { name: 'HMAC', hash: 'SHA-256' }, false, ['sign']);
     return toHex(new Uint8Array(await crypto.subtle.sign('HMAC', key, utf8(name))));
+  }
+
+  /**
+   * The server's passphrase-KDF salt for `id` (`GET /v1/accounts/{id}/salt`,
+   * no session needed; every id has one).
+   * @param {string} id @returns {Promise<Uint8Array>}
+   */
+  async kdfSalt(id) {
+    const raw = await this.transport.json('GET', `/v1/accounts/${encodeURIComponent(id)}/salt`, { auth: false });
+    if (typeof raw?.salt !== 'string' || !/^[0-9a-f]{64}$/.test(raw.salt)) throw new SyncError('bad_response', 'the server gave no passphrase salt (a server older than this client?)');
+    return fromHex(raw.salt);
   }
 
   /** @param {any} raw @returns {Promise<Session>} */

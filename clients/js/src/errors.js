@@ -4,14 +4,16 @@
  * them, `Retry-After` (in seconds) and the `current` state of a 412.
  */
 
-/** @typedef {{token: string, size: number, modified: number, seq: number, meta: string|null, log_head?: number, log_base?: number}} CurrentState */
+/** @typedef {{token: string, size: number, modified: number, seq: number, meta: string|null, logHead: number, logBase: number}} CurrentState */
 
 export class SyncError extends Error {
   /**
-   * @param {string} code the SPEC error code (`precondition_failed`, …), or
-   *   `network` (no answer), `bad_response` (an answer this library cannot
-   *   read), `decrypt_failed` (data that is not ours or was tampered with),
-   *   `conflict_unresolved` (a resolve callback gave up)
+   * @param {string} code the SPEC error code (`precondition_failed`, …) or
+   *   one of this library's (README.md, "Errors"): `network`,
+   *   `bad_response`, `bad_request`, `decrypt_failed`, `integrity`,
+   *   `rollback`, `account_changed`, `keyring_missing`, `weak_passphrase`,
+   *   `invalid_recovery_code`, `conflict_unresolved`, `not_found`,
+   *   `payload_too_large`
    * @param {string} message
    * @param {{status?: number, retryAfter?: number|null, current?: CurrentState|null, etag?: string|null, cause?: unknown}} [details]
    */

@@ -1,7 +1,8 @@
 /**
  * Sync Node's JavaScript client: `SyncClient` for the plain HTTP API,
  * `Vault` for end-to-end encrypted stores, logs and documents, `Feed` and
- * `SharedFeed` to follow changes, and the offline queue stores.
+ * `SharedFeed` to follow changes, the offline queue stores and the device
+ * state stores (where a vault keeps its pins).
  */
 
 export { SyncClient } from './client.js';
@@ -13,5 +14,7 @@ export { Feed, memoryCursor, localStorageCursor } from './feed.js';
 export { SharedFeed } from './tabs.js';
 export { OfflineQueue, memoryQueueStore, indexedDbQueueStore } from './queue.js';
 export { backoffDelay } from './backoff.js';
-export { padme, normaliseId, MIN_ITERATIONS } from './crypto.js';
+export { padme, normaliseId, normalisePassphrase, MIN_PASSPHRASE, ARGON2, PAD_FLOOR } from './crypto.js';
+export { memoryState, localStorageState } from './state.js';
+export { VAULT_PREFIX } from './labels.js';
 export { unframe } from './logs.js';

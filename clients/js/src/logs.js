@@ -27,6 +27,7 @@ export class Logs {
    * @returns {Promise<{key: string, index: number, logHead: number, logBytes: number, seq: number}>}
    */
   async append(key, data, options = {}) {
+    this.stores.guard(key);
     const info = await this.transport.info();
     if (data.length === 0 || data.length > info.max_entry_bytes) {
       throw new SyncError(data.length === 0 ? 'bad_request' : 'payload_too_large', `a log entry is 1 to ${info.max_entry_bytes} bytes, not ${data.length}`, {

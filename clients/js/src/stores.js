@@ -6,6 +6,7 @@
 
 import { SyncError } from './errors.js';
 import { storePath, storeState, unquote } from './transport.js';
+import { VAULT_PREFIX } from './labels.js';
 
 /**
  * @typedef {import('./transport.js').StoreState} StoreState
@@ -18,9 +19,21 @@ import { storePath, storeState, unquote } from './transport.js';
  */
 
 export class Stores {
-  /** @param {import('./transport.js').Transport} transport */
-  constructor(transport) {
+  /**
+   * @param {import('./transport.js').Transport} transport
+   * @param {{vault?: boolean}} [options] `vault`: this is a Vault's own handle, which may write
+   *   the keys of encrypted stores (the plain API refuses them, so it cannot break a vault)
+   */
+  constructor(transport, options = {}) {
     this.transport = transport;
+    this.vault = options.vault === true;
+  }
+
+  /** Refuses, on the plain API, a write to a Vault's store. @param {string} key */
+  guard(key) {
+    if (!this.vault && typeof key === 'string' && key.startsWith(VAULT_PREFIX)) {
+      throw new SyncError('bad_request', `keys starting with '${VAULT_PREFIX}' are encrypted Vault stores: change them through the Vault (vault.put, vault.share …); a plain write would break their encryption`);
+    }
   }
 
   /**
@@ -53,6 +66,7 @@ export class Stores {
    * @returns {Promise<StoreState & {created: boolean}>}
    */
   async put(key, data, options = {}) {
+    this.guard(key);
     await this.checkSize(data.length);
     /** @type {Record<string, string>} */
     const headers = {};
@@ -66,6 +80,7 @@ export class Stores {
 
   /** OWN required. @param {string} key @param {{ifMatch?: string}} [options] */
   async delete(key, options = {}) {
+    this.guard(key);
     const headers = options.ifMatch ? { 'If-Match': options.ifMatch === '*' ? '*' : quote(options.ifMatch) } : undefined;
     await this.transport.request('DELETE', storePath(key), { headers });
   }
@@ -111,6 +126,7 @@ export class Stores {
    * @param {string} key @param {string} account @param {'READ'|'WRITE'|'OWN'|null} permission
    */
   async share(key, account, permission) {
+    this.guard(key);
     await this.transport.request('PUT', `${storePath(key)}/permissions`, { json: { account, permission } });
   }
 

@@ -116,6 +116,14 @@ export class Transport {
   }
 }
 
+/**
+ * A 412's `current`, camelCase like every other state this library returns.
+ * @param {any} raw @returns {import('./errors.js').CurrentState}
+ */
+function currentState(raw) {
+  return { token: raw.token, size: raw.size, modified: raw.modified, seq: raw.seq, meta: raw.meta ?? null, logHead: raw.log_head ?? 0, logBase: raw.log_base ?? 0 };
+}
+
 /** @param {Response} response */
 async function readJson(response) {
   try {
@@ -139,7 +147,7 @@ async function errorOf(response) {
   return new SyncError(body?.error ?? `http_${response.status}`, body?.message ?? `HTTP ${response.status}`, {
     status: response.status,
     retryAfter: retry !== null && /^\d+$/.test(retry) ? Number(retry) : null,
-    current: body?.current ?? null,
+    current: body?.current ? currentState(body.current) : null,
     etag: etag ? unquote(etag) : null,
   });
 }

@@ -1,34 +1,41 @@
 /**
- * `Vault`: the end-to-end encrypted API. Stores are addressed by name (the
- * key is derived from it, SPEC §3); bodies, metadata (with the name) and
- * log entries are sealed with AES-256-GCM under the account's data key
- * before they leave the device, padded with Padmé. The passphrase never
- * reaches the server. Design and threat model: README.md, "Encryption".
+ * `Vault`: the end-to-end encrypted API (format 2). Stores are addressed by
+ * name; their locations come from a name key the server never sees. Each
+ * store has its own random keys, wrapped under the account's data key;
+ * bodies, metadata (with the name, bound to the body) and log entries
+ * (bound to their author and position) are sealed with AES-256-GCM and
+ * padded before they leave the device. The device pins what it has seen
+ * (salts, keyring version, store versions) and refuses to be taken back.
+ * Design and threat model: README.md, "Encryption".
  */
 
 import { SyncError } from './errors.js';
-import { asBytes, concat, fromBase64url, fromUtf8, toBase64url, utf8 } from './bytes.js';
-import { contentKey, fromPassphrase, fromRecoveryCode, newDataKey, newRecoveryCode, open, pad, seal, unpad } from './crypto.js';
-import * as keyring from './keyring.js';
+import { asBytes, fromBase64url, fromUtf8, toBase64url, utf8 } from './bytes.js';
+import { checkNewPassphrase, derive, newRecoveryCode, normaliseId, open, passphraseSecret, recoverySecret, seal, sha256 } from './crypto.js';
+import { context, LABEL, VAULT_PREFIX } from './labels.js';
+import { Keyring, openDoor } from './keyring.js';
+import { Sealer, StoreKeys, newIncarnation, parseMeta } from './sealer.js';
+import { Pins, memoryState } from './state.js';
+import { Stores } from './stores.js';
+import { Logs } from './logs.js';
 import { writeUntilWon } from './conflict.js';
 import { Feed } from './feed.js';
 import { SharedFeed } from './tabs.js';
 import { OfflineQueue } from './queue.js';
-import { LogDocument } from './document.js';
+import { LogDocument, verifyEntries } from './document.js';
+import { migrateFromV1 } from './migrate-v1.js';
 
-const BODY_FORMAT = 1;
-const MAX_META_BYTES = 8000;
-/** Names the library keeps for itself (the keyring). */
+/** Names the library keeps for itself. */
 const RESERVED = 'sync-node/';
 
 /**
  * @typedef {object} Item a decrypted store
  * @property {string} name
- * @property {string} key the store key on the server
+ * @property {string} key the store's key on the server
  * @property {Uint8Array} data
  * @property {any} meta the app's metadata (JSON), or null
  * @property {string} token the version's token (its ETag)
- * @property {number} version how many writes through vaults this body has seen
+ * @property {number} version 1 for a new store, +1 per write
  * @property {number} seq
  * @property {string|null} permission
  * @property {number} logHead
@@ -36,181 +43,314 @@ const RESERVED = 'sync-node/';
  */
 
 /**
- * @typedef {(local: Uint8Array, remote: () => Promise<{data: Uint8Array, meta: any, token: string}|null>, current: import('./errors.js').CurrentState|null) => Uint8Array|{data: Uint8Array, meta: any}|null|undefined|Promise<Uint8Array|{data: Uint8Array, meta: any}|null|undefined>} Resolve
- *   On a conflict: `local` is what you tried to write, `await remote()`
- *   downloads the version that won (`null` if deleted since), `current` is
- *   its state as the 412 told it (no download). Return the bytes to write
- *   instead (or `{data, meta}` to change the metadata too), or `null` to
- *   keep the winner.
+ * A store in `vault.list()`: its name and metadata, or (when the server
+ * stripped or damaged what only this account could have sealed) `error`.
+ * @typedef {{name: string, key: string, meta: any, version: number, token: string, size: number, seq: number, permission: string|null, logHead: number} | {name: null, key: string, error: SyncError}} Listed
  */
 
-/** @typedef {{queue?: import('./queue.js').QueueStore, resolve?: Resolve, iterations?: number}} VaultOptions */
+/**
+ * @typedef {(local: Uint8Array|string, remote: () => Promise<{data: Uint8Array, meta: any, token: string}|null>, current: import('./errors.js').CurrentState|null) => Uint8Array|string|{data: Uint8Array|string, meta: any}|null|undefined|Promise<Uint8Array|string|{data: Uint8Array|string, meta: any}|null|undefined>} Resolve
+ *   On a conflict: `local` is what you tried to write (as you gave it),
+ *   `await remote()` downloads the version that won (`null` if deleted
+ *   since), `current` is its state as the 412 told it (no download).
+ *   Return the data to write instead (or `{data, meta}` to change the
+ *   metadata too), or `null` to keep the winner.
+ */
+
+/**
+ * @typedef {object} VaultOptions
+ * @property {import('./queue.js').QueueStore} [queue] where writes made offline wait (sealed)
+ * @property {Resolve} [resolve] the default conflict resolver (also for queued writes)
+ * @property {import('./state.js').StateStore} [state] where this device keeps its pins and unconfirmed log entries (default: memory)
+ */
+
 /** @typedef {{written: true, token: string, version: number, created: boolean} | {skipped: true} | {queued: true}} PutResult */
 
+/**
+ * What this vault knows of one store: enough to write its next version.
+ * @typedef {{token: string, name: string, meta: any, incarnation: string, version: number, clock: Record<string, number>, keys: StoreKeys}} Known
+ */
+
+/**
+ * A store as opened by the vault (internal): the item and what writing
+ * it, or reading its log, takes.
+ * @typedef {Item & {incarnation: string, clock: Record<string, number>, sealer: Sealer}} Opened
+ */
+
+/** @typedef {{op: 'put', key: string, name: string, data: Uint8Array|string, meta: any, base: string|null}} QueuedPut */
+
 export class Vault {
-  /** @type {Uint8Array} the account data key; never leaves this object */
-  #dataKey;
+  /** @type {Keyring} */
+  #keyring;
+  /** @type {{key: CryptoKey, tag: string}} */
+  #device;
 
   /**
-   * Use `Vault.create`, `Vault.open` or `Vault.recover`.
-   * @param {import('./client.js').SyncClient} client @param {Uint8Array} dataKey @param {CryptoKey} content @param {string} keySalt
-   * @param {VaultOptions} options
+   * Use `Vault.create`, `Vault.open`, `Vault.recover` or `Vault.claim`.
+   * @param {import('./client.js').SyncClient} client @param {string} id @param {Keyring} keyring
+   * @param {{key: CryptoKey, tag: string}} device @param {Pins} pins @param {VaultOptions} options
    */
-  constructor(client, dataKey, content, keySalt, options) {
+  constructor(client, id, keyring, device, pins, options) {
     this.client = client;
-    this.#dataKey = dataKey;
-    this.content = content;
-    this.keySalt = keySalt;
+    /** The account's id, as given. */
+    this.id = id;
+    this.#keyring = keyring;
+    this.#device = device;
+    this.pins = pins;
+    this.state = options.state ?? memoryState();
+    /** The vault's own handles: they may write encrypted stores, which the plain `client.stores` refuses. */
+    this.stores = new Stores(client.transport, { vault: true });
+    this.logs = new Logs(client.transport, this.stores);
     /** The default conflict resolver (also for queued writes replayed later). */
     this.resolve = options.resolve;
     this.queue = options.queue ? new OfflineQueue(options.queue) : null;
     /** @type {{write: any, error: unknown}[]} queued writes the server refused for good (403, 413, a 412 with no resolver …) */
     this.rejected = [];
-    /** @type {Map<string, {token: string, version: number, meta: any}>} what this vault last saw of each key */
-    this.seen = new Map();
-    /** @type {Map<string, string>} key → name */
+    /**
+     * A new recovery code, made because the old one was just used (it
+     * works once): show it to the user now. `null` otherwise.
+     * @type {string|null}
+     */
+    this.recoveryCode = null;
+    /** What a migration from format 1 did (`null` when none ran): `{stores, entries}` moved. */
+    this.migrated = /** @type {{stores: number, entries: number}|null} */ (null);
+    /** @type {Map<string, Known>} */
+    this.known = new Map();
+    /** @type {Map<string, string>} location → name */
     this.names = new Map();
+    /** @type {Set<string>} locations of the account's key stores (keyrings and doors, old ones too) met so far */
+    this.keyStores = new Set(keyring.internal());
   }
 
   /**
-   * Registers `id` and sets up its keys: the server gets a password
-   * derived from the passphrase, never the passphrase.
+   * Registers `id` and sets up its keys. The server gets a password
+   * derived from the passphrase (Argon2id), never the passphrase.
    * @param {import('./client.js').SyncClient} client
    * @param {{id: string, passphrase: string, invite?: string} & VaultOptions} options
    */
   static async create(client, options) {
-    const { password, kek } = await fromPassphrase(options.passphrase, options.id, options.iterations);
+    checkNewPassphrase(options.passphrase, options.id);
+    const { pins, secret, password } = await Vault.#derive(client, options.id, options.passphrase, options.state);
     const session = await client.register({ id: options.id, password, invite: options.invite });
-    return Vault.#setUp(client, kek, session.keySalt, options, null);
+    await pins.pinAccount('key_salt', session.keySalt, 'key_salt');
+    const stores = new Stores(client.transport, { vault: true });
+    const keyring = await Keyring.create(stores, session.keySalt, [{ kind: 'passphrase', secret }]);
+    return Vault.#ready(client, options.id, keyring, pins, options);
   }
 
   /**
-   * Signs in and opens the account's keys with the passphrase. With
-   * `recoveryCode`, the keys may be opened with that instead (after a
-   * server-side password reset), and the passphrase then opens them too.
+   * Signs in and opens the account's keys with the passphrase. A format-1
+   * vault (made by an older client) is migrated in place the first time.
+   * With `recoveryCode`, a passphrase that no longer opens the keys (after
+   * a server-side reset) is given a door again through the recovery code,
+   * which is then used up: `vault.recoveryCode` holds its replacement.
    * @param {import('./client.js').SyncClient} client
    * @param {{id: string, passphrase: string, recoveryCode?: string} & VaultOptions} options
    */
   static async open(client, options) {
-    const { password, kek } = await fromPassphrase(options.passphrase, options.id, options.iterations);
-    const recovery = options.recoveryCode ? await fromRecoveryCode(options.recoveryCode) : null;
-    const session = await client.signIn({ id: options.id, password });
-    return Vault.#setUp(client, kek, session.keySalt, options, recovery);
+    const recovery = options.recoveryCode === undefined ? null : await recoverySecret(options.recoveryCode);
+    const { pins, secret, password } = await Vault.#derive(client, options.id, options.passphrase, options.state);
+    let session;
+    try {
+      session = await client.signIn({ id: options.id, password });
+    } catch (error) {
+      if (!(error instanceof SyncError && error.code === 'invalid_credentials')) throw error;
+      // Perhaps a format-1 vault, which signs in with another password.
+      const vaultFor = async (/** @type {Keyring} */ keyring) => {
+        await pins.pinAccount('key_salt', keyring.keySalt, 'key_salt');
+        await pins.keyringVersion(keyring.version);
+        return Vault.#ready(client, options.id, keyring, pins, options);
+      };
+      const migrated = await migrateFromV1(client, { id: options.id, passphrase: options.passphrase, secret, password, vaultFor });
+      if (!migrated) throw error;
+      migrated.vault.migrated = migrated.moved;
+      return migrated.vault;
+    }
+    await pins.pinAccount('key_salt', session.keySalt, 'key_salt');
+    const stores = new Stores(client.transport, { vault: true });
+    const door = await openDoor(stores, session.keySalt, { kind: 'passphrase', secret });
+    if (door) {
+      const keyring = await Keyring.open(stores, session.keySalt, door);
+      await pins.keyringVersion(keyring.version);
+      return Vault.#ready(client, options.id, keyring, pins, options);
+    }
+    if (!recovery) {
+      throw new SyncError('keyring_missing', 'this passphrase signs in but opens no keys: after a password reset, open with the recovery code (recoveryCode); otherwise the server lost or withholds the keys');
+    }
+    return Vault.#recoverKeys(client, options.id, session.keySalt, recovery, secret, pins, options);
   }
 
   /**
-   * After a server-side password reset (the token from `RESET_HOOK`): sets
-   * a new passphrase, then opens the keys with the recovery code and wraps
-   * them for the new passphrase. Without a code the old data cannot be
-   * read: the server never had the key. If the code is wrong, the reset
-   * has still happened: call `Vault.open` with the new passphrase and the
-   * right `recoveryCode` (no new reset needed).
+   * After a server-side password reset (the token from `RESET_HOOK`): the
+   * recovery code is checked (its checksum) before the token is spent;
+   * then the new passphrase is set, the keys opened with the code and
+   * rotated (nothing written from now on opens with anything from before),
+   * and the code is used up: `vault.recoveryCode` holds its replacement.
    * @param {import('./client.js').SyncClient} client
    * @param {{id: string, resetToken: string, recoveryCode: string, newPassphrase: string} & VaultOptions} options
    */
   static async recover(client, options) {
-    const recovery = await fromRecoveryCode(options.recoveryCode);
-    const next = await fromPassphrase(options.newPassphrase, options.id, options.iterations);
-    await client.confirmReset({ id: options.id, token: options.resetToken, newPassword: next.password });
-    const session = await client.signIn({ id: options.id, password: next.password });
-    return Vault.#setUp(client, next.kek, session.keySalt, options, recovery);
+    const recovery = await recoverySecret(options.recoveryCode);
+    checkNewPassphrase(options.newPassphrase, options.id);
+    const { pins, secret, password } = await Vault.#derive(client, options.id, options.newPassphrase, options.state);
+    await client.confirmReset({ id: options.id, token: options.resetToken, newPassword: password });
+    const session = await client.signIn({ id: options.id, password });
+    await pins.pinAccount('key_salt', session.keySalt, 'key_salt');
+    return Vault.#recoverKeys(client, options.id, session.keySalt, recovery, secret, pins, options);
   }
 
   /**
-   * Opens (or for a new account makes) the data key. With `recovery`, a
-   * keyring the passphrase does not open is opened with it, and the
-   * passphrase's wrap is replaced.
-   * @param {import('./client.js').SyncClient} client @param {CryptoKey} kek @param {string} keySalt
-   * @param {VaultOptions} options @param {CryptoKey|null} recovery
+   * Takes over an account an operator made (`sync-node account add`, or
+   * reset with `sync-node reset-token` and a temporary password): signs in
+   * with the temporary password, makes the keys, and sets the password to
+   * the one derived from `passphrase`. An account that already has keys
+   * is opened instead (the temporary password must still work).
+   * @param {import('./client.js').SyncClient} client
+   * @param {{id: string, password: string, passphrase: string} & VaultOptions} options
    */
-  static async #setUp(client, kek, keySalt, options, recovery) {
-    const key = await client.keyFor(keyring.KEYRING_NAME);
-    const dataKey = await updateKeyring(client, key, async (ring) => {
-      if (!ring) {
-        // A new account (or one whose set-up was cut short): a new data
-        // key, but never beside stores sealed under a key now lost.
-        if ((await client.account()).storeCount > 0) {
-          throw new SyncError('keyring_missing', 'this account has stores but no keyring: its data key is gone (restore the keyring store from a backup)');
-        }
-        const fresh = newDataKey();
-        return { ring: { v: 1, wraps: [await keyring.wrap(kek, fresh, 'passphrase', keySalt)] }, dataKey: fresh };
-      }
-      try {
-        return { ring: null, dataKey: await keyring.unwrap(ring, kek, 'passphrase', keySalt) };
-      } catch (error) {
-        if (!recovery) throw error;
-      }
-      const opened = await keyring.unwrap(ring, recovery, 'recovery', keySalt);
-      // The old passphrase is forgotten or compromised: only the new one and the recovery code open the keys now.
-      const wraps = ring.wraps.filter((w) => w.kind !== 'passphrase');
-      wraps.push(await keyring.wrap(kek, opened, 'passphrase', keySalt));
-      return { ring: { v: 1, wraps }, dataKey: opened };
-    });
-    const vault = new Vault(client, dataKey, await contentKey(dataKey), keySalt, options);
-    if (vault.queue) await vault.flush().catch(() => undefined);
+  static async claim(client, options) {
+    checkNewPassphrase(options.passphrase, options.id);
+    const { pins, secret, password } = await Vault.#derive(client, options.id, options.passphrase, options.state);
+    const session = await client.signIn({ id: options.id, password: options.password });
+    await pins.pinAccount('key_salt', session.keySalt, 'key_salt');
+    const stores = new Stores(client.transport, { vault: true });
+    const door = await openDoor(stores, session.keySalt, { kind: 'passphrase', secret });
+    const listing = await stores.list();
+    if (!door && listing.stores.some((s) => s.key.startsWith(VAULT_PREFIX))) {
+      throw new SyncError('keyring_missing', 'this account already holds encrypted stores but this passphrase opens no keys: open it with its own passphrase');
+    }
+    const keyring = door ? await Keyring.open(stores, session.keySalt, door) : await Keyring.create(stores, session.keySalt, [{ kind: 'passphrase', secret }]);
+    await client.changePassword({ password: options.password, newPassword: password });
+    await pins.keyringVersion(keyring.version);
+    return Vault.#ready(client, options.id, keyring, pins, options);
+  }
+
+  /**
+   * The passphrase's secret and server password, and this device's pins
+   * for the account (the server's salt is pinned on first use).
+   * @param {import('./client.js').SyncClient} client @param {string} id @param {string} passphrase
+   * @param {import('./state.js').StateStore} [state]
+   */
+  static async #derive(client, id, passphrase, state) {
+    if (typeof id !== 'string' || !id.trim()) throw new SyncError('bad_request', 'an id is needed');
+    const pins = new Pins(state ?? memoryState(), `${client.transport.base}|${normaliseId(id)}`);
+    const salt = await client.kdfSalt(id);
+    await pins.pinAccount('server_salt', toBase64url(salt), 'passphrase salt');
+    const secret = await passphraseSecret(passphrase, id, salt);
+    const password = toBase64url(await derive(secret, LABEL.serverPassword));
+    return { pins, secret, password };
+  }
+
+  /**
+   * Opens the keys through the recovery door, then rotates them: a new
+   * passphrase door, a new recovery code (the used one stops working) and
+   * a new data key.
+   * @param {import('./client.js').SyncClient} client @param {string} id @param {string} keySalt
+   * @param {Uint8Array} recovery @param {Uint8Array} secret @param {Pins} pins @param {VaultOptions} options
+   */
+  static async #recoverKeys(client, id, keySalt, recovery, secret, pins, options) {
+    const stores = new Stores(client.transport, { vault: true });
+    const door = await openDoor(stores, keySalt, { kind: 'recovery', secret: recovery });
+    if (!door) {
+      throw new SyncError('keyring_missing', 'the recovery code opens nothing on this server: it is another account\'s or an old one, or the server dropped it; the reset is done, so retry with Vault.open, the new passphrase and the right recoveryCode');
+    }
+    const opened = await Keyring.open(stores, keySalt, door);
+    await pins.keyringVersion(opened.version);
+    const code = await newRecoveryCode();
+    const { keyring, finish } = await opened.rotate({ add: [{ kind: 'passphrase', secret }, { kind: 'recovery', secret: code.secret }] });
+    await finish();
+    await pins.keyringVersion(keyring.version);
+    const vault = await Vault.#ready(client, id, keyring, pins, options);
+    vault.recoveryCode = code.code;
     return vault;
   }
 
   /**
-   * Makes a recovery code (shown once to the user; it replaces an older
-   * one). With it, `Vault.recover` opens the data after a password reset.
+   * @param {import('./client.js').SyncClient} client @param {string} id @param {Keyring} keyring
+   * @param {Pins} pins @param {VaultOptions} options
    */
-  async addRecoveryCode() {
-    const code = newRecoveryCode();
-    const kek = await fromRecoveryCode(code);
-    const wrap = await keyring.wrap(kek, this.#dataKey, 'recovery', this.keySalt);
-    await this.#editKeyring(async (ring) => [...ring.wraps.filter((w) => w.kind !== 'recovery'), wrap]);
-    return code;
+  static async #ready(client, id, keyring, pins, options) {
+    const vault = new Vault(client, id, keyring, await keyring.deviceSecrets(), pins, options);
+    if (vault.queue) await vault.flush().catch(() => undefined);
+    return vault;
+  }
+
+  /** The keyring's version (it grows with every rotation). */
+  get keyringVersion() {
+    return this.#keyring.version;
   }
 
   /**
-   * Changes the passphrase: the data key is re-wrapped, no data is
-   * re-encrypted. Every other session is signed out. Safe to cut short at
-   * any point: the new wrap is added before the server password changes,
-   * and the old one removed only after the server confirmed the change.
-   * @param {{id: string, passphrase: string, newPassphrase: string, iterations?: number}} change
+   * Makes a recovery code (show it once to the user). It replaces the
+   * older one, which stops opening anything written from now on.
    */
-  async changePassphrase({ id, passphrase, newPassphrase, iterations }) {
-    if (newPassphrase === passphrase) throw new SyncError('bad_request', 'the new passphrase is the same as the old one');
-    const current = await fromPassphrase(passphrase, id, iterations);
-    const next = await fromPassphrase(newPassphrase, id, iterations);
-    const added = await keyring.wrap(next.kek, this.#dataKey, 'passphrase', this.keySalt);
-    await this.#editKeyring(async (ring) => [...ring.wraps, added]);
+  async addRecoveryCode() {
+    const code = await newRecoveryCode();
+    await this.#rotate({ add: [{ kind: 'recovery', secret: code.secret }] });
+    return code.code;
+  }
+
+  /**
+   * A new data key: nothing written from now on opens with anything this
+   * account had before (an old keyring copy, an old passphrase, an old
+   * recovery code). Each store moves to a new key at its next write.
+   */
+  async rotateKeys() {
+    await this.#rotate({});
+  }
+
+  /** @param {{add?: import('./keyring.js').DoorSecret[]}} change */
+  async #rotate(change) {
+    const { keyring, finish } = await this.#keyring.rotate(change);
+    await finish();
+    await this.#adopt(keyring);
+  }
+
+  /** @param {Keyring} keyring */
+  async #adopt(keyring) {
+    this.#keyring = keyring;
+    for (const key of keyring.internal()) this.keyStores.add(key);
+    await this.pins.keyringVersion(keyring.version);
+  }
+
+  /**
+   * Changes the passphrase (and rotates the keys, so the old passphrase
+   * opens nothing written afterwards). Every other session is signed out.
+   * Safe to cut short: the new door exists before the server password
+   * changes, and the old one is removed only after the server confirmed.
+   * @param {{passphrase: string, newPassphrase: string}} change
+   */
+  async changePassphrase({ passphrase, newPassphrase }) {
+    if (normaliseId(newPassphrase ?? '') === normaliseId(passphrase ?? '')) throw new SyncError('bad_request', 'the new passphrase is the same as the old one');
+    checkNewPassphrase(newPassphrase, this.id);
+    const salt = await this.client.kdfSalt(this.id);
+    const current = await passphraseSecret(passphrase, this.id, salt);
+    const next = await passphraseSecret(newPassphrase, this.id, salt);
+    const { keyring, finish } = await this.#keyring.rotate({ add: [{ kind: 'passphrase', secret: next }] });
     try {
-      await this.client.changePassword({ password: current.password, newPassword: next.password });
+      await this.client.changePassword({
+        password: toBase64url(await derive(current, LABEL.serverPassword)),
+        newPassword: toBase64url(await derive(next, LABEL.serverPassword)),
+      });
     } catch (error) {
-      // Only a definite refusal (a 4xx but a timeout) undoes the new wrap;
-      // after any other failure the server may have changed the password,
-      // and the wrap is needed.
+      // A definite refusal (a 4xx but a timeout): the old passphrase stays,
+      // and its door still leads to the old keyring. After any other
+      // failure the server may have changed the password: both doors stay.
       if (error instanceof SyncError && error.status >= 400 && error.status < 500 && error.status !== 408) {
-        await this.#editKeyring(async (ring) => ring.wraps.filter((w) => w.wrapped !== added.wrapped));
+        const door = keyring.content.doors.find((d) => d.kind === 'passphrase');
+        if (door) await this.stores.delete(door.location, { ifMatch: '*' }).catch(() => undefined);
       }
       throw error;
     }
-    const opens = (/** @type {CryptoKey} */ kek, /** @type {keyring.Wrap} */ w) =>
-      keyring.unwrap({ v: 1, wraps: [w] }, kek, 'passphrase', this.keySalt).then(() => true, () => false);
-    // The server has the new password: only the new passphrase opens the
-    // keys now (with any recovery code), also wraps left by a change whose
-    // answer was lost.
-    await this.#editKeyring(async (ring) => {
-      const kept = [];
-      for (const w of ring.wraps) if (w.kind !== 'passphrase' || (await opens(next.kek, w))) kept.push(w);
-      return kept;
-    });
+    await finish();
+    await this.#adopt(keyring);
   }
 
-  /** @param {(ring: keyring.Keyring) => Promise<keyring.Wrap[]>} edit */
-  async #editKeyring(edit) {
-    await updateKeyring(this.client, await this.client.keyFor(keyring.KEYRING_NAME), async (ring) => {
-      if (!ring) throw new SyncError('keyring_missing', 'the keyring store is missing');
-      return { ring: { v: 1, wraps: await edit(ring) }, dataKey: this.#dataKey };
-    });
-  }
-
-  /** The store key for a name. @param {string} name */
+  /** The location (store key) of a name. @param {string} name */
   async keyOf(name) {
+    if (typeof name !== 'string' || name.length === 0) throw new SyncError('bad_request', 'a store name is a non-empty string');
     if (name.startsWith(RESERVED)) throw new SyncError('bad_request', `names starting with '${RESERVED}' are the library's`);
-    const key = await this.client.keyFor(name);
+    const key = await this.#keyring.locationOf(name);
     this.names.set(key, name);
     return key;
   }
@@ -220,20 +360,49 @@ export class Vault {
    * @param {string} name @returns {Promise<Item|null>}
    */
   async get(name) {
-    return this.getByKey(await this.keyOf(name));
+    const opened = await this.openStore(await this.keyOf(name));
+    if (!opened) return null;
+    const { incarnation: _i, clock: _c, sealer: _s, ...item } = opened;
+    return item;
   }
 
-  /** @param {string} key @returns {Promise<Item|null>} */
-  async getByKey(key) {
-    const body = await this.client.stores.get(key);
+  /**
+   * Reads and opens a store, checking that body and metadata belong
+   * together and that the version is not older than one this device saw.
+   * Internal (documents use it). @param {string} key @returns {Promise<Opened|null>}
+   */
+  async openStore(key) {
+    const body = await this.stores.get(key);
     if (!body || 'notModified' in body) {
-      this.seen.delete(key);
+      this.known.delete(key);
       return null;
     }
-    const { version, data } = await this.#openBody(key, body.data);
-    const { name, meta } = await this.#openMeta(key, body.meta ?? null);
-    this.seen.set(key, { token: body.token, version, meta });
-    return { name, key, data, meta, token: body.token, version, seq: body.seq, permission: body.permission ?? null, logHead: body.logHead, logBase: body.logBase };
+    if (!body.meta) throw new SyncError('integrity', 'the server stripped this store\'s metadata (every vault store has some)');
+    const keys = await StoreKeys.unwrap(key, parseMeta(body.meta).wraps, this.#keyring);
+    const sealer = new Sealer(keys);
+    const content = await sealer.openMeta(body.meta);
+    const { header, data } = await sealer.openBody(body.data);
+    if (content.i !== header.i || content.v !== header.v || content.h !== toBase64url(await sha256(body.data))) {
+      throw new SyncError('integrity', 'this store\'s metadata belongs to another version of its body (the server mixed them)');
+    }
+    await this.pins.storeVersion(key, header.i, header.v);
+    this.names.set(key, content.n);
+    this.known.set(key, { token: body.token, name: content.n, meta: content.m, incarnation: header.i, version: header.v, clock: header.c, keys });
+    return {
+      name: content.n,
+      key,
+      data,
+      meta: content.m,
+      token: body.token,
+      version: header.v,
+      seq: body.seq,
+      permission: body.permission ?? null,
+      logHead: body.logHead,
+      logBase: body.logBase,
+      incarnation: header.i,
+      clock: header.c,
+      sealer,
+    };
   }
 
   /**
@@ -250,15 +419,14 @@ export class Vault {
    */
   async put(name, data, options = {}) {
     const key = await this.keyOf(name);
+    const given = typeof data === 'string' ? data : asBytes(data);
     const queue = options.queue === false ? null : this.queue;
     // Writes still queued go first (this one may depend on them) …
-    const waiting = queue && (await queue.size()) > 0 && (await this.flush()) > 0;
+    const waiting = queue && (await this.#queued()).length > 0 && (await this.flush()) > 0;
     // … and the base is what this vault knows once they are written.
-    const base = options.base !== undefined ? options.base : (this.seen.get(key)?.token ?? null);
-    // `meta` undefined: not given (keep what is there); `knownMeta`: what
-    // this vault saw, for a replay after a restart that forgot it.
-    const knownMeta = this.seen.get(key)?.meta;
-    const write = { op: 'put', account: this.keySalt, key, name, data: asBytes(data), meta: options.meta, knownMeta, base };
+    const base = options.base !== undefined ? options.base : (this.known.get(key)?.token ?? null);
+    /** @type {QueuedPut} */
+    const write = { op: 'put', key, name, data: given, meta: options.meta, base };
     if (queue && waiting) return this.#enqueue(write);
     try {
       return await this.#write(write, options.resolve ?? this.resolve);
@@ -269,83 +437,171 @@ export class Vault {
   }
 
   /**
-   * Queues a write; a put waiting for the same store is replaced (the new
-   * data supersedes it, on the same base).
-   * @param {{op: string, account: string, key: string, name: string, data: Uint8Array, meta: any, knownMeta: any, base: string|null}} write
-   * @returns {Promise<PutResult>}
-   */
-  async #enqueue(write) {
-    const queue = /** @type {OfflineQueue} */ (this.queue);
-    const earlier = (await queue.store.list()).filter((w) => w.op === 'put' && w.key === write.key);
-    for (const w of earlier) await queue.store.remove(w.id);
-    const base = earlier.length > 0 ? earlier[0].base : write.base;
-    const meta = write.meta === undefined && earlier.length > 0 ? earlier[earlier.length - 1].meta : write.meta;
-    const knownMeta = write.knownMeta === undefined && earlier.length > 0 ? earlier[0].knownMeta : write.knownMeta;
-    await queue.add({ ...write, base, meta, knownMeta });
-    return { queued: true };
-  }
-
-  /**
    * Deletes the store `name` (OWN required), if it is still at the
    * version last seen, or (if this vault has not seen it) at the version
-   * it finds now; else a 412 SyncError.
-   * @param {string} name
+   * it finds now; else a 412 SyncError. The store's incarnation is retired
+   * on this device: the server can never bring it back.
+   * @param {string} name @returns {Promise<{deleted: true}>}
    */
   async delete(name) {
     const key = await this.keyOf(name);
     // Queued writes of this store go first, so none can bring it back after.
-    if (this.queue && (await this.queue.size()) > 0) await this.flush();
-    const token = this.seen.get(key)?.token ?? (await this.client.stores.head(key))?.token;
+    if (this.queue && (await this.#queued()).length > 0) await this.flush();
+    const token = this.known.get(key)?.token ?? (await this.stores.head(key))?.token;
     if (!token) throw new SyncError('not_found', `no store called ${name}`, { status: 404 });
-    await this.client.stores.delete(key, { ifMatch: token });
-    this.seen.delete(key);
-    if (this.queue) {
-      for (const w of await this.queue.store.list()) if (w.key === key && w.account === this.keySalt) await this.queue.store.remove(w.id);
-    }
+    await this.stores.delete(key, { ifMatch: token });
+    this.known.delete(key);
+    await this.pins.retire(key);
+    for (const { record, write } of await this.#queued()) if (write.key === key) await this.queue?.store.remove(record.id);
+    return { deleted: true };
   }
 
   /**
-   * Every store of the vault you can see, decrypted names and metadata
-   * (bodies are not downloaded). Stores that are not the vault's (no
-   * sealed name) are left out.
-   * @returns {Promise<{name: string, key: string, meta: any, token: string, size: number, seq: number, permission: string|null, logHead: number}[]>}
+   * Every store of the vault you can see: decrypted names and metadata
+   * (bodies are not downloaded). A store whose metadata the server
+   * stripped or damaged is listed with `error` (code `integrity`,
+   * `decrypt_failed` or `rollback`), never silently left out.
+   * @returns {Promise<Listed[]>}
    */
   async list() {
-    const { stores } = await this.client.stores.list();
+    const { stores } = await this.stores.list();
+    const internal = this.#keyring.internal();
+    for (const key of internal) this.keyStores.add(key);
+    /** @type {Listed[]} */
     const items = [];
     for (const s of stores) {
-      if (!s.meta) continue;
+      if (!s.key.startsWith(VAULT_PREFIX) || internal.has(s.key)) continue;
+      if (this.keyStores.has(s.key) || (s.meta && (await this.#keyring.isKeyStore(s.key, s.meta)))) {
+        this.keyStores.add(s.key);
+        continue;
+      }
       try {
-        const { name, meta } = await this.#openMeta(s.key, s.meta);
-        items.push({ name, key: s.key, meta, token: s.token, size: s.size, seq: s.seq, permission: s.permission ?? null, logHead: s.logHead });
-      } catch {
-        // Not sealed by this account's key.
+        if (!s.meta) throw new SyncError('integrity', 'the server stripped this store\'s metadata');
+        const sealer = new Sealer(await StoreKeys.unwrap(s.key, parseMeta(s.meta).wraps, this.#keyring));
+        const content = await sealer.openMeta(s.meta);
+        await this.pins.storeVersion(s.key, content.i, content.v);
+        this.names.set(s.key, content.n);
+        items.push({ name: content.n, key: s.key, meta: content.m, version: content.v, token: s.token, size: s.size, seq: s.seq, permission: s.permission ?? null, logHead: s.logHead });
+      } catch (error) {
+        if (!(error instanceof SyncError)) throw error;
+        items.push({ name: null, key: s.key, error });
       }
     }
     return items;
   }
 
   /**
-   * The log of store `name` (SPEC §9), entries sealed like bodies.
+   * The log of store `name` (SPEC §9), low level: `append` adds an entry
+   * signed into the store's sequence; `read` returns the retained entries
+   * checked against the body's clock (a gap, a duplicate or a reordering
+   * is an `integrity` error). For CRDTs, `document(name)` does more.
    * @param {string} name
    */
   log(name) {
     const vault = this;
+    /** @type {LogDocument|null} */
+    let doc = null;
+    const handle = () => (doc ??= new LogDocument(vault, name));
     return {
-      /** @param {Uint8Array|string} entry @param {{ifLogHead?: number}} [options] */
-      async append(entry, options) {
-        const key = await vault.keyOf(name);
-        return vault.client.logs.append(key, await vault.sealEntry(key, asBytes(entry)), options);
+      /** @param {Uint8Array|string} entry */
+      async append(entry) {
+        const index = await handle().appendOnly(entry);
+        return { index };
       },
-      /** @param {{after?: number}} [options] */
-      async read(options) {
-        const key = await vault.keyOf(name);
-        const page = await vault.client.logs.read(key, options);
-        const entries = [];
-        for (const e of page.entries) entries.push({ index: e.index, data: await vault.openEntry(key, e.data) });
-        return { ...page, entries };
+      /** @returns {Promise<{entries: {index: number, writer: string, counter: number, data: Uint8Array}[], logHead: number, logBase: number}>} */
+      async read() {
+        const opened = await vault.openStore(await vault.keyOf(name));
+        if (!opened) throw new SyncError('not_found', `no store called ${name}: put it (or load a document) first`, { status: 404 });
+        const page = await vault.logs.read(opened.key, { after: opened.logBase });
+        const entries = await vault.openEntries(opened, page.entries);
+        verifyEntries({ ...opened.clock }, entries);
+        return { entries, logHead: page.logHead, logBase: page.logBase };
       },
     };
+  }
+
+  /**
+   * Opens log entries of a store (internal). An entry sealed under a store
+   * key this vault has not seen yet makes it read the store's keys again.
+   * @param {Opened} opened @param {{index: number, data: Uint8Array}[]} raw
+   */
+  async openEntries(opened, raw) {
+    const out = [];
+    let sealer = opened.sealer;
+    for (const e of raw) {
+      let entry;
+      try {
+        entry = await sealer.openEntry(opened.incarnation, e.data);
+      } catch (error) {
+        const fresh = await this.openStore(opened.key);
+        if (!fresh || fresh.incarnation !== opened.incarnation) throw error;
+        sealer = fresh.sealer;
+        entry = await sealer.openEntry(opened.incarnation, e.data);
+      }
+      out.push({ index: e.index, ...entry });
+    }
+    return out;
+  }
+
+  /**
+   * Appends a sealed entry (internal; documents use it). A store whose key
+   * predates the account's last rotation is first moved to a new key.
+   * @param {string} key @param {string} writer @param {number} counter @param {Uint8Array|string} data
+   * @returns {Promise<{key: string, index: number, logHead: number, logBytes: number, seq: number}>}
+   */
+  async appendEntry(key, writer, counter, data) {
+    let known = this.known.get(key);
+    if (!known) {
+      await this.openStore(key);
+      known = this.known.get(key);
+    }
+    if (!known) throw new SyncError('not_found', `no store called ${this.names.get(key) ?? key}: put it (or load a document) first`, { status: 404 });
+    const fresh = await known.keys.fresh(this.#keyring);
+    if (fresh !== known.keys) {
+      const opened = await this.openStore(key);
+      if (opened) await this.writeBody(key, { data: opened.data, clock: opened.clock, against: opened.token });
+      return this.appendEntry(key, writer, counter, data);
+    }
+    const sealed = await new Sealer(known.keys).sealEntry(known.incarnation, writer, counter, data);
+    try {
+      return await this.logs.append(key, sealed);
+    } catch (error) {
+      if (error instanceof SyncError && error.status === 404) {
+        throw new SyncError('not_found', `no store called ${known.name}: put it (or load a document) first`, { status: 404 });
+      }
+      throw error;
+    }
+  }
+
+  /**
+   * Writes a new body of a store (internal): the next version, the clock
+   * given (documents) or kept, the metadata kept unless given; `against`
+   * is the token it replaces (`null`: create); `logBase` compacts.
+   * @param {string} key
+   * @param {{data: Uint8Array|string, clock?: Record<string, number>, meta?: any, name?: string, against: string|null, logBase?: number}} write
+   */
+  async writeBody(key, { data, clock, meta, name, against, logBase }) {
+    let known = this.known.get(key);
+    if (against !== null && known?.token !== against) {
+      await this.openStore(key).catch(() => null);
+      known = this.known.get(key);
+    }
+    const base = against === null ? undefined : known;
+    const keys = base ? await base.keys.fresh(this.#keyring) : await StoreKeys.create(key, this.#keyring);
+    const incarnation = base ? base.incarnation : newIncarnation();
+    const version = base ? base.version + 1 : 1;
+    const nextClock = clock ?? base?.clock ?? {};
+    const nextName = name ?? known?.name ?? this.names.get(key);
+    if (nextName === undefined) throw new SyncError('bad_request', 'a new store needs its name');
+    const nextMeta = meta === undefined ? (known?.meta ?? null) : meta;
+    const sealer = new Sealer(keys);
+    const body = await sealer.sealBody({ i: incarnation, v: version, c: nextClock }, asBytes(data));
+    const info = await this.client.info();
+    const metaText = await sealer.sealMeta({ n: nextName, m: nextMeta, i: incarnation, v: version, h: toBase64url(await sha256(body)) }, info.max_meta_bytes ?? 8000);
+    const state = await this.stores.put(key, body, against === null ? { ifNoneMatch: '*', meta: metaText } : { ifMatch: against, meta: metaText, logBase });
+    this.known.set(key, { token: state.token, name: nextName, meta: nextMeta, incarnation, version, clock: nextClock, keys });
+    await this.pins.storeVersion(key, incarnation, version);
+    return { token: state.token, version, created: state.created };
   }
 
   /**
@@ -357,20 +613,22 @@ export class Vault {
   }
 
   /**
-   * Follows the change feed; each change carries the store's `name` when
-   * this vault can tell it. `shared: true` (browsers) shares one feed
-   * connection between all tabs of the origin (per account).
+   * Follows the change feed; each change carries the store's `name` (the
+   * vault's own key stores are left out). `shared: true` (browsers) shares
+   * one feed connection between all tabs of the origin (per account).
    * @param {ConstructorParameters<typeof Feed>[1] & {shared?: boolean, name?: string}} [options]
    */
   follow(options = {}) {
     const decorate = async (/** @type {any[]} */ changes) => {
       // Names this vault has not met yet come from one listing, not a request per store.
-      if (changes.some((c) => c.token !== null && !this.names.has(c.key))) await this.list().catch(() => undefined);
-      return changes.map((c) => ({ ...c, name: this.names.get(c.key) ?? null }));
+      if (changes.some((c) => c.token !== null && !this.names.has(c.key) && !this.keyStores.has(c.key))) await this.list().catch(() => undefined);
+      // Key stores are nobody's app data; a store gone that this vault never met is nothing the app knew.
+      const mine = changes.filter((c) => !this.keyStores.has(c.key) && (c.token !== null || this.names.has(c.key)));
+      return mine.map((c) => ({ ...c, name: this.names.get(c.key) ?? null }));
     };
     const feedOptions = { ...options, decorate };
     if (!options.shared) return new Feed(this.client, feedOptions);
-    return new SharedFeed(this.client, { name: `${this.client.transport.base}#${this.keySalt}`, ...feedOptions });
+    return new SharedFeed(this.client, { name: `${this.client.transport.base}#${this.#device.tag}`, ...feedOptions });
   }
 
   /**
@@ -382,14 +640,19 @@ export class Vault {
    */
   async flush(onFailure) {
     if (!this.queue) return 0;
+    /** @type {Map<number, QueuedPut>} */
+    const opened = new Map();
     return this.queue.replay(
       // Writes queued by another account on this device wait for it.
-      (write) => write.account === this.keySalt,
-      async (write) => {
-        const written = await this.#write(/** @type {any} */ (write), this.resolve);
+      (record) => record.account === this.#device.tag,
+      async (record) => {
+        const write = await this.#openQueued(record);
+        opened.set(record.id, write);
+        const written = await this.#write(write, this.resolve);
         if (!('written' in written) && !('skipped' in written)) throw new SyncError('bad_response', 'a queued write neither won nor was skipped');
       },
-      (write, error) => {
+      (record, error) => {
+        const write = opened.get(record.id) ?? record;
         this.rejected.push({ write, error });
         onFailure?.(write, error);
       },
@@ -397,131 +660,99 @@ export class Vault {
   }
 
   /**
+   * Signs out: queued writes are replayed if the server answers, and those
+   * still waiting are removed from this device, with the entries kept for
+   * re-appending; then the session ends. Returns how many writes were
+   * dropped unsent.
+   */
+  async signOut() {
+    await this.flush().catch(() => undefined);
+    const left = await this.#queued();
+    for (const { record } of left) await this.queue?.store.remove(record.id);
+    for (const key of await this.state.keys(`${this.pins.scope}|outbox|`)) await this.state.delete(key);
+    await this.client.signOut();
+    return left.length;
+  }
+
+  /** Seals what the device keeps for this account. @param {string} label @param {Uint8Array} plain */
+  sealForDevice(label, plain) {
+    return seal(this.#device.key, plain, context(label, this.#device.tag));
+  }
+
+  /** @param {string} label @param {Uint8Array} sealed */
+  openForDevice(label, sealed) {
+    return open(this.#device.key, sealed, context(label, this.#device.tag));
+  }
+
+  /** @param {QueuedPut} write */
+  async #enqueue(write) {
+    const queue = /** @type {OfflineQueue} */ (this.queue);
+    const earlier = (await this.#queued()).filter((q) => q.write.op === 'put' && q.write.key === write.key);
+    for (const q of earlier) await queue.store.remove(q.record.id);
+    // A put waiting for the same store is replaced: the new data supersedes it, on the same base.
+    const base = earlier.length > 0 ? earlier[0].write.base : write.base;
+    const meta = write.meta === undefined && earlier.length > 0 ? earlier[earlier.length - 1].write.meta : write.meta;
+    const text = typeof write.data === 'string';
+    const plain = utf8(JSON.stringify({ ...write, base, meta, data: text ? write.data : toBase64url(/** @type {Uint8Array} */ (write.data)), text }));
+    await queue.add({ account: this.#device.tag, sealed: toBase64url(await this.sealForDevice(LABEL.queue, plain)) });
+    return /** @type {PutResult} */ ({ queued: true });
+  }
+
+  /** @param {Record<string, any>} record @returns {Promise<QueuedPut>} */
+  async #openQueued(record) {
+    const parsed = JSON.parse(fromUtf8(await this.openForDevice(LABEL.queue, fromBase64url(record.sealed))));
+    return { ...parsed, data: parsed.text ? parsed.data : fromBase64url(parsed.data) };
+  }
+
+  /** This account's queued writes, opened, oldest first. */
+  async #queued() {
+    if (!this.queue) return [];
+    const out = [];
+    for (const record of await this.queue.store.list()) {
+      if (record.account === this.#device.tag) out.push({ record, write: await this.#openQueued(record) });
+    }
+    return out;
+  }
+
+  /**
    * One write through the conflict loop.
-   * @param {{key: string, name: string, data: Uint8Array, meta: any, knownMeta?: any, base: string|null}} write
-   *   `meta` undefined: keep the metadata (the last seen, or the winner's on a conflict)
+   * @param {QueuedPut} write `meta` undefined: keep the metadata (the last seen, or the winner's on a conflict)
    * @param {Resolve} [resolve]
    * @returns {Promise<PutResult>}
    */
-  async #write({ key, name, data, meta, knownMeta, base }, resolve) {
-    /** @typedef {{data: Uint8Array, meta: any}} Version */
+  async #write({ key, name, data, meta, base }, resolve) {
+    /** @typedef {{data: Uint8Array|string, meta: any}} Version */
     const outcome = await writeUntilWon({
-      data: /** @type {Version} */ ({ data, meta: meta === undefined ? (this.seen.get(key)?.meta ?? knownMeta) : meta }),
+      data: /** @type {Version} */ ({ data, meta }),
       base,
       resolve:
         resolve &&
         (async (local, remote, current) => {
           const download = async () => {
             const r = await remote();
-            return r && { data: r.data.data, meta: r.data.meta, token: r.token };
+            return r && { data: /** @type {Uint8Array} */ (r.data.data), meta: r.data.meta, token: r.token };
           };
           const merged = await resolve(local.data, download, current);
           if (merged === null || merged === undefined) return null;
-          // Bytes (or a string), or {data, meta}.
           const given = typeof merged === 'object' && !ArrayBuffer.isView(merged) && 'data' in merged ? merged : { data: merged, meta: undefined };
-          const data = asBytes(given.data);
-          const chosen = given.meta !== undefined ? given.meta : meta;
-          if (chosen !== undefined) return { data, meta: chosen };
-          // Metadata not given: keep the winner's (the 412 carried it, sealed).
-          const theirs = current?.meta ? await this.#openMeta(key, current.meta).then((m) => m.meta, () => local.meta) : local.meta;
-          return { data, meta: theirs };
+          // Metadata not given: keep the winner's (undefined keeps what the store has).
+          return { data: given.data, meta: given.meta !== undefined ? given.meta : meta };
         }),
       fetchRemote: async () => {
-        const item = await this.getByKey(key);
+        const item = await this.openStore(key);
         return item && { data: { data: item.data, meta: item.meta }, token: item.token };
       },
       write: async (version, against) => {
-        const number = (this.seen.get(key)?.version ?? 0) + 1;
-        const sealed = await this.#sealBody(key, number, version.data);
-        // Metadata this vault never saw, on a store that exists: leave it as it is.
-        const sealedMeta = version.meta === undefined && against !== null ? undefined : await this.#sealMeta(key, name, version.meta ?? null);
-        const state = await this.client.stores.put(key, sealed, against === null ? { ifNoneMatch: '*', meta: sealedMeta } : { ifMatch: against, meta: sealedMeta });
-        this.seen.set(key, { token: state.token, version: number, meta: version.meta ?? this.seen.get(key)?.meta });
-        return { written: /** @type {true} */ (true), token: state.token, version: number, created: state.created };
+        const written = await this.writeBody(key, { data: version.data, meta: version.meta, name, against });
+        return { written: /** @type {true} */ (true), ...written };
       },
     });
     if ('skipped' in outcome) return { skipped: true };
     return outcome.written;
   }
 
-  /**
-   * `data` sealed as the next version of the store `key`, for a write made
-   * elsewhere (a compaction); `commit(token)` records that it was written.
-   * @param {string} key @param {Uint8Array} data
-   */
-  async sealSnapshot(key, data) {
-    const seen = this.seen.get(key);
-    const version = (seen?.version ?? 0) + 1;
-    return { sealed: await this.#sealBody(key, version, data), commit: (/** @type {string} */ token) => void this.seen.set(key, { token, version, meta: seen?.meta ?? null }) };
-  }
-
-  /** @param {string} key @param {number} version @param {Uint8Array} data */
-  async #sealBody(key, version, data) {
-    const header = new Uint8Array(9);
-    header[0] = BODY_FORMAT;
-    new DataView(header.buffer).setBigUint64(1, BigInt(version));
-    return concat(header, await seal(this.content, pad(data), `sync-node/v1/body/${key}/${version}`));
-  }
-
-  /** @param {string} key @param {Uint8Array} bytes */
-  async #openBody(key, bytes) {
-    if (bytes.length < 9 || bytes[0] !== BODY_FORMAT) throw new SyncError('decrypt_failed', 'not a body sealed by this library');
-    const version = Number(new DataView(bytes.buffer, bytes.byteOffset).getBigUint64(1));
-    const data = unpad(await open(this.content, bytes.subarray(9), `sync-node/v1/body/${key}/${version}`));
-    return { version, data };
-  }
-
-  /** @param {string} key @param {string} name @param {any} meta */
-  async #sealMeta(key, name, meta) {
-    const sealed = toBase64url(await seal(this.content, pad(utf8(JSON.stringify({ n: name, m: meta }))), `sync-node/v1/meta/${key}`));
-    if (sealed.length > MAX_META_BYTES) throw new SyncError('payload_too_large', 'the metadata is too large once sealed (at most about 5,000 bytes of JSON)', { status: 413 });
-    return sealed;
-  }
-
-  /** @param {string} key @param {string|null} text */
-  async #openMeta(key, text) {
-    if (!text) return { name: this.names.get(key) ?? key, meta: null };
-    const plain = unpad(await open(this.content, fromBase64url(text), `sync-node/v1/meta/${key}`));
-    const { n, m } = JSON.parse(fromUtf8(plain));
-    this.names.set(key, n);
-    return { name: n, meta: m };
-  }
-
-  /** @param {string} key @param {Uint8Array} entry */
-  sealEntry(key, entry) {
-    return seal(this.content, pad(entry), `sync-node/v1/log/${key}`);
-  }
-
-  /** @param {string} key @param {Uint8Array} sealed */
-  async openEntry(key, sealed) {
-    return unpad(await open(this.content, sealed, `sync-node/v1/log/${key}`));
-  }
-
-  /** Keeps the data key out of logs and JSON. */
+  /** Keeps the keys out of logs and JSON. */
   toJSON() {
     return { vault: this.client.transport.base };
   }
-}
-
-/**
- * Reads the keyring store, lets `edit` decide (given the keyring, or `null`
- * when there is none), and writes the result conditionally, re-reading on
- * a conflict.
- * @param {import('./client.js').SyncClient} client @param {string} key
- * @param {(ring: keyring.Keyring|null) => Promise<{ring: keyring.Keyring|null, dataKey: Uint8Array}>} edit
- */
-async function updateKeyring(client, key, edit) {
-  for (let attempt = 0; attempt < 10; attempt++) {
-    const body = await client.stores.get(key);
-    const current = body && !('notModified' in body) ? body : null;
-    const { ring, dataKey } = await edit(current ? keyring.decode(current.data) : null);
-    if (!ring) return dataKey;
-    try {
-      await client.stores.put(key, keyring.encode(ring), current ? { ifMatch: current.token } : { ifNoneMatch: '*' });
-      return dataKey;
-    } catch (error) {
-      if (!(error instanceof SyncError && error.status === 412)) throw error;
-    }
-  }
-  throw new SyncError('conflict_unresolved', 'the keyring kept changing under this write');
 }

@@ -2,7 +2,9 @@
 import { test, describe, before, after } from 'node:test';
 import { TestServer } from './harness/server.js';
 import { suites } from './harness/suites.js';
-import { memoryQueueStore } from '../src/index.js';
+import { memoryQueueStore, SyncClient, Vault, SyncError } from '../src/index.js';
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, readFileSync } from 'node:fs';
 import assert from 'node:assert/strict';
 
 let counter = 0;
@@ -25,6 +27,7 @@ for (const suite of suites) {
       },
       filesContain: async (text) => server.filesContain(text),
       resetToken: async (id) => server.cli(['reset-token', id]).trim(),
+      addAccount: async (id, password) => void server.cli(['account', 'add', '--', id], `${password}\n`),
       queueStores: { memory: memoryQueueStore },
     };
     before(() => server.start());
@@ -32,6 +35,55 @@ for (const suite of suites) {
     for (const [name, fn] of Object.entries(suite.tests)) test(name, () => fn(env));
   });
 }
+
+describe('format 1', () => {
+  const fixture = JSON.parse(readFileSync(new URL('./fixtures/v1-vault.json', import.meta.url), 'utf8'));
+  const text = (bytes) => new TextDecoder().decode(bytes);
+  const startFixture = async () => {
+    const server = new TestServer();
+    mkdirSync(server.dataDir, { mode: 0o700 });
+    execFileSync('tar', ['-xzf', new URL('./fixtures/v1-vault.tar.gz', import.meta.url).pathname, '-C', server.dataDir]);
+    return server.start();
+  };
+
+  test('a format-1 vault is migrated in place, also when the first run is cut short', async () => {
+    const server = await startFixture();
+    try {
+      const { id, passphrase } = fixture;
+      // The first run loses its connection after moving one store.
+      let deletes = 0;
+      const flaky = new SyncClient({
+        url: server.url,
+        fetch: async (url, init) => {
+          if (init?.method === 'DELETE' && /\/v1\/stores\/[0-9a-f]{64}$/.test(String(url)) && ++deletes === 2) throw new TypeError('connection reset');
+          return fetch(url, init);
+        },
+      });
+      await assert.rejects(Vault.open(flaky, { id, passphrase }), (error) => error instanceof SyncError && error.code === 'network');
+      const vault = await Vault.open(new SyncClient({ url: server.url }), { id, passphrase });
+      assert.ok(vault.migrated, 'the second run finished the migration');
+      for (const [name, want] of Object.entries(fixture.stores)) {
+        const item = await vault.get(name);
+        assert.equal(text(item.data), want.data, name);
+        assert.deepEqual(item.meta, want.meta, name);
+      }
+      const doc = await vault.document(fixture.document.name).load('unused');
+      assert.equal(text(doc.snapshot), fixture.document.snapshot);
+      assert.deepEqual(doc.updates.map(text), fixture.document.updates);
+      assert.deepEqual((await vault.list()).map((s) => s.name).sort(), ['empty meta', 'journal', 'shopping']);
+      const left = (await vault.stores.list()).stores.map((s) => s.key);
+      assert.deepEqual(left.filter((k) => !k.startsWith('v2.')), [], 'no format-1 store is left');
+      // From now on the vault signs in with the format-2 password, and nothing needs moving.
+      const again = await Vault.open(new SyncClient({ url: server.url }), { id, passphrase });
+      assert.equal(again.migrated, null);
+      assert.equal(text((await again.get('shopping')).data), fixture.stores.shopping.data);
+      await server.restart();
+      for (const needle of ['shopping', 'Shopping list', 'milk, eggs', 'SNAPSHOT-0', passphrase]) assert.equal(server.filesContain(needle), false, needle);
+    } finally {
+      await server.dispose();
+    }
+  });
+});
 
 describe('examples', () => {
   test('automerge: two devices converge through the log, with compactions', async (t) => {

@@ -41,15 +41,16 @@ async function start(create) {
 }
 
 async function refreshList() {
-  const notes = (await vault.list()).filter((n) => n.name.startsWith('note:'));
+  // A note whose metadata the server damaged is listed with `error`: shown, not hidden.
+  const notes = (await vault.list()).filter((n) => n.name === null || n.name.startsWith('note:'));
   notes.sort((a, b) => (a.meta?.title ?? '').localeCompare(b.meta?.title ?? ''));
   $('list').replaceChildren(
     ...notes.map((n) => {
       const li = document.createElement('li');
-      li.textContent = n.meta?.title || 'Untitled';
+      li.textContent = 'error' in n ? `⚠ damaged by the server (${n.error.code})` : n.meta?.title || 'Untitled';
       li.dataset.name = n.name;
       li.className = n.name === current ? 'current' : '';
-      li.onclick = () => openNote(n.name);
+      if (n.name !== null) li.onclick = () => openNote(n.name);
       return li;
     }),
   );
@@ -80,7 +81,8 @@ async function save() {
     meta: { title: $('title').value },
     resolve: async (local, remote) => {
       const theirs = await remote();
-      return new TextEncoder().encode(theirs ? mergeLines(new TextDecoder().decode(local), new TextDecoder().decode(theirs.data)) : new TextDecoder().decode(local));
+      // `local` is what was saved (a string); the winner comes as bytes.
+      return theirs ? mergeLines(local, new TextDecoder().decode(theirs.data)) : local;
     },
   });
   if ('skipped' in result) $('note-state').textContent = 'kept the other version';

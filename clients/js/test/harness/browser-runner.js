@@ -24,6 +24,7 @@ window.startSuite = async (name) => {
     restoreBackup: () => control('restore', name),
     filesContain: async (text) => (await control('contains', name, { text })).found,
     resetToken: async (id) => (await control('reset-token', name, { id })).token,
+    addAccount: async (id, password) => void (await control('add-account', name, { id, password })),
     queueStores: { memory: memoryQueueStore, indexedDb: indexedDbQueueStore },
   };
   envs.set(name, env);

@@ -42,6 +42,9 @@ export async function startStatic() {
       }
       case '/control/contains':
         return { found: server.filesContain(url.searchParams.get('text')) };
+      case '/control/add-account':
+        server.cli(['account', 'add', '--', url.searchParams.get('id')], `${url.searchParams.get('password')}\n`);
+        return {};
       case '/control/reset-token':
         return { token: server.cli(['reset-token', url.searchParams.get('id')]).trim() };
       default:
@@ -57,7 +60,9 @@ export async function startStatic() {
         return;
       }
       const path = normalize(join(root, decodeURIComponent(url.pathname)));
-      if (!path.startsWith(root) || path.includes('node_modules')) throw Object.assign(new Error('outside'), { status: 403 });
+      // The one runtime dependency is served to the pages (through their import map); nothing else of node_modules.
+      const dependency = path.startsWith(join(root, 'node_modules/hash-wasm/dist/'));
+      if (!path.startsWith(root) || (path.includes('node_modules') && !dependency)) throw Object.assign(new Error('outside'), { status: 403 });
       const file = await readFile(path);
       response.writeHead(200, { 'Content-Type': types[extname(path)] ?? 'application/octet-stream', 'Cache-Control': 'no-store' }).end(file);
     } catch (error) {

@@ -2,8 +2,9 @@
 import api from '../suite/api.js';
 import stores from '../suite/stores.js';
 import logs from '../suite/logs.js';
-import vault from '../suite/vault.js';
+import vault, { keys as vaultKeys } from '../suite/vault.js';
 import feed from '../suite/feed.js';
 import queue from '../suite/queue.js';
+import malicious from '../suite/malicious.js';
 
-export const suites = [api, stores, logs, vault, feed, queue];
+export const suites = [api, stores, logs, vault, vaultKeys, malicious, feed, queue];

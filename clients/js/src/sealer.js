@@ -1,0 +1,241 @@
+/**
+ * Per-store keys and the one place that seals and opens what a store
+ * holds. A store has key epochs (a new one after the account's keys were
+ * rotated, or after a member was removed); each epoch's key is random and
+ * travels wrapped: under the account's data keys in the store's metadata,
+ * or (sharing) sealed to a member. A `Sealer` binds every ciphertext to
+ * its store's location, and entries to the store's incarnation too.
+ *
+ *   body   = 2 ‖ epoch u32 ‖ AES-GCM(store key, pad(header length u32 ‖ header JSON ‖ data))
+ *   entry  = 2 ‖ epoch u32 ‖ AES-GCM(store key, pad(writer 8 bytes ‖ counter u32 ‖ data))
+ *   meta   = "2." base64url(wraps) "." epoch "." base64url(AES-GCM(store key, pad(JSON)))
+ *   wrap   = epoch u32 ‖ data-key epoch u32 ‖ AES-GCM(data key, store key)
+ */
+
+import { SyncError } from './errors.js';
+import { asBytes, concat, fromBase64url, fromHex, fromUtf8, toBase64url, toHex, utf8 } from './bytes.js';
+import { aesKey, open, pad, randomBytes, seal, unpad } from './crypto.js';
+import { context, FORMAT, LABEL } from './labels.js';
+
+const WRAP_BYTES = 8 + 12 + 32 + 16;
+
+/**
+ * What wraps and unwraps store keys: the account's keyring.
+ * @typedef {{epoch: number, dataKey(epoch: number): Promise<CryptoKey>}} KeyWrapper
+ */
+
+/** The keys of one store, by epoch. */
+export class StoreKeys {
+  /**
+   * @param {string} location
+   * @param {Map<number, Uint8Array>} raw the keys by epoch
+   * @param {{epoch: number, dataEpoch: number, sealed: Uint8Array}[]} wraps as found in (or made for) the metadata
+   */
+  constructor(location, raw, wraps) {
+    this.location = location;
+    this.raw = raw;
+    this.wraps = wraps;
+    /** @type {Map<number, Promise<CryptoKey>>} */
+    this.cryptoKeys = new Map();
+  }
+
+  /** The newest epoch. */
+  get current() {
+    return Math.max(...this.raw.keys());
+  }
+
+  /** @param {number} epoch */
+  key(epoch) {
+    const raw = this.raw.get(epoch);
+    if (!raw) throw new SyncError('decrypt_failed', `this device has no key of epoch ${epoch} for this store`);
+    let key = this.cryptoKeys.get(epoch);
+    if (!key) this.cryptoKeys.set(epoch, (key = aesKey(raw)));
+    return key;
+  }
+
+  /** A new store's keys: one random key, wrapped under the current data key. @param {string} location @param {KeyWrapper} ring */
+  static async create(location, ring) {
+    const keys = new StoreKeys(location, new Map(), []);
+    await keys.#add(1, ring);
+    return keys;
+  }
+
+  /**
+   * The keys in a store's metadata wraps, opened with the keyring.
+   * @param {string} location @param {Uint8Array} wrapBytes @param {KeyWrapper} ring
+   */
+  static async unwrap(location, wrapBytes, ring) {
+    if (wrapBytes.length === 0 || wrapBytes.length % WRAP_BYTES !== 0) throw new SyncError('integrity', 'a store\'s key wraps are malformed');
+    const raw = new Map();
+    const wraps = [];
+    const view = new DataView(wrapBytes.buffer, wrapBytes.byteOffset, wrapBytes.byteLength);
+    for (let at = 0; at < wrapBytes.length; at += WRAP_BYTES) {
+      const epoch = view.getUint32(at);
+      const dataEpoch = view.getUint32(at + 4);
+      const sealed = wrapBytes.slice(at + 8, at + WRAP_BYTES);
+      raw.set(epoch, await open(await ring.dataKey(dataEpoch), sealed, context(LABEL.storeKey, location, epoch, dataEpoch)));
+      wraps.push({ epoch, dataEpoch, sealed });
+    }
+    return new StoreKeys(location, raw, wraps);
+  }
+
+  /**
+   * These keys, with a new epoch when the newest was wrapped under a data
+   * key older than the keyring's current one (the account's keys were
+   * rotated since): what is written from now on is then out of reach of
+   * anything from before the rotation.
+   * @param {KeyWrapper} ring
+   */
+  async fresh(ring) {
+    const newest = this.wraps.find((w) => w.epoch === this.current);
+    if (newest && newest.dataEpoch >= ring.epoch) return this;
+    const next = new StoreKeys(this.location, new Map(this.raw), [...this.wraps]);
+    await next.#add(this.current + 1, ring);
+    return next;
+  }
+
+  /** @param {number} epoch @param {KeyWrapper} ring */
+  async #add(epoch, ring) {
+    const raw = randomBytes(32);
+    const sealed = await seal(await ring.dataKey(ring.epoch), raw, context(LABEL.storeKey, this.location, epoch, ring.epoch));
+    this.raw.set(epoch, raw);
+    this.wraps.push({ epoch, dataEpoch: ring.epoch, sealed });
+  }
+
+  /** The wraps as the metadata carries them. */
+  wrapBytes() {
+    return concat(
+      ...this.wraps.map((w) => {
+        const head = new Uint8Array(8);
+        new DataView(head.buffer).setUint32(0, w.epoch);
+        new DataView(head.buffer).setUint32(4, w.dataEpoch);
+        return concat(head, w.sealed);
+      }),
+    );
+  }
+}
+
+/**
+ * The header sealed inside every body: the store's incarnation (random,
+ * new when a store is made again), the version (1, 2, 3 … per write) and,
+ * for documents, the clock of log entries folded in (writer → counter).
+ * @typedef {{i: string, v: number, c: Record<string, number>}} BodyHeader
+ */
+
+/**
+ * The metadata sealed into `Sync-Meta`: name, the app's metadata, and the
+ * body it belongs to (incarnation, version, SHA-256 of the body bytes).
+ * @typedef {{n: string, m: any, i: string, v: number, h: string}} MetaContent
+ */
+
+/** @param {Uint8Array} bytes @param {string} what */
+function epochOf(bytes, what) {
+  if (bytes.length < 5 + 28 || bytes[0] !== FORMAT) throw new SyncError('decrypt_failed', `not a ${what} sealed by this library (format ${FORMAT})`);
+  return new DataView(bytes.buffer, bytes.byteOffset).getUint32(1);
+}
+
+/** @param {number} epoch */
+function head(epoch) {
+  const out = new Uint8Array(5);
+  out[0] = FORMAT;
+  new DataView(out.buffer).setUint32(1, epoch);
+  return out;
+}
+
+/** Seals and opens what one store holds. */
+export class Sealer {
+  /** @param {StoreKeys} keys */
+  constructor(keys) {
+    this.keys = keys;
+    this.location = keys.location;
+  }
+
+  /** @param {BodyHeader} header @param {Uint8Array} data */
+  async sealBody(header, data) {
+    const epoch = this.keys.current;
+    const json = utf8(JSON.stringify(header));
+    const length = new Uint8Array(4);
+    new DataView(length.buffer).setUint32(0, json.length);
+    const plain = pad(concat(length, json, data));
+    return concat(head(epoch), await seal(await this.keys.key(epoch), plain, context(LABEL.body, this.location, epoch)));
+  }
+
+  /** @param {Uint8Array} bytes @returns {Promise<{header: BodyHeader, data: Uint8Array}>} */
+  async openBody(bytes) {
+    const epoch = epochOf(bytes, 'body');
+    const plain = unpad(await open(await this.keys.key(epoch), bytes.subarray(5), context(LABEL.body, this.location, epoch)));
+    const length = new DataView(plain.buffer, plain.byteOffset).getUint32(0);
+    const header = parseJson(plain.subarray(4, 4 + length), 'body header');
+    if (typeof header?.i !== 'string' || !Number.isSafeInteger(header.v) || typeof header.c !== 'object' || header.c === null) {
+      throw new SyncError('integrity', 'a body header is malformed');
+    }
+    return { header, data: plain.slice(4 + length) };
+  }
+
+  /** @param {MetaContent} content @param {number} maxBytes */
+  async sealMeta(content, maxBytes) {
+    const epoch = this.keys.current;
+    const sealed = await seal(await this.keys.key(epoch), pad(utf8(JSON.stringify(content))), context(LABEL.meta, this.location, epoch));
+    const text = `${FORMAT}.${toBase64url(this.keys.wrapBytes())}.${epoch}.${toBase64url(sealed)}`;
+    if (text.length > maxBytes) {
+      throw new SyncError('payload_too_large', `the metadata is too large once sealed (${text.length} of at most ${maxBytes} bytes): keep the name and meta to a few kilobytes`, { status: 413 });
+    }
+    return text;
+  }
+
+  /** @param {string} text @returns {Promise<MetaContent>} */
+  async openMeta(text) {
+    const { epoch, sealed } = parseMeta(text);
+    const content = parseJson(unpad(await open(await this.keys.key(epoch), sealed, context(LABEL.meta, this.location, epoch))), 'metadata');
+    if (typeof content?.n !== 'string' || typeof content.i !== 'string' || !Number.isSafeInteger(content.v) || typeof content.h !== 'string') {
+      throw new SyncError('integrity', 'sealed metadata is malformed');
+    }
+    return content;
+  }
+
+  /**
+   * @param {string} incarnation @param {string} writer 16 hex @param {number} counter @param {Uint8Array|string} data
+   */
+  async sealEntry(incarnation, writer, counter, data) {
+    const epoch = this.keys.current;
+    const tag = new Uint8Array(12);
+    tag.set(fromHex(writer), 0);
+    new DataView(tag.buffer).setUint32(8, counter);
+    const plain = pad(concat(tag, asBytes(data)));
+    return concat(head(epoch), await seal(await this.keys.key(epoch), plain, context(LABEL.entry, this.location, incarnation, epoch)));
+  }
+
+  /** @param {string} incarnation @param {Uint8Array} bytes */
+  async openEntry(incarnation, bytes) {
+    const epoch = epochOf(bytes, 'log entry');
+    const plain = unpad(await open(await this.keys.key(epoch), bytes.subarray(5), context(LABEL.entry, this.location, incarnation, epoch)));
+    if (plain.length < 12) throw new SyncError('integrity', 'a log entry is malformed');
+    return { writer: toHex(plain.subarray(0, 8)), counter: new DataView(plain.buffer, plain.byteOffset).getUint32(8), data: plain.slice(12) };
+  }
+}
+
+/** The parts of a format-2 `Sync-Meta` value. @param {string} text */
+export function parseMeta(text) {
+  const parts = text.split('.');
+  if (parts.length !== 4 || parts[0] !== String(FORMAT) || !/^\d+$/.test(parts[2])) throw new SyncError('integrity', 'the store\'s metadata is not format-2 metadata');
+  try {
+    return { wraps: fromBase64url(parts[1]), epoch: Number(parts[2]), sealed: fromBase64url(parts[3]) };
+  } catch (cause) {
+    throw new SyncError('integrity', 'the store\'s metadata is not format-2 metadata', { cause });
+  }
+}
+
+/** A new writer id (per document or log handle): 8 random bytes, hex. */
+export const newWriter = () => toHex(randomBytes(8));
+
+/** A new incarnation id: 16 random bytes, hex. */
+export const newIncarnation = () => toHex(randomBytes(16));
+
+/** @param {Uint8Array} bytes @param {string} what */
+function parseJson(bytes, what) {
+  try {
+    return JSON.parse(fromUtf8(bytes));
+  } catch (cause) {
+    throw new SyncError('integrity', `the ${what} does not parse`, { cause });
+  }
+}

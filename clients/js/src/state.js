@@ -1,0 +1,122 @@
+/**
+ * What a device remembers between sessions, so a malicious server cannot
+ * quietly take it back in time: pins (the account's salts, the keyring
+ * version, each store's incarnation and highest version) and unconfirmed
+ * log entries (sealed). A state store is any `{get, set, delete}` (sync
+ * or async) over JSON values; memory (the default: forgotten on reload)
+ * and `localStorage` are built in.
+ */
+
+import { SyncError } from './errors.js';
+
+/**
+ * @typedef {object} StateStore
+ * @property {(key: string) => any} get the value (JSON), or undefined
+ * @property {(key: string, value: any) => void|Promise<void>} set
+ * @property {(key: string) => void|Promise<void>} delete
+ * @property {(prefix: string) => string[]|Promise<string[]>} keys the keys starting with `prefix`
+ */
+
+/** A state store that lasts as long as the page or process. @returns {StateStore} */
+export function memoryState() {
+  /** @type {Map<string, string>} */
+  const values = new Map();
+  return {
+    get: (key) => (values.has(key) ? JSON.parse(/** @type {string} */ (values.get(key))) : undefined),
+    set: (key, value) => void values.set(key, JSON.stringify(value)),
+    delete: (key) => void values.delete(key),
+    keys: (prefix) => [...values.keys()].filter((k) => k.startsWith(prefix)),
+  };
+}
+
+/**
+ * A state store in `localStorage` under keys starting with `prefix`
+ * (shared by the tabs of one origin; survives restarts).
+ * @param {string} [prefix] @returns {StateStore}
+ */
+export function localStorageState(prefix = 'sync-node-state:') {
+  const storage = () => globalThis.localStorage;
+  return {
+    get: (key) => {
+      const raw = storage().getItem(prefix + key);
+      return raw === null ? undefined : JSON.parse(raw);
+    },
+    set: (key, value) => storage().setItem(prefix + key, JSON.stringify(value)),
+    delete: (key) => storage().removeItem(prefix + key),
+    keys: (start) => {
+      const out = [];
+      for (let i = 0; i < storage().length; i++) {
+        const k = storage().key(i);
+        if (k?.startsWith(prefix + start)) out.push(k.slice(prefix.length));
+      }
+      return out;
+    },
+  };
+}
+
+/**
+ * A store's pin: the incarnation this device last saw, the highest version
+ * of it, and the incarnations it saw end (deleted, or replaced by a new one).
+ * @typedef {{incarnation: string, version: number, retired: string[]}} StorePin
+ */
+
+/** Pins of one account on one server. */
+export class Pins {
+  /** @param {StateStore} state @param {string} scope server and account */
+  constructor(state, scope) {
+    this.state = state;
+    this.scope = scope;
+  }
+
+  /**
+   * Checks `value` against the pinned value of `name` (pinning it when
+   * there is none): a change is `account_changed`, never followed.
+   * @param {string} name @param {string} value @param {string} what
+   */
+  async pinAccount(name, value, what) {
+    const key = `${this.scope}|account|${name}`;
+    const pinned = await this.state.get(key);
+    if (pinned === undefined) await this.state.set(key, value);
+    else if (pinned !== value) {
+      throw new SyncError('account_changed', `the server now gives another ${what} for this account than this device pinned: it was replaced (or the server lies); nothing was read or written`);
+    }
+  }
+
+  /** The highest keyring version seen; an older one is `rollback`. @param {number} version */
+  async keyringVersion(version) {
+    const key = `${this.scope}|keyring`;
+    const pinned = (await this.state.get(key)) ?? 0;
+    if (version < pinned) throw new SyncError('rollback', `the server served keyring version ${version}; this device has seen ${pinned}`);
+    if (version > pinned) await this.state.set(key, version);
+  }
+
+  /**
+   * Checks a store version against the pin and raises the pin. A lower
+   * version of the same incarnation, or an incarnation seen retired, is
+   * `rollback`.
+   * @param {string} location @param {string} incarnation @param {number} version
+   */
+  async storeVersion(location, incarnation, version) {
+    const key = `${this.scope}|store|${location}`;
+    /** @type {StorePin|undefined} */
+    const pin = await this.state.get(key);
+    if (pin?.retired.includes(incarnation)) {
+      throw new SyncError('rollback', 'the server served a store that this device saw deleted or replaced (an old incarnation)');
+    }
+    if (pin && pin.incarnation === incarnation && version < pin.version) {
+      throw new SyncError('rollback', `the server served version ${version} of a store this device has seen at version ${pin.version}`);
+    }
+    if (!pin || pin.incarnation !== incarnation || version > pin.version) {
+      const retired = pin && pin.incarnation !== incarnation ? [...pin.retired, pin.incarnation].slice(-32) : (pin?.retired ?? []);
+      await this.state.set(key, { incarnation, version, retired });
+    }
+  }
+
+  /** The store was deleted: its incarnation may never come back. @param {string} location */
+  async retire(location) {
+    const key = `${this.scope}|store|${location}`;
+    /** @type {StorePin|undefined} */
+    const pin = await this.state.get(key);
+    if (pin && !pin.retired.includes(pin.incarnation)) await this.state.set(key, { ...pin, retired: [...pin.retired, pin.incarnation].slice(-32) });
+  }
+}

@@ -1,0 +1,200 @@
+// The server as an adversary: a tampering fetch between the client and the
+// real server drops, reorders, duplicates and hides log entries, replays
+// old versions and keyrings, swaps and strips metadata, changes key_salt
+// and removes the recovery door. Each case ends in the documented error
+// (or, for a hidden entry, in its writer appending it again); the control
+// runs the same flows through an honest proxy.
+import { SyncClient, Vault, memoryState } from '../../src/index.js';
+import { deepEqual, equal, ok, rejects, text } from './assert.js';
+import { capture, editLog, rewrite, serveSaved, tamperer } from './tamper.js';
+
+const PASS = 'malicious server passphrase';
+
+/** An account with an honest vault, and a second device of it behind `evil`. */
+async function devices(env, name) {
+  const id = env.unique(name);
+  const honest = await Vault.create(new SyncClient({ url: env.url }), { id, passphrase: PASS });
+  const evil = tamperer();
+  const state = memoryState();
+  const victim = await Vault.open(new SyncClient({ url: env.url, fetch: evil.fetch }), { id, passphrase: PASS, state });
+  return { id, honest, evil, victim, state };
+}
+
+export default {
+  name: 'malicious server',
+  tests: {
+    async 'control: the same flows through an honest proxy pass'(env) {
+      const { honest, victim } = await devices(env, 'control');
+      await honest.put('note', 'v1', { meta: { t: 1 } });
+      await honest.put('note', 'v2');
+      equal(text((await victim.get('note')).data), 'v2');
+      deepEqual((await victim.list()).map((s) => [s.name, s.meta]), [['note', { t: 1 }]]);
+      const a = honest.document('doc');
+      const b = victim.document('doc');
+      await a.load('S');
+      await a.append('a1');
+      deepEqual((await b.load('S')).updates.map(text), ['a1']);
+      await b.append('b1');
+      await a.append('a2');
+      deepEqual((await b.pull()).updates.map(text), ['a2']);
+      ok(await b.compact('S+a1+b1+a2'));
+      const again = await a.pull();
+      ok(again.reload);
+      equal(b.reappended + a.reappended, 0);
+    },
+
+    async 'dropped, reordered and replayed log entries are refused'(env) {
+      const { honest, evil, victim } = await devices(env, 'entries');
+      const doc = honest.document('doc');
+      await doc.load('S');
+      for (const u of ['u1', 'u2', 'u3']) await doc.append(u);
+      const key = await honest.keyOf('doc');
+      const cases = {
+        dropped: (entries) => entries.filter((e) => e.index !== 2),
+        reordered: (entries) => entries.map((e, i) => ({ index: e.index, data: entries[i === 0 ? 1 : i === 1 ? 0 : i].data })),
+        duplicated: (entries) => [entries[0], { index: 2, data: entries[0].data }, ...entries.slice(1).map((e) => ({ index: e.index + 1, data: e.data }))],
+      };
+      for (const [what, edit] of Object.entries(cases)) {
+        evil.clear();
+        evil.rules.push(editLog(key, edit));
+        const error = await rejects(victim.document('doc').load('S'), 'integrity');
+        ok(/missing|repeats/.test(error.message), `${what}: ${error.message}`);
+        await rejects(victim.log('doc').read(), 'integrity');
+      }
+      evil.clear();
+      deepEqual((await victim.document('doc').load('S')).updates.map(text), ['u1', 'u2', 'u3']);
+    },
+
+    async 'an entry the server hides from a compacting device is appended again by its writer'(env) {
+      const { honest, evil, victim } = await devices(env, 'hidden');
+      const a = victim.document('doc'); // behind the lying server
+      const b = honest.document('doc');
+      await a.load('S');
+      await b.load('S');
+      const hidden = await b.append('from b, hidden from a');
+      await a.append('from a');
+      const key = await honest.keyOf('doc');
+      evil.rules.push(editLog(key, (entries) => entries.filter((e) => e.index !== hidden)));
+      deepEqual((await a.pull()).updates.map(text), ['from a']);
+      ok(await a.compact('S+from a'), 'a compacts what it saw: the server drops b\'s entry with it');
+      evil.clear();
+      const reload = await b.pull();
+      ok(reload.reload);
+      equal(b.reappended, 1, 'b found its acknowledged entry missing and appended it again');
+      deepEqual((await a.pull()).updates.map(text), ['from b, hidden from a'], 'nothing is lost for good');
+    },
+
+    async 'an older version of a store is refused once a newer one was seen'(env) {
+      const { honest, evil, victim } = await devices(env, 'rollback');
+      await honest.put('note', 'v1', { meta: { title: 'one' } });
+      const token = await honest.client.tokens.get();
+      const key = await honest.keyOf('note');
+      const v1 = await capture(env.url, token, key);
+      await honest.put('note', 'v2', { meta: { title: 'two' } });
+      equal(text((await victim.get('note')).data), 'v2');
+      evil.rules.push(serveSaved(key, v1));
+      await rejects(victim.get('note'), 'rollback');
+      // The listing too: the old metadata is an old version.
+      evil.clear();
+      evil.rules.push(async (request, pass) => {
+        if (!request.url.includes('/v1/stores?') && !request.url.endsWith('/v1/stores')) return null;
+        const response = await pass();
+        const body = await response.json();
+        for (const s of body.stores) if (s.key === key) s.meta = v1.headers['sync-meta'];
+        return rewrite(response, JSON.stringify(body));
+      });
+      const listed = await victim.list();
+      equal(listed.find((s) => s.key === key)?.error?.code, 'rollback');
+    },
+
+    async 'bodies and metadata cannot be swapped or mixed, nor metadata stripped'(env) {
+      const { honest, evil, victim } = await devices(env, 'mixed');
+      await honest.put('a', 'for a', { meta: { m: 'a' } });
+      await honest.put('b', 'for b', { meta: { m: 'b' } });
+      const token = await honest.client.tokens.get();
+      const a = await honest.keyOf('a');
+      const b = await honest.keyOf('b');
+      evil.rules.push(serveSaved(b, await capture(env.url, token, a)));
+      await rejects(victim.get('b'), 'decrypt_failed');
+      // A new body with the old version's metadata.
+      evil.clear();
+      const old = await capture(env.url, token, a);
+      await honest.put('a', 'for a, v2');
+      evil.rules.push(async (request, pass) => {
+        if (request.method !== 'GET' || !request.url.endsWith(`/v1/stores/${a}`)) return null;
+        const response = await pass();
+        return rewrite(response, new Uint8Array(await response.arrayBuffer()), { 'Sync-Meta': old.headers['sync-meta'] });
+      });
+      await rejects(victim.get('a'), 'integrity');
+      // Metadata stripped: get and list say so, list does not hide the store.
+      evil.clear();
+      evil.rules.push(async (request, pass) => {
+        if (request.method !== 'GET' || !request.url.includes('/v1/stores')) return null;
+        const response = await pass();
+        if (request.url.includes('/v1/stores?') || request.url.endsWith('/v1/stores')) {
+          const body = await response.json();
+          for (const s of body.stores) if (s.key === a) s.meta = null;
+          return rewrite(response, JSON.stringify(body));
+        }
+        if (!request.url.endsWith(`/v1/stores/${a}`)) return response;
+        return rewrite(response, new Uint8Array(await response.arrayBuffer()), { 'Sync-Meta': null });
+      });
+      await rejects(victim.get('a'), 'integrity');
+      const listed = await victim.list();
+      equal(listed.length, 2, 'both stores are listed');
+      equal(listed.find((s) => s.key === a)?.error?.code, 'integrity');
+      equal(listed.find((s) => s.key === b)?.name, 'b');
+    },
+
+    async 'a changed key_salt or an old keyring is reported, never followed'(env) {
+      const { id, honest, evil, state } = await devices(env, 'pins');
+      const open = () => Vault.open(new SyncClient({ url: env.url, fetch: evil.fetch }), { id, passphrase: PASS, state });
+      evil.rules.push(async (request, pass) => {
+        if (request.method !== 'POST' || !request.url.endsWith('/v1/sessions')) return null;
+        const response = await pass();
+        const body = await response.json();
+        body.key_salt = 'ab'.repeat(32);
+        return rewrite(response, JSON.stringify(body));
+      });
+      await rejects(open(), 'account_changed');
+      evil.clear();
+      // The key stores as they are now, then a rotation the device sees.
+      const token = await honest.client.tokens.get();
+      const saved = new Map();
+      const apps = new Set((await honest.list()).map((s) => s.key));
+      for (const s of (await honest.stores.list()).stores) if (!apps.has(s.key)) saved.set(s.key, await capture(env.url, token, s.key));
+      await honest.rotateKeys();
+      await open(); // pins the new keyring version
+      evil.rules.push(async (request) => {
+        const key = decodeURIComponent(new URL(request.url).pathname.replace('/v1/stores/', ''));
+        const old = request.method === 'GET' && saved.get(key);
+        return old ? new Response(old.body, { status: old.status, headers: old.headers }) : null;
+      });
+      await rejects(open(), 'rollback');
+    },
+
+    async 'a recovery door the server removed fails with what to do; the reset stays usable'(env) {
+      const { id, honest } = await devices(env, 'door');
+      await honest.put('keep', 'kept');
+      const code = await honest.addRecoveryCode();
+      const evil = tamperer();
+      let signedIn = false;
+      evil.rules.push(async (request, pass) => {
+        if (request.method === 'POST' && request.url.endsWith('/v1/sessions')) {
+          signedIn = true;
+          return pass();
+        }
+        if (signedIn && request.method === 'GET' && request.url.includes('/v1/stores/')) {
+          signedIn = false;
+          return new Response(JSON.stringify({ error: 'not_found', message: 'gone' }), { status: 404, headers: { 'Content-Type': 'application/json' } });
+        }
+        return null;
+      });
+      const token = await env.resetToken(id);
+      const error = await rejects(Vault.recover(new SyncClient({ url: env.url, fetch: evil.fetch }), { id, resetToken: token, recoveryCode: code, newPassphrase: 'after the reset passphrase' }), 'keyring_missing');
+      ok(/retry with Vault.open/.test(error.message));
+      const vault = await Vault.open(new SyncClient({ url: env.url }), { id, passphrase: 'after the reset passphrase', recoveryCode: code });
+      equal(text((await vault.get('keep')).data), 'kept');
+    },
+  },
+};
