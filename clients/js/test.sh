@@ -16,3 +16,5 @@ fi
 npm ci --no-audit --no-fund --loglevel=error
 npm ci --prefix examples/automerge --no-audit --no-fund --loglevel=error
 npm test
+# The client's bench, briefly, so it cannot rot (bench/open.mjs N for real figures).
+node bench/open.mjs 1

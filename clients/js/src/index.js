@@ -18,3 +18,12 @@ export { padme, normaliseId, normalisePassphrase, MIN_PASSPHRASE, ARGON2, PAD_FL
 export { memoryState, localStorageState } from './state.js';
 export { VAULT_PREFIX } from './labels.js';
 export { unframe } from './logs.js';
+
+/** @typedef {import('./vault.js').Item} Item */
+/** @typedef {import('./vault.js').Listed} Listed */
+/** @typedef {import('./vault.js').PutResult} PutResult */
+/** @typedef {import('./vault.js').Resolve} Resolve */
+/** @typedef {import('./vault.js').VaultOptions} VaultOptions */
+/** @typedef {import('./state.js').StateStore} StateStore */
+/** @typedef {import('./queue.js').QueueStore} QueueStore */
+/** @typedef {import('./errors.js').CurrentState} CurrentState */

@@ -662,8 +662,10 @@ export class Vault {
   /**
    * Signs out: queued writes are replayed if the server answers, and those
    * still waiting are removed from this device, with the entries kept for
-   * re-appending; then the session ends. Returns how many writes were
-   * dropped unsent.
+   * re-appending; then the session ends (a `network` error when the
+   * server cannot be reached: the device has forgotten everything all the
+   * same, and the session expires on the server). Returns how many writes
+   * were dropped unsent.
    */
   async signOut() {
     await this.flush().catch(() => undefined);

@@ -1,7 +1,7 @@
 // The offline queue: one adapter suite for every queue store, and queued
 // vault writes replayed after a simulated restart of the app.
 import { SyncClient, Vault, OfflineQueue, SyncError } from '../../src/index.js';
-import { deepEqual, equal, ok, text } from './assert.js';
+import { deepEqual, equal, ok, rejects, text } from './assert.js';
 
 function adapterTests(kind) {
   return {
@@ -62,10 +62,18 @@ export default {
       equal((await app.put('note', 'edit 1')).queued, true);
       equal((await app.put('note', 'edit 2')).queued, true);
       equal(await app.queue.size(), 1, 'one write per store');
+      const held = JSON.stringify(await queueStore.list());
+      ok(!held.includes('edit 2') && !held.includes('note') && !held.includes(id), `the queue holds no plaintext: ${held.slice(0, 120)}`);
       await env.start();
       equal(await app.flush(), 0);
       equal(text((await app.get('note')).data), 'edit 2', 'the newest edit wins');
       deepEqual(app.rejected, []);
+      // Signing out removes what is still queued from the device.
+      await env.stop();
+      equal((await app.put('note', 'never sent')).queued, true);
+      await rejects(app.signOut(), 'network'); // the device forgets all the same
+      equal(await app.queue.size(), 0, 'the unsent write is gone from the device');
+      await env.start();
     },
 
     async 'offline: metadata survives a replay after a restart; a delete is never undone by a queued write; queues are per account'(env) {

@@ -4,6 +4,7 @@
 import { SyncClient, Vault, padme, memoryState, SyncError, VAULT_PREFIX } from '../../src/index.js';
 import { deepEqual, equal, ok, rejects, text } from './assert.js';
 import { capture, tamperer } from './tamper.js';
+import { argon2id } from 'hash-wasm';
 
 const client = (env, fetch) => new SyncClient({ url: env.url, fetch });
 const union = (a, b) => [...new Set([...a, ...b])].sort();
@@ -21,6 +22,45 @@ async function saltedName(keySalt, name) {
 export const keys = {
   name: 'vault keys',
   tests: {
+    async 'Argon2id is the one claimed: a known answer, and the password a sign-in sends is HKDF of Argon2id(64 MiB, 3 passes)'(env) {
+      // The vector was computed with @noble/hashes (an audited, independent implementation).
+      const known = await argon2id({ password: 'correct horse', salt: new Uint8Array(32).fill(7), iterations: 3, memorySize: 65536, parallelism: 1, hashLength: 32, outputType: 'hex' });
+      equal(known, '47d7480973de7c25979f0fa0d209f12e2ee334f79bbb06462ac0afe857933414');
+      const id = env.unique('argon');
+      const passphrase = 'what the server sees words';
+      let sent = null;
+      const spy = tamperer();
+      spy.rules.push(async (request) => {
+        if (request.method === 'POST' && request.url.endsWith('/v1/accounts')) sent = JSON.parse(request.body).password;
+        return null;
+      });
+      await Vault.create(client(env, spy.fetch), { id, passphrase });
+      // Recompute from the public salt, independently of src/crypto.js.
+      const salt = (await (await fetch(`${env.url}/v1/accounts/${encodeURIComponent(id)}/salt`)).json()).salt;
+      const frame = (text) => {
+        const bytes = typeof text === 'string' ? new TextEncoder().encode(text) : text;
+        return [new Uint8Array([bytes.length >>> 24, (bytes.length >>> 16) & 255, (bytes.length >>> 8) & 255, bytes.length & 255]), bytes];
+      };
+      const parts = [new TextEncoder().encode('sync-node/v2/passphrase-salt'), ...frame(new Uint8Array(salt.match(/../g).map((h) => parseInt(h, 16)))), ...frame(id)];
+      const joined = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+      parts.reduce((at, p) => (joined.set(p, at), at + p.length), 0);
+      const argonSalt = new Uint8Array(await crypto.subtle.digest('SHA-256', joined));
+      const master = await argon2id({ password: passphrase.normalize('NFKC'), salt: argonSalt, iterations: 3, memorySize: 65536, parallelism: 1, hashLength: 32, outputType: 'binary' });
+      const hkdf = await crypto.subtle.importKey('raw', master, 'HKDF', false, ['deriveBits']);
+      const info = new Uint8Array([...new TextEncoder().encode('sync-node/v2/server-password')]);
+      const bits = new Uint8Array(await crypto.subtle.deriveBits({ name: 'HKDF', hash: 'SHA-256', salt: new Uint8Array(32), info }, hkdf, 256));
+      const expected = btoa(String.fromCharCode(...bits)).replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '');
+      equal(sent, expected, 'the sign-in value:');
+      ok(!sent.includes(passphrase));
+    },
+
+    async 'every failure is a SyncError'(env) {
+      const vault = await Vault.create(client(env), { id: env.unique('errors'), passphrase: 'error passphrase words' });
+      await rejects(vault.put('x', /** @type {any} */ (42)), 'bad_request');
+      await rejects(vault.get(/** @type {any} */ ('')), 'bad_request');
+      await rejects(Vault.recover(client(env), { id: 'x', resetToken: 't', recoveryCode: 'nonsense', newPassphrase: 'a good long passphrase' }), 'invalid_recovery_code');
+      await rejects(Vault.open(client(env), { id: '', passphrase: 'whatever passphrase' }), 'bad_request');
+    },
     async 'recovery: the checksum is checked before the reset; the code works once; the keys rotate'(env) {
       const id = env.unique('bob');
       const vault = await Vault.create(client(env), { id, passphrase: 'first passphrase here' });
@@ -336,12 +376,5 @@ export default {
       ok(names.length > 0 && names.every((n) => n === 'todo'), JSON.stringify(names));
     },
 
-    async 'every failure is a SyncError'(env) {
-      const vault = await Vault.create(client(env), { id: env.unique('errors'), passphrase: 'error passphrase words' });
-      await rejects(vault.put('x', /** @type {any} */ (42)), 'bad_request');
-      await rejects(vault.get(/** @type {any} */ ('')), 'bad_request');
-      await rejects(Vault.recover(client(env), { id: 'x', resetToken: 't', recoveryCode: 'nonsense', newPassphrase: 'a good long passphrase' }), 'invalid_recovery_code');
-      await rejects(Vault.open(client(env), { id: '', passphrase: 'whatever passphrase' }), 'bad_request');
-    },
   },
 };
