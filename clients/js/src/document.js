@@ -42,6 +42,14 @@ export function verifyEntries(clock, entries) {
 /** @param {unknown} error @param {number} status */
 const is = (error, status) => error instanceof SyncError && error.status === status;
 
+/**
+ * A refusal that says the entry was not stored (an honest server's 4xx
+ * but a timeout, a throttle or a lost session). Anything else may have
+ * stored it.
+ * @param {unknown} error
+ */
+const refused = (error) => error instanceof SyncError && error.status >= 400 && error.status < 500 && ![401, 408, 429].includes(error.status);
+
 export class LogDocument {
   /** @param {import('./vault.js').Vault} vault @param {string} name */
   constructor(vault, name) {
@@ -66,6 +74,8 @@ export class LogDocument {
     this.stale = false;
     /** How many entries of this device were appended again because the server had dropped them. */
     this.reappended = 0;
+    /** How many such entries the server then refused for good (they are reported here, not retried). */
+    this.unrecoverable = 0;
     /** @type {{counter: number, data: Uint8Array}|null} an append whose answer never came */
     this.unsure = null;
   }
@@ -144,13 +154,21 @@ export class LogDocument {
       this.unsure = null;
     }
     const counter = ++this.counter;
+    const writer = this.writer;
     const data = asBytes(update);
     await this.#remember(counter, data);
     try {
-      return (await this.vault.appendEntry(key, this.writer, counter, data)).index;
+      return (await this.vault.appendEntry(key, writer, counter, data)).index;
     } catch (error) {
-      if (error instanceof SyncError && error.transient) this.unsure = { counter, data };
-      else this.counter -= 1; // refused: never in the log
+      if (!refused(error)) {
+        this.unsure = { counter, data }; // perhaps stored: settled before the next append
+        throw error;
+      }
+      // Refused: this writer's sequence ends before it (a counter is never
+      // used twice, and no reader waits for it); a new writer goes on.
+      await this.#dropKept(writer, counter);
+      this.writer = newWriter();
+      this.counter = 0;
       throw error;
     }
   }
@@ -269,12 +287,27 @@ export class LogDocument {
         if (missing[0].counter <= Math.max(folded[box.writer] ?? 0, ...present)) {
           throw new SyncError('integrity', `the server dropped an entry of this device (writer ${box.writer}, #${missing[0].counter}) from the middle of the log`);
         }
-        for (const e of missing) await this.vault.appendEntry(key, box.writer, e.counter, e.data);
-        this.reappended += missing.length;
+        for (const e of missing) {
+          try {
+            await this.vault.appendEntry(key, box.writer, e.counter, e.data);
+            this.reappended += 1;
+          } catch (error) {
+            if (!refused(error)) break; // kept, tried again at the next load
+            kept.splice(kept.indexOf(e), 1);
+            this.unrecoverable += 1;
+          }
+        }
       }
       await this.#keep(box.key, kept.map((e) => e.sealed));
     }
     this.unsure = null;
+  }
+
+  /** Forgets one kept entry (refused, so never in the log). @param {string} writer @param {number} counter */
+  async #dropKept(writer, counter) {
+    for (const box of await this.#outboxes()) {
+      if (box.writer === writer) await this.#keep(box.key, box.entries.filter((e) => e.counter !== counter).map((e) => e.sealed));
+    }
   }
 
   /** Drops the entries a snapshot folded in. @param {Record<string, number>} clock */

@@ -1,32 +1,55 @@
 /**
  * The account's keys (format 2). The keyring holds every data key epoch,
- * the name key and the list of doors; it is sealed under a random root
+ * the name key and the account's doors; it is sealed under a random root
  * key and kept at a random location. Doors lead to it: a door sits at a
  * location derived from a secret (the passphrase's Argon2id output, or a
- * recovery code) and holds a door key locked under that secret, and,
- * under the door key, where the keyring is and its root key. Any device
- * that has the keyring can point every door at a new keyring (it keeps
- * the door keys), so keys rotate without knowing the recovery code; a
- * secret that is replaced loses its door, and what its old door led to
- * holds none of the keys made after. Nothing here is at a location the
- * server could compute, and every piece is authenticated.
+ * recovery code) and holds an ECDH P-256 private key locked under that
+ * secret; its inside (where the keyring is, and its root key) is sealed
+ * to the door's public key. The keyring keeps only the doors' public
+ * keys, so any device can point every door at a new keyring without the
+ * recovery code, and no keyring, old or new, opens a door's inside: an
+ * old keyring copy leads nowhere newer, and a secret that is replaced
+ * loses its door (its old door's key opens nothing written after).
  *
- *   door    = 2 ‖ AES-GCM(kek(secret), door key) ‖ AES-GCM(door key, {ring, ark, version})
- *   keyring = 2 ‖ AES-GCM(ark, pad({version, epoch, dataKeys, nameKey, doors}))
+ * A rotation first rewrites the current keyring conditionally on the
+ * version this device read (so two devices cannot rotate from one keyring,
+ * and a device holding an old one learns it is old), then writes the new
+ * keyring, then the doors (recovery first), and only then deletes the
+ * old keyring and the replaced doors. Every piece is padded like an app
+ * store's body and carries metadata shaped like an app store's.
+ *
+ *   door    = 2 ‖ u32 1 ‖ u16 n ‖ AES-GCM(kek(secret), PKCS#8 private key) (n bytes)
+ *             ‖ ephemeral public key ‖ AES-GCM(ECDH(ephemeral, door key), pad({ring, ark, version}))
+ *   keyring = 2 ‖ u32 1 ‖ AES-GCM(ark, pad({version, epoch, dataKeys, nameKey, doors, successor?}))
  */
 
 import { SyncError } from './errors.js';
 import { concat, fromBase64url, fromUtf8, toBase64url, toHex, utf8 } from './bytes.js';
-import { aesKey, derive, hmacHex, open, pad, randomBytes, seal, unpad } from './crypto.js';
+import { aesKey, derive, hmacHex, open, pad, padme, PAD_FLOOR, randomBytes, seal, unpad } from './crypto.js';
 import { context, FORMAT, LABEL, VAULT_PREFIX } from './labels.js';
 
+const subtle = globalThis.crypto.subtle;
+/** @param {Uint8Array} bytes */
+const source = (bytes) => /** @type {Uint8Array<ArrayBuffer>} */ (bytes);
+const ECDH = { name: 'ECDH', namedCurve: 'P-256' };
+const POINT_BYTES = 65;
+const HEAD_BYTES = 5;
+const SEAL_OVERHEAD = 12 + 16;
+
 /** @typedef {'passphrase'|'recovery'} DoorKind */
-/** @typedef {{kind: DoorKind, location: string, key: string}} DoorRef a door the keyring knows: its location and door key */
-/** @typedef {{version: number, epoch: number, dataKeys: Record<string, string>, nameKey: string, doors: DoorRef[]}} AccountKeys */
+/** @typedef {{kind: DoorKind, location: string, public: string}} DoorRef a door the keyring knows: its location and public key */
+/** @typedef {{version: number, epoch: number, dataKeys: Record<string, string>, nameKey: string, doors: DoorRef[], successor?: string}} AccountKeys */
 /** @typedef {{kind: DoorKind, secret: Uint8Array}} DoorSecret */
 /** @typedef {{ring: string, ark: string, version: number}} DoorInside */
+/** @typedef {{kind: DoorKind, location: string, privateKey: CryptoKey}} HeldDoor the door a device came in by (its private key in memory) */
 
-const LOCK_BYTES = 12 + 32 + 16;
+/** The 5-byte head of every format-2 body: the format and a key epoch (1 for key stores). */
+function head() {
+  const out = new Uint8Array(HEAD_BYTES);
+  out[0] = FORMAT;
+  new DataView(out.buffer).setUint32(1, 1);
+  return out;
+}
 
 /** @param {Uint8Array} bytes */
 function parseJson(bytes) {
@@ -48,25 +71,87 @@ async function doorKek({ kind, secret }, keySalt) {
 }
 
 /**
+ * The parts of a door body.
+ * @param {Uint8Array} bytes
+ */
+function doorParts(bytes) {
+  if (bytes.length < HEAD_BYTES + 2 || bytes[0] !== FORMAT) throw new SyncError('integrity', 'a door of this account is malformed');
+  const lockLength = new DataView(bytes.buffer, bytes.byteOffset).getUint16(HEAD_BYTES);
+  const at = HEAD_BYTES + 2 + lockLength;
+  if (bytes.length < at + POINT_BYTES + SEAL_OVERHEAD) throw new SyncError('integrity', 'a door of this account is malformed');
+  return { lock: bytes.subarray(HEAD_BYTES + 2, at), inside: bytes.subarray(at) };
+}
+
+/**
+ * The key an inside is sealed under: ECDH of one side's private key and
+ * the other's public key, through HKDF bound to the door and the
+ * ephemeral key.
+ * @param {CryptoKey} privateKey @param {CryptoKey} publicKey @param {Uint8Array} ephemeral raw @param {string} keySalt @param {string} location
+ */
+async function insideKey(privateKey, publicKey, ephemeral, keySalt, location) {
+  const shared = new Uint8Array(await subtle.deriveBits({ name: 'ECDH', public: publicKey }, privateKey, 256));
+  return aesKey(await derive(shared, LABEL.doorInside, keySalt, location, ephemeral));
+}
+
+/**
+ * An inside sealed to a door's public key, padded so the whole door is as
+ * long as an app store's body could be.
+ * @param {Uint8Array} doorPublic raw @param {DoorInside} inside @param {string} keySalt @param {string} location @param {number} lockLength
+ */
+async function sealInside(doorPublic, inside, keySalt, location, lockLength) {
+  const pair = /** @type {CryptoKeyPair} */ (await subtle.generateKey(ECDH, true, ['deriveBits']));
+  const ephemeral = new Uint8Array(await subtle.exportKey('raw', pair.publicKey));
+  const key = await insideKey(pair.privateKey, await subtle.importKey('raw', source(doorPublic), ECDH, false, []), ephemeral, keySalt, location);
+  const json = utf8(JSON.stringify(inside));
+  const fixed = HEAD_BYTES + 2 + lockLength + POINT_BYTES + SEAL_OVERHEAD;
+  // The smallest length an app body can have that holds this door: 33 + a padded length.
+  const total = HEAD_BYTES + SEAL_OVERHEAD + Math.max(PAD_FLOOR, padme(fixed + 4 + json.length - HEAD_BYTES - SEAL_OVERHEAD));
+  const plain = new Uint8Array(total - fixed);
+  new DataView(plain.buffer).setUint32(0, json.length);
+  plain.set(json, 4);
+  return concat(ephemeral, await seal(key, plain, context(LABEL.doorInside, keySalt, location)));
+}
+
+/** @param {CryptoKey} privateKey @param {Uint8Array} bytes the inside part @param {string} keySalt @param {string} location @returns {Promise<DoorInside>} */
+async function openInside(privateKey, bytes, keySalt, location) {
+  const ephemeral = bytes.slice(0, POINT_BYTES);
+  let publicKey;
+  try {
+    publicKey = await subtle.importKey('raw', source(ephemeral), ECDH, false, []);
+  } catch (cause) {
+    throw new SyncError('decrypt_failed', 'a door of this account does not open', { cause });
+  }
+  const key = await insideKey(privateKey, publicKey, ephemeral, keySalt, location);
+  const inside = parseJson(unpad(await open(key, bytes.subarray(POINT_BYTES), context(LABEL.doorInside, keySalt, location))));
+  if (typeof inside?.ring !== 'string' || typeof inside.ark !== 'string' || !Number.isSafeInteger(inside.version)) throw new SyncError('integrity', 'a door of this account is malformed');
+  return inside;
+}
+
+/**
  * Reads and opens the door of `door`'s secret, or `null` when there is none.
  * @param {import('./stores.js').Stores} stores @param {string} keySalt @param {DoorSecret} door
+ * @returns {Promise<{held: HeldDoor, inside: DoorInside}|null>}
  */
 export async function openDoor(stores, keySalt, door) {
   const location = await doorLocation(door, keySalt);
   const found = await stores.get(location);
   if (!found || 'notModified' in found) return null;
-  const bytes = found.data;
-  if (bytes.length < 1 + LOCK_BYTES + 28 || bytes[0] !== FORMAT) throw new SyncError('integrity', 'a door of this account is malformed');
-  const doorKey = await open(await doorKek(door, keySalt), bytes.subarray(1, 1 + LOCK_BYTES), context(LABEL.doorLock, keySalt, location));
-  const inside = await openInside(doorKey, keySalt, location, bytes);
-  return { location, doorKey, inside };
+  const { lock, inside } = doorParts(found.data);
+  const pkcs8 = await open(await doorKek(door, keySalt), lock, context(LABEL.doorLock, keySalt, location));
+  const privateKey = await subtle.importKey('pkcs8', source(pkcs8), ECDH, false, ['deriveBits']);
+  const held = { kind: door.kind, location, privateKey };
+  return { held, inside: await openInside(privateKey, inside, keySalt, location) };
 }
 
-/** @param {Uint8Array} doorKey @param {string} keySalt @param {string} location @param {Uint8Array} bytes @returns {Promise<DoorInside>} */
-async function openInside(doorKey, keySalt, location, bytes) {
-  const inside = parseJson(await open(await aesKey(doorKey), bytes.subarray(1 + LOCK_BYTES), context(LABEL.doorInside, keySalt, location)));
-  if (typeof inside?.ring !== 'string' || typeof inside.ark !== 'string' || !Number.isSafeInteger(inside.version)) throw new SyncError('integrity', 'a door of this account is malformed');
-  return inside;
+/**
+ * Reads the door a device holds (it has the door's private key): where it
+ * leads now, or `null` when the door is gone (its secret was replaced).
+ * @param {import('./stores.js').Stores} stores @param {string} keySalt @param {HeldDoor} held
+ */
+export async function readHeldDoor(stores, keySalt, held) {
+  const found = await stores.get(held.location);
+  if (!found || 'notModified' in found) return null;
+  return openInside(held.privateKey, doorParts(found.data).inside, keySalt, held.location);
 }
 
 export class Keyring {
@@ -75,14 +160,15 @@ export class Keyring {
 
   /**
    * @param {import('./stores.js').Stores} stores @param {string} keySalt
-   * @param {string} location @param {Uint8Array} ark @param {AccountKeys} content
+   * @param {string} location @param {Uint8Array} ark @param {AccountKeys} content @param {string|null} token the keyring store's token as read
    */
-  constructor(stores, keySalt, location, ark, content) {
+  constructor(stores, keySalt, location, ark, content, token) {
     this.stores = stores;
     this.keySalt = keySalt;
     this.location = location;
     this.ark = ark;
     this.content = content;
+    this.token = token;
   }
 
   get version() {
@@ -111,27 +197,29 @@ export class Keyring {
   }
 
   /**
-   * The `Sync-Meta` of a key store (the keyring or a door): shaped like an
-   * app store's, sealed under a key from the name key, so the server
+   * The `Sync-Meta` of a key store (the keyring or a door): shaped like a
+   * new app store's, sealed under a key from the name key, so the server
    * cannot tell key stores from app stores by their metadata, and devices
    * can (whichever keyring version they hold).
    * @param {string} location
    */
   async keyStoreMeta(location) {
-    const marker = await aesKey(await derive(fromBase64url(this.content.nameKey), LABEL.keyStore));
-    const sealed = await seal(marker, pad(utf8('{}')), context(LABEL.keyStore, location));
+    const sealed = await seal(await this.#marker(), pad(utf8('{}')), context(LABEL.keyStore, location));
     return `${FORMAT}.${toBase64url(randomBytes(68))}.1.${toBase64url(sealed)}`;
   }
 
   /** Whether `meta` marks the store at `location` as one of this account's key stores. @param {string} location @param {string} meta */
   async isKeyStore(location, meta) {
     const parts = meta.split('.');
-    if (parts.length !== 4) return false;
-    const marker = await aesKey(await derive(fromBase64url(this.content.nameKey), LABEL.keyStore));
-    return open(marker, fromBase64url(parts[3]), context(LABEL.keyStore, location)).then(
+    if (parts.length !== 4 || /[^A-Za-z0-9_-]/.test(parts[3])) return false;
+    return open(await this.#marker(), fromBase64url(parts[3]), context(LABEL.keyStore, location)).then(
       () => true,
       () => false,
     );
+  }
+
+  async #marker() {
+    return aesKey(await derive(fromBase64url(this.content.nameKey), LABEL.keyStore));
   }
 
   /** Locations of the account's own key stores (the keyring and its doors), which are no app's stores. */
@@ -150,62 +238,60 @@ export class Keyring {
     const found = await stores.get(inside.ring);
     if (!found || 'notModified' in found) throw new SyncError('keyring_missing', 'the account\'s keyring is missing (the server lost or withholds it)');
     const bytes = found.data;
-    if (bytes.length < 29 || bytes[0] !== FORMAT) throw new SyncError('integrity', 'the keyring is malformed');
+    if (bytes.length < HEAD_BYTES + SEAL_OVERHEAD || bytes[0] !== FORMAT) throw new SyncError('integrity', 'the keyring is malformed');
     const ark = fromBase64url(inside.ark);
-    const content = parseJson(unpad(await open(await aesKey(ark), bytes.subarray(1), context(LABEL.keyring, keySalt, inside.ring))));
+    const content = parseJson(unpad(await open(await aesKey(ark), bytes.subarray(HEAD_BYTES), context(LABEL.keyring, keySalt, inside.ring))));
     if (!Number.isSafeInteger(content?.version) || content.version !== inside.version || !Array.isArray(content.doors) || typeof content.nameKey !== 'string') {
       throw new SyncError('integrity', 'the keyring does not match the door that leads to it');
     }
-    return new Keyring(stores, keySalt, inside.ring, ark, content);
-  }
-
-  /**
-   * Opens the keyring through a door, then looks through the keyring's
-   * other doors for a newer keyring (a rotation cut short leaves one door
-   * ahead) and follows it, pointing this door there too.
-   * @param {import('./stores.js').Stores} stores @param {string} keySalt
-   * @param {{location: string, doorKey: Uint8Array, inside: DoorInside}} door
-   */
-  static async open(stores, keySalt, door) {
-    let ring = await Keyring.read(stores, keySalt, door.inside);
-    for (const other of ring.content.doors) {
-      if (other.location === door.location) continue;
-      const found = await stores.get(other.location);
-      if (!found || 'notModified' in found) continue;
-      const inside = await openInside(fromBase64url(other.key), keySalt, other.location, found.data).catch(() => null);
-      if (inside && inside.version > ring.version) {
-        ring = await Keyring.read(stores, keySalt, inside);
-        await ring.#pointDoor({ kind: 'passphrase', location: door.location, key: toBase64url(door.doorKey) });
-      }
-    }
-    return ring;
+    return new Keyring(stores, keySalt, inside.ring, ark, content, found.token);
   }
 
   /**
    * A new account's keyring: one data key, a name key, and a door for each
-   * secret given.
+   * secret given. Returns it and the first door made (the device holds it).
    * @param {import('./stores.js').Stores} stores @param {string} keySalt @param {DoorSecret[]} doors
    */
   static async create(stores, keySalt, doors) {
-    const empty = new Keyring(stores, keySalt, '', new Uint8Array(0), { version: 0, epoch: 0, dataKeys: {}, nameKey: toBase64url(randomBytes(32)), doors: [] });
-    const { keyring } = await empty.rotate({ add: doors });
-    return keyring;
+    const empty = new Keyring(stores, keySalt, '', new Uint8Array(0), { version: 0, epoch: 0, dataKeys: {}, nameKey: toBase64url(randomBytes(32)), doors: [] }, null);
+    const rotation = await empty.rotate({ add: doors });
+    return { keyring: rotation.keyring, held: /** @type {HeldDoor} */ (rotation.held) };
   }
 
   /**
    * A new keyring with a new data key epoch (and a new root key and
-   * location), reached by the doors kept and those added. The keyring and
-   * the doors are written here, recovery doors first; `finish()` then
-   * removes the doors dropped and the old keyring. A door of a kind in
-   * `add` replaces the old door of that kind.
-   * @param {{add?: DoorSecret[], drop?: DoorKind[]}} change
+   * location), reached by the doors kept and those added; a door of a kind
+   * in `add` replaces the old door of that kind. `stale_keyring` when this
+   * keyring is no longer the current one (another device rotated): open
+   * the door again and retry. The keyring and doors are written here;
+   * `finish()` then deletes the replaced doors and the old keyring, or
+   * `abort()` points the kept doors back and deletes what was made.
+   * @param {{add?: DoorSecret[]}} change @param {HeldDoor} [held] the door this device holds
    */
-  async rotate({ add = [], drop = [] }) {
+  async rotate({ add = [] }, held) {
     const epoch = this.epoch + 1;
-    const replaced = new Set([...drop, ...add.map((d) => d.kind)]);
+    const replaced = new Set(add.map((d) => d.kind));
     const kept = this.content.doors.filter((d) => !replaced.has(d.kind));
+    /** @type {{secret: DoorSecret, ref: DoorRef, privateKey: CryptoKey, publicKey: CryptoKey}[]} */
     const fresh = [];
-    for (const door of add) fresh.push({ secret: door, ref: { kind: door.kind, location: await doorLocation(door, this.keySalt), key: toBase64url(randomBytes(32)) } });
+    for (const secret of add) {
+      const pair = /** @type {CryptoKeyPair} */ (await subtle.generateKey(ECDH, true, ['deriveBits']));
+      const raw = new Uint8Array(await subtle.exportKey('raw', pair.publicKey));
+      fresh.push({ secret, privateKey: pair.privateKey, publicKey: pair.publicKey, ref: { kind: secret.kind, location: await doorLocation(secret, this.keySalt), public: toBase64url(raw) } });
+    }
+    const location = VAULT_PREFIX + toHex(randomBytes(32));
+    if (this.location) {
+      // Claim this keyring for the rotation: only one device rotates from it.
+      try {
+        const token = await this.#write(this.location, this.ark, { ...this.content, successor: location }, this.token === null ? { ifNoneMatch: '*' } : { ifMatch: this.token });
+        this.token = token;
+      } catch (error) {
+        if (error instanceof SyncError && (error.status === 412 || error.status === 404)) {
+          throw new SyncError('stale_keyring', 'another device changed the keys since this one read them: open the vault again', { cause: error });
+        }
+        throw error;
+      }
+    }
     /** @type {AccountKeys} */
     const content = {
       version: this.version + 1,
@@ -214,48 +300,68 @@ export class Keyring {
       nameKey: this.content.nameKey,
       doors: [...kept, ...fresh.map((f) => f.ref)],
     };
-    const next = new Keyring(this.stores, this.keySalt, VAULT_PREFIX + toHex(randomBytes(32)), randomBytes(32), content);
-    const sealed = await seal(await aesKey(next.ark), pad(utf8(JSON.stringify(content))), context(LABEL.keyring, this.keySalt, next.location));
-    await this.stores.put(next.location, concat(new Uint8Array([FORMAT]), sealed), { ifNoneMatch: '*', meta: await next.keyStoreMeta(next.location) });
-    const order = (/** @type {DoorRef} */ d) => (d.kind === 'recovery' ? 0 : 1);
-    /** @type {DoorKind[]} doors the server no longer has (reported, left out of nothing else) */
+    const next = new Keyring(this.stores, this.keySalt, location, randomBytes(32), content, null);
+    next.token = await next.#write(location, next.ark, content, { ifNoneMatch: '*' });
+    /** @type {DoorKind[]} doors the server no longer has */
     const missing = [];
+    const order = (/** @type {DoorRef} */ d) => (d.kind === 'recovery' ? 0 : 1);
     for (const ref of [...content.doors].sort((a, b) => order(a) - order(b))) {
       const made = fresh.find((f) => f.ref === ref);
-      if (!(await next.#pointDoor(ref, made?.secret))) missing.push(ref.kind);
+      if (!(await next.#pointDoor(ref, made && { secret: made.secret, privateKey: made.privateKey }))) missing.push(ref.kind);
     }
+    const madeHeld = fresh.find((f) => f.ref.kind === 'passphrase') ?? fresh[0];
+    const nextHeld = madeHeld ? { kind: madeHeld.ref.kind, location: madeHeld.ref.location, privateKey: madeHeld.privateKey } : held;
     const dropped = this.content.doors.filter((d) => replaced.has(d.kind));
-    const old = this.location;
     return {
       keyring: next,
+      held: nextHeld,
       missing,
       finish: async () => {
         for (const d of dropped) await this.stores.delete(d.location, { ifMatch: '*' }).catch(ignoreMissing);
-        if (old) await this.stores.delete(old, { ifMatch: '*' }).catch(ignoreMissing);
+        if (this.location) await this.stores.delete(this.location, { ifMatch: '*' }).catch(ignoreMissing);
+      },
+      abort: async () => {
+        for (const ref of kept) await this.#pointDoor(ref);
+        for (const f of fresh) await this.stores.delete(f.ref.location, { ifMatch: '*' }).catch(ignoreMissing);
+        await this.stores.delete(location, { ifMatch: '*' }).catch(ignoreMissing);
       },
     };
   }
 
   /**
-   * Points a door at this keyring: a new door (with its secret) is made
-   * with its lock; an existing one keeps its lock and gets a new inside.
-   * False when an existing door is gone (the server dropped it).
-   * @param {DoorRef} ref @param {DoorSecret} [secret]
+   * Writes a keyring (this or another) sealed under `ark`; returns its token.
+   * @param {string} location @param {Uint8Array} ark @param {AccountKeys} content @param {{ifMatch?: string, ifNoneMatch?: '*'}} condition
    */
-  async #pointDoor(ref, secret) {
-    const doorKey = fromBase64url(ref.key);
-    const inside = utf8(JSON.stringify({ ring: this.location, ark: toBase64url(this.ark), version: this.version }));
-    const sealedInside = await seal(await aesKey(doorKey), inside, context(LABEL.doorInside, this.keySalt, ref.location));
+  async #write(location, ark, content, condition) {
+    const sealed = await seal(await aesKey(ark), pad(utf8(JSON.stringify(content))), context(LABEL.keyring, this.keySalt, location));
+    const state = await this.stores.put(location, concat(head(), sealed), { ...condition, meta: await this.keyStoreMeta(location) });
+    return state.token;
+  }
+
+  /**
+   * Points a door at this keyring: a new door (its secret and private key
+   * given) is made with its lock; an existing one keeps its lock and gets
+   * a new inside, sealed to its public key. False when an existing door is
+   * gone (the server dropped it).
+   * @param {DoorRef} ref @param {{secret: DoorSecret, privateKey: CryptoKey}} [made]
+   */
+  async #pointDoor(ref, made) {
+    const inside = { ring: this.location, ark: toBase64url(this.ark), version: this.version };
+    const meta = await this.keyStoreMeta(ref.location);
     for (let attempt = 0; attempt < 5; attempt++) {
       const found = await this.stores.get(ref.location);
       const current = found && !('notModified' in found) ? found : null;
       let lock;
-      if (secret) lock = await seal(await doorKek(secret, this.keySalt), doorKey, context(LABEL.doorLock, this.keySalt, ref.location));
-      else if (current) lock = current.data.subarray(1, 1 + LOCK_BYTES);
+      if (made) {
+        const pkcs8 = new Uint8Array(await subtle.exportKey('pkcs8', made.privateKey));
+        lock = await seal(await doorKek(made.secret, this.keySalt), pkcs8, context(LABEL.doorLock, this.keySalt, ref.location));
+      } else if (current) lock = doorParts(current.data).lock;
       else return false;
+      const length = new Uint8Array(2);
+      new DataView(length.buffer).setUint16(0, lock.length);
+      const body = concat(head(), length, lock, await sealInside(fromBase64url(ref.public), inside, this.keySalt, ref.location, lock.length));
       try {
-        const meta = await this.keyStoreMeta(ref.location);
-        await this.stores.put(ref.location, concat(new Uint8Array([FORMAT]), lock, sealedInside), current ? { ifMatch: current.token, meta } : { ifNoneMatch: '*', meta });
+        await this.stores.put(ref.location, body, current ? { ifMatch: current.token, meta } : { ifNoneMatch: '*', meta });
         return true;
       } catch (error) {
         if (!(error instanceof SyncError && error.status === 412)) throw error;

@@ -9,6 +9,11 @@
  * a format-2 copy left by a cut-short run is made again from the
  * format-1 store, which is only deleted once its copy is complete.
  * The format-1 recovery code does not carry over (make a new one).
+ * Format 1 could not tell whether the server dropped, replayed or
+ * reordered its log entries or served an old body: the migration takes
+ * that history as the server gives it. It runs only when the app asks
+ * (`Vault.open({migrate: true})`), because it sends the format-1 password,
+ * which costs a guesser one PBKDF2 instead of one Argon2id.
  */
 
 import { SyncError } from './errors.js';
@@ -59,7 +64,7 @@ async function key1(keySalt, name) {
  * password does not sign in either (a wrong passphrase).
  * @template {Target} V
  * @param {import('./client.js').SyncClient} client
- * @param {{id: string, passphrase: string, secret: Uint8Array, password: string, vaultFor: (keyring: Keyring) => Promise<V>}} options
+ * @param {{id: string, passphrase: string, secret: Uint8Array, password: string, vaultFor: (keyring: Keyring, held: import('./keyring.js').HeldDoor) => Promise<V>}} options
  * @returns {Promise<{vault: V, moved: {stores: number, entries: number}}|null>}
  */
 export async function migrateFromV1(client, { id, passphrase, secret, password, vaultFor }) {
@@ -78,11 +83,15 @@ export async function migrateFromV1(client, { id, passphrase, secret, password, 
   const ringKey = await key1(keySalt, 'sync-node/keyring');
   const ring = await stores.get(ringKey);
   const moved = { stores: 0, entries: 0 };
+  /** @type {Keyring} */
   let keyring;
+  /** @type {import('./keyring.js').HeldDoor} */
+  let held;
   if (!ring || 'notModified' in ring) {
     // Cut short after the format-1 keyring went: the format-2 door is there.
     if (!door) throw new SyncError('keyring_missing', 'this format-1 account has no keyring: its data key is gone (restore it from a backup)');
-    keyring = await Keyring.open(stores, keySalt, door);
+    keyring = await Keyring.read(stores, keySalt, door.inside);
+    held = door.held;
   } else {
     const wraps = JSON.parse(fromUtf8(ring.data)).wraps ?? [];
     let dataKey = null;
@@ -92,8 +101,8 @@ export async function migrateFromV1(client, { id, passphrase, secret, password, 
     }
     if (!dataKey) throw new SyncError('decrypt_failed', 'the passphrase does not open this format-1 account\'s keys');
     const content = await aes1(await subtle.importKey('raw', source(dataKey), 'HKDF', false, ['deriveKey']), 'sync-node/v1/content');
-    keyring = door ? await Keyring.open(stores, keySalt, door) : await Keyring.create(stores, keySalt, [{ kind: 'passphrase', secret }]);
-    const target = await vaultFor(keyring);
+    ({ keyring, held } = door ? { keyring: await Keyring.read(stores, keySalt, door.inside), held: door.held } : await Keyring.create(stores, keySalt, [{ kind: 'passphrase', secret }]));
+    const target = await vaultFor(keyring, held);
     for (const s of (await stores.list()).stores) {
       if (!/^[0-9a-f]{64}$/.test(s.key) || s.key === ringKey || !s.meta) continue;
       /** @type {{n: string, m: any}} */
@@ -122,5 +131,5 @@ export async function migrateFromV1(client, { id, passphrase, secret, password, 
     await stores.delete(ringKey, { ifMatch: ring.token });
   }
   await client.changePassword({ password: old.password, newPassword: password });
-  return { vault: await vaultFor(keyring), moved };
+  return { vault: await vaultFor(keyring, held), moved };
 }

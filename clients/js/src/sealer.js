@@ -228,8 +228,16 @@ export function parseMeta(text) {
 /** A new writer id (per document or log handle): 8 random bytes, hex. */
 export const newWriter = () => toHex(randomBytes(8));
 
-/** A new incarnation id: 16 random bytes, hex. */
-export const newIncarnation = () => toHex(randomBytes(16));
+/**
+ * A new incarnation id: the time it was made (6 bytes, ms) and 10 random
+ * bytes, hex, so a device can tell an older incarnation from a newer one
+ * (as far as the creators' clocks agree).
+ */
+export function newIncarnation() {
+  const time = new Uint8Array(8);
+  new DataView(time.buffer).setBigUint64(0, BigInt(Date.now()));
+  return toHex(time.subarray(2)) + toHex(randomBytes(10));
+}
 
 /** @param {Uint8Array} bytes @param {string} what */
 function parseJson(bytes, what) {

@@ -30,6 +30,20 @@ export function memoryState() {
 }
 
 /**
+ * The default: `localStorage` where there is one (browsers: pins survive
+ * reloads), else memory (Node: pass a persistent store of your own).
+ * @returns {StateStore}
+ */
+export function defaultState() {
+  try {
+    if (globalThis.localStorage) return localStorageState();
+  } catch {
+    // Storage disabled (some private modes): memory it is.
+  }
+  return memoryState();
+}
+
+/**
  * A state store in `localStorage` under keys starting with `prefix`
  * (shared by the tabs of one origin; survives restarts).
  * @param {string} [prefix] @returns {StateStore}
@@ -82,6 +96,15 @@ export class Pins {
     }
   }
 
+  /** Whether this device has opened the account on format 2 (then a format-1 sign-in is never tried). */
+  async isFormat2() {
+    return (await this.state.get(`${this.scope}|format`)) === 2;
+  }
+
+  async setFormat2() {
+    if (!(await this.isFormat2())) await this.state.set(`${this.scope}|format`, 2);
+  }
+
   /** The highest keyring version seen; an older one is `rollback`. @param {number} version */
   async keyringVersion(version) {
     const key = `${this.scope}|keyring`;
@@ -105,6 +128,10 @@ export class Pins {
     }
     if (pin && pin.incarnation === incarnation && version < pin.version) {
       throw new SyncError('rollback', `the server served version ${version} of a store this device has seen at version ${pin.version}`);
+    }
+    // Incarnations start with their creation time: one made before the one pinned is an old one.
+    if (pin && pin.incarnation !== incarnation && incarnation.slice(0, 12) < pin.incarnation.slice(0, 12)) {
+      throw new SyncError('rollback', 'the server served an incarnation of this store made before the one this device saw');
     }
     if (!pin || pin.incarnation !== incarnation || version > pin.version) {
       const retired = pin && pin.incarnation !== incarnation ? [...pin.retired, pin.incarnation].slice(-32) : (pin?.retired ?? []);

@@ -13,9 +13,9 @@ import { SyncError } from './errors.js';
 import { asBytes, fromBase64url, fromUtf8, toBase64url, utf8 } from './bytes.js';
 import { checkNewPassphrase, derive, newRecoveryCode, normaliseId, open, passphraseSecret, recoverySecret, seal, sha256 } from './crypto.js';
 import { context, LABEL, VAULT_PREFIX } from './labels.js';
-import { Keyring, openDoor } from './keyring.js';
+import { Keyring, openDoor, readHeldDoor } from './keyring.js';
 import { Sealer, StoreKeys, newIncarnation, parseMeta } from './sealer.js';
-import { Pins, memoryState } from './state.js';
+import { Pins, defaultState } from './state.js';
 import { Stores } from './stores.js';
 import { Logs } from './logs.js';
 import { writeUntilWon } from './conflict.js';
@@ -61,7 +61,8 @@ const RESERVED = 'sync-node/';
  * @typedef {object} VaultOptions
  * @property {import('./queue.js').QueueStore} [queue] where writes made offline wait (sealed)
  * @property {Resolve} [resolve] the default conflict resolver (also for queued writes)
- * @property {import('./state.js').StateStore} [state] where this device keeps its pins and unconfirmed log entries (default: memory)
+ * @property {import('./state.js').StateStore} [state] where this device keeps its pins and unconfirmed log entries (default: `localStorage` in browsers, memory elsewhere)
+ * @property {boolean} [migrate] let `open` migrate a format-1 vault (see README: turn it off once your users have migrated)
  */
 
 /** @typedef {{written: true, token: string, version: number, created: boolean} | {skipped: true} | {queued: true}} PutResult */
@@ -82,22 +83,25 @@ const RESERVED = 'sync-node/';
 export class Vault {
   /** @type {Keyring} */
   #keyring;
+  /** @type {import('./keyring.js').HeldDoor} the door this device came in by */
+  #held;
   /** @type {{key: CryptoKey, tag: string}} */
   #device;
 
   /**
    * Use `Vault.create`, `Vault.open`, `Vault.recover` or `Vault.claim`.
-   * @param {import('./client.js').SyncClient} client @param {string} id @param {Keyring} keyring
+   * @param {import('./client.js').SyncClient} client @param {string} id @param {Keyring} keyring @param {import('./keyring.js').HeldDoor} held
    * @param {{key: CryptoKey, tag: string}} device @param {Pins} pins @param {VaultOptions} options
    */
-  constructor(client, id, keyring, device, pins, options) {
+  constructor(client, id, keyring, held, device, pins, options) {
     this.client = client;
     /** The account's id, as given. */
     this.id = id;
     this.#keyring = keyring;
+    this.#held = held;
     this.#device = device;
     this.pins = pins;
-    this.state = options.state ?? memoryState();
+    this.state = pins.state;
     /** The vault's own handles: they may write encrypted stores, which the plain `client.stores` refuses. */
     this.stores = new Stores(client.transport, { vault: true });
     this.logs = new Logs(client.transport, this.stores);
@@ -134,13 +138,14 @@ export class Vault {
     const session = await client.register({ id: options.id, password, invite: options.invite });
     await pins.pinAccount('key_salt', session.keySalt, 'key_salt');
     const stores = new Stores(client.transport, { vault: true });
-    const keyring = await Keyring.create(stores, session.keySalt, [{ kind: 'passphrase', secret }]);
-    return Vault.#ready(client, options.id, keyring, pins, options);
+    const { keyring, held } = await Keyring.create(stores, session.keySalt, [{ kind: 'passphrase', secret }]);
+    return Vault.#ready(client, options.id, keyring, held, pins, options);
   }
 
   /**
-   * Signs in and opens the account's keys with the passphrase. A format-1
-   * vault (made by an older client) is migrated in place the first time.
+   * Signs in and opens the account's keys with the passphrase. With
+   * `migrate: true`, a format-1 vault (made by an older client) is
+   * migrated in place the first time.
    * With `recoveryCode`, a passphrase that no longer opens the keys (after
    * a server-side reset) is given a door again through the recovery code,
    * which is then used up: `vault.recoveryCode` holds its replacement.
@@ -154,12 +159,14 @@ export class Vault {
     try {
       session = await client.signIn({ id: options.id, password });
     } catch (error) {
-      if (!(error instanceof SyncError && error.code === 'invalid_credentials')) throw error;
-      // Perhaps a format-1 vault, which signs in with another password.
-      const vaultFor = async (/** @type {Keyring} */ keyring) => {
+      // Perhaps a format-1 vault, which signs in with another (cheaper to
+      // guess) password: only tried when the app asks for it, and never
+      // for an account this device has seen on format 2.
+      if (!(error instanceof SyncError && error.code === 'invalid_credentials' && options.migrate === true && !(await pins.isFormat2()))) throw error;
+      const vaultFor = async (/** @type {Keyring} */ keyring, /** @type {import('./keyring.js').HeldDoor} */ held) => {
         await pins.pinAccount('key_salt', keyring.keySalt, 'key_salt');
         await pins.keyringVersion(keyring.version);
-        return Vault.#ready(client, options.id, keyring, pins, options);
+        return Vault.#ready(client, options.id, keyring, held, pins, options);
       };
       const migrated = await migrateFromV1(client, { id: options.id, passphrase: options.passphrase, secret, password, vaultFor });
       if (!migrated) throw error;
@@ -170,9 +177,9 @@ export class Vault {
     const stores = new Stores(client.transport, { vault: true });
     const door = await openDoor(stores, session.keySalt, { kind: 'passphrase', secret });
     if (door) {
-      const keyring = await Keyring.open(stores, session.keySalt, door);
+      const keyring = await Keyring.read(stores, session.keySalt, door.inside);
       await pins.keyringVersion(keyring.version);
-      return Vault.#ready(client, options.id, keyring, pins, options);
+      return Vault.#ready(client, options.id, keyring, door.held, pins, options);
     }
     if (!recovery) {
       throw new SyncError('keyring_missing', 'this passphrase signs in but opens no keys: after a password reset, open with the recovery code (recoveryCode); otherwise the server lost or withholds the keys');
@@ -219,10 +226,12 @@ export class Vault {
     if (!door && listing.stores.some((s) => s.key.startsWith(VAULT_PREFIX))) {
       throw new SyncError('keyring_missing', 'this account already holds encrypted stores but this passphrase opens no keys: open it with its own passphrase');
     }
-    const keyring = door ? await Keyring.open(stores, session.keySalt, door) : await Keyring.create(stores, session.keySalt, [{ kind: 'passphrase', secret }]);
+    const { keyring, held } = door
+      ? { keyring: await Keyring.read(stores, session.keySalt, door.inside), held: door.held }
+      : await Keyring.create(stores, session.keySalt, [{ kind: 'passphrase', secret }]);
     await client.changePassword({ password: options.password, newPassword: password });
     await pins.keyringVersion(keyring.version);
-    return Vault.#ready(client, options.id, keyring, pins, options);
+    return Vault.#ready(client, options.id, keyring, held, pins, options);
   }
 
   /**
@@ -233,7 +242,7 @@ export class Vault {
    */
   static async #derive(client, id, passphrase, state) {
     if (typeof id !== 'string' || !id.trim()) throw new SyncError('bad_request', 'an id is needed');
-    const pins = new Pins(state ?? memoryState(), `${client.transport.base}|${normaliseId(id)}`);
+    const pins = new Pins(state ?? defaultState(), `${client.transport.base}|${normaliseId(id)}`);
     const salt = await client.kdfSalt(id);
     await pins.pinAccount('server_salt', toBase64url(salt), 'passphrase salt');
     const secret = await passphraseSecret(passphrase, id, salt);
@@ -254,23 +263,24 @@ export class Vault {
     if (!door) {
       throw new SyncError('keyring_missing', 'the recovery code opens nothing on this server: it is another account\'s or an old one, or the server dropped it; the reset is done, so retry with Vault.open, the new passphrase and the right recoveryCode');
     }
-    const opened = await Keyring.open(stores, keySalt, door);
+    const opened = await Keyring.read(stores, keySalt, door.inside);
     await pins.keyringVersion(opened.version);
     const code = await newRecoveryCode();
-    const { keyring, finish } = await opened.rotate({ add: [{ kind: 'passphrase', secret }, { kind: 'recovery', secret: code.secret }] });
-    await finish();
-    await pins.keyringVersion(keyring.version);
-    const vault = await Vault.#ready(client, id, keyring, pins, options);
+    const rotation = await opened.rotate({ add: [{ kind: 'passphrase', secret }, { kind: 'recovery', secret: code.secret }] }, door.held);
+    await rotation.finish();
+    await pins.keyringVersion(rotation.keyring.version);
+    const vault = await Vault.#ready(client, id, rotation.keyring, /** @type {import('./keyring.js').HeldDoor} */ (rotation.held), pins, options);
     vault.recoveryCode = code.code;
     return vault;
   }
 
   /**
    * @param {import('./client.js').SyncClient} client @param {string} id @param {Keyring} keyring
-   * @param {Pins} pins @param {VaultOptions} options
+   * @param {import('./keyring.js').HeldDoor} held @param {Pins} pins @param {VaultOptions} options
    */
-  static async #ready(client, id, keyring, pins, options) {
-    const vault = new Vault(client, id, keyring, await keyring.deviceSecrets(), pins, options);
+  static async #ready(client, id, keyring, held, pins, options) {
+    await pins.setFormat2();
+    const vault = new Vault(client, id, keyring, held, await keyring.deviceSecrets(), pins, options);
     if (vault.queue) await vault.flush().catch(() => undefined);
     return vault;
   }
@@ -299,18 +309,54 @@ export class Vault {
     await this.#rotate({});
   }
 
-  /** @param {{add?: import('./keyring.js').DoorSecret[]}} change */
+  /**
+   * Rotates from the current keyring (re-reading it first, and again if
+   * another device rotated in between).
+   * @param {{add?: import('./keyring.js').DoorSecret[]}} change
+   */
   async #rotate(change) {
-    const { keyring, finish } = await this.#keyring.rotate(change);
-    await finish();
-    await this.#adopt(keyring);
+    const rotation = await this.#startRotation(change);
+    await rotation.finish();
+    await this.#adopt(rotation.keyring, rotation.held);
   }
 
-  /** @param {Keyring} keyring */
-  async #adopt(keyring) {
-    this.#keyring = keyring;
-    for (const key of keyring.internal()) this.keyStores.add(key);
+  /** @param {{add?: import('./keyring.js').DoorSecret[]}} change */
+  async #startRotation(change) {
+    for (let attempt = 0; ; attempt++) {
+      await this.#ensureCurrent();
+      try {
+        return await this.#keyring.rotate(change, this.#held);
+      } catch (error) {
+        if (!(error instanceof SyncError && error.code === 'stale_keyring') || attempt >= 3) throw error;
+        await this.#reloadKeyring();
+      }
+    }
+  }
+
+  /**
+   * Makes sure this vault writes under the account's current keys: when
+   * the keyring it holds is gone or changed (another device rotated), it
+   * reads the keyring its door leads to now. One conditional request.
+   */
+  async #ensureCurrent() {
+    const found = await this.stores.get(this.#keyring.location, this.#keyring.token ? { ifNoneMatch: this.#keyring.token } : {});
+    if (!found || !('notModified' in found)) await this.#reloadKeyring();
+  }
+
+  /** Reads the keyring this vault's door leads to now. */
+  async #reloadKeyring() {
+    const inside = await readHeldDoor(this.stores, this.#keyring.keySalt, this.#held);
+    if (!inside) throw new SyncError('keyring_missing', 'the keys were changed on another device (a passphrase change or a recovery): open the vault again');
+    if (inside.ring !== this.#keyring.location || inside.version !== this.#keyring.version) await this.#adopt(await Keyring.read(this.stores, this.#keyring.keySalt, inside), this.#held);
+    else this.#keyring = await Keyring.read(this.stores, this.#keyring.keySalt, inside);
+  }
+
+  /** @param {Keyring} keyring @param {import('./keyring.js').HeldDoor} [held] */
+  async #adopt(keyring, held) {
     await this.pins.keyringVersion(keyring.version);
+    this.#keyring = keyring;
+    if (held) this.#held = held;
+    for (const key of keyring.internal()) this.keyStores.add(key);
   }
 
   /**
@@ -325,25 +371,26 @@ export class Vault {
     checkNewPassphrase(newPassphrase, this.id);
     const salt = await this.client.kdfSalt(this.id);
     const current = await passphraseSecret(passphrase, this.id, salt);
+    // The current passphrase must open its door before anything changes.
+    if (!(await openDoor(this.stores, this.#keyring.keySalt, { kind: 'passphrase', secret: current }).catch(() => null))) {
+      throw new SyncError('wrong_password', 'that is not the current passphrase (nothing was changed)', { status: 403 });
+    }
     const next = await passphraseSecret(newPassphrase, this.id, salt);
-    const { keyring, finish } = await this.#keyring.rotate({ add: [{ kind: 'passphrase', secret: next }] });
+    const rotation = await this.#startRotation({ add: [{ kind: 'passphrase', secret: next }] });
     try {
       await this.client.changePassword({
         password: toBase64url(await derive(current, LABEL.serverPassword)),
         newPassword: toBase64url(await derive(next, LABEL.serverPassword)),
       });
     } catch (error) {
-      // A definite refusal (a 4xx but a timeout): the old passphrase stays,
-      // and its door still leads to the old keyring. After any other
-      // failure the server may have changed the password: both doors stay.
-      if (error instanceof SyncError && error.status >= 400 && error.status < 500 && error.status !== 408) {
-        const door = keyring.content.doors.find((d) => d.kind === 'passphrase');
-        if (door) await this.stores.delete(door.location, { ifMatch: '*' }).catch(() => undefined);
-      }
+      // A definite refusal (a 4xx but a timeout): everything goes back to
+      // the old keyring. After any other failure the server may have
+      // changed the password: both doors stay, each leading to a keyring.
+      if (error instanceof SyncError && error.status >= 400 && error.status < 500 && error.status !== 408) await rotation.abort();
       throw error;
     }
-    await finish();
-    await this.#adopt(keyring);
+    await rotation.finish();
+    await this.#adopt(rotation.keyring, rotation.held);
   }
 
   /** The location (store key) of a name. @param {string} name */
@@ -378,7 +425,7 @@ export class Vault {
       return null;
     }
     if (!body.meta) throw new SyncError('integrity', 'the server stripped this store\'s metadata (every vault store has some)');
-    const keys = await StoreKeys.unwrap(key, parseMeta(body.meta).wraps, this.#keyring);
+    const keys = await this.#unwrap(key, body.meta);
     const sealer = new Sealer(keys);
     const content = await sealer.openMeta(body.meta);
     const { header, data } = await sealer.openBody(body.data);
@@ -403,6 +450,23 @@ export class Vault {
       clock: header.c,
       sealer,
     };
+  }
+
+  /**
+   * A store's keys from its metadata; a data key this vault's keyring
+   * lacks makes it read the current keyring first (another device may
+   * have rotated), and only then is it `rollback`.
+   * @param {string} key @param {string} meta
+   */
+  async #unwrap(key, meta) {
+    const wraps = parseMeta(meta).wraps;
+    try {
+      return await StoreKeys.unwrap(key, wraps, this.#keyring);
+    } catch (error) {
+      if (!(error instanceof SyncError && error.code === 'rollback')) throw error;
+      await this.#reloadKeyring();
+      return StoreKeys.unwrap(key, wraps, this.#keyring);
+    }
   }
 
   /**
@@ -477,7 +541,7 @@ export class Vault {
       }
       try {
         if (!s.meta) throw new SyncError('integrity', 'the server stripped this store\'s metadata');
-        const sealer = new Sealer(await StoreKeys.unwrap(s.key, parseMeta(s.meta).wraps, this.#keyring));
+        const sealer = new Sealer(await this.#unwrap(s.key, s.meta));
         const content = await sealer.openMeta(s.meta);
         await this.pins.storeVersion(s.key, content.i, content.v);
         this.names.set(s.key, content.n);
@@ -550,6 +614,7 @@ export class Vault {
    * @returns {Promise<{key: string, index: number, logHead: number, logBytes: number, seq: number}>}
    */
   async appendEntry(key, writer, counter, data) {
+    await this.#ensureCurrent();
     let known = this.known.get(key);
     if (!known) {
       await this.openStore(key);
@@ -581,6 +646,7 @@ export class Vault {
    * @param {{data: Uint8Array|string, clock?: Record<string, number>, meta?: any, name?: string, against: string|null, logBase?: number}} write
    */
   async writeBody(key, { data, clock, meta, name, against, logBase }) {
+    await this.#ensureCurrent();
     let known = this.known.get(key);
     if (against !== null && known?.token !== against) {
       await this.openStore(key).catch(() => null);
@@ -665,15 +731,22 @@ export class Vault {
    * re-appending; then the session ends (a `network` error when the
    * server cannot be reached: the device has forgotten everything all the
    * same, and the session expires on the server). Returns how many writes
-   * were dropped unsent.
+   * were dropped unsent, and how many log entries were forgotten before a
+   * snapshot confirmed them (from then on, the server could drop those
+   * without this device noticing).
+   * @returns {Promise<{writes: number, entries: number}>}
    */
   async signOut() {
     await this.flush().catch(() => undefined);
     const left = await this.#queued();
     for (const { record } of left) await this.queue?.store.remove(record.id);
-    for (const key of await this.state.keys(`${this.pins.scope}|outbox|`)) await this.state.delete(key);
+    let entries = 0;
+    for (const key of await this.state.keys(`${this.pins.scope}|outbox|`)) {
+      entries += ((await this.state.get(key)) ?? []).length;
+      await this.state.delete(key);
+    }
     await this.client.signOut();
-    return left.length;
+    return { writes: left.length, entries };
   }
 
   /** Seals what the device keeps for this account. @param {string} label @param {Uint8Array} plain */

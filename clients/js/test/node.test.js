@@ -2,7 +2,7 @@
 import { test, describe, before, after } from 'node:test';
 import { TestServer } from './harness/server.js';
 import { suites } from './harness/suites.js';
-import { memoryQueueStore, SyncClient, Vault, SyncError } from '../src/index.js';
+import { memoryQueueStore, memoryState, SyncClient, Vault, SyncError } from '../src/index.js';
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, readFileSync } from 'node:fs';
 import assert from 'node:assert/strict';
@@ -59,8 +59,20 @@ describe('format 1', () => {
           return fetch(url, init);
         },
       });
-      await assert.rejects(Vault.open(flaky, { id, passphrase }), (error) => error instanceof SyncError && error.code === 'network');
-      const vault = await Vault.open(new SyncClient({ url: server.url }), { id, passphrase });
+      // Without `migrate`, format 1 is never tried (its password costs a guesser only PBKDF2).
+      const sent = [];
+      const watching = new SyncClient({
+        url: server.url,
+        fetch: async (url, init) => {
+          if (String(url).endsWith('/v1/sessions')) sent.push(JSON.parse(init.body).password);
+          return fetch(url, init);
+        },
+      });
+      await assert.rejects(Vault.open(watching, { id, passphrase }), (error) => error instanceof SyncError && error.code === 'invalid_credentials');
+      assert.equal(sent.length, 1, 'one sign-in, with the format-2 password only');
+      await assert.rejects(Vault.open(flaky, { id, passphrase, migrate: true }), (error) => error instanceof SyncError && error.code === 'network');
+      const state = memoryState();
+      const vault = await Vault.open(new SyncClient({ url: server.url }), { id, passphrase, migrate: true, state });
       assert.ok(vault.migrated, 'the second run finished the migration');
       for (const [name, want] of Object.entries(fixture.stores)) {
         const item = await vault.get(name);
@@ -74,8 +86,23 @@ describe('format 1', () => {
       const left = (await vault.stores.list()).stores.map((s) => s.key);
       assert.deepEqual(left.filter((k) => !k.startsWith('v2.')), [], 'no format-1 store is left');
       // From now on the vault signs in with the format-2 password, and nothing needs moving.
-      const again = await Vault.open(new SyncClient({ url: server.url }), { id, passphrase });
+      const again = await Vault.open(new SyncClient({ url: server.url }), { id, passphrase, migrate: true, state });
       assert.equal(again.migrated, null);
+      // A device that has opened the account on format 2 never sends the format-1 password again,
+      // even when a lying server answers the format-2 one with 401.
+      sent.length = 0;
+      const lying = new SyncClient({
+        url: server.url,
+        fetch: async (url, init) => {
+          if (String(url).endsWith('/v1/sessions')) {
+            sent.push(JSON.parse(init.body).password);
+            return new Response(JSON.stringify({ error: 'invalid_credentials', message: 'no' }), { status: 401, headers: { 'Content-Type': 'application/json' } });
+          }
+          return fetch(url, init);
+        },
+      });
+      await assert.rejects(Vault.open(lying, { id, passphrase, migrate: true, state }), (error) => error instanceof SyncError && error.code === 'invalid_credentials');
+      assert.equal(sent.length, 1, 'no downgrade to format 1');
       assert.equal(text((await again.get('shopping')).data), fixture.stores.shopping.data);
       await server.restart();
       for (const needle of ['shopping', 'Shopping list', 'milk, eggs', 'SNAPSHOT-0', passphrase]) assert.equal(server.filesContain(needle), false, needle);

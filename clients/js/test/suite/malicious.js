@@ -84,6 +84,58 @@ export default {
       deepEqual((await a.pull()).updates.map(text), ['from b, hidden from a'], 'nothing is lost for good');
     },
 
+    async 'an entry the server stored but called refused cannot hide a later one; a refused entry never blocks a load'(env) {
+      const { id, honest, evil, victim } = await devices(env, 'refused');
+      const a = victim.document('doc');
+      await a.load('S');
+      // The server stores the append, then says it refused it.
+      let lied = false;
+      evil.rules.push(async (request, pass) => {
+        if (lied || request.method !== 'POST' || !request.url.endsWith('/log')) return null;
+        lied = true;
+        await pass();
+        return new Response(JSON.stringify({ error: 'bad_request', message: 'refused' }), { status: 400, headers: { 'Content-Type': 'application/json' } });
+      });
+      await rejects(a.append('draft'), 'bad_request', 400);
+      const second = await a.append('second');
+      await honest.log('doc').append('third');
+      // … and hides the acknowledged one from a device that compacts past it.
+      const hider = tamperer();
+      const key = await honest.keyOf('doc');
+      hider.rules.push(editLog(key, (entries) => entries.filter((e) => e.index !== second)));
+      const other = await Vault.open(new SyncClient({ url: env.url, fetch: hider.fetch }), { id, passphrase: PASS, state: memoryState() });
+      const b = other.document('doc');
+      await b.load('S');
+      ok(await b.compact('S+draft+third'));
+      evil.clear();
+      const reload = await a.pull();
+      ok(reload.reload);
+      equal(a.reappended, 1, 'the acknowledged entry came back');
+      hider.clear();
+      deepEqual((await b.pull()).updates.map(text), ['second']);
+      // An entry refused for good (too large) is not kept: later loads work.
+      const max = (await honest.client.info()).max_entry_bytes;
+      await rejects(a.append(new Uint8Array(max + 1)), 'payload_too_large', 413);
+      await a.append('after the refusal');
+      const loaded = await honest.document('doc').load('S');
+      equal(text(loaded.updates.at(-1)), 'after the refusal');
+      await a.load('S');
+    },
+
+    async 'a store incarnation older than the one seen is refused'(env) {
+      const { honest, evil, victim } = await devices(env, 'incarnation');
+      await honest.put('note', 'first incarnation');
+      const token = await honest.client.tokens.get();
+      const key = await honest.keyOf('note');
+      const old = await capture(env.url, token, key);
+      await honest.delete('note');
+      await new Promise((r) => setTimeout(r, 5));
+      await honest.put('note', 'second incarnation');
+      equal(text((await victim.get('note')).data), 'second incarnation');
+      evil.rules.push(serveSaved(key, old));
+      await rejects(victim.get('note'), 'rollback');
+    },
+
     async 'an older version of a store is refused once a newer one was seen'(env) {
       const { honest, evil, victim } = await devices(env, 'rollback');
       await honest.put('note', 'v1', { meta: { title: 'one' } });

@@ -92,6 +92,7 @@ export const keys = {
     async 'a passphrase change or rotation locks the old keys out of everything written afterwards'(env) {
       const id = env.unique('rotate');
       const vault = await Vault.create(client(env), { id, passphrase: 'old passphrase words' });
+      await vault.addRecoveryCode(); // a door the rotations keep: an old keyring must not lead through it
       await vault.put('before', 'written before');
       // The server keeps a copy of every store as it is now.
       const token = await vault.client.tokens.get();
@@ -125,6 +126,21 @@ export const keys = {
       equal(text((await fresh.get('before')).data), 'rewritten after the change');
     },
 
+    async 'two devices rotating: the one holding an older keyring rotates from the newer one, nothing is orphaned'(env) {
+      const id = env.unique('two-rotations');
+      const a = await Vault.create(client(env), { id, passphrase: 'two devices passphrase' });
+      const b = await Vault.open(client(env), { id, passphrase: 'two devices passphrase' });
+      await a.rotateKeys();
+      await a.put('photos', 'written under the newer key');
+      await b.put('notes', 'b writes after a rotated, unaware');
+      await b.addRecoveryCode(); // from the keyring b read before a's rotation
+      const fresh = await Vault.open(client(env), { id, passphrase: 'two devices passphrase' });
+      equal(text((await fresh.get('photos')).data), 'written under the newer key');
+      equal(text((await fresh.get('notes')).data), 'b writes after a rotated, unaware');
+      equal(text((await b.get('photos')).data), 'written under the newer key');
+      ok(fresh.keyringVersion >= 3);
+    },
+
     async 'passphrase change: the same or a weak one is refused, a lost answer locks no one out'(env) {
       const id = env.unique('lost');
       const vault = await Vault.create(client(env), { id, passphrase: 'original passphrase' });
@@ -132,6 +148,8 @@ export const keys = {
       await rejects(vault.changePassphrase({ passphrase: 'original passphrase', newPassphrase: 'original passphrase' }), 'bad_request');
       await rejects(vault.changePassphrase({ passphrase: 'original passphrase', newPassphrase: 'tiny' }), 'weak_passphrase');
       await rejects(vault.changePassphrase({ passphrase: 'wrong passphrase!!', newPassphrase: 'x1y2z3w4v5u6t7' }), 'wrong_password', 403);
+      await vault.rotateKeys(); // a mistyped current passphrase changed nothing: the passphrase still opens after a rotation
+      equal(text((await (await Vault.open(client(env), { id, passphrase: 'original passphrase' })).get('keep')).data), 'still here');
       equal(text((await (await Vault.open(client(env), { id, passphrase: 'original passphrase' })).get('keep')).data), 'still here');
       // The server changes the password, but its answer never arrives.
       const dropping = client(env, async (url, init) => {
@@ -200,6 +218,12 @@ export default {
       }
       deepEqual([...sizes].map(String).sort(), ['289', 'entry 289'], 'bodies and entries up to the floor all have one size');
       equal(metas.size, 1, 'metadata up to the floor has one size');
+      // The key stores (keyring, doors) look like app stores: a body length an app body can have, metadata of the same shape.
+      await vault.addRecoveryCode();
+      for (const s of (await vault.stores.list()).stores) {
+        ok(s.size - 33 >= 256 && padme(s.size - 33) === s.size - 33, `a key store of ${s.size} bytes stands out`);
+        ok(metas.has(s.meta.length), `metadata of ${s.meta.length} characters stands out`);
+      }
     },
 
     async 'round trip; the server\'s files hold no name, content, metadata, id, passphrase or recovery code, and no name by HMAC guesses'(env) {
