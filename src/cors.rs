@@ -4,10 +4,11 @@ use crate::config::CorsOrigins;
 use crate::http::Response;
 
 const EXPOSE: &str =
-    "ETag, Sync-Meta, Sync-Permission, Sync-Seq, Sync-Log-Head, Sync-Log-Base, Sync-Log-More, Retry-After";
+    "ETag, Sync-Meta, Sync-Permission, Sync-Seq, Sync-Log-Head, Sync-Log-Base, Sync-Log-More, Sync-Envelope-Seq, \
+     Sync-Identity-Version, Retry-After";
 const ALLOW_METHODS: &str = "GET, HEAD, PUT, POST, DELETE, OPTIONS";
 const ALLOW_HEADERS: &str =
-    "Authorization, Content-Type, If-Match, If-None-Match, If-Log-Head, Sync-Meta, Sync-Log-Base";
+    "Authorization, Content-Type, If-Match, If-None-Match, If-Log-Head, Sync-Meta, Sync-Log-Base, Last-Event-ID";
 
 /// Headers added to every answer, given the request's `Origin` (if any).
 pub fn headers(policy: &CorsOrigins, origin: Option<&[u8]>) -> Vec<(&'static str, String)> {

@@ -46,10 +46,20 @@ pub fn base64url(bytes: &[u8]) -> String {
 
 /// Decodes unpadded standard base64; `None` on any invalid character or length.
 pub fn unbase64(text: &str) -> Option<Vec<u8>> {
+    decode64(text, B64_STD)
+}
+
+/// Decodes unpadded URL-safe base64 (envelopes, verifiers: SPEC §10);
+/// `None` on any invalid character (padding included) or length.
+pub fn unbase64url(text: &str) -> Option<Vec<u8>> {
+    decode64(text, B64_URL)
+}
+
+fn decode64(text: &str, alphabet: &[u8; 64]) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(text.len() * 3 / 4);
     let (mut acc, mut bits) = (0u32, 0u32);
     for c in text.bytes() {
-        let value = B64_STD.iter().position(|&x| x == c)? as u32;
+        let value = alphabet.iter().position(|&x| x == c)? as u32;
         acc = (acc << 6) | value;
         bits += 6;
         if bits >= 8 {
@@ -150,6 +160,7 @@ mod tests {
         for (plain, encoded) in cases {
             assert_eq!(base64(plain.as_bytes()), encoded);
             assert_eq!(unbase64(encoded).as_deref(), Some(plain.as_bytes()));
+            assert_eq!(unbase64url(&base64url(plain.as_bytes())).as_deref(), Some(plain.as_bytes()));
         }
         assert_eq!(base64url(&[0xfb, 0xff]), "-_8");
         assert_eq!(unbase64("Z"), None);

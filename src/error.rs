@@ -40,6 +40,10 @@ pub enum ApiError {
     /// is closed after the answer.
     RequestTimeout,
     PreconditionFailed(Option<CurrentVersion>),
+    /// `412` with only the `ETag` of what is current (an identity, SPEC §10.1).
+    PreconditionFailedAt(String),
+    /// `409 link_exists`: a share link id that is taken (SPEC §10.3).
+    LinkExists,
     PayloadTooLarge(&'static str),
     UriTooLong,
     PreconditionRequired,
@@ -93,7 +97,8 @@ impl ApiError {
             ApiError::LastOwner => (409, "last_owner"),
             ApiError::Gone(_) => (410, "gone"),
             ApiError::RequestTimeout => (408, "request_timeout"),
-            ApiError::PreconditionFailed(_) => (412, "precondition_failed"),
+            ApiError::PreconditionFailed(_) | ApiError::PreconditionFailedAt(_) => (412, "precondition_failed"),
+            ApiError::LinkExists => (409, "link_exists"),
             ApiError::PayloadTooLarge(_) => (413, "payload_too_large"),
             ApiError::UriTooLong => (414, "uri_too_long"),
             ApiError::PreconditionRequired => (428, "precondition_required"),
@@ -129,6 +134,8 @@ impl ApiError {
             }
             ApiError::RequestTimeout => "The request did not arrive in time.".into(),
             ApiError::PreconditionFailed(_) => "The store is not at the version the precondition names.".into(),
+            ApiError::PreconditionFailedAt(_) => "It is not at the version the precondition names.".into(),
+            ApiError::LinkExists => "That link id is taken.".into(),
             ApiError::PayloadTooLarge(what) => format!("The {what} is larger than the server accepts."),
             ApiError::UriTooLong => "The request line is too long.".into(),
             ApiError::PreconditionRequired => "Writing an existing store needs If-Match.".into(),
@@ -161,6 +168,7 @@ impl ApiError {
             ApiError::TooManyRequests { retry_after_secs } | ApiError::Unavailable { retry_after_secs } => {
                 response.header("Retry-After", retry_after_secs.to_string())
             }
+            ApiError::PreconditionFailedAt(token) => response.header("ETag", format!("\"{token}\"")),
             ApiError::PreconditionFailed(Some(current)) => {
                 response.header("ETag", format!("\"{}\"", current.token));
                 body["current"] = current_json(&current);

@@ -100,6 +100,46 @@ impl<K: Hash + Eq + Clone> RateLimit<K> {
     }
 }
 
+/// At most `limit` different values per key within `window` (identity
+/// lookups: 100 different ids per account an hour); a value already
+/// admitted in the window is admitted again for free. Memory is bounded:
+/// `capacity` keys of at most `limit` values.
+#[derive(Debug)]
+pub struct DistinctLimit<K, V> {
+    limit: usize,
+    window: Duration,
+    capacity: usize,
+    entries: HashMap<K, Vec<(V, Instant)>>,
+}
+
+impl<K: Hash + Eq + Clone, V: Eq + Clone> DistinctLimit<K, V> {
+    pub fn new(limit: usize, window: Duration, capacity: usize) -> Self {
+        DistinctLimit { limit, window, capacity: capacity.max(1), entries: HashMap::new() }
+    }
+
+    /// Admits `value` for `key`, or says how long until a place frees up.
+    pub fn admit(&mut self, key: &K, value: &V, now: Instant) -> Result<(), Duration> {
+        let window = self.window;
+        if !self.entries.contains_key(key) && self.entries.len() >= self.capacity {
+            self.entries.retain(|_, seen| seen.iter().any(|(_, at)| now.saturating_duration_since(*at) < window));
+            if self.entries.len() >= self.capacity {
+                return Err(Duration::from_secs(1));
+            }
+        }
+        let seen = self.entries.entry(key.clone()).or_default();
+        seen.retain(|(_, at)| now.saturating_duration_since(*at) < window);
+        if seen.iter().any(|(v, _)| v == value) {
+            return Ok(());
+        }
+        if seen.len() >= self.limit {
+            let oldest = seen.iter().map(|(_, at)| *at).min().unwrap_or(now);
+            return Err((oldest + window).saturating_duration_since(now).max(Duration::from_secs(1)));
+        }
+        seen.push((value.clone(), now));
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -170,5 +210,17 @@ mod tests {
                 proptest::prop_assert!(held[k] + used[k] <= 4);
             }
         }
+    }
+
+    #[test]
+    fn distinct_values_are_limited_and_repeats_are_free() {
+        let mut limit = DistinctLimit::new(2, Duration::from_secs(60), 10);
+        let now = Instant::now();
+        assert!(limit.admit(&"a", &1, now).is_ok());
+        assert!(limit.admit(&"a", &2, now).is_ok());
+        assert!(limit.admit(&"a", &3, now).is_err());
+        assert!(limit.admit(&"a", &1, now).is_ok(), "a value seen in the window is free");
+        assert!(limit.admit(&"b", &3, now).is_ok(), "per key");
+        assert!(limit.admit(&"a", &3, now + Duration::from_secs(61)).is_ok(), "the window slides");
     }
 }

@@ -31,6 +31,16 @@ pub enum Route {
     ReadLog(String),
     GetPermissions(String),
     SetPermission(String),
+    GetEnvelope(String),
+    PublishIdentity,
+    OwnIdentity,
+    /// `GET /v1/accounts/{id}/identity`: the id as percent-decoded.
+    Identity(String),
+    CreateLink(String),
+    ListLinks(String),
+    /// The store key and the link id.
+    DeleteLink(String, String),
+    RedeemLink(String),
     Changes,
     /// Panics in its handler: only in builds with the `test-hooks` feature,
     /// which the integration tests enable and no normal build has.
@@ -57,6 +67,12 @@ impl Route {
             Route::GetStore(_) | Route::PutStore(_) | Route::DeleteStore(_) => "/v1/stores/{key}",
             Route::AppendLog(_) | Route::ReadLog(_) => "/v1/stores/{key}/log",
             Route::GetPermissions(_) | Route::SetPermission(_) => "/v1/stores/{key}/permissions",
+            Route::GetEnvelope(_) => "/v1/stores/{key}/envelope",
+            Route::PublishIdentity | Route::OwnIdentity => "/v1/account/identity",
+            Route::Identity(_) => "/v1/accounts/{id}/identity",
+            Route::CreateLink(_) | Route::ListLinks(_) => "/v1/stores/{key}/links",
+            Route::DeleteLink(..) => "/v1/stores/{key}/links/{link}",
+            Route::RedeemLink(_) => "/v1/links/{link}/redeem",
             Route::Changes => "/v1/changes",
             #[cfg(feature = "test-hooks")]
             Route::TestPanic => "/v1/test-hooks/panic",
@@ -74,19 +90,42 @@ impl Route {
     /// transaction with other reads. For a request that continues later
     /// (after PBKDF2 or an upload) this is about the first half only: the
     /// continuation is a write of its own, which re-checks what it needs.
+    /// Exhaustive, so a new route must say which it is.
     pub fn reads_only(&self) -> bool {
-        !matches!(self, Route::Logout | Route::LogoutEverywhere | Route::DeleteStore(_) | Route::SetPermission(_))
-            && !self.is_test_hook()
-    }
-
-    #[cfg(feature = "test-hooks")]
-    fn is_test_hook(&self) -> bool {
-        matches!(self, Route::TestPanic)
-    }
-
-    #[cfg(not(feature = "test-hooks"))]
-    fn is_test_hook(&self) -> bool {
-        false
+        match self {
+            Route::Preflight
+            | Route::Health
+            | Route::Info
+            | Route::KdfSalt(_)
+            | Route::Register
+            | Route::Login
+            | Route::Account
+            | Route::ChangePassword
+            | Route::DeleteAccount
+            | Route::ResetRequest
+            | Route::ResetConfirm
+            | Route::ListStores
+            | Route::GetStore(_)
+            | Route::PutStore(_)
+            | Route::AppendLog(_)
+            | Route::ReadLog(_)
+            | Route::GetPermissions(_)
+            | Route::GetEnvelope(_)
+            | Route::OwnIdentity
+            | Route::Identity(_)
+            | Route::ListLinks(_)
+            | Route::Changes => true,
+            Route::Logout
+            | Route::LogoutEverywhere
+            | Route::DeleteStore(_)
+            | Route::SetPermission(_)
+            | Route::PublishIdentity
+            | Route::CreateLink(_)
+            | Route::DeleteLink(..)
+            | Route::RedeemLink(_) => false,
+            #[cfg(feature = "test-hooks")]
+            Route::TestPanic => false,
+        }
     }
 }
 
@@ -123,6 +162,15 @@ pub fn route(method: &str, path: &str) -> Result<Route, ApiError> {
         },
         ["account", "password"] if method == "PUT" => Ok(Route::ChangePassword),
         ["account", "password"] => allow("PUT"),
+        ["account", "identity"] => match method {
+            "GET" | "HEAD" => Ok(Route::OwnIdentity),
+            "PUT" => Ok(Route::PublishIdentity),
+            _ => allow("GET, HEAD, PUT"),
+        },
+        ["accounts", id, "identity"] if get => Ok(Route::Identity(decode_key(id)?)),
+        ["accounts", _, "identity"] => allow("GET, HEAD"),
+        ["links", link, "redeem"] if method == "POST" => Ok(Route::RedeemLink(decode_key(link)?)),
+        ["links", _, "redeem"] => allow("POST"),
         ["password-reset"] if method == "POST" => Ok(Route::ResetRequest),
         ["password-reset"] => allow("POST"),
         ["password-reset", "confirm"] if method == "POST" => Ok(Route::ResetConfirm),
@@ -154,6 +202,18 @@ pub fn route(method: &str, path: &str) -> Result<Route, ApiError> {
                 _ => allow("GET, HEAD, PUT"),
             }
         }
+        ["stores", key, "envelope"] if get => Ok(Route::GetEnvelope(decode_key(key)?)),
+        ["stores", _, "envelope"] => allow("GET, HEAD"),
+        ["stores", key, "links"] => {
+            let key = decode_key(key)?;
+            match method {
+                "GET" | "HEAD" => Ok(Route::ListLinks(key)),
+                "POST" => Ok(Route::CreateLink(key)),
+                _ => allow("GET, HEAD, POST"),
+            }
+        }
+        ["stores", key, "links", link] if method == "DELETE" => Ok(Route::DeleteLink(decode_key(key)?, decode_key(link)?)),
+        ["stores", _, "links", _] => allow("DELETE"),
         ["changes"] if get => Ok(Route::Changes),
         ["changes"] => allow("GET, HEAD"),
         #[cfg(feature = "test-hooks")]

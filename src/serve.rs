@@ -20,7 +20,7 @@ use crate::http::listener::{self, Caps, Register};
 use crate::lifecycle::Lifecycle;
 use crate::log;
 use crate::polls::Polls;
-use crate::ratelimit::RateLimit;
+use crate::ratelimit::{DistinctLimit, RateLimit};
 use crate::server::{self, Event};
 use crate::throttle::Throttle;
 use crate::worker::{self, Shared};
@@ -134,6 +134,9 @@ pub fn serve(config: Config) -> Result<(), Failure> {
         registrations: RateLimit::new(api::REGISTRATIONS_PER_HOUR, api::HOUR, api::RATE_LIMIT_KEYS),
         reset_requests: RateLimit::new(api::RESET_REQUESTS_PER_HOUR, api::HOUR, api::RATE_LIMIT_KEYS),
         reset_tokens: RateLimit::new(api::RESET_TOKENS_PER_HOUR, api::HOUR, api::RATE_LIMIT_KEYS),
+        identity_lookups: DistinctLimit::new(api::IDENTITY_LOOKUPS_PER_HOUR, api::HOUR, api::RATE_LIMIT_KEYS),
+        redeem_failures_by_account: RateLimit::new(api::REDEEM_FAILURES_PER_HOUR, api::HOUR, api::RATE_LIMIT_KEYS),
+        redeem_failures_by_address: RateLimit::new(api::REDEEM_FAILURES_PER_HOUR, api::HOUR, api::RATE_LIMIT_KEYS),
         reset_hook,
         hashing,
         deferred: Vec::new(),

@@ -181,6 +181,7 @@ fn feed_response(current: i64, generation: &str, mut changes: Vec<Change>, limit
             token: change.token.as_deref(),
             permission: change.permission.map(|p| p.as_str()),
             log_head: change.log_head,
+            envelope_seq: change.envelope_seq,
         })
         .collect();
     Response::json(200, &FeedPage { seq, generation, more, changes })
@@ -202,6 +203,7 @@ struct FeedEntry<'a> {
     token: Option<&'a str>,
     permission: Option<&'static str>,
     log_head: Option<u64>,
+    envelope_seq: Option<i64>,
 }
 
 /// `since` (required, ≥ 0), `wait` (0..=60, default 0) and `limit`.

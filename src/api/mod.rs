@@ -5,6 +5,8 @@
 mod accounts;
 mod changes;
 mod deferred;
+mod identities;
+mod links;
 mod logs;
 mod paging;
 mod reset;
@@ -15,6 +17,9 @@ mod stores;
 
 pub use accounts::{create as create_account, delete_account};
 pub use deferred::Deferred;
+pub use identities::{LOOKUPS_PER_HOUR as IDENTITY_LOOKUPS_PER_HOUR, MAX_IDENTITY_BYTES};
+pub use links::REDEEM_FAILURES_PER_HOUR;
+pub use sharing::MAX_ENVELOPE_BYTES;
 pub use logs::{SMALL_ENTRY, small_append};
 pub use reset::issue_token as issue_reset_token;
 pub use stores::{PendingWrite, Received, finish_uploads};
@@ -32,7 +37,7 @@ use crate::http::budget::AnswerBudget;
 use crate::http::{RequestHead, Response};
 use crate::log;
 use crate::polls::{Poll, Polls};
-use crate::ratelimit::RateLimit;
+use crate::ratelimit::{DistinctLimit, RateLimit};
 use crate::router::Route;
 use crate::server::{Reply, Request, Step};
 use crate::throttle::Throttle;
@@ -52,6 +57,7 @@ pub const RESET_TOKENS_PER_HOUR: usize = 3;
 /// Keys each rate-limit table keeps at most.
 pub const RATE_LIMIT_KEYS: usize = 10_000;
 pub const HOUR: std::time::Duration = std::time::Duration::from_secs(3600);
+pub const DAY: std::time::Duration = std::time::Duration::from_secs(86_400);
 
 /// How long deletions and lost access stay in the change feed.
 const TOMBSTONE_RETENTION_MS: i64 = 30 * 86_400_000;
@@ -82,6 +88,11 @@ pub struct App {
     pub reset_requests: RateLimit<IpAddr>,
     /// Reset tokens issued per account (3 an hour).
     pub reset_tokens: RateLimit<String>,
+    /// Different ids each account looked up identities of (100 an hour).
+    pub identity_lookups: DistinctLimit<String, String>,
+    /// Failed share-link redeems per account and per address (10 an hour).
+    pub redeem_failures_by_account: RateLimit<String>,
+    pub redeem_failures_by_address: RateLimit<IpAddr>,
     pub reset_hook: Option<ResetHook>,
     /// Places for PBKDF2 jobs on connection threads.
     pub hashing: Arc<Hashing>,
@@ -241,6 +252,14 @@ impl App {
             Route::DeleteStore(key) => stores::delete(self, &request, &key),
             Route::GetPermissions(key) => sharing::list(self, &request, &key),
             Route::SetPermission(key) => sharing::set(self, &request, &key),
+            Route::GetEnvelope(key) => sharing::envelope(self, &request, &key),
+            Route::PublishIdentity => identities::publish(self, &request),
+            Route::OwnIdentity => identities::own(self, &request),
+            Route::Identity(id) => identities::lookup(self, &request, &id),
+            Route::CreateLink(key) => links::create(self, &request, &key),
+            Route::ListLinks(key) => links::list(self, &request, &key),
+            Route::DeleteLink(key, link) => links::delete(self, &request, &key, &link),
+            Route::RedeemLink(link) => links::redeem(self, &request, &link),
             #[cfg(feature = "test-hooks")]
             Route::TestPanic => panic!("panic injected by the test-hooks feature"),
         };

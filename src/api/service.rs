@@ -32,6 +32,8 @@ pub fn info(config: &Config, generation: &str) -> Result<Step, ApiError> {
             "max_entry_bytes": config.max_entry_bytes,
             "max_log_bytes": config.max_log_bytes,
             "max_page": MAX_PAGE,
+            "max_identity_bytes": super::MAX_IDENTITY_BYTES,
+            "max_envelope_bytes": super::MAX_ENVELOPE_BYTES,
             "quota_bytes": config.quota_bytes,
             "session_ttl_days": config.session_ttl_days,
             "max_wait_seconds": MAX_WAIT_SECONDS,

@@ -10,7 +10,7 @@ use super::{App, Session, paging, respond};
 use crate::auth;
 use crate::blobs::{Batch, Staged};
 use crate::clock;
-use crate::db::{self, Db, stores::LogState, stores::StoreRow};
+use crate::db::{self, Db, stores::Grant, stores::LogState, stores::StoreRow};
 use crate::encoding::{hex, http_date};
 use crate::error::{ApiError, CurrentVersion, Shortage};
 use crate::http::{Body, Framing, Response};
@@ -72,12 +72,13 @@ pub fn get(app: &mut App, request: &Request, key: &str) -> Result<Step, ApiError
     let if_none_match =
         request.head.list_header("if-none-match")?.as_deref().map(precondition::parse_none_match).transpose()?;
     let session = app.authenticate(request)?;
-    let (store, held) = visible(app, key, &session)?;
+    let (store, grant) = visible_grant(app, key, &session)?;
+    let held = grant.permission;
     let etag = format!("\"{}\"", store.token);
     if if_none_match.is_some_and(|tags| tags.matches(&store.token)) {
-        return respond(with_log_headers(
-            Response::new(304).with_header("ETag", etag).with_header("Cache-Control", REVALIDATE),
-            &store,
+        return respond(with_envelope_seq(
+            with_log_headers(Response::new(304).with_header("ETag", etag).with_header("Cache-Control", REVALIDATE), &store),
+            grant,
         ));
     }
     let file = app.open_files.get(&app.blobs, &store.file)?;
@@ -88,7 +89,7 @@ pub fn get(app: &mut App, request: &Request, key: &str) -> Result<Step, ApiError
         .with_header("Sync-Permission", held.as_str())
         .with_header("Sync-Seq", store.seq.to_string())
         .with_header("Last-Modified", http_date(store.modified));
-    response = with_log_headers(response, &store);
+    response = with_envelope_seq(with_log_headers(response, &store), grant);
     if let Some(meta) = store.meta {
         response.header("Sync-Meta", meta);
     }
@@ -102,6 +103,14 @@ fn with_log_headers(mut response: Response, store: &StoreRow) -> Response {
     if store.log.log_head > 0 {
         response.header("Sync-Log-Head", store.log.log_head.to_string());
         response.header("Sync-Log-Base", store.log.log_base.to_string());
+    }
+    response
+}
+
+/// `Sync-Envelope-Seq` when the caller has an envelope on the store (SPEC §10.2).
+fn with_envelope_seq(mut response: Response, grant: Grant) -> Response {
+    if let Some(seq) = grant.envelope_seq {
+        response.header("Sync-Envelope-Seq", seq.to_string());
     }
     response
 }
@@ -318,8 +327,14 @@ pub fn delete(app: &mut App, request: &Request, key: &str) -> Result<Step, ApiEr
 
 /// The store and the caller's permission; 404 when either is missing.
 pub(super) fn visible(app: &App, key: &str, session: &Session) -> Result<(StoreRow, Permission), ApiError> {
+    visible_grant(app, key, session).map(|(store, grant)| (store, grant.permission))
+}
+
+/// The store and the caller's grant (permission and envelope seq); 404
+/// when either is missing.
+pub(super) fn visible_grant(app: &App, key: &str, session: &Session) -> Result<(StoreRow, Grant), ApiError> {
     match db::stores::get_for(app.db.conn(), key, &session.account_id)? {
-        Some((store, Some(held))) => Ok((store, held)),
+        Some((store, Some(grant))) => Ok((store, grant)),
         _ => Err(ApiError::NotFound),
     }
 }
@@ -339,7 +354,7 @@ fn check_write(
     if held.is_none() && matches!(precondition, Precondition::None | Precondition::Absent) {
         return Err(ApiError::Forbidden("That key is taken by a store you cannot see."));
     }
-    permission::require(held, Permission::Write)?;
+    permission::require(held.map(|grant| grant.permission), Permission::Write)?;
     precondition::decide(precondition, Some(&store.token)).map_err(|refusal| refused(refusal, &store))?;
     Ok(Some(store))
 }

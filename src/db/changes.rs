@@ -14,6 +14,8 @@ pub struct Change {
     pub permission: Option<Permission>,
     /// The store's `log_head` (`None` with the token).
     pub log_head: Option<u64>,
+    /// The seq of the account's envelope's last change (SPEC §10.2).
+    pub envelope_seq: Option<i64>,
 }
 
 /// Records change `seq` of a store for every account with a permission on
@@ -52,7 +54,7 @@ pub fn feed(
     limit: usize,
 ) -> rusqlite::Result<Vec<Change>> {
     let mut statement = conn.prepare_cached(
-        "SELECT c.store_key, c.seq, s.store_token, p.permission, s.log_head FROM change_log c
+        "SELECT c.store_key, c.seq, s.store_token, p.permission, s.log_head, p.envelope_seq FROM change_log c
          LEFT JOIN account_permission p ON p.account_id = c.account_id AND p.store_key = c.store_key
          LEFT JOIN sync_store s ON s.store_key = c.store_key
          WHERE c.account_id = ?1 AND c.seq > ?2 AND (p.permission IS NOT NULL OR NOT ?3)
@@ -66,6 +68,7 @@ pub fn feed(
             token: permission.and(row.get(2)?),
             permission,
             log_head: permission.and(row.get(4)?),
+            envelope_seq: permission.and(row.get(5)?),
         })
     })?;
     rows.collect()
@@ -146,7 +149,7 @@ mod tests {
         touch_store(conn, "k2", 5, 200).unwrap();
         stores::delete(conn, "k2").unwrap();
         let a_feed = feed(conn, "a", 4, false, 100).unwrap();
-        assert_eq!(a_feed, vec![Change { key: "k2".into(), seq: 5, token: None, permission: None, log_head: None }]);
+        assert_eq!(a_feed, vec![Change { key: "k2".into(), seq: 5, token: None, permission: None, log_head: None, envelope_seq: None }]);
         assert!(feed(conn, "a", 0, true, 100).unwrap().iter().all(|c| c.key != "k2"), "since=0 has no tombstones");
         assert!(feed(conn, "b", 0, false, 100).unwrap().iter().all(|c| c.key != "k2"));
 

@@ -4,7 +4,9 @@
 
 pub mod accounts;
 pub mod changes;
+pub mod identities;
 pub mod invites;
+pub mod links;
 pub mod logs;
 pub mod resets;
 mod schema;
@@ -31,7 +33,7 @@ const SERVER_BUSY_WAIT: Duration = Duration::from_millis(10);
 /// is only ever held for one short transaction.
 const TOOL_BUSY_WAIT: Duration = Duration::from_secs(10);
 /// Prepared statements kept: every statement the server runs, with room.
-const STATEMENT_CACHE: usize = 64;
+const STATEMENT_CACHE: usize = 96;
 /// The WAL is truncated to this size after a checkpoint resets it.
 const WAL_SIZE_LIMIT: i64 = 64 * 1024 * 1024;
 

@@ -85,6 +85,31 @@ const MIGRATIONS: &[&str] = &[
         created INTEGER NOT NULL
     ) WITHOUT ROWID;
     ALTER TABLE sync_account ADD COLUMN locked_until INTEGER NOT NULL DEFAULT 0;",
+    // 7: identities and sealed grants (SPEC §10): every published version
+    // of an account's identity; a grant's envelope and the seq of its last
+    // change; share links, with the hash of their verifier, taken ids
+    // kept (uses_left 0) until their store goes.
+    "CREATE TABLE account_identity (
+        account_id TEXT NOT NULL REFERENCES sync_account(id) ON DELETE CASCADE,
+        version INTEGER NOT NULL,
+        bytes BLOB NOT NULL,
+        token TEXT NOT NULL,
+        created INTEGER NOT NULL,
+        PRIMARY KEY (account_id, version)
+    ) WITHOUT ROWID;
+    ALTER TABLE account_permission ADD COLUMN envelope BLOB;
+    ALTER TABLE account_permission ADD COLUMN envelope_seq INTEGER;
+    CREATE TABLE store_link (
+        link TEXT PRIMARY KEY NOT NULL,
+        store_key TEXT NOT NULL REFERENCES sync_store(store_key) ON DELETE CASCADE,
+        verifier_hash TEXT NOT NULL,
+        permission TEXT NOT NULL CHECK (permission IN ('READ', 'WRITE')),
+        envelope BLOB NOT NULL,
+        uses_left INTEGER NOT NULL,
+        expires INTEGER NOT NULL,
+        created INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX store_link_store ON store_link(store_key);",
 ];
 
 fn version(conn: &Connection) -> Result<usize, String> {
@@ -167,6 +192,15 @@ mod tests {
             })
             .unwrap();
         assert_eq!((invites, locked), (0, 0));
+        let (identities, links, envelopes): (i64, i64, i64) = conn
+            .query_row(
+                "SELECT (SELECT count(*) FROM account_identity), (SELECT count(*) FROM store_link),
+                        (SELECT count(envelope) FROM account_permission)",
+                [],
+                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+            )
+            .unwrap();
+        assert_eq!((identities, links, envelopes), (0, 0, 0));
         migrate(&mut conn).unwrap();
         assert_eq!(
             conn.query_row("SELECT count(*) FROM sync_setting", [], |row| row.get::<_, i64>(0)).unwrap(),

@@ -53,20 +53,28 @@ fn permission(row: &Row<'_>, index: usize) -> rusqlite::Result<Option<Permission
     Ok(row.get::<_, Option<String>>(index)?.as_deref().and_then(Permission::parse))
 }
 
-/// A store and the account's permission on it (if any).
-pub fn get_for(
-    conn: &Connection,
-    key: &str,
-    account_id: &str,
-) -> rusqlite::Result<Option<(StoreRow, Option<Permission>)>> {
+/// What an account holds on a store: its permission and the `seq` of its
+/// envelope's last change (SPEC §10.2; `None`: no envelope).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Grant {
+    pub permission: Permission,
+    pub envelope_seq: Option<i64>,
+}
+
+/// A store and the account's grant on it (if any).
+pub fn get_for(conn: &Connection, key: &str, account_id: &str) -> rusqlite::Result<Option<(StoreRow, Option<Grant>)>> {
     conn.prepare_cached(concat!(
         "SELECT ",
         store_columns!(),
-        ", p.permission FROM sync_store s
+        ", p.permission, p.envelope_seq FROM sync_store s
          LEFT JOIN account_permission p ON p.store_key = s.store_key AND p.account_id = ?2
          WHERE s.store_key = ?1"
     ))?
-    .query_row(params![key, account_id], |row| Ok((store_row(row)?, permission(row, 10)?)))
+    .query_row(params![key, account_id], |row| {
+        let grant = permission(row, 10)?.map(|permission| Grant { permission, envelope_seq: None });
+        let envelope_seq: Option<i64> = row.get(11)?;
+        Ok((store_row(row)?, grant.map(|g| Grant { envelope_seq, ..g })))
+    })
     .optional()
 }
 
@@ -82,6 +90,7 @@ pub struct Listed<'a> {
     pub meta: Option<&'a str>,
     #[serde(flatten)]
     pub log: LogState,
+    pub envelope_seq: Option<i64>,
 }
 
 /// Hands `each` the stores the account has a permission on, by key
@@ -97,7 +106,7 @@ pub fn list_page(
 ) -> rusqlite::Result<()> {
     let mut statement = conn.prepare_cached(
         "SELECT s.store_key, s.store_token, s.size, s.modified, s.seq, p.permission, s.store_meta,
-                s.log_head, s.log_base, s.log_bytes
+                s.log_head, s.log_base, s.log_bytes, p.envelope_seq
          FROM account_permission p JOIN sync_store s ON s.store_key = p.store_key
          WHERE p.account_id = ?1 AND p.store_key > ?2
          ORDER BY p.store_key LIMIT ?3",
@@ -123,6 +132,7 @@ pub fn list_page(
             permission: text(5)?,
             meta,
             log: LogState { log_head: row.get(7)?, log_base: row.get(8)?, log_bytes: row.get(9)? },
+            envelope_seq: row.get(10)?,
         };
         if each(listed).is_break() {
             break;
@@ -167,6 +177,25 @@ pub fn upsert(conn: &Connection, store: &StoreRow) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// Sets the account's envelope on a store (it must hold a grant), changed at `seq`.
+pub fn set_envelope(conn: &Connection, account_id: &str, key: &str, envelope: &[u8], seq: i64) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "UPDATE account_permission SET envelope = ?3, envelope_seq = ?4 WHERE account_id = ?1 AND store_key = ?2",
+    )?
+    .execute(params![account_id, key, envelope, seq])?;
+    Ok(())
+}
+
+/// The account's envelope on a store and the `seq` of its last change.
+pub fn envelope(conn: &Connection, account_id: &str, key: &str) -> rusqlite::Result<Option<(Vec<u8>, i64)>> {
+    conn.prepare_cached(
+        "SELECT envelope, envelope_seq FROM account_permission
+         WHERE account_id = ?1 AND store_key = ?2 AND envelope IS NOT NULL",
+    )?
+    .query_row(params![account_id, key], |row| Ok((row.get(0)?, row.get(1)?)))
+    .optional()
+}
+
 pub fn set_permission(conn: &Connection, account_id: &str, key: &str, permission: Permission) -> rusqlite::Result<()> {
     conn.prepare_cached(
         "INSERT INTO account_permission (account_id, store_key, permission) VALUES (?1, ?2, ?3)
@@ -184,16 +213,16 @@ pub fn permission_of(conn: &Connection, account_id: &str, key: &str) -> rusqlite
         .map(Option::flatten)
 }
 
-/// Every permission on a store, by account.
-pub fn permissions(conn: &Connection, key: &str) -> rusqlite::Result<Vec<(String, Permission)>> {
+/// Every grant on a store, by account.
+pub fn permissions(conn: &Connection, key: &str) -> rusqlite::Result<Vec<(String, Grant)>> {
     let mut statement = conn.prepare_cached(
-        "SELECT account_id, permission FROM account_permission WHERE store_key = ?1 ORDER BY account_id",
+        "SELECT account_id, permission, envelope_seq FROM account_permission WHERE store_key = ?1 ORDER BY account_id",
     )?;
-    let rows = statement.query_map([key], |row| Ok((row.get(0)?, permission(row, 1)?)))?;
+    let rows = statement.query_map([key], |row| Ok((row.get(0)?, permission(row, 1)?, row.get(2)?)))?;
     let mut out = Vec::new();
     for row in rows {
-        if let (account, Some(held)) = row? {
-            out.push((account, held));
+        if let (account, Some(permission), envelope_seq) = row? {
+            out.push((account, Grant { permission, envelope_seq }));
         }
     }
     Ok(out)
