@@ -287,14 +287,18 @@ export class LogDocument {
         if (missing[0].counter <= Math.max(folded[box.writer] ?? 0, ...present)) {
           throw new SyncError('integrity', `the server dropped an entry of this device (writer ${box.writer}, #${missing[0].counter}) from the middle of the log`);
         }
-        for (const e of missing) {
+        for (const [at, e] of missing.entries()) {
           try {
             await this.vault.appendEntry(key, box.writer, e.counter, e.data);
             this.reappended += 1;
           } catch (error) {
             if (!refused(error)) break; // kept, tried again at the next load
-            kept.splice(kept.indexOf(e), 1);
-            this.unrecoverable += 1;
+            // Refused for good: this entry and the writer's later ones (which
+            // would follow a gap) are reported, not retried.
+            const lost = missing.slice(at);
+            for (const gone of lost) kept.splice(kept.indexOf(gone), 1);
+            this.unrecoverable += lost.length;
+            break;
           }
         }
       }

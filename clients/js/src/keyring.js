@@ -6,10 +6,13 @@
  * recovery code) and holds an ECDH P-256 private key locked under that
  * secret; its inside (where the keyring is, and its root key) is sealed
  * to the door's public key. The keyring keeps only the doors' public
- * keys, so any device can point every door at a new keyring without the
- * recovery code, and no keyring, old or new, opens a door's inside: an
- * old keyring copy leads nowhere newer, and a secret that is replaced
- * loses its door (its old door's key opens nothing written after).
+ * keys, so a device can point the recovery door at a new keyring without
+ * the recovery code, and no keyring, old or new, opens a door's inside.
+ * Every rotation gives the passphrase door a new key pair (every vault
+ * holds the passphrase's secret): an old keyring knows only old public
+ * keys, so an inside forged with one does not open, and the passphrase
+ * door cannot be forged at all. The recovery door keeps its key pair
+ * until its code is replaced: recovery trusts it (see README).
  *
  * A rotation first rewrites the current keyring conditionally on the
  * version this device read (so two devices cannot rotate from one keyring,
@@ -41,7 +44,6 @@ const SEAL_OVERHEAD = 12 + 16;
 /** @typedef {{version: number, epoch: number, dataKeys: Record<string, string>, nameKey: string, doors: DoorRef[], successor?: string}} AccountKeys */
 /** @typedef {{kind: DoorKind, secret: Uint8Array}} DoorSecret */
 /** @typedef {{ring: string, ark: string, version: number}} DoorInside */
-/** @typedef {{kind: DoorKind, location: string, privateKey: CryptoKey}} HeldDoor the door a device came in by (its private key in memory) */
 
 /** The 5-byte head of every format-2 body: the format and a key epoch (1 for key stores). */
 function head() {
@@ -128,9 +130,10 @@ async function openInside(privateKey, bytes, keySalt, location) {
 }
 
 /**
- * Reads and opens the door of `door`'s secret, or `null` when there is none.
+ * Reads and opens the door of `door`'s secret: where it leads, or `null`
+ * when there is no door there.
  * @param {import('./stores.js').Stores} stores @param {string} keySalt @param {DoorSecret} door
- * @returns {Promise<{held: HeldDoor, inside: DoorInside}|null>}
+ * @returns {Promise<DoorInside|null>}
  */
 export async function openDoor(stores, keySalt, door) {
   const location = await doorLocation(door, keySalt);
@@ -138,20 +141,22 @@ export async function openDoor(stores, keySalt, door) {
   if (!found || 'notModified' in found) return null;
   const { lock, inside } = doorParts(found.data);
   const pkcs8 = await open(await doorKek(door, keySalt), lock, context(LABEL.doorLock, keySalt, location));
-  const privateKey = await subtle.importKey('pkcs8', source(pkcs8), ECDH, false, ['deriveBits']);
-  const held = { kind: door.kind, location, privateKey };
-  return { held, inside: await openInside(privateKey, inside, keySalt, location) };
+  let privateKey;
+  try {
+    privateKey = await subtle.importKey('pkcs8', source(pkcs8), ECDH, false, ['deriveBits']);
+  } catch (cause) {
+    throw new SyncError('integrity', 'a door of this account holds no key', { cause });
+  }
+  return openInside(privateKey, inside, keySalt, location);
 }
 
 /**
- * Reads the door a device holds (it has the door's private key): where it
- * leads now, or `null` when the door is gone (its secret was replaced).
- * @param {import('./stores.js').Stores} stores @param {string} keySalt @param {HeldDoor} held
+ * The keyring a secret's door leads to, or `null` when there is no door.
+ * @param {import('./stores.js').Stores} stores @param {string} keySalt @param {DoorSecret} door
  */
-export async function readHeldDoor(stores, keySalt, held) {
-  const found = await stores.get(held.location);
-  if (!found || 'notModified' in found) return null;
-  return openInside(held.privateKey, doorParts(found.data).inside, keySalt, held.location);
+export async function keyringBehind(stores, keySalt, door) {
+  const inside = await openDoor(stores, keySalt, door);
+  return inside && Keyring.read(stores, keySalt, inside);
 }
 
 export class Keyring {
@@ -205,7 +210,11 @@ export class Keyring {
    */
   async keyStoreMeta(location) {
     const sealed = await seal(await this.#marker(), pad(utf8('{}')), context(LABEL.keyStore, location));
-    return `${FORMAT}.${toBase64url(randomBytes(68))}.1.${toBase64url(sealed)}`;
+    // Shaped like a new store's one wrap: key epoch 1, the current data key epoch, then sealed-looking bytes.
+    const wrap = randomBytes(68);
+    new DataView(wrap.buffer).setUint32(0, 1);
+    new DataView(wrap.buffer).setUint32(4, this.epoch);
+    return `${FORMAT}.${toBase64url(wrap)}.1.${toBase64url(sealed)}`;
   }
 
   /** Whether `meta` marks the store at `location` as one of this account's key stores. @param {string} location @param {string} meta */
@@ -241,35 +250,45 @@ export class Keyring {
     if (bytes.length < HEAD_BYTES + SEAL_OVERHEAD || bytes[0] !== FORMAT) throw new SyncError('integrity', 'the keyring is malformed');
     const ark = fromBase64url(inside.ark);
     const content = parseJson(unpad(await open(await aesKey(ark), bytes.subarray(HEAD_BYTES), context(LABEL.keyring, keySalt, inside.ring))));
-    if (!Number.isSafeInteger(content?.version) || content.version !== inside.version || !Array.isArray(content.doors) || typeof content.nameKey !== 'string') {
+    if (!Number.isSafeInteger(content?.version) || content.version !== inside.version || typeof content.nameKey !== 'string') {
       throw new SyncError('integrity', 'the keyring does not match the door that leads to it');
+    }
+    const kinds = Array.isArray(content.doors) ? content.doors.map((/** @type {any} */ d) => d?.kind) : [null];
+    const epochs = Object.keys(content.dataKeys ?? {});
+    if (kinds.some((/** @type {unknown} */ k) => k !== 'passphrase' && k !== 'recovery') || new Set(kinds).size !== kinds.length || !Number.isSafeInteger(content.epoch) || !epochs.includes(String(content.epoch))) {
+      throw new SyncError('integrity', 'the keyring is malformed (its doors or data keys)');
     }
     return new Keyring(stores, keySalt, inside.ring, ark, content, found.token);
   }
 
   /**
-   * A new account's keyring: one data key, a name key, and a door for each
-   * secret given. Returns it and the first door made (the device holds it).
-   * @param {import('./stores.js').Stores} stores @param {string} keySalt @param {DoorSecret[]} doors
+   * A new account's keyring: one data key, a name key, and the
+   * passphrase's door.
+   * @param {import('./stores.js').Stores} stores @param {string} keySalt @param {Uint8Array} passphrase the passphrase's secret
    */
-  static async create(stores, keySalt, doors) {
+  static async create(stores, keySalt, passphrase) {
     const empty = new Keyring(stores, keySalt, '', new Uint8Array(0), { version: 0, epoch: 0, dataKeys: {}, nameKey: toBase64url(randomBytes(32)), doors: [] }, null);
-    const rotation = await empty.rotate({ add: doors });
-    return { keyring: rotation.keyring, held: /** @type {HeldDoor} */ (rotation.held) };
+    return (await empty.rotate({ passphrase })).keyring;
   }
 
   /**
    * A new keyring with a new data key epoch (and a new root key and
-   * location), reached by the doors kept and those added; a door of a kind
-   * in `add` replaces the old door of that kind. `stale_keyring` when this
-   * keyring is no longer the current one (another device rotated): open
-   * the door again and retry. The keyring and doors are written here;
-   * `finish()` then deletes the replaced doors and the old keyring, or
-   * `abort()` points the kept doors back and deletes what was made.
-   * @param {{add?: DoorSecret[]}} change @param {HeldDoor} [held] the door this device holds
+   * location). The passphrase door is made anew (a new key pair, locked
+   * under `passphrase`: the current passphrase's secret, or a new one's);
+   * a new recovery code's door replaces the old one; otherwise the
+   * recovery door is kept and pointed at the new keyring.
+   * `stale_keyring` when this keyring is no longer the current one
+   * (another device rotated): read it again and retry. The keyring and
+   * doors are written here; `finish()` then deletes the doors replaced
+   * and the old keyring, or `abort()` points the old doors back and
+   * deletes what was made.
+   * @param {{passphrase: Uint8Array, recovery?: Uint8Array}} secrets
    */
-  async rotate({ add = [] }, held) {
+  async rotate({ passphrase, recovery }) {
     const epoch = this.epoch + 1;
+    /** @type {DoorSecret[]} */
+    const add = [{ kind: 'passphrase', secret: passphrase }];
+    if (recovery) add.push({ kind: 'recovery', secret: recovery });
     const replaced = new Set(add.map((d) => d.kind));
     const kept = this.content.doors.filter((d) => !replaced.has(d.kind));
     /** @type {{secret: DoorSecret, ref: DoorRef, privateKey: CryptoKey, publicKey: CryptoKey}[]} */
@@ -309,23 +328,36 @@ export class Keyring {
       const made = fresh.find((f) => f.ref === ref);
       if (!(await next.#pointDoor(ref, made && { secret: made.secret, privateKey: made.privateKey }))) missing.push(ref.kind);
     }
-    const madeHeld = fresh.find((f) => f.ref.kind === 'passphrase') ?? fresh[0];
-    const nextHeld = madeHeld ? { kind: madeHeld.ref.kind, location: madeHeld.ref.location, privateKey: madeHeld.privateKey } : held;
-    const dropped = this.content.doors.filter((d) => replaced.has(d.kind));
+    // Doors replaced at another location (a new passphrase or code) go at the end.
+    const dropped = this.content.doors.filter((d) => replaced.has(d.kind) && !fresh.some((f) => f.ref.location === d.location));
     return {
       keyring: next,
-      held: nextHeld,
       missing,
       finish: async () => {
         for (const d of dropped) await this.stores.delete(d.location, { ifMatch: '*' }).catch(ignoreMissing);
         if (this.location) await this.stores.delete(this.location, { ifMatch: '*' }).catch(ignoreMissing);
       },
-      abort: async () => {
+      /** @param {Uint8Array} oldPassphrase the secret the old passphrase door is made again with */
+      abort: async (oldPassphrase) => {
+        const old = this.content.doors.find((d) => d.kind === 'passphrase');
         for (const ref of kept) await this.#pointDoor(ref);
-        for (const f of fresh) await this.stores.delete(f.ref.location, { ifMatch: '*' }).catch(ignoreMissing);
+        for (const f of fresh) if (f.ref.location !== old?.location) await this.stores.delete(f.ref.location, { ifMatch: '*' }).catch(ignoreMissing);
+        if (old) await this.#remakeDoor(old, { kind: 'passphrase', secret: oldPassphrase });
         await this.stores.delete(location, { ifMatch: '*' }).catch(ignoreMissing);
       },
     };
+  }
+
+  /**
+   * Makes a door again for this keyring, with a new key pair (its
+   * reference in the keyring keeps the old public key, which only abort
+   * uses: the door is then the one this keyring's holders come in by).
+   * @param {DoorRef} ref @param {DoorSecret} secret
+   */
+  async #remakeDoor(ref, secret) {
+    const pair = /** @type {CryptoKeyPair} */ (await subtle.generateKey(ECDH, true, ['deriveBits']));
+    const raw = new Uint8Array(await subtle.exportKey('raw', pair.publicKey));
+    await this.#pointDoor({ ...ref, public: toBase64url(raw) }, { secret, privateKey: pair.privateKey });
   }
 
   /**

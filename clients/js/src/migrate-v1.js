@@ -19,7 +19,7 @@
 import { SyncError } from './errors.js';
 import { fromBase64url, fromUtf8, toBase64url, toHex, utf8 } from './bytes.js';
 import { normaliseId, open, unpad } from './crypto.js';
-import { Keyring, openDoor } from './keyring.js';
+import { Keyring, keyringBehind } from './keyring.js';
 import { newWriter } from './sealer.js';
 import { Stores } from './stores.js';
 import { Logs } from './logs.js';
@@ -64,7 +64,7 @@ async function key1(keySalt, name) {
  * password does not sign in either (a wrong passphrase).
  * @template {Target} V
  * @param {import('./client.js').SyncClient} client
- * @param {{id: string, passphrase: string, secret: Uint8Array, password: string, vaultFor: (keyring: Keyring, held: import('./keyring.js').HeldDoor) => Promise<V>}} options
+ * @param {{id: string, passphrase: string, secret: Uint8Array, password: string, vaultFor: (keyring: Keyring) => Promise<V>}} options
  * @returns {Promise<{vault: V, moved: {stores: number, entries: number}}|null>}
  */
 export async function migrateFromV1(client, { id, passphrase, secret, password, vaultFor }) {
@@ -79,19 +79,16 @@ export async function migrateFromV1(client, { id, passphrase, secret, password, 
   const keySalt = session.keySalt;
   const stores = new Stores(client.transport, { vault: true });
   const logs = new Logs(client.transport, stores);
-  const door = await openDoor(stores, keySalt, { kind: 'passphrase', secret });
+  const existing = await keyringBehind(stores, keySalt, { kind: 'passphrase', secret });
   const ringKey = await key1(keySalt, 'sync-node/keyring');
   const ring = await stores.get(ringKey);
   const moved = { stores: 0, entries: 0 };
   /** @type {Keyring} */
   let keyring;
-  /** @type {import('./keyring.js').HeldDoor} */
-  let held;
   if (!ring || 'notModified' in ring) {
     // Cut short after the format-1 keyring went: the format-2 door is there.
-    if (!door) throw new SyncError('keyring_missing', 'this format-1 account has no keyring: its data key is gone (restore it from a backup)');
-    keyring = await Keyring.read(stores, keySalt, door.inside);
-    held = door.held;
+    if (!existing) throw new SyncError('keyring_missing', 'this format-1 account has no keyring: its data key is gone (restore it from a backup)');
+    keyring = existing;
   } else {
     const wraps = JSON.parse(fromUtf8(ring.data)).wraps ?? [];
     let dataKey = null;
@@ -101,8 +98,8 @@ export async function migrateFromV1(client, { id, passphrase, secret, password, 
     }
     if (!dataKey) throw new SyncError('decrypt_failed', 'the passphrase does not open this format-1 account\'s keys');
     const content = await aes1(await subtle.importKey('raw', source(dataKey), 'HKDF', false, ['deriveKey']), 'sync-node/v1/content');
-    ({ keyring, held } = door ? { keyring: await Keyring.read(stores, keySalt, door.inside), held: door.held } : await Keyring.create(stores, keySalt, [{ kind: 'passphrase', secret }]));
-    const target = await vaultFor(keyring, held);
+    keyring = existing ?? (await Keyring.create(stores, keySalt, secret));
+    const target = await vaultFor(keyring);
     for (const s of (await stores.list()).stores) {
       if (!/^[0-9a-f]{64}$/.test(s.key) || s.key === ringKey || !s.meta) continue;
       /** @type {{n: string, m: any}} */
@@ -131,5 +128,5 @@ export async function migrateFromV1(client, { id, passphrase, secret, password, 
     await stores.delete(ringKey, { ifMatch: ring.token });
   }
   await client.changePassword({ password: old.password, newPassword: password });
-  return { vault: await vaultFor(keyring, held), moved };
+  return { vault: await vaultFor(keyring), moved };
 }

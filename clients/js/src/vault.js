@@ -13,7 +13,7 @@ import { SyncError } from './errors.js';
 import { asBytes, fromBase64url, fromUtf8, toBase64url, utf8 } from './bytes.js';
 import { checkNewPassphrase, derive, newRecoveryCode, normaliseId, open, passphraseSecret, recoverySecret, seal, sha256 } from './crypto.js';
 import { context, LABEL, VAULT_PREFIX } from './labels.js';
-import { Keyring, openDoor, readHeldDoor } from './keyring.js';
+import { Keyring, keyringBehind } from './keyring.js';
 import { Sealer, StoreKeys, newIncarnation, parseMeta } from './sealer.js';
 import { Pins, defaultState } from './state.js';
 import { Stores } from './stores.js';
@@ -83,22 +83,22 @@ const RESERVED = 'sync-node/';
 export class Vault {
   /** @type {Keyring} */
   #keyring;
-  /** @type {import('./keyring.js').HeldDoor} the door this device came in by */
-  #held;
+  /** @type {Uint8Array} the passphrase's secret: every rotation remakes its door, and reloads go through it */
+  #passphrase;
   /** @type {{key: CryptoKey, tag: string}} */
   #device;
 
   /**
    * Use `Vault.create`, `Vault.open`, `Vault.recover` or `Vault.claim`.
-   * @param {import('./client.js').SyncClient} client @param {string} id @param {Keyring} keyring @param {import('./keyring.js').HeldDoor} held
+   * @param {import('./client.js').SyncClient} client @param {string} id @param {Keyring} keyring @param {Uint8Array} passphrase the passphrase's secret
    * @param {{key: CryptoKey, tag: string}} device @param {Pins} pins @param {VaultOptions} options
    */
-  constructor(client, id, keyring, held, device, pins, options) {
+  constructor(client, id, keyring, passphrase, device, pins, options) {
     this.client = client;
     /** The account's id, as given. */
     this.id = id;
     this.#keyring = keyring;
-    this.#held = held;
+    this.#passphrase = passphrase;
     this.#device = device;
     this.pins = pins;
     this.state = pins.state;
@@ -118,6 +118,12 @@ export class Vault {
     this.recoveryCode = null;
     /** What a migration from format 1 did (`null` when none ran): `{stores, entries}` moved. */
     this.migrated = /** @type {{stores: number, entries: number}|null} */ (null);
+    /**
+     * Doors the last rotation found gone (`['recovery']` when the server
+     * dropped the recovery door: make a new recovery code).
+     * @type {import('./keyring.js').DoorKind[]}
+     */
+    this.missingDoors = [];
     /** @type {Map<string, Known>} */
     this.known = new Map();
     /** @type {Map<string, string>} location → name */
@@ -138,8 +144,8 @@ export class Vault {
     const session = await client.register({ id: options.id, password, invite: options.invite });
     await pins.pinAccount('key_salt', session.keySalt, 'key_salt');
     const stores = new Stores(client.transport, { vault: true });
-    const { keyring, held } = await Keyring.create(stores, session.keySalt, [{ kind: 'passphrase', secret }]);
-    return Vault.#ready(client, options.id, keyring, held, pins, options);
+    const keyring = await Keyring.create(stores, session.keySalt, secret);
+    return Vault.#ready(client, options.id, keyring, secret, pins, options);
   }
 
   /**
@@ -163,10 +169,10 @@ export class Vault {
       // guess) password: only tried when the app asks for it, and never
       // for an account this device has seen on format 2.
       if (!(error instanceof SyncError && error.code === 'invalid_credentials' && options.migrate === true && !(await pins.isFormat2()))) throw error;
-      const vaultFor = async (/** @type {Keyring} */ keyring, /** @type {import('./keyring.js').HeldDoor} */ held) => {
+      const vaultFor = async (/** @type {Keyring} */ keyring) => {
         await pins.pinAccount('key_salt', keyring.keySalt, 'key_salt');
         await pins.keyringVersion(keyring.version);
-        return Vault.#ready(client, options.id, keyring, held, pins, options);
+        return Vault.#ready(client, options.id, keyring, secret, pins, options);
       };
       const migrated = await migrateFromV1(client, { id: options.id, passphrase: options.passphrase, secret, password, vaultFor });
       if (!migrated) throw error;
@@ -175,11 +181,10 @@ export class Vault {
     }
     await pins.pinAccount('key_salt', session.keySalt, 'key_salt');
     const stores = new Stores(client.transport, { vault: true });
-    const door = await openDoor(stores, session.keySalt, { kind: 'passphrase', secret });
-    if (door) {
-      const keyring = await Keyring.read(stores, session.keySalt, door.inside);
+    const keyring = await keyringBehind(stores, session.keySalt, { kind: 'passphrase', secret });
+    if (keyring) {
       await pins.keyringVersion(keyring.version);
-      return Vault.#ready(client, options.id, keyring, door.held, pins, options);
+      return Vault.#ready(client, options.id, keyring, secret, pins, options);
     }
     if (!recovery) {
       throw new SyncError('keyring_missing', 'this passphrase signs in but opens no keys: after a password reset, open with the recovery code (recoveryCode); otherwise the server lost or withholds the keys');
@@ -221,17 +226,15 @@ export class Vault {
     const session = await client.signIn({ id: options.id, password: options.password });
     await pins.pinAccount('key_salt', session.keySalt, 'key_salt');
     const stores = new Stores(client.transport, { vault: true });
-    const door = await openDoor(stores, session.keySalt, { kind: 'passphrase', secret });
+    const found = await keyringBehind(stores, session.keySalt, { kind: 'passphrase', secret });
     const listing = await stores.list();
-    if (!door && listing.stores.some((s) => s.key.startsWith(VAULT_PREFIX))) {
+    if (!found && listing.stores.some((s) => s.key.startsWith(VAULT_PREFIX))) {
       throw new SyncError('keyring_missing', 'this account already holds encrypted stores but this passphrase opens no keys: open it with its own passphrase');
     }
-    const { keyring, held } = door
-      ? { keyring: await Keyring.read(stores, session.keySalt, door.inside), held: door.held }
-      : await Keyring.create(stores, session.keySalt, [{ kind: 'passphrase', secret }]);
+    const keyring = found ?? (await Keyring.create(stores, session.keySalt, secret));
     await client.changePassword({ password: options.password, newPassword: password });
     await pins.keyringVersion(keyring.version);
-    return Vault.#ready(client, options.id, keyring, held, pins, options);
+    return Vault.#ready(client, options.id, keyring, secret, pins, options);
   }
 
   /**
@@ -259,28 +262,27 @@ export class Vault {
    */
   static async #recoverKeys(client, id, keySalt, recovery, secret, pins, options) {
     const stores = new Stores(client.transport, { vault: true });
-    const door = await openDoor(stores, keySalt, { kind: 'recovery', secret: recovery });
-    if (!door) {
+    const opened = await keyringBehind(stores, keySalt, { kind: 'recovery', secret: recovery });
+    if (!opened) {
       throw new SyncError('keyring_missing', 'the recovery code opens nothing on this server: it is another account\'s or an old one, or the server dropped it; the reset is done, so retry with Vault.open, the new passphrase and the right recoveryCode');
     }
-    const opened = await Keyring.read(stores, keySalt, door.inside);
     await pins.keyringVersion(opened.version);
     const code = await newRecoveryCode();
-    const rotation = await opened.rotate({ add: [{ kind: 'passphrase', secret }, { kind: 'recovery', secret: code.secret }] }, door.held);
+    const rotation = await opened.rotate({ passphrase: secret, recovery: code.secret });
     await rotation.finish();
     await pins.keyringVersion(rotation.keyring.version);
-    const vault = await Vault.#ready(client, id, rotation.keyring, /** @type {import('./keyring.js').HeldDoor} */ (rotation.held), pins, options);
+    const vault = await Vault.#ready(client, id, rotation.keyring, secret, pins, options);
     vault.recoveryCode = code.code;
     return vault;
   }
 
   /**
    * @param {import('./client.js').SyncClient} client @param {string} id @param {Keyring} keyring
-   * @param {import('./keyring.js').HeldDoor} held @param {Pins} pins @param {VaultOptions} options
+   * @param {Uint8Array} passphrase the passphrase's secret @param {Pins} pins @param {VaultOptions} options
    */
-  static async #ready(client, id, keyring, held, pins, options) {
+  static async #ready(client, id, keyring, passphrase, pins, options) {
     await pins.setFormat2();
-    const vault = new Vault(client, id, keyring, held, await keyring.deviceSecrets(), pins, options);
+    const vault = new Vault(client, id, keyring, passphrase, await keyring.deviceSecrets(), pins, options);
     if (vault.queue) await vault.flush().catch(() => undefined);
     return vault;
   }
@@ -296,7 +298,7 @@ export class Vault {
    */
   async addRecoveryCode() {
     const code = await newRecoveryCode();
-    await this.#rotate({ add: [{ kind: 'recovery', secret: code.secret }] });
+    await this.#rotate({ recovery: code.secret });
     return code.code;
   }
 
@@ -312,20 +314,21 @@ export class Vault {
   /**
    * Rotates from the current keyring (re-reading it first, and again if
    * another device rotated in between).
-   * @param {{add?: import('./keyring.js').DoorSecret[]}} change
+   * @param {{recovery?: Uint8Array}} change a new recovery code's secret
    */
   async #rotate(change) {
-    const rotation = await this.#startRotation(change);
+    const rotation = await this.#startRotation({ passphrase: this.#passphrase, ...change });
     await rotation.finish();
-    await this.#adopt(rotation.keyring, rotation.held);
+    await this.#adopt(rotation.keyring);
+    this.missingDoors = rotation.missing;
   }
 
-  /** @param {{add?: import('./keyring.js').DoorSecret[]}} change */
-  async #startRotation(change) {
+  /** @param {{passphrase: Uint8Array, recovery?: Uint8Array}} secrets */
+  async #startRotation(secrets) {
     for (let attempt = 0; ; attempt++) {
       await this.#ensureCurrent();
       try {
-        return await this.#keyring.rotate(change, this.#held);
+        return await this.#keyring.rotate(secrets);
       } catch (error) {
         if (!(error instanceof SyncError && error.code === 'stale_keyring') || attempt >= 3) throw error;
         await this.#reloadKeyring();
@@ -343,19 +346,17 @@ export class Vault {
     if (!found || !('notModified' in found)) await this.#reloadKeyring();
   }
 
-  /** Reads the keyring this vault's door leads to now. */
+  /** Reads the keyring the passphrase's door leads to now (never an older one: a pin). */
   async #reloadKeyring() {
-    const inside = await readHeldDoor(this.stores, this.#keyring.keySalt, this.#held);
-    if (!inside) throw new SyncError('keyring_missing', 'the keys were changed on another device (a passphrase change or a recovery): open the vault again');
-    if (inside.ring !== this.#keyring.location || inside.version !== this.#keyring.version) await this.#adopt(await Keyring.read(this.stores, this.#keyring.keySalt, inside), this.#held);
-    else this.#keyring = await Keyring.read(this.stores, this.#keyring.keySalt, inside);
+    const keyring = await keyringBehind(this.stores, this.#keyring.keySalt, { kind: 'passphrase', secret: this.#passphrase });
+    if (!keyring) throw new SyncError('keyring_missing', 'the keys were changed on another device (a passphrase change or a recovery): open the vault again');
+    await this.#adopt(keyring);
   }
 
-  /** @param {Keyring} keyring @param {import('./keyring.js').HeldDoor} [held] */
-  async #adopt(keyring, held) {
+  /** @param {Keyring} keyring */
+  async #adopt(keyring) {
     await this.pins.keyringVersion(keyring.version);
     this.#keyring = keyring;
-    if (held) this.#held = held;
     for (const key of keyring.internal()) this.keyStores.add(key);
   }
 
@@ -371,26 +372,32 @@ export class Vault {
     checkNewPassphrase(newPassphrase, this.id);
     const salt = await this.client.kdfSalt(this.id);
     const current = await passphraseSecret(passphrase, this.id, salt);
-    // The current passphrase must open its door before anything changes.
-    if (!(await openDoor(this.stores, this.#keyring.keySalt, { kind: 'passphrase', secret: current }).catch(() => null))) {
+    // The current passphrase must be this vault's before anything changes.
+    if (toBase64url(current) !== toBase64url(this.#passphrase)) {
       throw new SyncError('wrong_password', 'that is not the current passphrase (nothing was changed)', { status: 403 });
     }
     const next = await passphraseSecret(newPassphrase, this.id, salt);
-    const rotation = await this.#startRotation({ add: [{ kind: 'passphrase', secret: next }] });
+    const passwords = { password: toBase64url(await derive(current, LABEL.serverPassword)), newPassword: toBase64url(await derive(next, LABEL.serverPassword)) };
+    const rotation = await this.#startRotation({ passphrase: next });
     try {
-      await this.client.changePassword({
-        password: toBase64url(await derive(current, LABEL.serverPassword)),
-        newPassword: toBase64url(await derive(next, LABEL.serverPassword)),
-      });
+      await this.client.changePassword(passwords);
     } catch (error) {
-      // A definite refusal (a 4xx but a timeout): everything goes back to
-      // the old keyring. After any other failure the server may have
-      // changed the password: both doors stay, each leading to a keyring.
-      if (error instanceof SyncError && error.status >= 400 && error.status < 500 && error.status !== 408) await rotation.abort();
-      throw error;
+      // A refusal (a 4xx but a timeout) from a server that may still have
+      // changed the password (an earlier try whose answer was lost, or a
+      // lie): undo only while the old password still signs in; if the new
+      // one does, the change is done.
+      if (!(error instanceof SyncError && error.status >= 400 && error.status < 500 && error.status !== 408)) throw error;
+      const signsIn = (/** @type {string} */ password) => this.client.signIn({ id: this.id, password }).then(() => true, () => false);
+      if (await signsIn(passwords.password)) {
+        await rotation.abort(current);
+        throw error;
+      }
+      if (!(await signsIn(passwords.newPassword))) throw error; // both doors stay: each leads to a keyring
     }
     await rotation.finish();
-    await this.#adopt(rotation.keyring, rotation.held);
+    this.#passphrase = next;
+    await this.#adopt(rotation.keyring);
+    this.missingDoors = rotation.missing;
   }
 
   /** The location (store key) of a name. @param {string} name */

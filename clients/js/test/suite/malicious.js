@@ -5,6 +5,9 @@
 // (or, for a hidden entry, in its writer appending it again); the control
 // runs the same flows through an honest proxy.
 import { SyncClient, Vault, memoryState } from '../../src/index.js';
+import { Keyring, doorLocation, keyringBehind } from '../../src/keyring.js';
+import { aesKey, derive, padme, passphraseSecret, recoverySecret, seal } from '../../src/crypto.js';
+import { context, LABEL } from '../../src/labels.js';
 import { deepEqual, equal, ok, rejects, text } from './assert.js';
 import { capture, editLog, rewrite, serveSaved, tamperer } from './tamper.js';
 
@@ -134,6 +137,49 @@ export default {
       equal(text((await victim.get('note')).data), 'second incarnation');
       evil.rules.push(serveSaved(key, old));
       await rejects(victim.get('note'), 'rollback');
+    },
+
+    async 'an old recovery code and the server\'s old copies cannot plant a keyring behind the passphrase door'(env) {
+      const { id, honest, victim } = await devices(env, 'forged');
+      const oldCode = await honest.addRecoveryCode();
+      const token = await honest.client.tokens.get();
+      const saved = new Map();
+      for (const s of (await honest.stores.list()).stores) saved.set(s.key, await capture(env.url, token, s.key));
+      await honest.addRecoveryCode(); // the old code is replaced …
+      await honest.rotateKeys(); // … and the keys rotated
+      await victim.put('before', 'the victim is current');
+      const { keySalt } = await honest.client.account();
+      // The attacker: the old code opens the server's old copy of its door, and the old keyring lists the passphrase door.
+      const replay = { get: async (key) => (saved.has(key) ? { data: saved.get(key).body, token: 'old' } : honest.stores.get(key)) };
+      const old = await keyringBehind(/** @type {any} */ (replay), keySalt, { kind: 'recovery', secret: await recoverySecret(oldCode) });
+      const door = old.content.doors.find((d) => d.kind === 'passphrase');
+      // A keyring of the attacker's, and the passphrase door's inside rewritten to lead there (its lock kept).
+      const evil = await Keyring.create(honest.stores, keySalt, crypto.getRandomValues(new Uint8Array(32)));
+      const current = await honest.stores.get(door.location);
+      const lockLength = new DataView(current.data.buffer, current.data.byteOffset).getUint16(5);
+      const pair = await crypto.subtle.generateKey({ name: 'ECDH', namedCurve: 'P-256' }, true, ['deriveBits']);
+      const ephemeral = new Uint8Array(await crypto.subtle.exportKey('raw', pair.publicKey));
+      const doorPublic = await crypto.subtle.importKey('raw', Uint8Array.from(atob(door.public.replace(/-/g, '+').replace(/_/g, '/')), (c) => c.charCodeAt(0)), { name: 'ECDH', namedCurve: 'P-256' }, false, []);
+      const shared = new Uint8Array(await crypto.subtle.deriveBits({ name: 'ECDH', public: doorPublic }, pair.privateKey, 256));
+      const key = await aesKey(await derive(shared, LABEL.doorInside, keySalt, door.location, ephemeral));
+      const json = new TextEncoder().encode(JSON.stringify({ ring: evil.location, ark: btoa(String.fromCharCode(...evil.ark)).replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, ''), version: 99 }));
+      const plain = new Uint8Array(Math.max(256, padme(json.length + 4)));
+      new DataView(plain.buffer).setUint32(0, json.length);
+      plain.set(json, 4);
+      const sealed = await seal(key, plain, context(LABEL.doorInside, keySalt, door.location));
+      const forged = new Uint8Array(7 + lockLength + 65 + sealed.length);
+      forged.set(current.data.subarray(0, 7 + lockLength));
+      forged.set(ephemeral, 7 + lockLength);
+      forged.set(sealed, 7 + lockLength + 65);
+      await honest.stores.put(door.location, forged, { ifMatch: current.token, meta: current.meta });
+      // The server drops the current keyring, so the victim goes through its door again.
+      const apps = new Set((await honest.list()).map((s) => s.key));
+      for (const s of (await honest.stores.list()).stores) if (!apps.has(s.key) && s.key !== door.location && s.key !== evil.location && !saved.has(s.key)) await honest.stores.delete(s.key, { ifMatch: '*' }).catch(() => {});
+      const error = await rejects(victim.put('after', 'must not reach the attacker\'s keys'), 'decrypt_failed');
+      ok(error);
+      const planted = victim.keyringVersion;
+      ok(planted < 99, 'the planted keyring was not adopted');
+      ok(await doorLocation({ kind: 'passphrase', secret: await passphraseSecret(PASS, id, await honest.client.kdfSalt(id)) }, keySalt) === door.location);
     },
 
     async 'an older version of a store is refused once a newer one was seen'(env) {
