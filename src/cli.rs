@@ -313,6 +313,10 @@ fn check(config: &Config, repair: bool) -> Result<ExitCode, Failure> {
         if report.log_entries == 1 { "y" } else { "ies" },
         report.log_bytes
     );
+    println!(
+        "{} identity version(s), {} envelope(s), {} working share link(s)",
+        report.sharing.identities, report.sharing.envelopes, report.sharing.links
+    );
     for key in &report.bad_logs {
         println!("log does not match its entries: store {key:?}");
     }

@@ -3,8 +3,7 @@
 use crate::config::CorsOrigins;
 use crate::http::Response;
 
-const EXPOSE: &str =
-    "ETag, Sync-Meta, Sync-Permission, Sync-Seq, Sync-Log-Head, Sync-Log-Base, Sync-Log-More, Sync-Envelope-Seq, \
+const EXPOSE: &str = "ETag, Sync-Meta, Sync-Permission, Sync-Seq, Sync-Log-Head, Sync-Log-Base, Sync-Log-More, Sync-Envelope-Seq, \
      Sync-Identity-Version, Retry-After";
 const ALLOW_METHODS: &str = "GET, HEAD, PUT, POST, DELETE, OPTIONS";
 const ALLOW_HEADERS: &str =

@@ -150,6 +150,8 @@ pub struct CheckReport {
     pub log_bytes: u64,
     /// Stores whose log row disagrees with their entries.
     pub bad_logs: Vec<String>,
+    /// What SPEC §10 keeps: identity versions, envelopes, working share links.
+    pub sharing: db::links::SharingCounts,
 }
 
 impl CheckReport {
@@ -178,6 +180,7 @@ pub fn check(db: &Db, blobs: &Blobs, repair: bool) -> Result<CheckReport, String
     let snapshot = db.read_snapshot().map_err(reading)?;
     let inventory = db::stores::inventory(&snapshot).map_err(reading)?;
     let logs = db::logs::audit(&snapshot).map_err(reading)?;
+    let sharing = db::links::counts(&snapshot, crate::clock::now_ms()).map_err(reading)?;
     drop(snapshot);
     let mut report = CheckReport {
         stores: inventory.len(),
@@ -185,6 +188,7 @@ pub fn check(db: &Db, blobs: &Blobs, repair: bool) -> Result<CheckReport, String
         log_entries: logs.entries,
         log_bytes: logs.bytes,
         bad_logs: logs.mismatched,
+        sharing,
         ..CheckReport::default()
     };
     let mut referenced = HashSet::new();

@@ -212,7 +212,9 @@ pub fn route(method: &str, path: &str) -> Result<Route, ApiError> {
                 _ => allow("GET, HEAD, POST"),
             }
         }
-        ["stores", key, "links", link] if method == "DELETE" => Ok(Route::DeleteLink(decode_key(key)?, decode_key(link)?)),
+        ["stores", key, "links", link] if method == "DELETE" => {
+            Ok(Route::DeleteLink(decode_key(key)?, decode_key(link)?))
+        }
         ["stores", _, "links", _] => allow("DELETE"),
         ["changes"] if get => Ok(Route::Changes),
         ["changes"] => allow("GET, HEAD"),

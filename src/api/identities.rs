@@ -32,17 +32,19 @@ pub fn publish(app: &mut App, request: &Request) -> Result<Step, ApiError> {
         return Err(ApiError::PayloadTooLarge("identity"));
     }
     let head = &request.head;
-    let precondition =
-        precondition::parse_write(head.list_header("if-match")?.as_deref(), head.list_header("if-none-match")?.as_deref())?;
+    let precondition = precondition::parse_write(
+        head.list_header("if-match")?.as_deref(),
+        head.list_header("if-none-match")?.as_deref(),
+    )?;
     let session = app.authenticate(request)?;
     let conn = app.db.conn();
     let latest = db::identities::latest(conn, &session.account_id)?;
-    precondition::decide(&precondition, latest.as_ref().map(|(_, token)| token.as_str())).map_err(|refusal| {
-        match (refusal, &latest) {
-            (precondition::Refusal::Failed, Some((_, token))) => ApiError::PreconditionFailedAt(token.clone()),
-            (precondition::Refusal::Failed, None) => ApiError::PreconditionFailed(None),
-            (precondition::Refusal::Required, _) => ApiError::PreconditionRequired,
-        }
+    precondition::decide(&precondition, latest.as_ref().map(|(_, token)| token.as_str())).map_err(|refusal| match (
+        refusal, &latest,
+    ) {
+        (precondition::Refusal::Failed, Some((_, token))) => ApiError::PreconditionFailedAt(token.clone()),
+        (precondition::Refusal::Failed, None) => ApiError::PreconditionFailed(None),
+        (precondition::Refusal::Required, _) => ApiError::PreconditionRequired,
     })?;
     let now = clock::now_ms();
     if db::identities::published_since(conn, &session.account_id, now - DAY.as_millis() as i64)? >= PUBLISHES_PER_DAY {
@@ -52,7 +54,10 @@ pub fn publish(app: &mut App, request: &Request) -> Result<Step, ApiError> {
     let token = hex(&auth::random_bytes::<32>()?);
     db::identities::insert(conn, &session.account_id, version, bytes, &token, now)?;
     let status = if version == 1 { 201 } else { 200 };
-    respond(Response::json(status, &json!({ "version": version, "token": token })).with_header("ETag", format!("\"{token}\"")))
+    respond(
+        Response::json(status, &json!({ "version": version, "token": token }))
+            .with_header("ETag", format!("\"{token}\"")),
+    )
 }
 
 /// `GET /v1/account/identity[?version=N]`: the caller's own.

@@ -81,8 +81,8 @@ pub fn delete(app: &mut App, request: &Request, key: &str, link: &str) -> Result
 
 /// `POST /v1/links/{link}/redeem`
 pub fn redeem(app: &mut App, request: &Request, link: &str) -> Result<Step, ApiError> {
-    let body: Value =
-        serde_json::from_slice(&request.body).map_err(|err| ApiError::bad_request(format!("Invalid JSON body: {err}.")))?;
+    let body: Value = serde_json::from_slice(&request.body)
+        .map_err(|err| ApiError::bad_request(format!("Invalid JSON body: {err}.")))?;
     let verifier = decode_sealed(body.get("verifier").unwrap_or(&Value::Null), "verifier", usize::MAX)?;
     let session = app.authenticate(request)?;
     let address = app.client_address(request);
@@ -155,7 +155,9 @@ fn parse_link(body: &[u8], now: i64) -> Result<Link, ApiError> {
     let envelope = decode_sealed(value.get("envelope").unwrap_or(&Value::Null), "envelope", MAX_ENVELOPE_BYTES)?;
     let uses = match value.get("uses") {
         None => 1,
-        Some(uses) => uses.as_i64().filter(|u| (1..=MAX_LINK_USES).contains(u)).ok_or_else(|| bad("uses must be 1 to 1000."))?,
+        Some(uses) => {
+            uses.as_i64().filter(|u| (1..=MAX_LINK_USES).contains(u)).ok_or_else(|| bad("uses must be 1 to 1000."))?
+        }
     };
     let day = DAY.as_millis() as i64;
     let expires = match value.get("expires") {
@@ -189,7 +191,8 @@ mod tests {
         assert!(!valid_link_id(&"a".repeat(65)));
         assert!(!valid_link_id("abcdefghijklmnop!"));
         let hash = "a".repeat(64);
-        let ok = format!(r#"{{"link":"abcdefghijklmnop","verifier_hash":"{hash}","permission":"READ","envelope":"AQID"}}"#);
+        let ok =
+            format!(r#"{{"link":"abcdefghijklmnop","verifier_hash":"{hash}","permission":"READ","envelope":"AQID"}}"#);
         let link = parse_link(ok.as_bytes(), 1_000).unwrap();
         assert_eq!((link.uses_left, link.expires, link.envelope), (1, 1_000 + 7 * 86_400_000, vec![1, 2, 3]));
         for bad in [

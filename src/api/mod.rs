@@ -19,9 +19,9 @@ pub use accounts::{create as create_account, delete_account};
 pub use deferred::Deferred;
 pub use identities::{LOOKUPS_PER_HOUR as IDENTITY_LOOKUPS_PER_HOUR, MAX_IDENTITY_BYTES};
 pub use links::REDEEM_FAILURES_PER_HOUR;
-pub use sharing::MAX_ENVELOPE_BYTES;
 pub use logs::{SMALL_ENTRY, small_append};
 pub use reset::issue_token as issue_reset_token;
+pub use sharing::MAX_ENVELOPE_BYTES;
 pub use stores::{PendingWrite, Received, finish_uploads};
 
 use crate::auth::{self, PasswordOutcome};

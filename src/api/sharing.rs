@@ -174,7 +174,10 @@ fn parse_grants(body: &[u8]) -> Result<Vec<GrantChange>, ApiError> {
     let changes = list
         .iter()
         .map(|change| {
-            change.as_object().ok_or_else(|| ApiError::bad_request("Each change must be an object.")).and_then(parse_change)
+            change
+                .as_object()
+                .ok_or_else(|| ApiError::bad_request("Each change must be an object."))
+                .and_then(parse_change)
         })
         .collect::<Result<Vec<_>, _>>()?;
     let named: HashSet<String> = changes.iter().map(|c| c.account.trim().to_ascii_lowercase()).collect();
@@ -220,7 +223,10 @@ mod tests {
             GrantChange { account: "bob".into(), permission: Some(Permission::Read), envelope: None }
         );
         assert_eq!(one(br#"{"account":"bob","permission":null}"#).unwrap().permission, None);
-        assert_eq!(one(br#"{"account":"bob","permission":"OWN","envelope":"AQID"}"#).unwrap().envelope, Some(vec![1, 2, 3]));
+        assert_eq!(
+            one(br#"{"account":"bob","permission":"OWN","envelope":"AQID"}"#).unwrap().envelope,
+            Some(vec![1, 2, 3])
+        );
         for bad in [
             &br#"{"account":"bob"}"#[..],
             br#"{"permission":"OWN"}"#,
@@ -242,7 +248,8 @@ mod tests {
         }
         let big = format!(r#"{{"account":"bob","permission":"READ","envelope":"{}"}}"#, "A".repeat(5464));
         assert!(matches!(parse_grants(big.as_bytes()), Err(ApiError::PayloadTooLarge(_))));
-        let many: Vec<String> = (0..=MAX_GRANT_CHANGES).map(|i| format!(r#"{{"account":"a{i}","permission":"READ"}}"#)).collect();
+        let many: Vec<String> =
+            (0..=MAX_GRANT_CHANGES).map(|i| format!(r#"{{"account":"a{i}","permission":"READ"}}"#)).collect();
         assert!(parse_grants(format!(r#"{{"changes":[{}]}}"#, many.join(",")).as_bytes()).is_err());
         assert_eq!(parse_grants(format!(r#"{{"changes":[{}]}}"#, many[1..].join(",")).as_bytes()).unwrap().len(), 1000);
     }

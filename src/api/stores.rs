@@ -77,7 +77,10 @@ pub fn get(app: &mut App, request: &Request, key: &str) -> Result<Step, ApiError
     let etag = format!("\"{}\"", store.token);
     if if_none_match.is_some_and(|tags| tags.matches(&store.token)) {
         return respond(with_envelope_seq(
-            with_log_headers(Response::new(304).with_header("ETag", etag).with_header("Cache-Control", REVALIDATE), &store),
+            with_log_headers(
+                Response::new(304).with_header("ETag", etag).with_header("Cache-Control", REVALIDATE),
+                &store,
+            ),
             grant,
         ));
     }

@@ -149,7 +149,17 @@ mod tests {
         touch_store(conn, "k2", 5, 200).unwrap();
         stores::delete(conn, "k2").unwrap();
         let a_feed = feed(conn, "a", 4, false, 100).unwrap();
-        assert_eq!(a_feed, vec![Change { key: "k2".into(), seq: 5, token: None, permission: None, log_head: None, envelope_seq: None }]);
+        assert_eq!(
+            a_feed,
+            vec![Change {
+                key: "k2".into(),
+                seq: 5,
+                token: None,
+                permission: None,
+                log_head: None,
+                envelope_seq: None
+            }]
+        );
         assert!(feed(conn, "a", 0, true, 100).unwrap().iter().all(|c| c.key != "k2"), "since=0 has no tombstones");
         assert!(feed(conn, "b", 0, false, 100).unwrap().iter().all(|c| c.key != "k2"));
 

@@ -40,8 +40,8 @@ pub fn taken(conn: &Connection, link: &str) -> rusqlite::Result<bool> {
 }
 
 pub fn insert(conn: &Connection, link: &Link) -> rusqlite::Result<()> {
-    conn.prepare_cached(&format!("INSERT INTO store_link ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"))?.execute(
-        params![
+    conn.prepare_cached(&format!("INSERT INTO store_link ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"))?
+        .execute(params![
             link.link,
             link.key,
             link.verifier_hash,
@@ -50,14 +50,15 @@ pub fn insert(conn: &Connection, link: &Link) -> rusqlite::Result<()> {
             link.uses_left,
             link.expires,
             link.created
-        ],
-    )?;
+        ])?;
     Ok(())
 }
 
 /// A link by id, working or not.
 pub fn get(conn: &Connection, link: &str) -> rusqlite::Result<Option<Link>> {
-    conn.prepare_cached(&format!("SELECT {COLUMNS} FROM store_link WHERE link = ?1"))?.query_row([link], link_row).optional()
+    conn.prepare_cached(&format!("SELECT {COLUMNS} FROM store_link WHERE link = ?1"))?
+        .query_row([link], link_row)
+        .optional()
 }
 
 /// The store's links that still work at `now`, oldest first.
@@ -80,7 +81,27 @@ pub fn end(conn: &Connection, key: &str, link: &str) -> rusqlite::Result<bool> {
 /// Spends one use of a working link; whether it could.
 pub fn spend(conn: &Connection, link: &str, now: i64) -> rusqlite::Result<bool> {
     let changed = conn
-        .prepare_cached("UPDATE store_link SET uses_left = uses_left - 1 WHERE link = ?1 AND uses_left > 0 AND expires > ?2")?
+        .prepare_cached(
+            "UPDATE store_link SET uses_left = uses_left - 1 WHERE link = ?1 AND uses_left > 0 AND expires > ?2",
+        )?
         .execute(params![link, now])?;
     Ok(changed == 1)
+}
+
+/// What SPEC §10 keeps, counted for `sync-node check`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SharingCounts {
+    pub identities: u64,
+    pub envelopes: u64,
+    pub links: u64,
+}
+
+pub fn counts(conn: &Connection, now: i64) -> rusqlite::Result<SharingCounts> {
+    conn.query_row(
+        "SELECT (SELECT count(*) FROM account_identity),
+                (SELECT count(envelope) FROM account_permission),
+                (SELECT count(*) FROM store_link WHERE uses_left > 0 AND expires > ?1)",
+        [now],
+        |row| Ok(SharingCounts { identities: row.get(0)?, envelopes: row.get(1)?, links: row.get(2)? }),
+    )
 }

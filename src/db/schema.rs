@@ -208,4 +208,57 @@ mod tests {
             "migrating again changes nothing"
         );
     }
+
+    #[test]
+    fn a_database_of_schema_6_with_data_keeps_its_grants_and_gains_section_10() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("six.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            for step in &MIGRATIONS[..6] {
+                conn.execute_batch(step).unwrap();
+            }
+            conn.pragma_update(None, "user_version", 6).unwrap();
+            conn.execute_batch(
+                "INSERT INTO sync_account (id, password, key_salt, created) VALUES ('a', 'h', 's', 1), ('b', 'h', 't', 1);
+                 INSERT INTO sync_store (store_key, store_file, store_token, size, modified, seq) VALUES ('k', 'f', 'tok', 3, 1, 1);
+                 INSERT INTO account_permission (account_id, store_key, permission) VALUES ('a', 'k', 'OWN'), ('b', 'k', 'READ');",
+            )
+            .unwrap();
+        }
+        let mut conn = Connection::open(&path).unwrap();
+        conn.pragma_update(None, "foreign_keys", "ON").unwrap();
+        migrate(&mut conn).unwrap();
+        check_current(&conn).unwrap();
+        type GrantRow = (String, String, Option<Vec<u8>>, Option<i64>);
+        let grants: Vec<GrantRow> = conn
+            .prepare(
+                "SELECT account_id, permission, envelope, envelope_seq FROM account_permission ORDER BY account_id",
+            )
+            .unwrap()
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(grants, vec![("a".into(), "OWN".into(), None, None), ("b".into(), "READ".into(), None, None)]);
+        conn.execute(
+            "INSERT INTO account_identity (account_id, version, bytes, token, created) VALUES ('b', 1, x'01', 't', 1)",
+            [],
+        )
+        .unwrap();
+        conn.execute(
+            "INSERT INTO store_link (link, store_key, verifier_hash, permission, envelope, uses_left, expires, created)
+             VALUES ('l', 'k', 'h', 'READ', x'01', 1, 9, 1)",
+            [],
+        )
+        .unwrap();
+        conn.execute("DELETE FROM sync_store WHERE store_key = 'k'", []).unwrap();
+        conn.execute("DELETE FROM sync_account WHERE id = 'b'", []).unwrap();
+        let left: (i64, i64) = conn
+            .query_row("SELECT (SELECT count(*) FROM store_link), (SELECT count(*) FROM account_identity)", [], |row| {
+                Ok((row.get(0)?, row.get(1)?))
+            })
+            .unwrap();
+        assert_eq!(left, (0, 0), "links go with their store, identities with their account");
+    }
 }

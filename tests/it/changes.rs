@@ -33,7 +33,7 @@ fn each_key_once_with_its_latest_state() {
     assert_eq!(changes.len(), 2);
     assert_eq!(
         changes[0],
-        json!({"key": "a", "seq": last["seq"], "token": last["token"], "permission": "OWN", "log_head": 0})
+        json!({"key": "a", "seq": last["seq"], "token": last["token"], "permission": "OWN", "log_head": 0, "envelope_seq": null})
     );
     assert_eq!(changes[1]["key"], "b");
     assert!(changes[0]["seq"].as_i64() < changes[1]["seq"].as_i64(), "seq order");

@@ -70,7 +70,7 @@ fn deleting_an_account_removes_what_it_alone_owned() {
     let feed = server.get(&format!("/v1/changes?since={since}"), Some(&friend)).json();
     assert_eq!(
         feed["changes"],
-        json!([{"key": "shared-read", "seq": since + 2, "token": null, "permission": null, "log_head": null}])
+        json!([{"key": "shared-read", "seq": since + 2, "token": null, "permission": null, "log_head": null, "envelope_seq": null}])
     );
     assert_eq!(server.post_json("/v1/accounts", None, &json!({"id": "leaver", "password": PASSWORD})).status, 201);
 }

@@ -15,6 +15,7 @@ mod logs;
 mod operations;
 mod paging;
 mod robustness;
+mod sealed;
 mod service;
 mod sharing;
 mod shutdown;

@@ -14,7 +14,9 @@ fn health_and_info() {
     assert_eq!(health.header("Access-Control-Allow-Origin"), Some("*"));
     assert_eq!(
         health.header("Access-Control-Expose-Headers"),
-        Some("ETag, Sync-Meta, Sync-Permission, Sync-Seq, Sync-Log-Head, Sync-Log-Base, Sync-Log-More, Retry-After")
+        Some(
+            "ETag, Sync-Meta, Sync-Permission, Sync-Seq, Sync-Log-Head, Sync-Log-Base, Sync-Log-More, Sync-Envelope-Seq, Sync-Identity-Version, Retry-After"
+        )
     );
     let info = server.get("/v1/info", None).json();
     assert_eq!(info["name"], "sync-node");
@@ -46,7 +48,9 @@ fn cors_with_an_origin_list_and_preflight() {
     assert!(preflight.header("Access-Control-Allow-Methods").unwrap().contains("PUT"));
     assert_eq!(
         preflight.header("Access-Control-Allow-Headers"),
-        Some("Authorization, Content-Type, If-Match, If-None-Match, If-Log-Head, Sync-Meta, Sync-Log-Base")
+        Some(
+            "Authorization, Content-Type, If-Match, If-None-Match, If-Log-Head, Sync-Meta, Sync-Log-Base, Last-Event-ID"
+        )
     );
     assert!(preflight.header("Access-Control-Max-Age").is_some());
 }

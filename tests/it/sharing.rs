@@ -107,6 +107,6 @@ fn deleting_a_shared_store_removes_it_for_everyone() {
     let feed = server.get(&format!("/v1/changes?since={before}"), Some(&reader)).json();
     assert_eq!(
         feed["changes"],
-        json!([{"key": "doomed", "seq": before + 1, "token": null, "permission": null, "log_head": null}])
+        json!([{"key": "doomed", "seq": before + 1, "token": null, "permission": null, "log_head": null, "envelope_seq": null}])
     );
 }
