@@ -51,7 +51,7 @@ const is = (error, status) => error instanceof SyncError && error.status === sta
 const refused = (error) => error instanceof SyncError && error.status >= 400 && error.status < 500 && ![401, 408, 429].includes(error.status);
 
 export class LogDocument {
-  /** @param {import('./vault.js').Vault} vault @param {string} name */
+  /** @param {import('./vault.js').Vault} vault @param {import('./vault.js').Target} name */
   constructor(vault, name) {
     this.vault = vault;
     this.name = name;
@@ -96,6 +96,7 @@ export class LogDocument {
       const item = await this.vault.openStore(key);
       if (!item) {
         try {
+          if (typeof this.name !== 'string') throw new SyncError('not_found', 'this shared document does not exist (any more)', { status: 404 });
           const created = await this.vault.writeBody(key, { data: initial, clock: {}, name: this.name, against: null });
           this.token = created.token;
         } catch (error) {

@@ -41,7 +41,7 @@ const SEAL_OVERHEAD = 12 + 16;
 
 /** @typedef {'passphrase'|'recovery'} DoorKind */
 /** @typedef {{kind: DoorKind, location: string, public: string}} DoorRef a door the keyring knows: its location and public key */
-/** @typedef {{version: number, epoch: number, dataKeys: Record<string, string>, nameKey: string, doors: DoorRef[], successor?: string}} AccountKeys */
+/** @typedef {{version: number, epoch: number, dataKeys: Record<string, string>, nameKey: string, doors: DoorRef[], identity?: import('./identity.js').IdentityKeys, successor?: string}} AccountKeys */
 /** @typedef {{kind: DoorKind, secret: Uint8Array}} DoorSecret */
 /** @typedef {{ring: string, ark: string, version: number}} DoorInside */
 
@@ -282,9 +282,10 @@ export class Keyring {
    * doors are written here; `finish()` then deletes the doors replaced
    * and the old keyring, or `abort()` points the old doors back and
    * deletes what was made.
-   * @param {{passphrase: Uint8Array, recovery?: Uint8Array}} secrets
+   * @param {{passphrase: Uint8Array, recovery?: Uint8Array, identity?: import('./identity.js').IdentityKeys}} secrets
+   *   `identity`: new identity keys (the account's first, or a rotation's)
    */
-  async rotate({ passphrase, recovery }) {
+  async rotate({ passphrase, recovery, identity }) {
     const epoch = this.epoch + 1;
     /** @type {DoorSecret[]} */
     const add = [{ kind: 'passphrase', secret: passphrase }];
@@ -318,6 +319,7 @@ export class Keyring {
       dataKeys: { ...this.content.dataKeys, [String(epoch)]: toBase64url(randomBytes(32)) },
       nameKey: this.content.nameKey,
       doors: [...kept, ...fresh.map((f) => f.ref)],
+      identity: identity ?? this.content.identity,
     };
     const next = new Keyring(this.stores, this.keySalt, location, randomBytes(32), content, null);
     next.token = await next.#write(location, next.ark, content, { ifNoneMatch: '*' });

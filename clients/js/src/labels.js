@@ -45,6 +45,13 @@ export const LABEL = Object.freeze({
   /** HKDF(name key): the tag that says which account a queued record is for. */
   deviceTag: `${v2}device-tag`,
   queue: `${v2}queue`,
+  /** What a published identity's signatures cover. */
+  identity: `${v2}identity`,
+  /** SHA-512 input of a fingerprint. */
+  fingerprint: `${v2}fingerprint`,
+  /** HKDF(ECDH) of an envelope, and what its signature covers. */
+  envelope: `${v2}envelope`,
+  envelopeSignature: `${v2}envelope-signature`,
   outbox: `${v2}outbox`,
 });
 

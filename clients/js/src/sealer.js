@@ -30,11 +30,14 @@ export class StoreKeys {
    * @param {string} location
    * @param {Map<number, Uint8Array>} raw the keys by epoch
    * @param {{epoch: number, dataEpoch: number, sealed: Uint8Array}[]} wraps as found in (or made for) the metadata
+   * @param {{shared?: boolean}} [options] `shared`: keys from an envelope (a member's): the
+   *   wraps are the owners', carried along unopened, and only an owner makes new epochs
    */
-  constructor(location, raw, wraps) {
+  constructor(location, raw, wraps, options = {}) {
     this.location = location;
     this.raw = raw;
     this.wraps = wraps;
+    this.shared = options.shared === true;
     /** @type {Map<number, Promise<CryptoKey>>} */
     this.cryptoKeys = new Map();
   }
@@ -65,18 +68,31 @@ export class StoreKeys {
    * @param {string} location @param {Uint8Array} wrapBytes @param {KeyWrapper} ring
    */
   static async unwrap(location, wrapBytes, ring) {
-    if (wrapBytes.length === 0 || wrapBytes.length % WRAP_BYTES !== 0) throw new SyncError('integrity', 'a store\'s key wraps are malformed');
+    const wraps = parseWraps(wrapBytes);
     const raw = new Map();
-    const wraps = [];
-    const view = new DataView(wrapBytes.buffer, wrapBytes.byteOffset, wrapBytes.byteLength);
-    for (let at = 0; at < wrapBytes.length; at += WRAP_BYTES) {
-      const epoch = view.getUint32(at);
-      const dataEpoch = view.getUint32(at + 4);
-      const sealed = wrapBytes.slice(at + 8, at + WRAP_BYTES);
+    for (const { epoch, dataEpoch, sealed } of wraps) {
       raw.set(epoch, await open(await ring.dataKey(dataEpoch), sealed, context(LABEL.storeKey, location, epoch, dataEpoch)));
-      wraps.push({ epoch, dataEpoch, sealed });
     }
     return new StoreKeys(location, raw, wraps);
+  }
+
+  /**
+   * A member's keys, from its envelope; the owners' wraps go along as they are.
+   * @param {string} location @param {Map<number, Uint8Array>} raw @param {Uint8Array} wrapBytes
+   */
+  static shared(location, raw, wrapBytes) {
+    return new StoreKeys(location, raw, parseWraps(wrapBytes), { shared: true });
+  }
+
+  /**
+   * These keys and a new epoch, whatever the data key (an owner re-keys
+   * the store after removing a member).
+   * @param {KeyWrapper} ring
+   */
+  async rekeyed(ring) {
+    const next = new StoreKeys(this.location, new Map(this.raw), [...this.wraps]);
+    await next.#add(this.current + 1, ring);
+    return next;
   }
 
   /**
@@ -87,6 +103,7 @@ export class StoreKeys {
    * @param {KeyWrapper} ring
    */
   async fresh(ring) {
+    if (this.shared) return this;
     const newest = this.wraps.find((w) => w.epoch === this.current);
     if (newest && newest.dataEpoch >= ring.epoch) return this;
     const next = new StoreKeys(this.location, new Map(this.raw), [...this.wraps]);
@@ -123,9 +140,11 @@ export class StoreKeys {
  */
 
 /**
- * The metadata sealed into `Sync-Meta`: name, the app's metadata, and the
- * body it belongs to (incarnation, version, SHA-256 of the body bytes).
- * @typedef {{n: string, m: any, i: string, v: number, h: string}} MetaContent
+ * The metadata sealed into `Sync-Meta`: name, the app's metadata, the
+ * body it belongs to (incarnation, version, SHA-256 of the body bytes)
+ * and, on a shared store, its members (id and permission), which an
+ * owner re-seals the keys to after removing one.
+ * @typedef {{n: string, m: any, i: string, v: number, h: string, u?: {id: string, p: string}[]}} MetaContent
  */
 
 /** @param {Uint8Array} bytes @param {string} what */
@@ -212,6 +231,20 @@ export class Sealer {
     if (plain.length < 12) throw new SyncError('integrity', 'a log entry is malformed');
     return { writer: toHex(plain.subarray(0, 8)), counter: new DataView(plain.buffer, plain.byteOffset).getUint32(8), data: plain.slice(12) };
   }
+}
+
+/**
+ * The wraps of a store's metadata, unopened.
+ * @param {Uint8Array} wrapBytes
+ */
+function parseWraps(wrapBytes) {
+  if (wrapBytes.length === 0 || wrapBytes.length % WRAP_BYTES !== 0) throw new SyncError('integrity', 'a store\'s key wraps are malformed');
+  const view = new DataView(wrapBytes.buffer, wrapBytes.byteOffset, wrapBytes.byteLength);
+  const wraps = [];
+  for (let at = 0; at < wrapBytes.length; at += WRAP_BYTES) {
+    wraps.push({ epoch: view.getUint32(at), dataEpoch: view.getUint32(at + 4), sealed: wrapBytes.slice(at + 8, at + WRAP_BYTES) });
+  }
+  return wraps;
 }
 
 /** The parts of a format-2 `Sync-Meta` value. @param {string} text */

@@ -7,6 +7,7 @@
 import { SyncError } from './errors.js';
 import { storePath, storeState, unquote } from './transport.js';
 import { VAULT_PREFIX } from './labels.js';
+import { toBase64url } from './bytes.js';
 
 /**
  * @typedef {import('./transport.js').StoreState} StoreState
@@ -128,6 +129,28 @@ export class Stores {
   async share(key, account, permission) {
     this.guard(key);
     await this.transport.request('PUT', `${storePath(key)}/permissions`, { json: { account, permission } });
+  }
+
+  /**
+   * Grants, changes and revokes in one request, all or none (SPEC §10.2),
+   * each with an optional envelope (sealed bytes only its grantee reads);
+   * with `ifMatch`, only while the body is that version. A Vault's own
+   * handle only (the plain API refuses encrypted stores).
+   * @param {string} key @param {{account: string, permission: 'READ'|'WRITE'|'OWN'|null, envelope?: Uint8Array}[]} changes
+   * @param {{ifMatch?: string}} [options]
+   */
+  async grant(key, changes, options = {}) {
+    this.guard(key);
+    const json = { changes: changes.map((c) => (c.envelope ? { account: c.account, permission: c.permission, envelope: toBase64url(c.envelope) } : { account: c.account, permission: c.permission })) };
+    const headers = options.ifMatch ? { 'If-Match': quote(options.ifMatch) } : undefined;
+    await this.transport.request('PUT', `${storePath(key)}/permissions`, { json, headers });
+  }
+
+  /** The caller's own envelope on a store, or `null`. @param {string} key */
+  async envelope(key) {
+    const response = await this.transport.request('GET', `${storePath(key)}/envelope`, { expect: [404] });
+    if (response.status === 404) return null;
+    return { data: new Uint8Array(await response.arrayBuffer()), seq: Number(response.headers.get('Sync-Envelope-Seq') ?? 0) };
   }
 
   /** 413 before sending a body the server would refuse. @param {number} size */

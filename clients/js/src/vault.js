@@ -24,6 +24,8 @@ import { SharedFeed } from './tabs.js';
 import { OfflineQueue } from './queue.js';
 import { LogDocument, verifyEntries } from './document.js';
 import { migrateFromV1 } from './migrate-v1.js';
+import { fingerprintOf, identityDocument, newIdentityKeys, readIdentity } from './identity.js';
+import { checkSignature, openEnvelope, sealEnvelope } from './envelope.js';
 
 /** Names the library keeps for itself. */
 const RESERVED = 'sync-node/';
@@ -69,8 +71,10 @@ const RESERVED = 'sync-node/';
 
 /**
  * What this vault knows of one store: enough to write its next version.
- * @typedef {{token: string, name: string, meta: any, incarnation: string, version: number, clock: Record<string, number>, keys: StoreKeys}} Known
+ * @typedef {{token: string, name: string, meta: any, incarnation: string, version: number, clock: Record<string, number>, keys: StoreKeys, members: {id: string, p: string}[]|undefined}} Known
  */
+
+/** A store: by name (one of this vault's own), or by key (any store listed, shared ones included). @typedef {string|{key: string}} Target */
 
 /**
  * A store as opened by the vault (internal): the item and what writing
@@ -130,6 +134,10 @@ export class Vault {
     this.names = new Map();
     /** @type {Set<string>} locations of the account's key stores (keyrings and doors, old ones too) met so far */
     this.keyStores = new Set(keyring.internal());
+    /** Whether this account's identity is known to be published. */
+    this.published = false;
+    /** @type {Map<string, Map<number, Uint8Array>>} keys of stores shared with this account, by location */
+    this.sharedKeys = new Map();
   }
 
   /**
@@ -283,6 +291,8 @@ export class Vault {
   static async #ready(client, id, keyring, passphrase, pins, options) {
     await pins.setFormat2();
     const vault = new Vault(client, id, keyring, passphrase, await keyring.deviceSecrets(), pins, options);
+    // Every vault can be shared with: its identity exists and is published.
+    if (!keyring.content.identity) await vault.#identityKeys();
     if (vault.queue) await vault.flush().catch(() => undefined);
     return vault;
   }
@@ -314,7 +324,7 @@ export class Vault {
   /**
    * Rotates from the current keyring (re-reading it first, and again if
    * another device rotated in between).
-   * @param {{recovery?: Uint8Array}} change a new recovery code's secret
+   * @param {{recovery?: Uint8Array, identity?: import('./identity.js').IdentityKeys}} change a new recovery code's secret, new identity keys
    */
   async #rotate(change) {
     const rotation = await this.#startRotation({ passphrase: this.#passphrase, ...change });
@@ -323,7 +333,7 @@ export class Vault {
     this.missingDoors = rotation.missing;
   }
 
-  /** @param {{passphrase: Uint8Array, recovery?: Uint8Array}} secrets */
+  /** @param {{passphrase: Uint8Array, recovery?: Uint8Array, identity?: import('./identity.js').IdentityKeys}} secrets */
   async #startRotation(secrets) {
     for (let attempt = 0; ; attempt++) {
       await this.#ensureCurrent();
@@ -400,8 +410,188 @@ export class Vault {
     this.missingDoors = rotation.missing;
   }
 
-  /** The location (store key) of a name. @param {string} name */
+  /**
+   * This account's identity keys; made (with a rotation) and published
+   * the first time they are needed.
+   * @returns {Promise<import('./identity.js').IdentityKeys>}
+   */
+  async #identityKeys() {
+    let keys = this.#keyring.content.identity;
+    if (!keys) {
+      await this.#rotate({ identity: await newIdentityKeys() });
+      keys = /** @type {import('./identity.js').IdentityKeys} */ (this.#keyring.content.identity);
+    }
+    if (!this.published) {
+      const own = await this.client.transport.request('GET', '/v1/account/identity', { expect: [404] });
+      const current = own.status === 404 ? null : await readIdentity(new Uint8Array(await own.arrayBuffer()), this.id).catch(() => null);
+      if (!current || toBase64url(current.sign) !== keys.signPublic) {
+        const etag = own.headers.get('ETag');
+        await this.client.transport.request('PUT', '/v1/account/identity', {
+          body: await identityDocument(this.id, keys),
+          headers: own.status === 404 ? { 'If-None-Match': '*' } : { 'If-Match': etag ?? '*' },
+        });
+      }
+      this.published = true;
+    }
+    return keys;
+  }
+
+  /** This account's own fingerprint (show it to the people who share with it). */
+  async myFingerprint() {
+    const keys = await this.#identityKeys();
+    return fingerprintOf(this.id, fromBase64url(keys.signPublic), fromBase64url(keys.agreePublic));
+  }
+
+  /**
+   * The fingerprint of the account `id` (12 groups of 5 digits): show it,
+   * and have both people compare it out of band before sharing. The
+   * identity is pinned on this device the first time; a later one is
+   * followed only when signed by the pinned key (a rotation), else
+   * `identity_changed` (then compare again and call `trustIdentity`).
+   * @param {string} id
+   */
+  async fingerprint(id) {
+    return (await this.#identity(id)).fingerprint;
+  }
+
+  /**
+   * Pins the identity `id` has now, after the user compared its
+   * fingerprint out of band (`identity_changed` if it is not that one).
+   * @param {string} id @param {string} fingerprint
+   */
+  async trustIdentity(id, fingerprint) {
+    const identity = await this.#fetchIdentity(id);
+    if (identity.fingerprint !== fingerprint) throw new SyncError('identity_changed', `the identity of ${id} has another fingerprint than the one given`);
+    await this.state.set(this.#identityPin(id), { sign: toBase64url(identity.sign), fingerprint });
+  }
+
+  /** @param {string} id */
+  #identityPin(id) {
+    return `${this.pins.scope}|identity|${normaliseId(id)}`;
+  }
+
+  /** @param {string} id @param {number} [version] */
+  async #fetchIdentity(id, version) {
+    const path = `/v1/accounts/${encodeURIComponent(id)}/identity${version ? `?version=${version}` : ''}`;
+    const response = await this.client.transport.request('GET', path);
+    const identity = await readIdentity(new Uint8Array(await response.arrayBuffer()), id);
+    return { ...identity, version: Number(response.headers.get('Sync-Identity-Version') ?? 0) };
+  }
+
+  /**
+   * The identity of `id`, checked against this device's pin (pinned on
+   * first use; a rotation followed back to the pinned key, version by
+   * version, each signed by the one before).
+   * @param {string} id
+   */
+  async #identity(id) {
+    const latest = await this.#fetchIdentity(id);
+    const key = this.#identityPin(id);
+    /** @type {{sign: string, fingerprint: string}|undefined} */
+    const pinned = await this.state.get(key);
+    if (!pinned) {
+      await this.state.set(key, { sign: toBase64url(latest.sign), fingerprint: latest.fingerprint });
+      return latest;
+    }
+    let step = latest;
+    for (let hops = 0; hops < 32; hops++) {
+      if (toBase64url(step.sign) === pinned.sign) {
+        if (step !== latest) await this.state.set(key, { sign: toBase64url(latest.sign), fingerprint: latest.fingerprint });
+        return latest;
+      }
+      if (!step.previous || step.version <= 1) break;
+      const before = await this.#fetchIdentity(id, step.version - 1);
+      if (toBase64url(before.sign) !== toBase64url(step.previous)) break;
+      step = before;
+    }
+    throw new SyncError('identity_changed', `the identity of ${id} changed (its fingerprint is now ${latest.fingerprint}) and no rotation signed by the key this device verified leads to it: compare the new fingerprint with ${id} out of band, then call vault.trustIdentity(id, fingerprint)`);
+  }
+
+  /**
+   * Shares a store of this vault with the account `id`: its keys sealed
+   * to `id`'s identity and signed by this account, granted in one request.
+   * `id` must have been looked at on this device first (`fingerprint(id)`,
+   * shown to the user), else `identity_unverified`. OWN required.
+   * @param {Target} target @param {string} id @param {'READ'|'WRITE'|'OWN'} permission
+   */
+  async share(target, id, permission) {
+    if (!['READ', 'WRITE', 'OWN'].includes(permission)) throw new SyncError('bad_request', 'permission is READ, WRITE or OWN');
+    if (!(await this.state.get(this.#identityPin(id)))) {
+      throw new SyncError('identity_unverified', `this device has not shown ${id}'s fingerprint yet: call vault.fingerprint(id), have the user compare it, then share`);
+    }
+    const grantee = await this.#identity(id);
+    const me = await this.#identityKeys();
+    const key = await this.keyOf(target);
+    for (let attempt = 0; attempt < 5; attempt++) {
+      const opened = await this.openStore(key);
+      if (!opened) throw new SyncError('not_found', 'no such store', { status: 404 });
+      const envelope = await sealEnvelope({ from: normaliseId(this.id), location: key, keys: opened.sealer.keys.raw, permission, grantee, signer: me });
+      await this.stores.grant(key, [{ account: id, permission, envelope }]);
+      // The member list (for re-keying later) lives in the sealed metadata.
+      const members = [...(this.known.get(key)?.members ?? []).filter((m) => m.id !== normaliseId(id)), { id: normaliseId(id), p: permission }];
+      try {
+        await this.writeBody(key, { data: opened.data, against: opened.token, members });
+        return;
+      } catch (error) {
+        if (!(error instanceof SyncError && error.status === 412)) throw error;
+      }
+    }
+    throw new SyncError('conflict_unresolved', 'the store kept changing while it was being shared');
+  }
+
+  /**
+   * Stops sharing a store with `id`, and re-keys it: the body is written
+   * under a new key, which is sealed to every other member in the same
+   * request that removes `id` (`If-Match` on the new body, so nothing is
+   * written under another key in between). `id` reads nothing written
+   * afterwards. OWN required.
+   * @param {Target} target @param {string} id
+   */
+  async unshare(target, id) {
+    const key = await this.keyOf(target);
+    const gone = normaliseId(id);
+    for (let attempt = 0; attempt < 5; attempt++) {
+      const opened = await this.openStore(key);
+      if (!opened) throw new SyncError('not_found', 'no such store', { status: 404 });
+      const known = /** @type {Known} */ (this.known.get(key));
+      const members = (known.members ?? []).filter((m) => m.id !== gone);
+      const identities = [];
+      for (const m of members) identities.push(await this.#identity(m.id));
+      const me = await this.#identityKeys();
+      const keys = await known.keys.rekeyed(this.#keyring);
+      let written;
+      try {
+        written = await this.writeBody(key, { data: opened.data, against: opened.token, keys, members });
+      } catch (error) {
+        if (error instanceof SyncError && error.status === 412) continue;
+        throw error;
+      }
+      /** @type {{account: string, permission: 'READ'|'WRITE'|'OWN'|null, envelope?: Uint8Array}[]} */
+      const changes = [{ account: gone, permission: null }];
+      for (const [i, m] of members.entries()) {
+        const permission = /** @type {'READ'|'WRITE'|'OWN'} */ (m.p);
+        changes.push({ account: m.id, permission, envelope: await sealEnvelope({ from: normaliseId(this.id), location: key, keys: keys.raw, permission, grantee: identities[i], signer: me }) });
+      }
+      try {
+        await this.stores.grant(key, changes, { ifMatch: written.token });
+        return;
+      } catch (error) {
+        if (!(error instanceof SyncError && error.status === 412)) throw error;
+      }
+    }
+    throw new SyncError('conflict_unresolved', 'the store kept changing while it was being re-keyed');
+  }
+
+  /**
+   * The location (store key) of a store: of a name of this vault's, or the
+   * `key` of a store from `list()` (a shared one, say).
+   * @param {Target} name
+   */
   async keyOf(name) {
+    if (typeof name === 'object' && name !== null && typeof name.key === 'string') {
+      if (!name.key.startsWith(VAULT_PREFIX)) throw new SyncError('bad_request', 'not a vault store\'s key');
+      return name.key;
+    }
     if (typeof name !== 'string' || name.length === 0) throw new SyncError('bad_request', 'a store name is a non-empty string');
     if (name.startsWith(RESERVED)) throw new SyncError('bad_request', `names starting with '${RESERVED}' are the library's`);
     const key = await this.#keyring.locationOf(name);
@@ -410,8 +600,8 @@ export class Vault {
   }
 
   /**
-   * The decrypted store called `name`, or `null`.
-   * @param {string} name @returns {Promise<Item|null>}
+   * The decrypted store called `name` (or `{key}` from `list()`), or `null`.
+   * @param {Target} name @returns {Promise<Item|null>}
    */
   async get(name) {
     const opened = await this.openStore(await this.keyOf(name));
@@ -441,7 +631,7 @@ export class Vault {
     }
     await this.pins.storeVersion(key, header.i, header.v);
     this.names.set(key, content.n);
-    this.known.set(key, { token: body.token, name: content.n, meta: content.m, incarnation: header.i, version: header.v, clock: header.c, keys });
+    this.known.set(key, { token: body.token, name: content.n, meta: content.m, incarnation: header.i, version: header.v, clock: header.c, keys, members: content.u });
     return {
       name: content.n,
       key,
@@ -470,10 +660,39 @@ export class Vault {
     try {
       return await StoreKeys.unwrap(key, wraps, this.#keyring);
     } catch (error) {
+      if (error instanceof SyncError && error.code === 'decrypt_failed') return this.#sharedKeys(key, wraps, parseMeta(meta).epoch);
       if (!(error instanceof SyncError && error.code === 'rollback')) throw error;
       await this.#reloadKeyring();
       return StoreKeys.unwrap(key, wraps, this.#keyring);
     }
+  }
+
+  /**
+   * A store shared with this account: its keys from this account's
+   * envelope, signed by the member who shared it (whose identity is
+   * pinned on first use). A key epoch older than one this device saw is
+   * `rollback`; an epoch newer than the envelope's makes it fetch the
+   * envelope again.
+   * @param {string} key @param {Uint8Array} wraps @param {number} needed the epoch the metadata is sealed under
+   */
+  async #sharedKeys(key, wraps, needed) {
+    const cached = this.sharedKeys.get(key);
+    if (cached && cached.has(needed)) return StoreKeys.shared(key, cached, wraps);
+    const found = await this.stores.envelope(key);
+    if (!found) throw new SyncError('decrypt_failed', 'this store does not open for this account: it is not shared with it (no envelope), or it is another account\'s', { status: 0 });
+    const me = await this.#identityKeys();
+    const mine = await fingerprintOf(this.id, fromBase64url(me.signPublic), fromBase64url(me.agreePublic));
+    const content = await openEnvelope(found.data, me, mine, key);
+    const sharer = await this.#identity(content.from);
+    await checkSignature(content, sharer.sign);
+    const pinKey = `${this.pins.scope}|epoch|${key}`;
+    const seen = (await this.state.get(pinKey)) ?? 0;
+    if (content.epoch < seen) throw new SyncError('rollback', `the server served an envelope of key epoch ${content.epoch}; this device has seen ${seen}`);
+    if (content.epoch > seen) await this.state.set(pinKey, content.epoch);
+    const raw = new Map(Object.entries(content.keys).map(([epoch, b64]) => [Number(epoch), fromBase64url(b64)]));
+    this.sharedKeys.set(key, raw);
+    if (!raw.has(needed)) throw new SyncError('decrypt_failed', `this account's envelope holds no key of epoch ${needed} (it was removed, or not re-sealed to yet)`);
+    return StoreKeys.shared(key, raw, wraps);
   }
 
   /**
@@ -484,7 +703,7 @@ export class Vault {
    * what to write; without one the 412 is thrown. With a queue, a write
    * that cannot reach the server (or that would overtake writes still
    * queued) is queued.
-   * @param {string} name @param {Uint8Array|string|ArrayBuffer|ArrayBufferView} data
+   * @param {Target} name @param {Uint8Array|string|ArrayBuffer|ArrayBufferView} data
    * @param {{meta?: any, resolve?: Resolve, base?: string|null, queue?: false}} [options] `base`: the token the data is based on, if not the last seen; `queue: false`: never queue this write
    * @returns {Promise<PutResult>} `written`, `skipped` (the resolver kept the other version) or `queued`
    */
@@ -497,7 +716,7 @@ export class Vault {
     // … and the base is what this vault knows once they are written.
     const base = options.base !== undefined ? options.base : (this.known.get(key)?.token ?? null);
     /** @type {QueuedPut} */
-    const write = { op: 'put', key, name, data: given, meta: options.meta, base };
+    const write = { op: 'put', key, name: typeof name === 'string' ? name : (this.names.get(key) ?? ''), data: given, meta: options.meta, base };
     if (queue && waiting) return this.#enqueue(write);
     try {
       return await this.#write(write, options.resolve ?? this.resolve);
@@ -512,14 +731,14 @@ export class Vault {
    * version last seen, or (if this vault has not seen it) at the version
    * it finds now; else a 412 SyncError. The store's incarnation is retired
    * on this device: the server can never bring it back.
-   * @param {string} name @returns {Promise<{deleted: true}>}
+   * @param {Target} name @returns {Promise<{deleted: true}>}
    */
   async delete(name) {
     const key = await this.keyOf(name);
     // Queued writes of this store go first, so none can bring it back after.
     if (this.queue && (await this.#queued()).length > 0) await this.flush();
     const token = this.known.get(key)?.token ?? (await this.stores.head(key))?.token;
-    if (!token) throw new SyncError('not_found', `no store called ${name}`, { status: 404 });
+    if (!token) throw new SyncError('not_found', `no store called ${this.names.get(key) ?? key}`, { status: 404 });
     await this.stores.delete(key, { ifMatch: token });
     this.known.delete(key);
     await this.pins.retire(key);
@@ -566,7 +785,7 @@ export class Vault {
    * signed into the store's sequence; `read` returns the retained entries
    * checked against the body's clock (a gap, a duplicate or a reordering
    * is an `integrity` error). For CRDTs, `document(name)` does more.
-   * @param {string} name
+   * @param {Target} name
    */
   log(name) {
     const vault = this;
@@ -582,7 +801,7 @@ export class Vault {
       /** @returns {Promise<{entries: {index: number, writer: string, counter: number, data: Uint8Array}[], logHead: number, logBase: number}>} */
       async read() {
         const opened = await vault.openStore(await vault.keyOf(name));
-        if (!opened) throw new SyncError('not_found', `no store called ${name}: put it (or load a document) first`, { status: 404 });
+        if (!opened) throw new SyncError('not_found', `no store called ${typeof name === 'string' ? name : name.key}: put it (or load a document) first`, { status: 404 });
         const page = await vault.logs.read(opened.key, { after: opened.logBase });
         const entries = await vault.openEntries(opened, page.entries);
         verifyEntries({ ...opened.clock }, entries);
@@ -650,9 +869,10 @@ export class Vault {
    * given (documents) or kept, the metadata kept unless given; `against`
    * is the token it replaces (`null`: create); `logBase` compacts.
    * @param {string} key
-   * @param {{data: Uint8Array|string, clock?: Record<string, number>, meta?: any, name?: string, against: string|null, logBase?: number}} write
+   * @param {{data: Uint8Array|string, clock?: Record<string, number>, meta?: any, name?: string, against: string|null, logBase?: number,
+   *   keys?: StoreKeys, members?: {id: string, p: string}[]}} write `keys`: new store keys (a re-key); `members`: a shared store's new member list
    */
-  async writeBody(key, { data, clock, meta, name, against, logBase }) {
+  async writeBody(key, { data, clock, meta, name, against, logBase, keys: newKeys, members }) {
     await this.#ensureCurrent();
     let known = this.known.get(key);
     if (against !== null && known?.token !== against) {
@@ -660,26 +880,30 @@ export class Vault {
       known = this.known.get(key);
     }
     const base = against === null ? undefined : known;
-    const keys = base ? await base.keys.fresh(this.#keyring) : await StoreKeys.create(key, this.#keyring);
+    const keys = newKeys ?? (base ? await base.keys.fresh(this.#keyring) : await StoreKeys.create(key, this.#keyring));
     const incarnation = base ? base.incarnation : newIncarnation();
     const version = base ? base.version + 1 : 1;
     const nextClock = clock ?? base?.clock ?? {};
     const nextName = name ?? known?.name ?? this.names.get(key);
     if (nextName === undefined) throw new SyncError('bad_request', 'a new store needs its name');
     const nextMeta = meta === undefined ? (known?.meta ?? null) : meta;
+    const nextMembers = members ?? base?.members;
     const sealer = new Sealer(keys);
     const body = await sealer.sealBody({ i: incarnation, v: version, c: nextClock }, asBytes(data));
     const info = await this.client.info();
-    const metaText = await sealer.sealMeta({ n: nextName, m: nextMeta, i: incarnation, v: version, h: toBase64url(await sha256(body)) }, info.max_meta_bytes ?? 8000);
+    /** @type {import('./sealer.js').MetaContent} */
+    const content = { n: nextName, m: nextMeta, i: incarnation, v: version, h: toBase64url(await sha256(body)) };
+    if (nextMembers?.length) content.u = nextMembers;
+    const metaText = await sealer.sealMeta(content, info.max_meta_bytes ?? 8000);
     const state = await this.stores.put(key, body, against === null ? { ifNoneMatch: '*', meta: metaText } : { ifMatch: against, meta: metaText, logBase });
-    this.known.set(key, { token: state.token, name: nextName, meta: nextMeta, incarnation, version, clock: nextClock, keys });
+    this.known.set(key, { token: state.token, name: nextName, meta: nextMeta, incarnation, version, clock: nextClock, keys, members: nextMembers });
     await this.pins.storeVersion(key, incarnation, version);
     return { token: state.token, version, created: state.created };
   }
 
   /**
    * A CRDT document kept as snapshot (the body) plus updates (the log).
-   * @param {string} name
+   * @param {Target} name
    */
   document(name) {
     return new LogDocument(this, name);

@@ -1,0 +1,128 @@
+// Sharing encrypted stores between accounts (SPEC §10): identities and
+// fingerprints, sealed envelopes, members who read and write, removal with
+// a re-key; and a server that substitutes identities, forges or replays
+// envelopes.
+import { SyncClient, Vault } from '../../src/index.js';
+import { Sealer, StoreKeys, parseMeta } from '../../src/sealer.js';
+import { deepEqual, equal, ok, rejects, text } from './assert.js';
+import { rewrite, tamperer } from './tamper.js';
+
+const client = (env, fetch) => new SyncClient({ url: env.url, fetch });
+
+/** Up to three accounts (alice, bob, carol); `evil` sits between bob and the server. */
+async function people(env, count = 3) {
+  const ids = { alice: env.unique('alice'), bob: env.unique('bob'), carol: env.unique('carol') };
+  const alice = await Vault.create(client(env), { id: ids.alice, passphrase: 'alice passphrase words' });
+  const evil = tamperer();
+  const bob = count > 1 ? await Vault.create(client(env, evil.fetch), { id: ids.bob, passphrase: 'bob passphrase words' }) : alice;
+  const carol = count > 2 ? await Vault.create(client(env), { id: ids.carol, passphrase: 'carol passphrase words' }) : alice;
+  return { ids, alice, bob, carol, evil };
+}
+
+export default {
+  name: 'sharing',
+  tests: {
+    async 'two people share a store: fingerprints match, the member sees it by name, writes, appends; removal re-keys'(env) {
+      const { ids, alice, bob, carol } = await people(env);
+      await alice.put('notebook', 'first page', { meta: { title: 'Our notebook' } });
+      await rejects(alice.share('notebook', ids.bob, 'WRITE'), 'identity_unverified');
+      equal(await alice.fingerprint(ids.bob), await bob.myFingerprint(), 'the safety number both compare:');
+      ok(/^(\d{5} ){11}\d{5}$/.test(await bob.myFingerprint()));
+      await alice.share('notebook', ids.bob, 'WRITE');
+      await alice.fingerprint(ids.carol);
+      await alice.share('notebook', ids.carol, 'READ');
+      const listed = await bob.list();
+      deepEqual(listed.map((s) => [s.name, s.meta, s.permission]), [['notebook', { title: 'Our notebook' }, 'WRITE']]);
+      const notebook = { key: listed[0].key };
+      equal(text((await bob.get(notebook)).data), 'first page');
+      ok((await bob.put(notebook, 'second page, by bob')).written);
+      equal(text((await alice.get('notebook')).data), 'second page, by bob');
+      await bob.log(notebook).append('an entry by bob');
+      deepEqual((await alice.log('notebook').read()).entries.map((e) => text(e.data)), ['an entry by bob']);
+      await rejects(carol.put(notebook, 'carol may only read'), 'forbidden', 403);
+      // Alice removes bob: the store is re-keyed; carol reads on, bob's keys open nothing new.
+      const bobKeys = new Map(bob.sharedKeys.get(notebook.key));
+      await alice.unshare('notebook', ids.bob);
+      await alice.put('notebook', 'after bob left');
+      equal(text((await carol.get(notebook)).data), 'after bob left');
+      equal(await bob.get(notebook), null, 'the server no longer serves bob');
+      const body = await alice.stores.get(notebook.key);
+      const withOldKeys = new Sealer(StoreKeys.shared(notebook.key, bobKeys, parseMeta(body.meta).wraps));
+      await rejects(withOldKeys.openBody(body.data), 'decrypt_failed');
+      await rejects(withOldKeys.openMeta(body.meta), 'decrypt_failed');
+      // History stays readable to those who remain.
+      deepEqual((await carol.log(notebook).read()).entries.map((e) => text(e.data)), ['an entry by bob']);
+    },
+
+    async 'a substituted identity is refused, and only an explicit trust follows a change'(env) {
+      const { ids, alice, bob } = await people(env, 2);
+      const mallory = await Vault.create(client(env), { id: env.unique('mallory'), passphrase: 'mallory passphrase words' });
+      const evil = tamperer();
+      const watcher = await Vault.open(client(env, evil.fetch), { id: ids.alice, passphrase: 'alice passphrase words' });
+      const genuine = await watcher.fingerprint(ids.bob);
+      equal(genuine, await bob.myFingerprint());
+      // The server now serves mallory's identity for bob: it names mallory, so it does not even parse as bob's …
+      const mallorys = await (await fetch(`${env.url}/v1/accounts/${encodeURIComponent(mallory.id)}/identity`, { headers: { Authorization: `Bearer ${await mallory.client.tokens.get()}` } })).arrayBuffer();
+      evil.rules.push(async (request, pass) => {
+        if (!request.url.includes(`/v1/accounts/${encodeURIComponent(ids.bob)}/identity`)) return null;
+        const response = await pass();
+        return rewrite(response, new Uint8Array(mallorys));
+      });
+      await rejects(watcher.fingerprint(ids.bob), 'integrity');
+      await rejects(watcher.share('missing', ids.bob, 'READ'), 'integrity');
+      evil.clear();
+      // … and a new identity bob did not sign with his old key is a change the app must acknowledge.
+      const fresh = await import('../../src/identity.js');
+      const keys = await fresh.newIdentityKeys();
+      const substitute = await fresh.identityDocument(ids.bob, keys);
+      evil.rules.push(async (request, pass) => {
+        if (!request.url.includes(`/v1/accounts/${encodeURIComponent(ids.bob)}/identity`)) return null;
+        return rewrite(await pass(), substitute);
+      });
+      const error = await rejects(watcher.fingerprint(ids.bob), 'identity_changed');
+      ok(/trustIdentity/.test(error.message));
+      await alice.put('secret', 'not for mallory');
+      await rejects(watcher.share('secret', ids.bob, 'READ'), 'identity_changed');
+      const shown = await fresh.readIdentity(substitute, ids.bob);
+      await watcher.trustIdentity(ids.bob, shown.fingerprint);
+      equal(await watcher.fingerprint(ids.bob), shown.fingerprint, 'followed after the user compared it');
+    },
+
+    async 'a forged or replayed envelope is refused'(env) {
+      const { ids, alice, bob, carol, evil } = await people(env);
+      await alice.put('doc', 'v1');
+      await alice.fingerprint(ids.bob);
+      await alice.fingerprint(ids.carol);
+      await alice.share('doc', ids.bob, 'READ');
+      await alice.share('doc', ids.carol, 'READ');
+      const key = await alice.keyOf('doc');
+      const bobFresh = async () => Vault.open(client(env, evil.fetch), { id: ids.bob, passphrase: 'bob passphrase words', state: bob.state });
+      // Carol (a member, holding the key) forges an envelope to bob claiming to come from alice.
+      const { sealEnvelope } = await import('../../src/envelope.js');
+      const { newIdentityKeys, readIdentity } = await import('../../src/identity.js');
+      const bobIdentity = await readIdentity(new Uint8Array(await (await fetch(`${env.url}/v1/accounts/${encodeURIComponent(ids.bob)}/identity`, { headers: { Authorization: `Bearer ${await carol.client.tokens.get()}` } })).arrayBuffer()), ids.bob);
+      const forged = await sealEnvelope({ from: alice.id.toLowerCase(), location: key, keys: new Map([[1, crypto.getRandomValues(new Uint8Array(32))]]), permission: 'OWN', grantee: bobIdentity, signer: await newIdentityKeys() });
+      evil.rules.push(async (request, pass) => {
+        if (!request.url.endsWith(`/v1/stores/${key}/envelope`)) return null;
+        return rewrite(await pass(), forged);
+      });
+      await rejects((await bobFresh()).get({ key }), 'integrity');
+      evil.clear();
+      // After a re-key, the server replays the old envelope: refused by the epoch pin.
+      const v1 = await (await fetch(`${env.url}/v1/stores/${key}/envelope`, { headers: { Authorization: `Bearer ${await bob.client.tokens.get()}` } })).arrayBuffer();
+      await alice.unshare('doc', ids.carol);
+      equal(text((await (await bobFresh()).get({ key })).data), 'v1', 'bob reads under the new key');
+      evil.rules.push(async (request, pass) => {
+        if (!request.url.endsWith(`/v1/stores/${key}/envelope`)) return null;
+        return rewrite(await pass(), new Uint8Array(v1));
+      });
+      await rejects((await bobFresh()).get({ key }), 'rollback');
+    },
+
+    async 'the plain API cannot grant a vault store'(env) {
+      const { ids, alice } = await people(env, 1);
+      await alice.put('doc', 'x');
+      await rejects(alice.client.stores.share(await alice.keyOf('doc'), ids.bob, 'READ'), 'bad_request');
+    },
+  },
+};
