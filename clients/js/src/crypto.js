@@ -22,8 +22,10 @@ const source = (bytes) => /** @type {Uint8Array<ArrayBuffer>} */ (bytes);
 /** Argon2id cost of format 2 (RFC 9106's second recommended option). */
 export const ARGON2 = Object.freeze({ memoryKiB: 64 * 1024, iterations: 3, parallelism: 1 });
 
-/** The smallest padded length of a sealed body, metadata or log entry. */
+/** The smallest padded length of a sealed body or log entry. */
 export const PAD_FLOOR = 256;
+/** The smallest padded length of sealed metadata (it also carries its author's signature). */
+export const META_FLOOR = 512;
 
 /** Passphrase floor: at least this many characters (after NFKC) … */
 export const MIN_PASSPHRASE = 12;
@@ -145,12 +147,12 @@ export function padme(length) {
 }
 
 /**
- * Frames `data` with its length and pads the frame to `PAD_FLOOR`, or
- * above it to a Padmé length.
- * @param {Uint8Array} data
+ * Frames `data` with its length and pads the frame to `floor`, or above
+ * it to a Padmé length.
+ * @param {Uint8Array} data @param {number} [floor]
  */
-export function pad(data) {
-  const out = new Uint8Array(Math.max(PAD_FLOOR, padme(data.length + 4)));
+export function pad(data, floor = PAD_FLOOR) {
+  const out = new Uint8Array(Math.max(floor, padme(data.length + 4)));
   new DataView(out.buffer).setUint32(0, data.length);
   out.set(data, 4);
   return out;

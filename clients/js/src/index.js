@@ -14,7 +14,7 @@ export { Feed, memoryCursor, localStorageCursor } from './feed.js';
 export { SharedFeed } from './tabs.js';
 export { OfflineQueue, memoryQueueStore, indexedDbQueueStore } from './queue.js';
 export { backoffDelay } from './backoff.js';
-export { padme, normaliseId, normalisePassphrase, MIN_PASSPHRASE, ARGON2, PAD_FLOOR } from './crypto.js';
+export { padme, normaliseId, normalisePassphrase, MIN_PASSPHRASE, ARGON2, PAD_FLOOR, META_FLOOR } from './crypto.js';
 export { memoryState, localStorageState } from './state.js';
 export { VAULT_PREFIX } from './labels.js';
 export { unframe } from './logs.js';

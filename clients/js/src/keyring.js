@@ -28,7 +28,7 @@
 
 import { SyncError } from './errors.js';
 import { concat, fromBase64url, fromUtf8, toBase64url, toHex, utf8 } from './bytes.js';
-import { aesKey, derive, hmacHex, open, pad, padme, PAD_FLOOR, randomBytes, seal, unpad } from './crypto.js';
+import { aesKey, derive, hmacHex, META_FLOOR, open, pad, padme, PAD_FLOOR, randomBytes, seal, unpad } from './crypto.js';
 import { context, FORMAT, LABEL, VAULT_PREFIX } from './labels.js';
 
 const subtle = globalThis.crypto.subtle;
@@ -209,7 +209,7 @@ export class Keyring {
    * @param {string} location
    */
   async keyStoreMeta(location) {
-    const sealed = await seal(await this.#marker(), pad(utf8('{}')), context(LABEL.keyStore, location));
+    const sealed = await seal(await this.#marker(), pad(utf8('{}'), META_FLOOR), context(LABEL.keyStore, location));
     // Shaped like a new store's one wrap: key epoch 1, the current data key epoch, then sealed-looking bytes.
     const wrap = randomBytes(68);
     new DataView(wrap.buffer).setUint32(0, 1);

@@ -51,6 +51,10 @@ export const LABEL = Object.freeze({
   fingerprint: `${v2}fingerprint`,
   /** HKDF(ECDH) of an envelope, and what its signature covers. */
   envelope: `${v2}envelope`,
+  /** What an author signs: a body's metadata (which holds the body's hash), a log entry, a member list. */
+  metaSignature: `${v2}meta-signature`,
+  entrySignature: `${v2}entry-signature`,
+  roster: `${v2}roster`,
   envelopeSignature: `${v2}envelope-signature`,
   outbox: `${v2}outbox`,
 });

@@ -14,7 +14,7 @@
 
 import { SyncError } from './errors.js';
 import { asBytes, concat, fromBase64url, fromHex, fromUtf8, toBase64url, toHex, utf8 } from './bytes.js';
-import { aesKey, open, pad, randomBytes, seal, unpad } from './crypto.js';
+import { aesKey, META_FLOOR, open, pad, randomBytes, seal, unpad } from './crypto.js';
 import { context, FORMAT, LABEL } from './labels.js';
 
 const WRAP_BYTES = 8 + 12 + 32 + 16;
@@ -144,7 +144,9 @@ export class StoreKeys {
  * body it belongs to (incarnation, version, SHA-256 of the body bytes)
  * and, on a shared store, its members (id and permission), which an
  * owner re-seals the keys to after removing one.
- * @typedef {{n: string, m: any, i: string, v: number, h: string, u?: {id: string, p: string}[]}} MetaContent
+ * The author (`a`, an account id) signs it all (`s`); a shared store's
+ * member list carries its own signature by an owner (`r`).
+ * @typedef {{n: string, m: any, i: string, v: number, h: string, u?: import('./authorship.js').Member[], r?: {by: string, s: string}, a?: string, s?: string}} MetaContent
  */
 
 /** @param {Uint8Array} bytes @param {string} what */
@@ -194,7 +196,7 @@ export class Sealer {
   /** @param {MetaContent} content @param {number} maxBytes */
   async sealMeta(content, maxBytes) {
     const epoch = this.keys.current;
-    const sealed = await seal(await this.keys.key(epoch), pad(utf8(JSON.stringify(content))), context(LABEL.meta, this.location, epoch));
+    const sealed = await seal(await this.keys.key(epoch), pad(utf8(JSON.stringify(content)), META_FLOOR), context(LABEL.meta, this.location, epoch));
     const text = `${FORMAT}.${toBase64url(this.keys.wrapBytes())}.${epoch}.${toBase64url(sealed)}`;
     if (text.length > maxBytes) {
       throw new SyncError('payload_too_large', `the metadata is too large once sealed (${text.length} of at most ${maxBytes} bytes): keep the name and meta to a few kilobytes`, { status: 413 });
@@ -213,14 +215,20 @@ export class Sealer {
   }
 
   /**
-   * @param {string} incarnation @param {string} writer 16 hex @param {number} counter @param {Uint8Array|string} data
+   * An entry: its writer and counter, its author (an account id) and the
+   * author's signature, then the data.
+   * @param {string} incarnation @param {{writer: string, counter: number, author: string, signature: Uint8Array}} by
+   * @param {Uint8Array|string} data
    */
-  async sealEntry(incarnation, writer, counter, data) {
+  async sealEntry(incarnation, { writer, counter, author, signature }, data) {
     const epoch = this.keys.current;
-    const tag = new Uint8Array(12);
+    const name = utf8(author);
+    if (name.length > 255 || signature.length !== 64) throw new SyncError('bad_request', 'an author id of at most 255 bytes and a P-256 signature');
+    const tag = new Uint8Array(13);
     tag.set(fromHex(writer), 0);
     new DataView(tag.buffer).setUint32(8, counter);
-    const plain = pad(concat(tag, asBytes(data)));
+    tag[12] = name.length;
+    const plain = pad(concat(tag, name, signature, asBytes(data)));
     return concat(head(epoch), await seal(await this.keys.key(epoch), plain, context(LABEL.entry, this.location, incarnation, epoch)));
   }
 
@@ -228,8 +236,16 @@ export class Sealer {
   async openEntry(incarnation, bytes) {
     const epoch = epochOf(bytes, 'log entry');
     const plain = unpad(await open(await this.keys.key(epoch), bytes.subarray(5), context(LABEL.entry, this.location, incarnation, epoch)));
-    if (plain.length < 12) throw new SyncError('integrity', 'a log entry is malformed');
-    return { writer: toHex(plain.subarray(0, 8)), counter: new DataView(plain.buffer, plain.byteOffset).getUint32(8), data: plain.slice(12) };
+    const length = plain.length >= 13 ? plain[12] : 0;
+    if (plain.length < 13 + length + 64) throw new SyncError('integrity', 'a log entry is malformed');
+    return {
+      epoch,
+      writer: toHex(plain.subarray(0, 8)),
+      counter: new DataView(plain.buffer, plain.byteOffset).getUint32(8),
+      author: fromUtf8(plain.subarray(13, 13 + length)),
+      signature: plain.slice(13 + length, 13 + length + 64),
+      data: plain.slice(13 + length + 64),
+    };
   }
 }
 

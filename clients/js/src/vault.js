@@ -26,6 +26,8 @@ import { LogDocument, verifyEntries } from './document.js';
 import { migrateFromV1 } from './migrate-v1.js';
 import { fingerprintOf, identityDocument, newIdentityKeys, readIdentity } from './identity.js';
 import { checkSignature, openEnvelope, sealEnvelope } from './envelope.js';
+import { entryStatement, formerWritersOf, metaStatement, notAWriter, ownersOf, rosterStatement, writersOf } from './authorship.js';
+import { sign, verify } from './identity.js';
 
 /** Names the library keeps for itself. */
 const RESERVED = 'sync-node/';
@@ -71,7 +73,7 @@ const RESERVED = 'sync-node/';
 
 /**
  * What this vault knows of one store: enough to write its next version.
- * @typedef {{token: string, name: string, meta: any, incarnation: string, version: number, clock: Record<string, number>, keys: StoreKeys, members: {id: string, p: string}[]|undefined}} Known
+ * @typedef {{token: string, name: string, meta: any, incarnation: string, version: number, clock: Record<string, number>, keys: StoreKeys, members: {id: string, p: string}[]|undefined, roster: {by: string, s: string}|undefined}} Known
  */
 
 /** A store: by name (one of this vault's own), or by key (any store listed, shared ones included). @typedef {string|{key: string}} Target */
@@ -79,7 +81,7 @@ const RESERVED = 'sync-node/';
 /**
  * A store as opened by the vault (internal): the item and what writing
  * it, or reading its log, takes.
- * @typedef {Item & {incarnation: string, clock: Record<string, number>, sealer: Sealer}} Opened
+ * @typedef {Item & {incarnation: string, clock: Record<string, number>, sealer: Sealer, writers: Set<string>, former: Map<string, number>}} Opened
  */
 
 /** @typedef {{op: 'put', key: string, name: string, data: Uint8Array|string, meta: any, base: string|null}} QueuedPut */
@@ -138,6 +140,12 @@ export class Vault {
     this.published = false;
     /** @type {Map<string, Map<number, Uint8Array>>} keys of stores shared with this account, by location */
     this.sharedKeys = new Map();
+    /** @type {Map<string, string>} who shared each of those stores with this account */
+    this.sharedFrom = new Map();
+    /** @type {Map<string, Uint8Array>} signing keys of the identities met, by id */
+    this.identities = new Map();
+    /** Log entries left out because they do not open or are not signed by a writer of their store. */
+    this.rejectedEntries = 0;
   }
 
   /**
@@ -520,15 +528,17 @@ export class Vault {
       throw new SyncError('identity_unverified', `this device has not shown ${id}'s fingerprint yet: call vault.fingerprint(id), have the user compare it, then share`);
     }
     const grantee = await this.#identity(id);
-    const me = await this.#identityKeys();
+    const signer = await this.#identityKeys();
     const key = await this.keyOf(target);
     for (let attempt = 0; attempt < 5; attempt++) {
       const opened = await this.openStore(key);
       if (!opened) throw new SyncError('not_found', 'no such store', { status: 404 });
-      const envelope = await sealEnvelope({ from: normaliseId(this.id), location: key, keys: opened.sealer.keys.raw, permission, grantee, signer: me });
+      const envelope = await sealEnvelope({ from: normaliseId(this.id), location: key, keys: opened.sealer.keys.raw, permission, grantee, signer });
       await this.stores.grant(key, [{ account: id, permission, envelope }]);
       // The member list (for re-keying later) lives in the sealed metadata.
-      const members = [...(this.known.get(key)?.members ?? []).filter((m) => m.id !== normaliseId(id)), { id: normaliseId(id), p: permission }];
+      const me = normaliseId(this.id);
+      const before = this.known.get(key)?.members ?? [{ id: me, p: 'OWN' }];
+      const members = [...before.filter((m) => m.id !== normaliseId(id)), { id: normaliseId(id), p: permission }];
       try {
         await this.writeBody(key, { data: opened.data, against: opened.token, members });
         return;
@@ -554,11 +564,15 @@ export class Vault {
       const opened = await this.openStore(key);
       if (!opened) throw new SyncError('not_found', 'no such store', { status: 404 });
       const known = /** @type {Known} */ (this.known.get(key));
-      const members = (known.members ?? []).filter((m) => m.id !== gone);
-      const identities = [];
-      for (const m of members) identities.push(await this.#identity(m.id));
-      const me = await this.#identityKeys();
+      const me = normaliseId(this.id);
       const keys = await known.keys.rekeyed(this.#keyring);
+      // The removed member stays on the list as GONE, so what it wrote before stays readable.
+      const members = (known.members ?? [{ id: me, p: 'OWN' }]).map((m) => (m.id === gone && m.p !== 'GONE' ? { id: gone, p: 'GONE', w: m.p, e: keys.current } : m));
+      // Everyone who stays gets the new key, but this account (its own keyring wraps it).
+      const others = members.filter((m) => m.id !== me && m.p !== 'GONE');
+      const identities = [];
+      for (const m of others) identities.push(await this.#identity(m.id));
+      const signer = await this.#identityKeys();
       let written;
       try {
         written = await this.writeBody(key, { data: opened.data, against: opened.token, keys, members });
@@ -568,9 +582,9 @@ export class Vault {
       }
       /** @type {{account: string, permission: 'READ'|'WRITE'|'OWN'|null, envelope?: Uint8Array}[]} */
       const changes = [{ account: gone, permission: null }];
-      for (const [i, m] of members.entries()) {
+      for (const [i, m] of others.entries()) {
         const permission = /** @type {'READ'|'WRITE'|'OWN'} */ (m.p);
-        changes.push({ account: m.id, permission, envelope: await sealEnvelope({ from: normaliseId(this.id), location: key, keys: keys.raw, permission, grantee: identities[i], signer: me }) });
+        changes.push({ account: m.id, permission, envelope: await sealEnvelope({ from: me, location: key, keys: keys.raw, permission, grantee: identities[i], signer }) });
       }
       try {
         await this.stores.grant(key, changes, { ifMatch: written.token });
@@ -625,13 +639,15 @@ export class Vault {
     const keys = await this.#unwrap(key, body.meta);
     const sealer = new Sealer(keys);
     const content = await sealer.openMeta(body.meta);
+    const writers = await this.#authorize(key, content, keys);
+    const former = formerWritersOf(content.u ?? []);
     const { header, data } = await sealer.openBody(body.data);
     if (content.i !== header.i || content.v !== header.v || content.h !== toBase64url(await sha256(body.data))) {
       throw new SyncError('integrity', 'this store\'s metadata belongs to another version of its body (the server mixed them)');
     }
     await this.pins.storeVersion(key, header.i, header.v);
     this.names.set(key, content.n);
-    this.known.set(key, { token: body.token, name: content.n, meta: content.m, incarnation: header.i, version: header.v, clock: header.c, keys, members: content.u });
+    this.known.set(key, { token: body.token, name: content.n, meta: content.m, incarnation: header.i, version: header.v, clock: header.c, keys, members: content.u, roster: content.r });
     return {
       name: content.n,
       key,
@@ -646,7 +662,62 @@ export class Vault {
       incarnation: header.i,
       clock: header.c,
       sealer,
+      writers,
+      former,
     };
+  }
+
+  /**
+   * Who may write this store, and whether this version's author may: on
+   * a store only this account writes, this account; on a shared store,
+   * the writers of its member list, which must be signed by an owner this
+   * device trusts (this account, the member who shared the store with it,
+   * or an owner of the list it accepted before). `integrity` otherwise.
+   * @param {string} key @param {import('./sealer.js').MetaContent} content @param {StoreKeys} keys
+   */
+  async #authorize(key, content, keys) {
+    const me = normaliseId(this.id);
+    const anchor = keys.shared ? this.sharedFrom.get(key) : me;
+    let writers = new Set(anchor ? [anchor] : []);
+    if (content.u) {
+      const by = content.r?.by;
+      const signed = by && content.r && (await this.#verifyBy(by, fromBase64url(content.r.s), rosterStatement(key, content.i, content.u)));
+      const pin = `${this.pins.scope}|roster|${key}`;
+      /** @type {{i: string, owners: string[]}|undefined} */
+      const pinned = await this.state.get(pin);
+      const owners = ownersOf(content.u);
+      const trusted = by === me || by === anchor || (pinned?.i === content.i && pinned.owners.includes(/** @type {string} */ (by)));
+      if (!signed || !owners.has(/** @type {string} */ (by)) || !trusted) {
+        throw new SyncError('integrity', 'this store\'s member list is not signed by an owner this device trusts: refused');
+      }
+      await this.state.set(pin, { i: content.i, owners: [...owners] });
+      writers = writersOf(content.u);
+    }
+    if (!content.a || !content.s || !writers.has(content.a) || !(await this.#verifyBy(content.a, fromBase64url(content.s), metaStatement(key, content)))) {
+      throw notAWriter(content.a ?? 'nobody', 'this version');
+    }
+    return writers;
+  }
+
+  /**
+   * Whether `author`'s identity signed `statement` (this account's own
+   * keys for itself; others' identities as pinned).
+   * @param {string} author @param {Uint8Array} signature @param {Uint8Array} statement
+   */
+  async #verifyBy(author, signature, statement) {
+    let publicKey;
+    if (author === normaliseId(this.id)) publicKey = fromBase64url((await this.#identityKeys()).signPublic);
+    else {
+      let found = this.identities.get(author);
+      if (!found) this.identities.set(author, (found = (await this.#identity(author)).sign));
+      publicKey = found;
+    }
+    return verify(publicKey, signature, statement);
+  }
+
+  /** Signs with this account's identity. @param {Uint8Array} statement */
+  async #sign(statement) {
+    return sign(await this.#identityKeys(), statement);
   }
 
   /**
@@ -691,6 +762,7 @@ export class Vault {
     if (content.epoch > seen) await this.state.set(pinKey, content.epoch);
     const raw = new Map(Object.entries(content.keys).map(([epoch, b64]) => [Number(epoch), fromBase64url(b64)]));
     this.sharedKeys.set(key, raw);
+    this.sharedFrom.set(key, content.from);
     if (!raw.has(needed)) throw new SyncError('decrypt_failed', `this account's envelope holds no key of epoch ${needed} (it was removed, or not re-sealed to yet)`);
     return StoreKeys.shared(key, raw, wraps);
   }
@@ -769,6 +841,7 @@ export class Vault {
         if (!s.meta) throw new SyncError('integrity', 'the server stripped this store\'s metadata');
         const sealer = new Sealer(await this.#unwrap(s.key, s.meta));
         const content = await sealer.openMeta(s.meta);
+        await this.#authorize(s.key, content, sealer.keys);
         await this.pins.storeVersion(s.key, content.i, content.v);
         this.names.set(s.key, content.n);
         items.push({ name: content.n, key: s.key, meta: content.m, version: content.v, token: s.token, size: s.size, seq: s.seq, permission: s.permission ?? null, logHead: s.logHead });
@@ -818,17 +891,28 @@ export class Vault {
   async openEntries(opened, raw) {
     const out = [];
     let sealer = opened.sealer;
+    let writers = opened.writers;
     for (const e of raw) {
-      let entry;
-      try {
-        entry = await sealer.openEntry(opened.incarnation, e.data);
-      } catch (error) {
+      let entry = await sealer.openEntry(opened.incarnation, e.data).catch(() => null);
+      if (!entry && e.data[0] === 2 && new DataView(e.data.buffer, e.data.byteOffset).getUint32(1) > sealer.keys.current) {
+        // Sealed under a key this vault has not seen yet: read the store's keys again.
         const fresh = await this.openStore(opened.key);
-        if (!fresh || fresh.incarnation !== opened.incarnation) throw error;
-        sealer = fresh.sealer;
-        entry = await sealer.openEntry(opened.incarnation, e.data);
+        if (fresh && fresh.incarnation === opened.incarnation) {
+          sealer = fresh.sealer;
+          writers = fresh.writers;
+          entry = await sealer.openEntry(opened.incarnation, e.data).catch(() => null);
+        }
       }
-      out.push({ index: e.index, ...entry });
+      // A writer's entries, or a removed writer's from before the key epoch its removal began.
+      const allowed = entry && (writers.has(entry.author) || entry.epoch < (opened.former.get(entry.author) ?? 0));
+      const signed =
+        entry && allowed && (await this.#verifyBy(entry.author, entry.signature, entryStatement(opened.key, opened.incarnation, entry.writer, entry.counter, await sha256(entry.data))));
+      if (!entry || !signed) {
+        // Junk, or written by someone who may not write: left out, counted, never applied.
+        this.rejectedEntries += 1;
+        continue;
+      }
+      out.push({ index: e.index, writer: entry.writer, counter: entry.counter, author: entry.author, data: entry.data });
     }
     return out;
   }
@@ -853,7 +937,10 @@ export class Vault {
       if (opened) await this.writeBody(key, { data: opened.data, clock: opened.clock, against: opened.token });
       return this.appendEntry(key, writer, counter, data);
     }
-    const sealed = await new Sealer(known.keys).sealEntry(known.incarnation, writer, counter, data);
+    const bytes = asBytes(data);
+    const author = normaliseId(this.id);
+    const signature = await this.#sign(entryStatement(key, known.incarnation, writer, counter, await sha256(bytes)));
+    const sealed = await new Sealer(known.keys).sealEntry(known.incarnation, { writer, counter, author, signature }, bytes);
     try {
       return await this.logs.append(key, sealed);
     } catch (error) {
@@ -888,15 +975,19 @@ export class Vault {
     if (nextName === undefined) throw new SyncError('bad_request', 'a new store needs its name');
     const nextMeta = meta === undefined ? (known?.meta ?? null) : meta;
     const nextMembers = members ?? base?.members;
+    const me = normaliseId(this.id);
+    // A new member list is this (owning) account's to sign; otherwise the owner's signature goes along.
+    const roster = members ? { by: me, s: toBase64url(await this.#sign(rosterStatement(key, incarnation, members))) } : base?.roster;
     const sealer = new Sealer(keys);
     const body = await sealer.sealBody({ i: incarnation, v: version, c: nextClock }, asBytes(data));
     const info = await this.client.info();
     /** @type {import('./sealer.js').MetaContent} */
-    const content = { n: nextName, m: nextMeta, i: incarnation, v: version, h: toBase64url(await sha256(body)) };
-    if (nextMembers?.length) content.u = nextMembers;
+    const content = { n: nextName, m: nextMeta, i: incarnation, v: version, h: toBase64url(await sha256(body)), a: me };
+    if (nextMembers?.length && roster) Object.assign(content, { u: nextMembers, r: roster });
+    content.s = toBase64url(await this.#sign(metaStatement(key, content)));
     const metaText = await sealer.sealMeta(content, info.max_meta_bytes ?? 8000);
     const state = await this.stores.put(key, body, against === null ? { ifNoneMatch: '*', meta: metaText } : { ifMatch: against, meta: metaText, logBase });
-    this.known.set(key, { token: state.token, name: nextName, meta: nextMeta, incarnation, version, clock: nextClock, keys, members: nextMembers });
+    this.known.set(key, { token: state.token, name: nextName, meta: nextMeta, incarnation, version, clock: nextClock, keys, members: nextMembers, roster });
     await this.pins.storeVersion(key, incarnation, version);
     return { token: state.token, version, created: state.created };
   }

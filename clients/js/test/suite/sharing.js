@@ -38,7 +38,7 @@ export default {
       ok((await bob.put(notebook, 'second page, by bob')).written);
       equal(text((await alice.get('notebook')).data), 'second page, by bob');
       await bob.log(notebook).append('an entry by bob');
-      deepEqual((await alice.log('notebook').read()).entries.map((e) => text(e.data)), ['an entry by bob']);
+      deepEqual((await alice.log('notebook').read()).entries.map((e) => text(e.data)), ['an entry by bob'], `rejected ${alice.rejectedEntries}:`);
       await rejects(carol.put(notebook, 'carol may only read'), 'forbidden', 403);
       // Alice removes bob: the store is re-keyed; carol reads on, bob's keys open nothing new.
       const bobKeys = new Map(bob.sharedKeys.get(notebook.key));
@@ -88,6 +88,12 @@ export default {
       equal(await watcher.fingerprint(ids.bob), shown.fingerprint, 'followed after the user compared it');
     },
 
+  },
+};
+
+export const adversaries = {
+  name: 'sharing adversaries',
+  tests: {
     async 'a forged or replayed envelope is refused'(env) {
       const { ids, alice, bob, carol, evil } = await people(env);
       await alice.put('doc', 'v1');
@@ -117,6 +123,37 @@ export default {
         return rewrite(await pass(), new Uint8Array(v1));
       });
       await rejects((await bobFresh()).get({ key }), 'rollback');
+    },
+
+    async 'a READ member cannot forge a write others accept, and a junk entry does not break the document'(env) {
+      const { ids, alice, bob, evil } = await people(env, 2);
+      await alice.put('doc', 'by alice');
+      const doc = alice.document('journal');
+      await doc.load('S');
+      await doc.append('u1');
+      for (const name of ['doc', 'journal']) {
+        await alice.fingerprint(ids.bob);
+        await alice.share(name, ids.bob, 'READ');
+      }
+      const listed = await bob.list();
+      const docKey = listed.find((s) => s.name === 'doc').key;
+      const journalKey = listed.find((s) => s.name === 'journal').key;
+      // A server that lets bob's writes through (it answers them with the owner's authority).
+      const ownerToken = await alice.client.tokens.get();
+      evil.rules.push(async (request) => {
+        if (request.method === 'GET' || request.method === 'HEAD') return null;
+        request.headers.Authorization = `Bearer ${ownerToken}`;
+        return null;
+      });
+      await bob.get({ key: docKey });
+      ok((await bob.put({ key: docKey }, 'forged by bob, a reader')).written, 'the server took it');
+      await rejects(alice.get('doc'), 'integrity');
+      await bob.log({ key: journalKey }).append('forged entry by bob');
+      await alice.logs.append(journalKey, crypto.getRandomValues(new Uint8Array(300)));
+      const before = alice.rejectedEntries;
+      const loaded = await alice.document('journal').load('S');
+      deepEqual(loaded.updates.map(text), ['u1'], 'the forged and the junk entries are left out');
+      equal(alice.rejectedEntries - before, 2);
     },
 
     async 'the plain API cannot grant a vault store'(env) {
