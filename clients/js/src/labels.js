@@ -55,6 +55,12 @@ export const LABEL = Object.freeze({
   metaSignature: `${v2}meta-signature`,
   entrySignature: `${v2}entry-signature`,
   roster: `${v2}roster`,
+  /** HKDF(link secret): the link's id, verifier and key; what a link envelope is bound to and signed over. */
+  linkId: `${v2}link-id`,
+  linkVerifier: `${v2}link-verifier`,
+  linkKey: `${v2}link-key`,
+  link: `${v2}link`,
+  linkSignature: `${v2}link-signature`,
   envelopeSignature: `${v2}envelope-signature`,
   outbox: `${v2}outbox`,
 });

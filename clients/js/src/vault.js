@@ -28,6 +28,7 @@ import { fingerprintOf, identityDocument, newIdentityKeys, readIdentity } from '
 import { checkSignature, openEnvelope, sealEnvelope } from './envelope.js';
 import { entryStatement, formerWritersOf, metaStatement, notAWriter, ownersOf, rosterStatement, writersOf } from './authorship.js';
 import { sign, verify } from './identity.js';
+import { LINK_PARAMETER, checkLinkSignature, linkParts, newLinkSecret, openLinkEnvelope, sealLinkEnvelope, secretOf, verifierHash } from './links.js';
 
 /** Names the library keeps for itself. */
 const RESERVED = 'sync-node/';
@@ -597,6 +598,66 @@ export class Vault {
   }
 
   /**
+   * A share link for a store (OWN required): `{url, link, expires, uses}`.
+   * The URL's fragment holds the secret (the server never sees it); anyone
+   * who has the URL and an account can redeem it until it is used up or
+   * expires (defaults: one use, 7 days). Revoking it after use needs a
+   * re-key (`unshare`), as the redeemer has the store's keys.
+   * @param {Target} target
+   * @param {{permission?: 'READ'|'WRITE', uses?: number, expires?: number, url?: string}} [options] `url`: the app's page the link opens
+   */
+  async createLink(target, options = {}) {
+    const permission = options.permission ?? 'READ';
+    if (permission !== 'READ' && permission !== 'WRITE') throw new SyncError('bad_request', 'a link grants READ or WRITE');
+    const key = await this.keyOf(target);
+    const opened = await this.openStore(key);
+    if (!opened) throw new SyncError('not_found', 'no such store', { status: 404 });
+    const secret = newLinkSecret();
+    const parts = await linkParts(secret);
+    const envelope = await sealLinkEnvelope({ from: normaliseId(this.id), location: key, keys: opened.sealer.keys.raw, permission, link: parts.link, key: parts.key, signer: await this.#identityKeys() });
+    /** @type {Record<string, any>} */
+    const json = { link: parts.link, verifier_hash: await verifierHash(parts.verifier), permission, envelope: toBase64url(envelope) };
+    if (options.uses !== undefined) json.uses = options.uses;
+    if (options.expires !== undefined) json.expires = options.expires;
+    const made = await this.client.transport.json('POST', `/v1/stores/${encodeURIComponent(key)}/links`, { json });
+    return { url: `${options.url ?? ''}#${LINK_PARAMETER}=${toBase64url(secret)}`, link: made.link, expires: made.expires, uses: made.uses };
+  }
+
+  /** The store's links that still work (no secrets). @param {Target} target @returns {Promise<{link: string, permission: string, uses: number, expires: number, created: number}[]>} */
+  async links(target) {
+    const key = await this.keyOf(target);
+    return (await this.client.transport.json('GET', `/v1/stores/${encodeURIComponent(key)}/links`)).links;
+  }
+
+  /** Ends a link (whoever redeemed it keeps access until `unshare`). @param {Target} target @param {string} link */
+  async revokeLink(target, link) {
+    const key = await this.keyOf(target);
+    await this.client.transport.request('DELETE', `/v1/stores/${encodeURIComponent(key)}/links/${encodeURIComponent(link)}`);
+  }
+
+  /**
+   * Redeems a share link (this account gets the link's permission): the
+   * store's keys come from the link, signed by the owner who made it
+   * (pinned on first use), and are kept sealed on this device until an
+   * owner seals them to this account's identity (`share`, after checking
+   * its fingerprint). Returns `{key, name, permission}`.
+   * @param {string} url
+   */
+  async redeem(url) {
+    const parts = await linkParts(secretOf(url));
+    const answer = await this.client.transport.json('POST', `/v1/links/${encodeURIComponent(parts.link)}/redeem`, { json: { verifier: toBase64url(parts.verifier) } });
+    const key = answer?.key;
+    if (typeof key !== 'string' || !key.startsWith(VAULT_PREFIX) || typeof answer.envelope !== 'string') throw new SyncError('bad_response', 'the redeem answer is not a vault store\'s');
+    const content = await openLinkEnvelope(fromBase64url(answer.envelope), parts.key, key, parts.link);
+    await checkLinkSignature(content, (await this.#identity(content.from)).sign);
+    const sealed = await this.sealForDevice(LABEL.link, utf8(JSON.stringify({ from: content.from, keys: content.keys, epoch: content.epoch })));
+    await this.state.set(`${this.pins.scope}|linked|${key}`, toBase64url(sealed));
+    this.sharedKeys.delete(key);
+    const opened = await this.openStore(key);
+    return { key, name: opened?.name ?? null, permission: answer.permission };
+  }
+
+  /**
    * The location (store key) of a store: of a name of this vault's, or the
    * `key` of a store from `list()` (a shared one, say).
    * @param {Target} name
@@ -750,12 +811,20 @@ export class Vault {
     const cached = this.sharedKeys.get(key);
     if (cached && cached.has(needed)) return StoreKeys.shared(key, cached, wraps);
     const found = await this.stores.envelope(key);
-    if (!found) throw new SyncError('decrypt_failed', 'this store does not open for this account: it is not shared with it (no envelope), or it is another account\'s', { status: 0 });
-    const me = await this.#identityKeys();
-    const mine = await fingerprintOf(this.id, fromBase64url(me.signPublic), fromBase64url(me.agreePublic));
-    const content = await openEnvelope(found.data, me, mine, key);
-    const sharer = await this.#identity(content.from);
-    await checkSignature(content, sharer.sign);
+    /** @type {{from: string, epoch: number, keys: Record<string, string>}} */
+    let content;
+    if (found) {
+      const me = await this.#identityKeys();
+      const mine = await fingerprintOf(this.id, fromBase64url(me.signPublic), fromBase64url(me.agreePublic));
+      const opened = await openEnvelope(found.data, me, mine, key);
+      await checkSignature(opened, (await this.#identity(opened.from)).sign);
+      content = opened;
+    } else {
+      // Keys from a share link this device redeemed (checked then), until an owner seals them to this account.
+      const linked = await this.state.get(`${this.pins.scope}|linked|${key}`);
+      if (!linked) throw new SyncError('decrypt_failed', 'this store does not open for this account: it is not shared with it (no envelope), or it is another account\'s', { status: 0 });
+      content = JSON.parse(fromUtf8(await this.openForDevice(LABEL.link, fromBase64url(linked))));
+    }
     const pinKey = `${this.pins.scope}|epoch|${key}`;
     const seen = (await this.state.get(pinKey)) ?? 0;
     if (content.epoch < seen) throw new SyncError('rollback', `the server served an envelope of key epoch ${content.epoch}; this device has seen ${seen}`);

@@ -54,6 +54,36 @@ export default {
       deepEqual((await carol.log(notebook).read()).entries.map((e) => text(e.data)), ['an entry by bob']);
     },
 
+    async 'share links: redeemed by the secret in the fragment, once; listed without secrets; confirmed by a share'(env) {
+      const { ids, alice, bob, carol } = await people(env);
+      await alice.put('board', 'pinned notes', { meta: { title: 'Board' } });
+      const made = await alice.createLink('board', { permission: 'WRITE', url: 'https://app.example/open' });
+      ok(made.url.startsWith('https://app.example/open#sync-node-link='), made.url);
+      const secret = made.url.split('=')[1];
+      equal(await env.filesContain(secret), false, 'the secret never reaches the server');
+      deepEqual((await alice.links('board')).map((l) => [l.link, l.permission, l.uses]), [[made.link, 'WRITE', 1]]);
+      await rejects(bob.redeem('https://app.example/open#nothing'), 'bad_request');
+      const wrong = made.url.slice(0, -4) + (made.url.endsWith('AAAA') ? 'BBBB' : 'AAAA');
+      await rejects(bob.redeem(wrong), 'not_found', 404);
+      const joined = await bob.redeem(made.url);
+      deepEqual([joined.name, joined.permission], ['board', 'WRITE']);
+      equal(text((await bob.get({ key: joined.key })).data), 'pinned notes');
+      await rejects(carol.redeem(made.url), 'not_found', 404);
+      deepEqual(await alice.links('board'), [], 'used up');
+      // The owner confirms bob (after comparing fingerprints): an envelope of his own, and his writes count.
+      await alice.fingerprint(ids.bob);
+      await alice.share('board', ids.bob, 'WRITE');
+      await bob.get({ key: joined.key }); // the confirmation wrote a new version (the member list)
+      ok((await bob.put({ key: joined.key }, 'pinned notes + bob')).written);
+      equal(text((await alice.get('board')).data), 'pinned notes + bob');
+      const fresh = await Vault.open(client(env), { id: ids.bob, passphrase: 'bob passphrase words' });
+      equal(text((await fresh.get({ key: joined.key })).data), 'pinned notes + bob', 'another device of bob, through the envelope');
+      // A revoked link is refused.
+      const second = await alice.createLink('board');
+      await alice.revokeLink('board', second.link);
+      await rejects(carol.redeem(second.url), 'not_found', 404);
+    },
+
     async 'a substituted identity is refused, and only an explicit trust follows a change'(env) {
       const { ids, alice, bob } = await people(env, 2);
       const mallory = await Vault.create(client(env), { id: env.unique('mallory'), passphrase: 'mallory passphrase words' });
