@@ -17,15 +17,30 @@ import { SyncError } from './errors.js';
 import { asBytes, fromBase64url, fromUtf8, toBase64url, utf8 } from './bytes.js';
 import { LABEL } from './labels.js';
 import { newWriter } from './sealer.js';
+import { normaliseId } from './crypto.js';
+
+/** A clock's key: the author and its writer (one author cannot touch another's sequences). @param {{author: string, writer: string}} e */
+export const clockKey = (e) => `${e.author}/${e.writer}`;
 
 /**
  * Applies entries to a clock in order: each must be its writer's next.
- * @param {Record<string, number>} clock changed in place
- * @param {{index: number, writer: string, counter: number}[]} entries
+ * A gap or a repeat in this account's own sequences is `integrity` (the
+ * server dropped, replayed or reordered them); in another member's, the
+ * entry is left out and counted (that member may have sent it so, to
+ * break the document for everyone). Changes `clock` and `entries` in
+ * place; returns how many were left out.
+ * @param {Record<string, number>} clock @param {{index: number, author: string, writer: string, counter: number}[]} entries @param {string} me
  */
-export function verifyEntries(clock, entries) {
-  for (const e of entries) {
-    const last = clock[e.writer] ?? 0;
+export function verifyEntries(clock, entries, me) {
+  let left = 0;
+  for (const e of [...entries]) {
+    const key = clockKey(e);
+    const last = clock[key] ?? 0;
+    if (e.counter !== last + 1 && e.author !== me) {
+      entries.splice(entries.indexOf(e), 1);
+      left += 1;
+      continue;
+    }
     if (e.counter !== last + 1) {
       throw new SyncError(
         'integrity',
@@ -34,9 +49,9 @@ export function verifyEntries(clock, entries) {
           : `log entries are missing before entry ${e.index} (writer ${e.writer} jumps from #${last} to #${e.counter}): the server dropped or reordered them`,
       );
     }
-    clock[e.writer] = e.counter;
+    clock[key] = e.counter;
   }
-  return clock;
+  return left;
 }
 
 /** @param {unknown} error @param {number} status */
@@ -80,6 +95,11 @@ export class LogDocument {
     this.unsure = null;
   }
 
+  /** This account's id as entries carry it. */
+  #me() {
+    return normaliseId(this.vault.id);
+  }
+
   async #key() {
     return (this.key ??= await this.vault.keyOf(this.name));
   }
@@ -115,7 +135,8 @@ export class LogDocument {
         if (is(error, 410)) continue; // compacted between the two reads
         throw error;
       }
-      this.clock = verifyEntries({ ...item.clock }, entries);
+      this.clock = { ...item.clock };
+      this.vault.rejectedEntries += verifyEntries(this.clock, entries, this.#me());
       Object.assign(this, { token: item.token, opened: item, seenIndex: entries.at(-1)?.index ?? item.logBase, pending: entries.length, stale: false });
       await this.#reconcile(item.clock, entries);
       return { snapshot: item.data, updates: entries.map((e) => e.data) };
@@ -132,7 +153,7 @@ export class LogDocument {
     // Right after what this device had read: nothing of others' in between.
     if (index === this.seenIndex + 1) {
       this.seenIndex = index;
-      this.clock[this.writer] = this.counter;
+      this.clock[clockKey({ author: this.#me(), writer: this.writer })] = this.counter;
     }
     this.pending += 1;
     return index;
@@ -150,7 +171,7 @@ export class LogDocument {
       const unsure = this.unsure;
       const page = await this.vault.logs.read(key, { after: this.seenIndex }).catch(() => null);
       const opened = this.opened ?? (await this.vault.openStore(key));
-      const landed = page && opened ? (await this.vault.openEntries(opened, page.entries)).some((e) => e.writer === this.writer && e.counter === unsure.counter) : false;
+      const landed = page && opened ? (await this.vault.openEntries(opened, page.entries)).some((e) => e.author === this.#me() && e.writer === this.writer && e.counter === unsure.counter) : false;
       if (!landed) await this.vault.appendEntry(key, this.writer, unsure.counter, unsure.data);
       this.unsure = null;
     }
@@ -193,7 +214,7 @@ export class LogDocument {
       try {
         const page = await this.vault.logs.read(key, { after: this.seenIndex });
         const entries = await this.vault.openEntries(this.opened, page.entries);
-        verifyEntries(this.clock, entries);
+        this.vault.rejectedEntries += verifyEntries(this.clock, entries, this.#me());
         this.seenIndex = entries.at(-1)?.index ?? this.seenIndex;
         this.pending = Math.max(0, page.logHead - page.logBase);
         return { updates: entries.map((e) => e.data) };
@@ -276,16 +297,17 @@ export class LogDocument {
    * appended again (a tail only: one missing before another that is there
    * is an `integrity` error).
    * @param {Record<string, number>} folded the snapshot's clock
-   * @param {{writer: string, counter: number}[]} entries the log after the snapshot
+   * @param {{author: string, writer: string, counter: number}[]} entries the log after the snapshot
    */
   async #reconcile(folded, entries) {
     const key = await this.#key();
     for (const box of await this.#outboxes()) {
-      const kept = box.entries.filter((e) => e.counter > (folded[box.writer] ?? 0));
-      const present = new Set(entries.filter((e) => e.writer === box.writer).map((e) => e.counter));
+      const mine = clockKey({ author: this.#me(), writer: box.writer });
+      const kept = box.entries.filter((e) => e.counter > (folded[mine] ?? 0));
+      const present = new Set(entries.filter((e) => e.author === this.#me() && e.writer === box.writer).map((e) => e.counter));
       const missing = kept.filter((e) => !present.has(e.counter));
       if (missing.length > 0) {
-        if (missing[0].counter <= Math.max(folded[box.writer] ?? 0, ...present)) {
+        if (missing[0].counter <= Math.max(folded[mine] ?? 0, ...present)) {
           throw new SyncError('integrity', `the server dropped an entry of this device (writer ${box.writer}, #${missing[0].counter}) from the middle of the log`);
         }
         for (const [at, e] of missing.entries()) {
@@ -318,7 +340,8 @@ export class LogDocument {
   /** Drops the entries a snapshot folded in. @param {Record<string, number>} clock */
   async #forget(clock) {
     for (const box of await this.#outboxes()) {
-      await this.#keep(box.key, box.entries.filter((e) => e.counter > (clock[box.writer] ?? 0)).map((e) => e.sealed));
+      const mine = clockKey({ author: this.#me(), writer: box.writer });
+      await this.#keep(box.key, box.entries.filter((e) => e.counter > (clock[mine] ?? 0)).map((e) => e.sealed));
     }
   }
 

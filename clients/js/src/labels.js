@@ -55,6 +55,7 @@ export const LABEL = Object.freeze({
   metaSignature: `${v2}meta-signature`,
   entrySignature: `${v2}entry-signature`,
   roster: `${v2}roster`,
+  wraps: `${v2}wraps`,
   /** HKDF(link secret): the link's id, verifier and key; what a link envelope is bound to and signed over. */
   linkId: `${v2}link-id`,
   linkVerifier: `${v2}link-verifier`,

@@ -146,7 +146,8 @@ export class StoreKeys {
  * owner re-seals the keys to after removing one.
  * The author (`a`, an account id) signs it all (`s`); a shared store's
  * member list carries its own signature by an owner (`r`).
- * @typedef {{n: string, m: any, i: string, v: number, h: string, u?: import('./authorship.js').Member[], r?: {by: string, s: string}, a?: string, s?: string}} MetaContent
+ * On a shared store the key wraps carry an owner's signature too (`w`).
+ * @typedef {{n: string, m: any, i: string, v: number, h: string, u?: import('./authorship.js').Member[], r?: {by: string, s: string, n: number}, w?: {by: string, s: string}, a?: string, s?: string}} MetaContent
  */
 
 /** @param {Uint8Array} bytes @param {string} what */

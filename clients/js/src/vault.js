@@ -26,7 +26,7 @@ import { LogDocument, verifyEntries } from './document.js';
 import { migrateFromV1 } from './migrate-v1.js';
 import { fingerprintOf, identityDocument, newIdentityKeys, readIdentity } from './identity.js';
 import { checkSignature, openEnvelope, sealEnvelope } from './envelope.js';
-import { entryStatement, formerWritersOf, metaStatement, notAWriter, ownersOf, rosterStatement, writersOf } from './authorship.js';
+import { entryStatement, formerWritersOf, metaStatement, notAWriter, ownersOf, rosterStatement, wrapsStatement, writersOf } from './authorship.js';
 import { sign, verify } from './identity.js';
 import { LINK_PARAMETER, checkLinkSignature, linkParts, newLinkSecret, openLinkEnvelope, sealLinkEnvelope, secretOf, verifierHash } from './links.js';
 
@@ -74,7 +74,8 @@ const RESERVED = 'sync-node/';
 
 /**
  * What this vault knows of one store: enough to write its next version.
- * @typedef {{token: string, name: string, meta: any, incarnation: string, version: number, clock: Record<string, number>, keys: StoreKeys, members: {id: string, p: string}[]|undefined, roster: {by: string, s: string}|undefined}} Known
+ * @typedef {{token: string, name: string, meta: any, incarnation: string, version: number, clock: Record<string, number>, keys: StoreKeys,
+ *   members: import('./authorship.js').Member[]|undefined, roster: {by: string, s: string, n: number}|undefined, wrapsSignature: {by: string, s: string}|undefined}} Known
  */
 
 /** A store: by name (one of this vault's own), or by key (any store listed, shared ones included). @typedef {string|{key: string}} Target */
@@ -82,7 +83,7 @@ const RESERVED = 'sync-node/';
 /**
  * A store as opened by the vault (internal): the item and what writing
  * it, or reading its log, takes.
- * @typedef {Item & {incarnation: string, clock: Record<string, number>, sealer: Sealer, writers: Set<string>, former: Map<string, number>}} Opened
+ * @typedef {Item & {incarnation: string, clock: Record<string, number>, sealer: Sealer, writers: Set<string>, former: Map<string, {epoch: number, index: number}>}} Opened
  */
 
 /** @typedef {{op: 'put', key: string, name: string, data: Uint8Array|string, meta: any, base: string|null}} QueuedPut */
@@ -460,7 +461,15 @@ export class Vault {
    * @param {string} id
    */
   async fingerprint(id) {
-    return (await this.#identity(id)).fingerprint;
+    const identity = await this.#identity(id);
+    // Shown to the user: from now on this device may seal keys to it.
+    await this.state.set(this.#identityPin(id), { sign: toBase64url(identity.sign), fingerprint: identity.fingerprint, verified: true });
+    return identity.fingerprint;
+  }
+
+  /** Whether this device showed `id`'s current identity to the user (`fingerprint`, `trustIdentity`). @param {string} id */
+  async #verified(id) {
+    return (await this.state.get(this.#identityPin(id)))?.verified === true;
   }
 
   /**
@@ -471,7 +480,7 @@ export class Vault {
   async trustIdentity(id, fingerprint) {
     const identity = await this.#fetchIdentity(id);
     if (identity.fingerprint !== fingerprint) throw new SyncError('identity_changed', `the identity of ${id} has another fingerprint than the one given`);
-    await this.state.set(this.#identityPin(id), { sign: toBase64url(identity.sign), fingerprint });
+    await this.state.set(this.#identityPin(id), { sign: toBase64url(identity.sign), fingerprint, verified: true });
   }
 
   /** @param {string} id */
@@ -496,16 +505,17 @@ export class Vault {
   async #identity(id) {
     const latest = await this.#fetchIdentity(id);
     const key = this.#identityPin(id);
-    /** @type {{sign: string, fingerprint: string}|undefined} */
+    /** @type {{sign: string, fingerprint: string, verified?: boolean}|undefined} */
     const pinned = await this.state.get(key);
     if (!pinned) {
-      await this.state.set(key, { sign: toBase64url(latest.sign), fingerprint: latest.fingerprint });
+      // Seen, not verified: signatures are checked against it, but nothing is sealed to it before the user has seen it.
+      await this.state.set(key, { sign: toBase64url(latest.sign), fingerprint: latest.fingerprint, verified: false });
       return latest;
     }
     let step = latest;
     for (let hops = 0; hops < 32; hops++) {
       if (toBase64url(step.sign) === pinned.sign) {
-        if (step !== latest) await this.state.set(key, { sign: toBase64url(latest.sign), fingerprint: latest.fingerprint });
+        if (step !== latest) await this.state.set(key, { ...pinned, sign: toBase64url(latest.sign), fingerprint: latest.fingerprint });
         return latest;
       }
       if (!step.previous || step.version <= 1) break;
@@ -525,7 +535,7 @@ export class Vault {
    */
   async share(target, id, permission) {
     if (!['READ', 'WRITE', 'OWN'].includes(permission)) throw new SyncError('bad_request', 'permission is READ, WRITE or OWN');
-    if (!(await this.state.get(this.#identityPin(id)))) {
+    if (!(await this.#verified(id))) {
       throw new SyncError('identity_unverified', `this device has not shown ${id}'s fingerprint yet: call vault.fingerprint(id), have the user compare it, then share`);
     }
     const grantee = await this.#identity(id);
@@ -565,12 +575,18 @@ export class Vault {
       const opened = await this.openStore(key);
       if (!opened) throw new SyncError('not_found', 'no such store', { status: 404 });
       const known = /** @type {Known} */ (this.known.get(key));
+      if (known.keys.shared) throw new SyncError('forbidden', 'only the account that made this store can re-key it (this one holds it through a share)', { status: 403 });
       const me = normaliseId(this.id);
       const keys = await known.keys.rekeyed(this.#keyring);
       // The removed member stays on the list as GONE, so what it wrote before stays readable.
-      const members = (known.members ?? [{ id: me, p: 'OWN' }]).map((m) => (m.id === gone && m.p !== 'GONE' ? { id: gone, p: 'GONE', w: m.p, e: keys.current } : m));
+      const members = (known.members ?? [{ id: me, p: 'OWN' }]).map((m) => (m.id === gone && m.p !== 'GONE' ? { id: gone, p: 'GONE', w: m.p, e: keys.current, x: opened.logHead } : m));
       // Everyone who stays gets the new key, but this account (its own keyring wraps it).
       const others = members.filter((m) => m.id !== me && m.p !== 'GONE');
+      const unseen = [];
+      for (const m of others) if (!(await this.#verified(m.id))) unseen.push(m.id);
+      if (unseen.length > 0) {
+        throw new SyncError('identity_unverified', `this device has not shown the fingerprints of ${unseen.join(', ')}: call vault.fingerprint(id) for each and have the user compare them, then unshare again (nothing was changed)`);
+      }
       const identities = [];
       for (const m of others) identities.push(await this.#identity(m.id));
       const signer = await this.#identityKeys();
@@ -700,7 +716,7 @@ export class Vault {
     const keys = await this.#unwrap(key, body.meta);
     const sealer = new Sealer(keys);
     const content = await sealer.openMeta(body.meta);
-    const writers = await this.#authorize(key, content, keys);
+    const writers = await this.#authorize(key, content, keys, body.meta);
     const former = formerWritersOf(content.u ?? []);
     const { header, data } = await sealer.openBody(body.data);
     if (content.i !== header.i || content.v !== header.v || content.h !== toBase64url(await sha256(body.data))) {
@@ -708,7 +724,7 @@ export class Vault {
     }
     await this.pins.storeVersion(key, header.i, header.v);
     this.names.set(key, content.n);
-    this.known.set(key, { token: body.token, name: content.n, meta: content.m, incarnation: header.i, version: header.v, clock: header.c, keys, members: content.u, roster: content.r });
+    this.known.set(key, { token: body.token, name: content.n, meta: content.m, incarnation: header.i, version: header.v, clock: header.c, keys, members: content.u, roster: content.r, wrapsSignature: content.w });
     return {
       name: content.n,
       key,
@@ -734,29 +750,47 @@ export class Vault {
    * the writers of its member list, which must be signed by an owner this
    * device trusts (this account, the member who shared the store with it,
    * or an owner of the list it accepted before). `integrity` otherwise.
-   * @param {string} key @param {import('./sealer.js').MetaContent} content @param {StoreKeys} keys
+   * @param {string} key @param {import('./sealer.js').MetaContent} content @param {StoreKeys} keys @param {string} metaText
    */
-  async #authorize(key, content, keys) {
+  async #authorize(key, content, keys, metaText) {
     const me = normaliseId(this.id);
-    const anchor = keys.shared ? this.sharedFrom.get(key) : me;
+    const { wraps, epoch } = parseMeta(metaText);
+    const wrapsHash = await sha256(wraps);
+    const highest = Math.max(...keys.wraps.map((w) => w.epoch));
+    if (epoch !== highest) throw new SyncError('integrity', 'this store\'s metadata is sealed under another key epoch than its newest');
+    // Key epochs never go back on a device (a writer cannot carry old wraps past an owner's re-key).
+    const epochPin = `${this.pins.scope}|wraps|${key}`;
+    /** @type {{i: string, e: number}|undefined} */
+    const seenEpoch = await this.state.get(epochPin);
+    if (seenEpoch?.i === content.i && epoch < seenEpoch.e) throw new SyncError('rollback', `this store is at key epoch ${epoch}; this device has seen ${seenEpoch.e}`);
+    const pin = `${this.pins.scope}|roster|${key}`;
+    /** @type {{i: string, n: number, owners: string[], anchor?: string}|undefined} */
+    const pinned = await this.state.get(pin);
+    const current = pinned?.i === content.i ? pinned : undefined;
+    const anchor = keys.shared ? (current?.anchor ?? this.sharedFrom.get(key)) : me;
     let writers = new Set(anchor ? [anchor] : []);
     if (content.u) {
-      const by = content.r?.by;
-      const signed = by && content.r && (await this.#verifyBy(by, fromBase64url(content.r.s), rosterStatement(key, content.i, content.u)));
-      const pin = `${this.pins.scope}|roster|${key}`;
-      /** @type {{i: string, owners: string[]}|undefined} */
-      const pinned = await this.state.get(pin);
+      const roster = content.r;
+      const by = roster?.by ?? '';
+      const signed = roster && Number.isSafeInteger(roster.n) && (await this.#verifyBy(by, fromBase64url(roster.s), rosterStatement(key, content.i, content.u, roster.n)));
       const owners = ownersOf(content.u);
-      const trusted = by === me || by === anchor || (pinned?.i === content.i && pinned.owners.includes(/** @type {string} */ (by)));
-      if (!signed || !owners.has(/** @type {string} */ (by)) || !trusted) {
+      // A list this device accepted names the owners from then on; before that, the owner who shared the store (or this account).
+      const trusted = current ? current.owners.includes(by) : by === me || by === anchor;
+      if (!signed || !owners.has(by) || !trusted) {
         throw new SyncError('integrity', 'this store\'s member list is not signed by an owner this device trusts: refused');
       }
-      await this.state.set(pin, { i: content.i, owners: [...owners] });
+      if (current && roster.n < current.n) throw new SyncError('rollback', `an older member list (number ${roster.n}; this device has seen ${current.n}): refused`);
+      const wrapper = content.w?.by ?? '';
+      if (!content.w || !owners.has(wrapper) || !(await this.#verifyBy(wrapper, fromBase64url(content.w.s), wrapsStatement(key, content.i, wrapsHash, epoch)))) {
+        throw new SyncError('integrity', 'this shared store\'s keys are not signed by one of its owners: refused');
+      }
+      await this.state.set(pin, { i: content.i, n: roster.n, owners: [...owners], anchor });
       writers = writersOf(content.u);
     }
-    if (!content.a || !content.s || !writers.has(content.a) || !(await this.#verifyBy(content.a, fromBase64url(content.s), metaStatement(key, content)))) {
+    if (!content.a || !content.s || !writers.has(content.a) || !(await this.#verifyBy(content.a, fromBase64url(content.s), metaStatement(key, content, wrapsHash, epoch)))) {
       throw notAWriter(content.a ?? 'nobody', 'this version');
     }
+    if (!seenEpoch || seenEpoch.i !== content.i || epoch > seenEpoch.e) await this.state.set(epochPin, { i: content.i, e: epoch });
     return writers;
   }
 
@@ -910,7 +944,7 @@ export class Vault {
         if (!s.meta) throw new SyncError('integrity', 'the server stripped this store\'s metadata');
         const sealer = new Sealer(await this.#unwrap(s.key, s.meta));
         const content = await sealer.openMeta(s.meta);
-        await this.#authorize(s.key, content, sealer.keys);
+        await this.#authorize(s.key, content, sealer.keys, s.meta);
         await this.pins.storeVersion(s.key, content.i, content.v);
         this.names.set(s.key, content.n);
         items.push({ name: content.n, key: s.key, meta: content.m, version: content.v, token: s.token, size: s.size, seq: s.seq, permission: s.permission ?? null, logHead: s.logHead });
@@ -946,7 +980,7 @@ export class Vault {
         if (!opened) throw new SyncError('not_found', `no store called ${typeof name === 'string' ? name : name.key}: put it (or load a document) first`, { status: 404 });
         const page = await vault.logs.read(opened.key, { after: opened.logBase });
         const entries = await vault.openEntries(opened, page.entries);
-        verifyEntries({ ...opened.clock }, entries);
+        vault.rejectedEntries += verifyEntries({ ...opened.clock }, entries, normaliseId(vault.id));
         return { entries, logHead: page.logHead, logBase: page.logBase };
       },
     };
@@ -972,10 +1006,13 @@ export class Vault {
           entry = await sealer.openEntry(opened.incarnation, e.data).catch(() => null);
         }
       }
-      // A writer's entries, or a removed writer's from before the key epoch its removal began.
-      const allowed = entry && (writers.has(entry.author) || entry.epoch < (opened.former.get(entry.author) ?? 0));
+      // A writer's entries, or a removed writer's from before its removal (an older key epoch and a log index then taken).
+      const gone = entry && opened.former.get(entry.author);
+      const allowed = entry && (writers.has(entry.author) || (gone && entry.epoch < gone.epoch && e.index <= gone.index));
       const signed =
-        entry && allowed && (await this.#verifyBy(entry.author, entry.signature, entryStatement(opened.key, opened.incarnation, entry.writer, entry.counter, await sha256(entry.data))));
+        entry &&
+        allowed &&
+        (await this.#verifyBy(entry.author, entry.signature, entryStatement(opened.key, opened.incarnation, entry.epoch, entry.writer, entry.counter, await sha256(entry.data))));
       if (!entry || !signed) {
         // Junk, or written by someone who may not write: left out, counted, never applied.
         this.rejectedEntries += 1;
@@ -1008,7 +1045,7 @@ export class Vault {
     }
     const bytes = asBytes(data);
     const author = normaliseId(this.id);
-    const signature = await this.#sign(entryStatement(key, known.incarnation, writer, counter, await sha256(bytes)));
+    const signature = await this.#sign(entryStatement(key, known.incarnation, known.keys.current, writer, counter, await sha256(bytes)));
     const sealed = await new Sealer(known.keys).sealEntry(known.incarnation, { writer, counter, author, signature }, bytes);
     try {
       return await this.logs.append(key, sealed);
@@ -1045,18 +1082,33 @@ export class Vault {
     const nextMeta = meta === undefined ? (known?.meta ?? null) : meta;
     const nextMembers = members ?? base?.members;
     const me = normaliseId(this.id);
-    // A new member list is this (owning) account's to sign; otherwise the owner's signature goes along.
-    const roster = members ? { by: me, s: toBase64url(await this.#sign(rosterStatement(key, incarnation, members))) } : base?.roster;
+    // A new member list is this (owning) account's to sign, with the next number; otherwise the owner's signature goes along.
+    const roster = members ? { by: me, n: (base?.roster?.n ?? 0) + 1, s: '' } : base?.roster;
+    if (members && roster) roster.s = toBase64url(await this.#sign(rosterStatement(key, incarnation, members, roster.n)));
+    const wrapBytes = keys.wrapBytes();
+    const wrapsHash = await sha256(wrapBytes);
+    const owner = nextMembers?.some((m) => m.id === me && m.p === 'OWN') ?? false;
+    // An owner signs the key wraps of a shared store; a writer carries the owner's signature along.
+    const wrapsSignature = nextMembers?.length ? (owner ? { by: me, s: toBase64url(await this.#sign(wrapsStatement(key, incarnation, wrapsHash, keys.current))) } : base?.wrapsSignature) : undefined;
     const sealer = new Sealer(keys);
     const body = await sealer.sealBody({ i: incarnation, v: version, c: nextClock }, asBytes(data));
     const info = await this.client.info();
     /** @type {import('./sealer.js').MetaContent} */
     const content = { n: nextName, m: nextMeta, i: incarnation, v: version, h: toBase64url(await sha256(body)), a: me };
-    if (nextMembers?.length && roster) Object.assign(content, { u: nextMembers, r: roster });
-    content.s = toBase64url(await this.#sign(metaStatement(key, content)));
+    if (nextMembers?.length && roster) Object.assign(content, { u: nextMembers, r: roster, w: wrapsSignature });
+    content.s = toBase64url(await this.#sign(metaStatement(key, content, wrapsHash, keys.current)));
     const metaText = await sealer.sealMeta(content, info.max_meta_bytes ?? 8000);
     const state = await this.stores.put(key, body, against === null ? { ifNoneMatch: '*', meta: metaText } : { ifMatch: against, meta: metaText, logBase });
-    this.known.set(key, { token: state.token, name: nextName, meta: nextMeta, incarnation, version, clock: nextClock, keys, members: nextMembers, roster });
+    this.known.set(key, { token: state.token, name: nextName, meta: nextMeta, incarnation, version, clock: nextClock, keys, members: nextMembers, roster, wrapsSignature });
+    if (nextMembers?.length && roster) {
+      // What this account wrote is what its devices trust next (an owner's own new list included).
+      const pin = `${this.pins.scope}|roster|${key}`;
+      /** @type {{i: string, n: number, owners: string[], anchor?: string}|undefined} */
+      const pinned = await this.state.get(pin);
+      if (!pinned || pinned.i !== incarnation || roster.n >= pinned.n) {
+        await this.state.set(pin, { i: incarnation, n: roster.n, owners: [...ownersOf(nextMembers)], anchor: pinned?.i === incarnation ? pinned.anchor : keys.shared ? this.sharedFrom.get(key) : me });
+      }
+    }
     await this.pins.storeVersion(key, incarnation, version);
     return { token: state.token, version, created: state.created };
   }

@@ -193,3 +193,93 @@ export const adversaries = {
     },
   },
 };
+
+export const members = {
+  name: 'sharing members',
+  tests: {
+    async 'members who replay a list, re-wrap keys, sign lists, write after removal or break sequences are refused'(env) {
+      const ids = { alice: env.unique('alice'), bob: env.unique('bob'), wendy: env.unique('wendy'), carol: env.unique('carol'), rita: env.unique('rita') };
+      const alice = await Vault.create(client(env), { id: ids.alice, passphrase: 'alice passphrase words' });
+      const ownerToken = await alice.client.tokens.get();
+      // A server that lets its friends write the shared stores with the owner's authority.
+      const shared = new Set();
+      const colluding = () => {
+        const evil = tamperer();
+        evil.rules.push(async (request) => {
+          const path = new URL(request.url).pathname;
+          const aimed = [...shared].some((key) => path.startsWith(`/v1/stores/${key}`));
+          if (aimed && request.method !== 'GET' && request.method !== 'HEAD') request.headers.Authorization = `Bearer ${ownerToken}`;
+          return null;
+        });
+        return evil;
+      };
+      const open = async (name, fetch) => Vault.create(client(env, fetch), { id: ids[name], passphrase: `${name} passphrase words` });
+      const bob = await open('bob', colluding().fetch);
+      const wendy = await open('wendy', colluding().fetch);
+      const carol = await open('carol');
+      const rita = await open('rita', colluding().fetch);
+      for (const name of ['bob', 'wendy', 'carol', 'rita']) await alice.fingerprint(ids[name]);
+      const store = async (name, shares) => {
+        await alice.put(name, `${name} v1`);
+        for (const [who, p] of shares) await alice.share(name, ids[who], p);
+        const key = await alice.keyOf(name);
+        shared.add(key);
+        return key;
+      };
+
+      // 1. Wendy replays the member list from before bob left: refused by everyone who saw the newer one.
+      const plans = await store('plans', [['bob', 'WRITE'], ['wendy', 'WRITE'], ['carol', 'READ']]);
+      await wendy.openStore(plans);
+      const old = { members: wendy.known.get(plans).members, roster: wendy.known.get(plans).roster, wrapsSignature: wendy.known.get(plans).wrapsSignature };
+      await alice.unshare('plans', ids.bob);
+      await carol.get({ key: plans });
+      await wendy.openStore(plans);
+      Object.assign(wendy.known.get(plans), { members: old.members, roster: old.roster });
+      await wendy.put({ key: plans }, 'with the old list').catch(() => undefined);
+      await rejects(alice.get('plans'), 'rollback');
+      await rejects(carol.get({ key: plans }), 'rollback');
+
+      // 2. Wendy swaps the key wraps for bytes of her own: the owner's signature over them no longer holds.
+      const budget = await store('budget', [['wendy', 'WRITE']]);
+      await wendy.openStore(budget);
+      for (const wrap of wendy.known.get(budget).keys.wraps) wrap.sealed = crypto.getRandomValues(new Uint8Array(wrap.sealed.length));
+      ok((await wendy.put({ key: budget }, 'the owner locked out?')).written);
+      await rejects(alice.get('budget'), 'decrypt_failed');
+      await rejects(wendy.get({ key: budget }), 'integrity', undefined);
+
+      // 3. Bob, removed, appends with his old key through a colluding server: not taken as history.
+      const diary = await store('diary', [['bob', 'WRITE']]);
+      await bob.get({ key: diary });
+      await bob.log({ key: diary }).append('by bob, while a member');
+      await alice.unshare('diary', ids.bob);
+      await bob.appendEntry(diary, 'aaaaaaaaaaaaaaaa', 1, 'by bob, after his removal');
+      const before = alice.rejectedEntries;
+      deepEqual((await alice.log('diary').read()).entries.map((e) => text(e.data)), ['by bob, while a member']);
+      equal(alice.rejectedEntries - before, 1);
+
+      // 4. Rita, a reader, signs a list that makes her an owner: carol trusts only the owners she accepted.
+      const board = await store('board', [['carol', 'READ'], ['rita', 'READ']]);
+      await carol.get({ key: board });
+      const seen = await rita.openStore(board);
+      const grabbed = rita.known.get(board).members.map((m) => (m.id === ids.rita ? { ...m, p: 'OWN' } : m));
+      await rita.writeBody(board, { data: 'rita rules', against: seen.token, members: grabbed });
+      await rejects(carol.get({ key: board }), 'integrity');
+      await rejects(alice.get('board'), 'integrity');
+
+      // 5. Wendy appends to a writer sequence out of order: her entry is left out, the document still loads.
+      const notes = await store('notes', [['wendy', 'WRITE']]);
+      const doc = alice.document('notes');
+      await doc.load('S');
+      await doc.append('u1');
+      await wendy.get({ key: notes });
+      await wendy.appendEntry(notes, 'ffffffffffffffff', 7, 'out of order');
+      const skipped = alice.rejectedEntries;
+      deepEqual((await alice.document('notes').load('S')).updates.map(text), ['u1']);
+      equal(alice.rejectedEntries - skipped, 1);
+
+      // 6. Carol has seen wendy's identity only through signatures: she cannot seal to it unseen.
+      await carol.put('mine', 'x');
+      await rejects(carol.share('mine', ids.wendy, 'READ'), 'identity_unverified');
+    },
+  },
+};
