@@ -443,3 +443,79 @@ fn kill_9_during_appends_and_compactions_loses_no_acknowledged_entry() {
         assert_eq!(code, 0, "round {round}: {stdout}");
     }
 }
+
+/// One list-form grant over two members, each member's permission and
+/// envelope set together: `generation` is READ/"r…", WRITE/"w…".
+fn grant_list(addr: SocketAddr, owner: &str, generation: u64) -> u16 {
+    use sync_node::encoding::base64url;
+    let (permission, tag) = if generation % 2 == 0 { ("READ", "r") } else { ("WRITE", "w") };
+    let changes: Vec<serde_json::Value> = ["m1@example.org", "m2@example.org"]
+        .iter()
+        .map(|id| serde_json::json!({"account": id, "permission": permission, "envelope": base64url(format!("{tag}{generation}").as_bytes())}))
+        .collect();
+    let body = serde_json::json!({ "changes": changes }).to_string();
+    // The server may be gone (killed): no answer is no acknowledgement.
+    let Ok(stream) = std::net::TcpStream::connect(addr) else { return 0 };
+    let mut conn = Conn::over(stream);
+    let bytes = request_bytes(
+        "PUT",
+        "/v1/stores/shared/permissions",
+        Some(owner),
+        &[("Content-Type", "application/json")],
+        body.as_bytes(),
+    );
+    if std::io::Write::write_all(&mut conn.stream, &bytes).is_err() {
+        return 0;
+    }
+    conn.try_read_response(false).map_or(0, |resp| resp.status)
+}
+
+#[test]
+fn kill_9_during_list_form_grants_leaves_all_or_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("data");
+    let mut server = Server::start_in(&root, Options::default());
+    let owner = server.register("owner@example.org");
+    let members: Vec<String> = ["m1@example.org", "m2@example.org"].iter().map(|id| server.register(id)).collect();
+    assert_eq!(server.put("shared", &owner, &[], b"body").status, 201);
+    let mut seed = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64;
+    let mut granted = 0;
+    for round in 0..rounds().min(10) {
+        let acknowledged = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let outcomes = kill_mid_storm(&mut server, &root, &[owner.clone()], &mut seed, {
+            let acknowledged = Arc::clone(&acknowledged);
+            move |addr, _, owner: String, stop| {
+                let mut generation = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    generation += 1;
+                    if grant_list(addr, &owner, generation) == 204 {
+                        acknowledged.store(generation, Ordering::Relaxed);
+                    }
+                }
+            }
+        });
+        drop(outcomes);
+        // Both members are at one generation: the same permission and an envelope of that generation.
+        let seen: Vec<(String, String)> = members
+            .iter()
+            .map(|token| {
+                let read = server.get("/v1/stores/shared", Some(token));
+                let envelope = server.get("/v1/stores/shared/envelope", Some(token));
+                (
+                    read.header("Sync-Permission").unwrap_or("none").to_owned(),
+                    String::from_utf8_lossy(&envelope.body).into_owned(),
+                )
+            })
+            .collect();
+        assert_eq!(seen[0], seen[1], "round {round}: the members differ after a kill: {seen:?}");
+        let generation: u64 = seen[0].1[1..].parse().unwrap_or(0);
+        assert!(
+            generation >= acknowledged.load(Ordering::Relaxed),
+            "round {round}: an acknowledged grant was lost: {seen:?}"
+        );
+        let expected = if generation % 2 == 0 { "READ" } else { "WRITE" };
+        assert_eq!(seen[0].0, expected, "round {round}: permission and envelope disagree: {seen:?}");
+        granted += acknowledged.load(Ordering::Relaxed);
+    }
+    assert!(granted > 0, "no grant was ever acknowledged: the test tested nothing");
+}
