@@ -448,7 +448,7 @@ fn kill_9_during_appends_and_compactions_loses_no_acknowledged_entry() {
 /// envelope set together: `generation` is READ/"r…", WRITE/"w…".
 fn grant_list(addr: SocketAddr, owner: &str, generation: u64) -> u16 {
     use sync_node::encoding::base64url;
-    let (permission, tag) = if generation % 2 == 0 { ("READ", "r") } else { ("WRITE", "w") };
+    let (permission, tag) = if generation.is_multiple_of(2) { ("READ", "r") } else { ("WRITE", "w") };
     let changes: Vec<serde_json::Value> = ["m1@example.org", "m2@example.org"]
         .iter()
         .map(|id| serde_json::json!({"account": id, "permission": permission, "envelope": base64url(format!("{tag}{generation}").as_bytes())}))
@@ -482,7 +482,7 @@ fn kill_9_during_list_form_grants_leaves_all_or_nothing() {
     let mut granted = 0;
     for round in 0..rounds().min(10) {
         let acknowledged = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let outcomes = kill_mid_storm(&mut server, &root, &[owner.clone()], &mut seed, {
+        let outcomes = kill_mid_storm(&mut server, &root, std::slice::from_ref(&owner), &mut seed, {
             let acknowledged = Arc::clone(&acknowledged);
             move |addr, _, owner: String, stop| {
                 let mut generation = 0;
@@ -513,7 +513,7 @@ fn kill_9_during_list_form_grants_leaves_all_or_nothing() {
             generation >= acknowledged.load(Ordering::Relaxed),
             "round {round}: an acknowledged grant was lost: {seen:?}"
         );
-        let expected = if generation % 2 == 0 { "READ" } else { "WRITE" };
+        let expected = if generation.is_multiple_of(2) { "READ" } else { "WRITE" };
         assert_eq!(seen[0].0, expected, "round {round}: permission and envelope disagree: {seen:?}");
         granted += acknowledged.load(Ordering::Relaxed);
     }
