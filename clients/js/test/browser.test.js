@@ -177,3 +177,69 @@ test('chromium: the notes example syncs two browser contexts live and merges a c
     await server.dispose();
   }
 });
+
+test('chromium: the notes example shares a note between two people, live both ways, and stops sharing', async () => {
+  const server = await new TestServer().start();
+  const people = [await browser.newContext(), await browser.newContext()];
+  const ids = ['alice@example.org', 'bob@example.org'];
+  try {
+    const pages = [];
+    for (const [i, person] of people.entries()) {
+      const p = await person.newPage();
+      p.on('pageerror', (error) => pageErrors.push(error));
+      await p.goto(`${site.url}/examples/notes/index.html?server=${encodeURIComponent(server.url)}`);
+      await p.fill('#id', ids[i]);
+      await p.fill('#passphrase', `${ids[i]} passphrase words`);
+      await p.click('#create');
+      await p.waitForSelector('#status.live', { timeout: 15_000 });
+      pages.push(p);
+    }
+    const [a, b] = pages;
+    await a.click('#new');
+    await a.fill('#title', 'Trip');
+    await a.fill('#body', 'tickets');
+    await a.click('#save');
+    await a.click('#sharing summary');
+    await a.fill('#share-id', ids[1]);
+    await a.click('#share-check');
+    await a.waitForSelector('#share-fingerprint:not([hidden])');
+    await waitFor(async () => (await b.textContent('#my-number'))?.length > 0, 'bob shows his number');
+    assert.equal(await a.textContent('#share-number'), await b.textContent('#my-number'), 'the safety numbers match');
+    await a.click('#share-confirm');
+    await a.waitForSelector('#share-state:has-text("Shared with")');
+    // Bob sees it live, edits; Alice sees his edit live.
+    await b.waitForSelector('#list li:has-text("Trip (shared with you)")', { timeout: 15_000 });
+    await b.click('#list li:has-text("Trip")');
+    await waitFor(async () => (await b.inputValue('#body')) === 'tickets', 'bob opens the note');
+    await b.fill('#body', 'tickets\nhotel');
+    await b.click('#save');
+    await waitFor(async () => (await a.inputValue('#body')) === 'tickets\nhotel', 'alice sees bob\'s edit live');
+    assert.equal(server.filesContain('Trip') || server.filesContain('hotel') || server.filesContain(ids[0]), false, 'nothing readable on the server');
+    if (process.env.NOTES_SCREENSHOT) {
+      const shot = await browser.newPage({ viewport: { width: 1200, height: 420 } });
+      await shot.goto(`${site.url}/examples/notes/side-by-side.html?server=${encodeURIComponent(server.url)}`);
+      for (const [side, i] of [['#left', 0], ['#right', 1]]) {
+        const frame = shot.frameLocator(side);
+        await frame.locator('#id').fill(ids[i]);
+        await frame.locator('#passphrase').fill(`${ids[i]} passphrase words`);
+        await frame.locator('#open').click();
+        await frame.locator('#status.live').waitFor({ timeout: 15_000 });
+        await frame.locator('#list li:has-text("Trip")').click();
+      }
+      await shot.frameLocator('#left').locator('#sharing summary').click();
+      await shot.screenshot({ path: process.env.NOTES_SCREENSHOT });
+      await shot.close();
+    }
+    // Alice stops sharing: the note leaves Bob's list, and what she writes next is not his to read.
+    await a.click('#share-stop');
+    await a.waitForSelector('#share-state:has-text("No longer shared")', { timeout: 15_000 });
+    await waitFor(async () => (await b.locator('#list li:has-text("Trip")').count()) === 0, 'the note leaves bob\'s list');
+    await a.fill('#body', 'tickets\nhotel\nsurprise for bob');
+    await a.click('#save');
+    await waitFor(async () => (await a.textContent('#note-state'))?.startsWith('version'), 'alice saved');
+    assert.equal(await b.locator('#list li:has-text("Trip")').count(), 0);
+  } finally {
+    for (const person of people) await person.close();
+    await server.dispose();
+  }
+});

@@ -128,6 +128,9 @@ describe('examples', () => {
       assert.deepEqual(result.items[0], result.items[1]);
       assert.equal(result.items[0].length, 40);
       assert.equal(result.compactions, 4);
+      const shared = await demo(server.url, { edits: 20, compactEvery: 10, shared: true, log: () => {} });
+      assert.deepEqual(shared.items[0], shared.items[1], 'two people converge on a shared document');
+      assert.equal(shared.items[0].length, 20);
     } finally {
       await server.dispose();
     }

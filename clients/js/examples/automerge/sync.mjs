@@ -4,7 +4,8 @@
 // `compactEvery` edits the device that edited writes a snapshot
 // (Automerge.save) that folds the log in.
 //
-//   npm install && node sync.mjs [server URL]   (default http://localhost:8080)
+//   npm install && node sync.mjs [server URL] [--shared]   (default http://localhost:8080)
+//   --shared: the two devices are two people, the document shared from one to the other
 import * as Automerge from '@automerge/automerge';
 import { SyncClient, Vault } from '../../src/index.js';
 
@@ -12,15 +13,23 @@ import { SyncClient, Vault } from '../../src/index.js';
  * @param {string} url the server
  * @param {{edits?: number, compactEvery?: number, log?: (line: string) => void}} [options]
  */
-export async function demo(url, { edits = 100, compactEvery = 20, log = console.log } = {}) {
+export async function demo(url, { edits = 100, compactEvery = 20, shared = false, log = console.log } = {}) {
   const id = `automerge-${Date.now().toString(36)}@example.org`;
   const passphrase = 'automerge example passphrase';
   const vaults = [await Vault.create(new SyncClient({ url }), { id, passphrase })];
-  vaults.push(await Vault.open(new SyncClient({ url }), { id, passphrase }));
+  // Two devices of one account, or (shared) two people: the second is another account the document is shared with.
+  const second = shared ? `friend-${id}` : id;
+  vaults.push(await (shared ? Vault.create : Vault.open)(new SyncClient({ url }), { id: second, passphrase }));
   const initial = Automerge.save(Automerge.from({ items: [] }));
+  const target = 'shopping list';
+  if (shared) {
+    await vaults[0].document(target).load(initial);
+    await vaults[0].fingerprint(second); // in an app: shown to both people, compared out of band
+    await vaults[0].share(target, second, 'WRITE');
+  }
   const devices = [];
-  for (const vault of vaults) {
-    const document = vault.document('shopping list');
+  for (const [n, vault] of vaults.entries()) {
+    const document = vault.document(shared && n === 1 ? { key: await vaults[0].keyOf(target) } : target);
     const { snapshot, updates } = await document.load(initial);
     const [doc] = Automerge.applyChanges(Automerge.load(snapshot), updates);
     devices.push({ document, doc });
@@ -56,5 +65,5 @@ async function catchUp(device) {
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) {
-  await demo(process.argv[2] ?? 'http://localhost:8080');
+  await demo(process.argv[2] ?? 'http://localhost:8080', { shared: process.argv.includes('--shared') });
 }
