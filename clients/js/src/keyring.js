@@ -41,7 +41,7 @@ const SEAL_OVERHEAD = 12 + 16;
 
 /** @typedef {'passphrase'|'recovery'} DoorKind */
 /** @typedef {{kind: DoorKind, location: string, public: string}} DoorRef a door the keyring knows: its location and public key */
-/** @typedef {{version: number, epoch: number, dataKeys: Record<string, string>, nameKey: string, doors: DoorRef[], identity?: import('./identity.js').IdentityKeys, successor?: string}} AccountKeys */
+/** @typedef {{version: number, epoch: number, dataKeys: Record<string, string>, nameKey: string, doors: DoorRef[], identity?: import('./identity.js').IdentityKeys, formerIdentities?: import('./identity.js').IdentityKeys[], successor?: string}} AccountKeys */
 /** @typedef {{kind: DoorKind, secret: Uint8Array}} DoorSecret */
 /** @typedef {{ring: string, ark: string, version: number}} DoorInside */
 
@@ -282,10 +282,10 @@ export class Keyring {
    * doors are written here; `finish()` then deletes the doors replaced
    * and the old keyring, or `abort()` points the old doors back and
    * deletes what was made.
-   * @param {{passphrase: Uint8Array, recovery?: Uint8Array, identity?: import('./identity.js').IdentityKeys}} secrets
-   *   `identity`: new identity keys (the account's first, or a rotation's)
+   * @param {{passphrase: Uint8Array, recovery?: Uint8Array, identity?: import('./identity.js').IdentityKeys, formerIdentity?: import('./identity.js').IdentityKeys}} secrets
+   *   `identity`: new identity keys (the account's first, or a rotation's, with the keys they replace in `formerIdentity`)
    */
-  async rotate({ passphrase, recovery, identity }) {
+  async rotate({ passphrase, recovery, identity, formerIdentity }) {
     const epoch = this.epoch + 1;
     /** @type {DoorSecret[]} */
     const add = [{ kind: 'passphrase', secret: passphrase }];
@@ -320,6 +320,7 @@ export class Keyring {
       nameKey: this.content.nameKey,
       doors: [...kept, ...fresh.map((f) => f.ref)],
       identity: identity ?? this.content.identity,
+      formerIdentities: [...(this.content.formerIdentities ?? []), ...(formerIdentity ? [formerIdentity] : [])],
     };
     const next = new Keyring(this.stores, this.keySalt, location, randomBytes(32), content, null);
     next.token = await next.#write(location, next.ark, content, { ifNoneMatch: '*' });

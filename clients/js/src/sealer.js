@@ -111,6 +111,23 @@ export class StoreKeys {
     return next;
   }
 
+  /**
+   * These keys with the newest one wrapped (again) under the keyring's
+   * current data key, in the same epoch: for a shared store, whose members
+   * hold that key, after the owner's own keys rotated (a new epoch would
+   * lock them out; a re-key, `unshare` or `rekey`, gives one to all).
+   * @param {KeyWrapper} ring
+   */
+  async rewrapped(ring) {
+    if (this.shared) return this;
+    const newest = this.wraps.find((w) => w.epoch === this.current);
+    if (newest && newest.dataEpoch >= ring.epoch) return this;
+    const raw = /** @type {Uint8Array} */ (this.raw.get(this.current));
+    const sealed = await seal(await ring.dataKey(ring.epoch), raw, context(LABEL.storeKey, this.location, this.current, ring.epoch));
+    const wraps = [...this.wraps.filter((w) => w.epoch !== this.current), { epoch: this.current, dataEpoch: ring.epoch, sealed }];
+    return new StoreKeys(this.location, new Map(this.raw), wraps);
+  }
+
   /** @param {number} epoch @param {KeyWrapper} ring */
   async #add(epoch, ring) {
     const raw = randomBytes(32);

@@ -70,9 +70,19 @@ export function localStorageState(prefix = 'sync-node-state:') {
 
 /**
  * A store's pin: the incarnation this device last saw, the highest version
- * of it, and the incarnations it saw end (deleted, or replaced by a new one).
- * @typedef {{incarnation: string, version: number, retired: string[]}} StorePin
+ * of it, the incarnations it saw end (deleted, or replaced by a new one),
+ * and when it was last raised (`at`, ms on this device's clock).
+ * @typedef {{incarnation: string, version: number, retired: string[], at?: number}} StorePin
  */
+
+/**
+ * Whether a pin may judge an answer to a request sent at `since`: one
+ * raised after the request went out was raised by this device's own
+ * writes or by another tab (the answer may honestly predate them), so it
+ * judges only later requests. `since` undefined: always.
+ * @param {{at?: number}|undefined} pin @param {number} [since]
+ */
+export const judges = (pin, since) => pin !== undefined && (since === undefined || (pin.at ?? 0) <= since);
 
 /** Pins of one account on one server. */
 export class Pins {
@@ -105,24 +115,30 @@ export class Pins {
     if (!(await this.isFormat2())) await this.state.set(`${this.scope}|format`, 2);
   }
 
-  /** The highest keyring version seen; an older one is `rollback`. @param {number} version */
-  async keyringVersion(version) {
+  /**
+   * The highest keyring version seen; an older one is `rollback`.
+   * @param {number} version @param {number} [since] when the request that read it was sent
+   */
+  async keyringVersion(version, since) {
     const key = `${this.scope}|keyring`;
-    const pinned = (await this.state.get(key)) ?? 0;
-    if (version < pinned) throw new SyncError('rollback', `the server served keyring version ${version}; this device has seen ${pinned}`);
-    if (version > pinned) await this.state.set(key, version);
+    /** @type {{v: number, at?: number}|number|undefined} */
+    const stored = await this.state.get(key);
+    const pin = typeof stored === 'number' ? { v: stored } : stored;
+    if (judges(pin, since) && version < /** @type {{v: number}} */ (pin).v) throw new SyncError('rollback', `the server served keyring version ${version}; this device has seen ${pin?.v}`);
+    if (!pin || version > pin.v) await this.state.set(key, { v: version, at: Date.now() });
   }
 
   /**
    * Checks a store version against the pin and raises the pin. A lower
    * version of the same incarnation, or an incarnation seen retired, is
    * `rollback`.
-   * @param {string} location @param {string} incarnation @param {number} version
+   * @param {string} location @param {string} incarnation @param {number} version @param {number} [since] when the request that read it was sent
    */
-  async storeVersion(location, incarnation, version) {
+  async storeVersion(location, incarnation, version, since) {
     const key = `${this.scope}|store|${location}`;
     /** @type {StorePin|undefined} */
-    const pin = await this.state.get(key);
+    const stored = await this.state.get(key);
+    const pin = judges(stored, since) ? stored : undefined;
     if (pin?.retired.includes(incarnation)) {
       throw new SyncError('rollback', 'the server served a store that this device saw deleted or replaced (an old incarnation)');
     }
@@ -133,9 +149,10 @@ export class Pins {
     if (pin && pin.incarnation !== incarnation && incarnation.slice(0, 12) < pin.incarnation.slice(0, 12)) {
       throw new SyncError('rollback', 'the server served an incarnation of this store made before the one this device saw');
     }
-    if (!pin || pin.incarnation !== incarnation || version > pin.version) {
-      const retired = pin && pin.incarnation !== incarnation ? [...pin.retired, pin.incarnation].slice(-32) : (pin?.retired ?? []);
-      await this.state.set(key, { incarnation, version, retired });
+    const newer = !stored || (stored.incarnation === incarnation ? version > stored.version : incarnation.slice(0, 12) >= stored.incarnation.slice(0, 12));
+    if (newer && !stored?.retired.includes(incarnation)) {
+      const retired = stored && stored.incarnation !== incarnation ? [...stored.retired, stored.incarnation].slice(-32) : (stored?.retired ?? []);
+      await this.state.set(key, { incarnation, version, retired, at: Date.now() });
     }
   }
 
@@ -144,6 +161,6 @@ export class Pins {
     const key = `${this.scope}|store|${location}`;
     /** @type {StorePin|undefined} */
     const pin = await this.state.get(key);
-    if (pin && !pin.retired.includes(pin.incarnation)) await this.state.set(key, { ...pin, retired: [...pin.retired, pin.incarnation].slice(-32) });
+    if (pin && !pin.retired.includes(pin.incarnation)) await this.state.set(key, { ...pin, retired: [...pin.retired, pin.incarnation].slice(-32), at: Date.now() });
   }
 }

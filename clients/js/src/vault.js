@@ -15,7 +15,7 @@ import { checkNewPassphrase, derive, newRecoveryCode, normaliseId, open, passphr
 import { context, LABEL, VAULT_PREFIX } from './labels.js';
 import { Keyring, keyringBehind } from './keyring.js';
 import { Sealer, StoreKeys, newIncarnation, parseMeta } from './sealer.js';
-import { Pins, defaultState } from './state.js';
+import { Pins, defaultState, judges } from './state.js';
 import { Stores } from './stores.js';
 import { Logs } from './logs.js';
 import { writeUntilWon } from './conflict.js';
@@ -144,7 +144,7 @@ export class Vault {
     this.sharedKeys = new Map();
     /** @type {Map<string, string>} who shared each of those stores with this account */
     this.sharedFrom = new Map();
-    /** @type {Map<string, Uint8Array>} signing keys of the identities met, by id */
+    /** @type {Map<string, Uint8Array[]>} signing keys of the identities met (now and before their rotations), by id */
     this.identities = new Map();
     /** Log entries left out because they do not open or are not signed by a writer of their store. */
     this.rejectedEntries = 0;
@@ -334,7 +334,8 @@ export class Vault {
   /**
    * Rotates from the current keyring (re-reading it first, and again if
    * another device rotated in between).
-   * @param {{recovery?: Uint8Array, identity?: import('./identity.js').IdentityKeys}} change a new recovery code's secret, new identity keys
+   * @param {{recovery?: Uint8Array, identity?: import('./identity.js').IdentityKeys, formerIdentity?: import('./identity.js').IdentityKeys}} change
+   *   a new recovery code's secret, new identity keys (and the ones they replace, kept to open older envelopes)
    */
   async #rotate(change) {
     const rotation = await this.#startRotation({ passphrase: this.#passphrase, ...change });
@@ -343,7 +344,7 @@ export class Vault {
     this.missingDoors = rotation.missing;
   }
 
-  /** @param {{passphrase: Uint8Array, recovery?: Uint8Array, identity?: import('./identity.js').IdentityKeys}} secrets */
+  /** @param {{passphrase: Uint8Array, recovery?: Uint8Array, identity?: import('./identity.js').IdentityKeys, formerIdentity?: import('./identity.js').IdentityKeys}} secrets */
   async #startRotation(secrets) {
     for (let attempt = 0; ; attempt++) {
       await this.#ensureCurrent();
@@ -368,14 +369,16 @@ export class Vault {
 
   /** Reads the keyring the passphrase's door leads to now (never an older one: a pin). */
   async #reloadKeyring() {
+    const since = Date.now();
     const keyring = await keyringBehind(this.stores, this.#keyring.keySalt, { kind: 'passphrase', secret: this.#passphrase });
     if (!keyring) throw new SyncError('keyring_missing', 'the keys were changed on another device (a passphrase change or a recovery): open the vault again');
-    await this.#adopt(keyring);
+    await this.#adopt(keyring, since);
   }
 
-  /** @param {Keyring} keyring */
-  async #adopt(keyring) {
-    await this.pins.keyringVersion(keyring.version);
+  /** @param {Keyring} keyring @param {number} [since] when the request that read it was sent */
+  async #adopt(keyring, since) {
+    if (since !== undefined && keyring.version < this.#keyring.version) return; // another tab moved on meanwhile: keep the newer
+    await this.pins.keyringVersion(keyring.version, since);
     this.#keyring = keyring;
     for (const key of keyring.internal()) this.keyStores.add(key);
   }
@@ -444,6 +447,24 @@ export class Vault {
       this.published = true;
     }
     return keys;
+  }
+
+  /**
+   * New identity keys, published as a rotation signed by the old signing
+   * key: devices that pinned the old identity follow it without asking
+   * (the fingerprint changes; show the new one). Envelopes already sealed
+   * to the old key still open (the old keys stay in the keyring).
+   */
+  async rotateIdentity() {
+    const previous = await this.#identityKeys();
+    const next = await newIdentityKeys();
+    const own = await this.client.transport.request('GET', '/v1/account/identity');
+    await this.#rotate({ identity: next, formerIdentity: previous });
+    await this.client.transport.request('PUT', '/v1/account/identity', {
+      body: await identityDocument(this.id, next, previous),
+      headers: { 'If-Match': own.headers.get('ETag') ?? '*' },
+    });
+    return this.myFingerprint();
   }
 
   /** This account's own fingerprint (show it to the people who share with it). */
@@ -569,8 +590,23 @@ export class Vault {
    * @param {Target} target @param {string} id
    */
   async unshare(target, id) {
+    return this.#rekey(target, normaliseId(id));
+  }
+
+  /**
+   * Gives a shared store a new key, sealed to every member (after the
+   * owner's passphrase or keys may have leaked: a rotation re-wraps a
+   * shared store's key but does not change it, since its members hold
+   * it). OWN required, by the account that made the store.
+   * @param {Target} target
+   */
+  async rekey(target) {
+    return this.#rekey(target, null);
+  }
+
+  /** @param {Target} target @param {string|null} gone a member to remove */
+  async #rekey(target, gone) {
     const key = await this.keyOf(target);
-    const gone = normaliseId(id);
     for (let attempt = 0; attempt < 5; attempt++) {
       const opened = await this.openStore(key);
       if (!opened) throw new SyncError('not_found', 'no such store', { status: 404 });
@@ -598,7 +634,7 @@ export class Vault {
         throw error;
       }
       /** @type {{account: string, permission: 'READ'|'WRITE'|'OWN'|null, envelope?: Uint8Array}[]} */
-      const changes = [{ account: gone, permission: null }];
+      const changes = gone ? [{ account: gone, permission: null }] : [];
       for (const [i, m] of others.entries()) {
         const permission = /** @type {'READ'|'WRITE'|'OWN'} */ (m.p);
         changes.push({ account: m.id, permission, envelope: await sealEnvelope({ from: me, location: key, keys: keys.raw, permission, grantee: identities[i], signer }) });
@@ -665,7 +701,7 @@ export class Vault {
     const key = answer?.key;
     if (typeof key !== 'string' || !key.startsWith(VAULT_PREFIX) || typeof answer.envelope !== 'string') throw new SyncError('bad_response', 'the redeem answer is not a vault store\'s');
     const content = await openLinkEnvelope(fromBase64url(answer.envelope), parts.key, key, parts.link);
-    await checkLinkSignature(content, (await this.#identity(content.from)).sign);
+    await this.#checkSigned((publicKey) => checkLinkSignature(content, publicKey), content.from);
     const sealed = await this.sealForDevice(LABEL.link, utf8(JSON.stringify({ from: content.from, keys: content.keys, epoch: content.epoch })));
     await this.state.set(`${this.pins.scope}|linked|${key}`, toBase64url(sealed));
     this.sharedKeys.delete(key);
@@ -707,6 +743,7 @@ export class Vault {
    * Internal (documents use it). @param {string} key @returns {Promise<Opened|null>}
    */
   async openStore(key) {
+    const since = Date.now();
     const body = await this.stores.get(key);
     if (!body || 'notModified' in body) {
       this.known.delete(key);
@@ -716,13 +753,13 @@ export class Vault {
     const keys = await this.#unwrap(key, body.meta);
     const sealer = new Sealer(keys);
     const content = await sealer.openMeta(body.meta);
-    const writers = await this.#authorize(key, content, keys, body.meta);
+    const writers = await this.#authorize(key, content, keys, body.meta, since);
     const former = formerWritersOf(content.u ?? []);
     const { header, data } = await sealer.openBody(body.data);
     if (content.i !== header.i || content.v !== header.v || content.h !== toBase64url(await sha256(body.data))) {
       throw new SyncError('integrity', 'this store\'s metadata belongs to another version of its body (the server mixed them)');
     }
-    await this.pins.storeVersion(key, header.i, header.v);
+    await this.pins.storeVersion(key, header.i, header.v, since);
     this.names.set(key, content.n);
     this.known.set(key, { token: body.token, name: content.n, meta: content.m, incarnation: header.i, version: header.v, clock: header.c, keys, members: content.u, roster: content.r, wrapsSignature: content.w });
     return {
@@ -751,8 +788,9 @@ export class Vault {
    * device trusts (this account, the member who shared the store with it,
    * or an owner of the list it accepted before). `integrity` otherwise.
    * @param {string} key @param {import('./sealer.js').MetaContent} content @param {StoreKeys} keys @param {string} metaText
+   * @param {number} since when the request that read it was sent (pins raised since then do not judge it)
    */
-  async #authorize(key, content, keys, metaText) {
+  async #authorize(key, content, keys, metaText, since) {
     const me = normaliseId(this.id);
     const { wraps, epoch } = parseMeta(metaText);
     const wrapsHash = await sha256(wraps);
@@ -760,11 +798,11 @@ export class Vault {
     if (epoch !== highest) throw new SyncError('integrity', 'this store\'s metadata is sealed under another key epoch than its newest');
     // Key epochs never go back on a device (a writer cannot carry old wraps past an owner's re-key).
     const epochPin = `${this.pins.scope}|wraps|${key}`;
-    /** @type {{i: string, e: number}|undefined} */
+    /** @type {{i: string, e: number, at?: number}|undefined} */
     const seenEpoch = await this.state.get(epochPin);
-    if (seenEpoch?.i === content.i && epoch < seenEpoch.e) throw new SyncError('rollback', `this store is at key epoch ${epoch}; this device has seen ${seenEpoch.e}`);
+    if (judges(seenEpoch, since) && seenEpoch?.i === content.i && epoch < seenEpoch.e) throw new SyncError('rollback', `this store is at key epoch ${epoch}; this device has seen ${seenEpoch.e}`);
     const pin = `${this.pins.scope}|roster|${key}`;
-    /** @type {{i: string, n: number, owners: string[], anchor?: string}|undefined} */
+    /** @type {{i: string, n: number, owners: string[], anchor?: string, at?: number}|undefined} */
     const pinned = await this.state.get(pin);
     const current = pinned?.i === content.i ? pinned : undefined;
     const anchor = keys.shared ? (current?.anchor ?? this.sharedFrom.get(key)) : me;
@@ -779,18 +817,18 @@ export class Vault {
       if (!signed || !owners.has(by) || !trusted) {
         throw new SyncError('integrity', 'this store\'s member list is not signed by an owner this device trusts: refused');
       }
-      if (current && roster.n < current.n) throw new SyncError('rollback', `an older member list (number ${roster.n}; this device has seen ${current.n}): refused`);
+      if (current && judges(current, since) && roster.n < current.n) throw new SyncError('rollback', `an older member list (number ${roster.n}; this device has seen ${current.n}): refused`);
       const wrapper = content.w?.by ?? '';
       if (!content.w || !owners.has(wrapper) || !(await this.#verifyBy(wrapper, fromBase64url(content.w.s), wrapsStatement(key, content.i, wrapsHash, epoch)))) {
         throw new SyncError('integrity', 'this shared store\'s keys are not signed by one of its owners: refused');
       }
-      await this.state.set(pin, { i: content.i, n: roster.n, owners: [...owners], anchor });
+      if (!current || roster.n >= current.n) await this.state.set(pin, { i: content.i, n: roster.n, owners: [...owners], anchor, at: Date.now() });
       writers = writersOf(content.u);
     }
     if (!content.a || !content.s || !writers.has(content.a) || !(await this.#verifyBy(content.a, fromBase64url(content.s), metaStatement(key, content, wrapsHash, epoch)))) {
       throw notAWriter(content.a ?? 'nobody', 'this version');
     }
-    if (!seenEpoch || seenEpoch.i !== content.i || epoch > seenEpoch.e) await this.state.set(epochPin, { i: content.i, e: epoch });
+    if (!seenEpoch || seenEpoch.i !== content.i || epoch > seenEpoch.e) await this.state.set(epochPin, { i: content.i, e: epoch, at: Date.now() });
     return writers;
   }
 
@@ -800,14 +838,52 @@ export class Vault {
    * @param {string} author @param {Uint8Array} signature @param {Uint8Array} statement
    */
   async #verifyBy(author, signature, statement) {
-    let publicKey;
-    if (author === normaliseId(this.id)) publicKey = fromBase64url((await this.#identityKeys()).signPublic);
-    else {
-      let found = this.identities.get(author);
-      if (!found) this.identities.set(author, (found = (await this.#identity(author)).sign));
-      publicKey = found;
+    for (const publicKey of await this.#signingKeysOf(author)) if (await verify(publicKey, signature, statement)) return true;
+    return false;
+  }
+
+  /**
+   * Runs `check` with each signing key `author` has had until one passes;
+   * the last refusal otherwise.
+   * @param {(publicKey: Uint8Array) => Promise<void>} check @param {string} author
+   */
+  async #checkSigned(check, author) {
+    let refusal;
+    for (const publicKey of await this.#signingKeysOf(author)) {
+      try {
+        return await check(publicKey);
+      } catch (error) {
+        refusal = error;
+      }
     }
-    return verify(publicKey, signature, statement);
+    throw refusal;
+  }
+
+  /**
+   * The signing keys `author` has had: its identity now, and the ones
+   * before it, each rotation signed by the key it replaced (what was
+   * signed before a rotation still verifies).
+   * @param {string} author @returns {Promise<Uint8Array[]>}
+   */
+  async #signingKeysOf(author) {
+    if (author === normaliseId(this.id)) {
+      const mine = [await this.#identityKeys(), ...(this.#keyring.content.formerIdentities ?? [])];
+      return mine.map((k) => fromBase64url(k.signPublic));
+    }
+    let keys = this.identities.get(author);
+    if (!keys) {
+      const latest = await this.#identity(author);
+      keys = [latest.sign];
+      let step = latest;
+      for (let hops = 0; hops < 8 && step.previous && step.version > 1; hops++) {
+        const before = await this.#fetchIdentity(author, step.version - 1);
+        if (toBase64url(before.sign) !== toBase64url(step.previous)) break;
+        keys.push(before.sign);
+        step = before;
+      }
+      this.identities.set(author, keys);
+    }
+    return keys;
   }
 
   /** Signs with this account's identity. @param {Uint8Array} statement */
@@ -822,14 +898,25 @@ export class Vault {
    * @param {string} key @param {string} meta
    */
   async #unwrap(key, meta) {
-    const wraps = parseMeta(meta).wraps;
+    const { wraps, epoch } = parseMeta(meta);
+    const own = async () => {
+      try {
+        return await StoreKeys.unwrap(key, wraps, this.#keyring);
+      } catch (error) {
+        if (!(error instanceof SyncError && error.code === 'rollback')) throw error;
+        await this.#reloadKeyring();
+        return StoreKeys.unwrap(key, wraps, this.#keyring);
+      }
+    };
     try {
-      return await StoreKeys.unwrap(key, wraps, this.#keyring);
+      return await own();
     } catch (error) {
-      if (error instanceof SyncError && error.code === 'decrypt_failed') return this.#sharedKeys(key, wraps, parseMeta(meta).epoch);
-      if (!(error instanceof SyncError && error.code === 'rollback')) throw error;
-      await this.#reloadKeyring();
-      return StoreKeys.unwrap(key, wraps, this.#keyring);
+      // Not wrapped under this account's keys: a store shared with it, or a rollback of its own keyring.
+      if (!(error instanceof SyncError && (error.code === 'decrypt_failed' || error.code === 'rollback'))) throw error;
+      const shared = await this.#sharedKeys(key, wraps, epoch).catch((failure) => {
+        throw error.code === 'rollback' && failure instanceof SyncError && failure.code === 'decrypt_failed' ? error : failure;
+      });
+      return shared;
     }
   }
 
@@ -848,10 +935,16 @@ export class Vault {
     /** @type {{from: string, epoch: number, keys: Record<string, string>}} */
     let content;
     if (found) {
-      const me = await this.#identityKeys();
-      const mine = await fingerprintOf(this.id, fromBase64url(me.signPublic), fromBase64url(me.agreePublic));
-      const opened = await openEnvelope(found.data, me, mine, key);
-      await checkSignature(opened, (await this.#identity(opened.from)).sign);
+      // Sealed to this account's identity, or (before a rotation of it) to a former one.
+      const candidates = [await this.#identityKeys(), ...[...(this.#keyring.content.formerIdentities ?? [])].reverse()];
+      let opened = null;
+      for (const me of candidates) {
+        const mine = await fingerprintOf(this.id, fromBase64url(me.signPublic), fromBase64url(me.agreePublic));
+        opened = await openEnvelope(found.data, me, mine, key).catch((error) => (candidates.at(-1) === me ? Promise.reject(error) : null));
+        if (opened) break;
+      }
+      if (!opened) throw new SyncError('decrypt_failed', 'this account\'s envelope does not open');
+      await this.#checkSigned((publicKey) => checkSignature(opened, publicKey), opened.from);
       content = opened;
     } else {
       // Keys from a share link this device redeemed (checked then), until an owner seals them to this account.
@@ -929,6 +1022,7 @@ export class Vault {
    * @returns {Promise<Listed[]>}
    */
   async list() {
+    const since = Date.now();
     const { stores } = await this.stores.list();
     const internal = this.#keyring.internal();
     for (const key of internal) this.keyStores.add(key);
@@ -944,8 +1038,8 @@ export class Vault {
         if (!s.meta) throw new SyncError('integrity', 'the server stripped this store\'s metadata');
         const sealer = new Sealer(await this.#unwrap(s.key, s.meta));
         const content = await sealer.openMeta(s.meta);
-        await this.#authorize(s.key, content, sealer.keys, s.meta);
-        await this.pins.storeVersion(s.key, content.i, content.v);
+        await this.#authorize(s.key, content, sealer.keys, s.meta, since);
+        await this.pins.storeVersion(s.key, content.i, content.v, since);
         this.names.set(s.key, content.n);
         items.push({ name: content.n, key: s.key, meta: content.m, version: content.v, token: s.token, size: s.size, seq: s.seq, permission: s.permission ?? null, logHead: s.logHead });
       } catch (error) {
@@ -1037,7 +1131,7 @@ export class Vault {
       known = this.known.get(key);
     }
     if (!known) throw new SyncError('not_found', `no store called ${this.names.get(key) ?? key}: put it (or load a document) first`, { status: 404 });
-    const fresh = await known.keys.fresh(this.#keyring);
+    const fresh = known.members?.length ? await known.keys.rewrapped(this.#keyring) : await known.keys.fresh(this.#keyring);
     if (fresh !== known.keys) {
       const opened = await this.openStore(key);
       if (opened) await this.writeBody(key, { data: opened.data, clock: opened.clock, against: opened.token });
@@ -1073,7 +1167,8 @@ export class Vault {
       known = this.known.get(key);
     }
     const base = against === null ? undefined : known;
-    const keys = newKeys ?? (base ? await base.keys.fresh(this.#keyring) : await StoreKeys.create(key, this.#keyring));
+    // A store of this account's alone moves to a new key after a rotation; a shared one keeps its key (its members hold it), wrapped anew.
+    const keys = newKeys ?? (base ? await (base.members?.length ? base.keys.rewrapped(this.#keyring) : base.keys.fresh(this.#keyring)) : await StoreKeys.create(key, this.#keyring));
     const incarnation = base ? base.incarnation : newIncarnation();
     const version = base ? base.version + 1 : 1;
     const nextClock = clock ?? base?.clock ?? {};
@@ -1106,7 +1201,7 @@ export class Vault {
       /** @type {{i: string, n: number, owners: string[], anchor?: string}|undefined} */
       const pinned = await this.state.get(pin);
       if (!pinned || pinned.i !== incarnation || roster.n >= pinned.n) {
-        await this.state.set(pin, { i: incarnation, n: roster.n, owners: [...ownersOf(nextMembers)], anchor: pinned?.i === incarnation ? pinned.anchor : keys.shared ? this.sharedFrom.get(key) : me });
+        await this.state.set(pin, { i: incarnation, n: roster.n, owners: [...ownersOf(nextMembers)], anchor: pinned?.i === incarnation ? pinned.anchor : keys.shared ? this.sharedFrom.get(key) : me, at: Date.now() });
       }
     }
     await this.pins.storeVersion(key, incarnation, version);

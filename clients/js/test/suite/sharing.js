@@ -124,6 +124,26 @@ export default {
 export const adversaries = {
   name: 'sharing adversaries',
   tests: {
+    async 'an identity rotation is followed through the old key, and what was signed before still verifies'(env) {
+      const { ids, alice, bob } = await people(env, 2);
+      await alice.put('log', 'v1');
+      await alice.fingerprint(ids.bob);
+      await alice.share('log', ids.bob, 'READ');
+      const key = await alice.keyOf('log');
+      await alice.log('log').append('signed with the first key');
+      const before = await bob.fingerprint(ids.alice);
+      equal(text((await bob.get({ key })).data), 'v1');
+      const after = await alice.rotateIdentity();
+      ok(after !== before, 'a new fingerprint');
+      equal(await bob.fingerprint(ids.alice), after, 'followed: signed by the key bob pinned');
+      const fresh = await Vault.open(client(env), { id: ids.bob, passphrase: 'bob passphrase words', state: bob.state });
+      equal(text((await fresh.get({ key })).data), 'v1', 'the version signed before the rotation verifies');
+      deepEqual((await fresh.log({ key }).read()).entries.map((e) => text(e.data)), ['signed with the first key']);
+      await alice.put('log', 'v2');
+      equal(text((await fresh.get({ key })).data), 'v2', 'and what is signed after');
+      equal(text((await alice.get('log')).data), 'v2');
+    },
+
     async 'a forged or replayed envelope is refused'(env) {
       const { ids, alice, bob, carol, evil } = await people(env);
       await alice.put('doc', 'v1');
