@@ -24,10 +24,12 @@ const POINT_BYTES = 65;
 
 /** @typedef {{from: string, location: string, epoch: number, keys: Record<string, string>, permission: string, grantee: string, sig: string}} EnvelopeContent */
 
+/** A store's keys by epoch, in one canonical string (what signatures cover). @param {Record<string, string>} keys */
+export const canonicalKeys = (keys) => Object.keys(keys).sort((a, b) => Number(a) - Number(b)).map((e) => `${e}:${keys[e]}`).join(',');
+
 /** What the sharer signs. @param {Omit<EnvelopeContent, 'sig'|'from'> & {from: string}} c */
 function statement(c) {
-  const keys = Object.keys(c.keys).sort((a, b) => Number(a) - Number(b)).map((e) => `${e}:${c.keys[e]}`).join(',');
-  return context(LABEL.envelopeSignature, c.from, c.location, c.epoch, c.permission, c.grantee, keys);
+  return context(LABEL.envelopeSignature, c.from, c.location, c.epoch, c.permission, c.grantee, canonicalKeys(c.keys));
 }
 
 /** @param {CryptoKey} privateKey @param {CryptoKey} publicKey @param {Uint8Array} ephemeral @param {string} location @param {string} grantee */

@@ -14,6 +14,7 @@ import { concat, fromBase64url, fromUtf8, toBase64url, toHex, utf8 } from './byt
 import { aesKey, derive, open, pad, randomBytes, seal, sha256, unpad } from './crypto.js';
 import { context, FORMAT, LABEL } from './labels.js';
 import { sign, verify } from './identity.js';
+import { canonicalKeys } from './envelope.js';
 
 /** The fragment parameter a link URL carries its secret in. */
 export const LINK_PARAMETER = 'sync-node-link';
@@ -46,8 +47,7 @@ export function secretOf(url) {
 
 /** @param {{from: string, location: string, epoch: number, keys: Record<string, string>, permission: string, link: string}} c */
 function statement(c) {
-  const keys = Object.keys(c.keys).sort((a, b) => Number(a) - Number(b)).map((e) => `${e}:${c.keys[e]}`).join(',');
-  return context(LABEL.linkSignature, c.from, c.location, c.epoch, c.permission, c.link, keys);
+  return context(LABEL.linkSignature, c.from, c.location, c.epoch, c.permission, c.link, canonicalKeys(c.keys));
 }
 
 /**
