@@ -203,7 +203,7 @@ pub fn accept_loop<F>(
                 continue;
             }
         };
-        let Some(slot) = register.admit(&stream, peer.ip()) else {
+        let Some(slot) = register.admit(&stream, super::request::share_of(peer.ip())) else {
             refuse(stream, &refusal());
             continue;
         };

@@ -279,6 +279,20 @@ fn visible_text<'a>(name: &str, value: &'a [u8]) -> Result<&'a str, ApiError> {
     }
 }
 
+/// What every per-address limit keys on (SPEC reading 36): an IPv4
+/// address as it is (a /32), an IPv6 address by its /64 (one subscriber's
+/// prefix: its addresses are as easy to change as a port), an IPv4-mapped
+/// IPv6 address as the IPv4 address it maps.
+pub fn share_of(address: IpAddr) -> IpAddr {
+    match address {
+        IpAddr::V4(_) => address,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(std::net::Ipv6Addr::from(u128::from(v6) & !u128::from(u64::MAX))),
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -435,5 +449,15 @@ mod tests {
             text.push_str("\r\n");
             let _ = parse(text.as_bytes(), LIMITS);
         }
+    }
+
+    #[test]
+    fn limits_key_ipv6_by_its_64_and_ipv4_as_it_is() {
+        let share = |text: &str| share_of(text.parse().unwrap()).to_string();
+        assert_eq!(share("192.0.2.7"), "192.0.2.7");
+        assert_eq!(share("2001:db8:1:2:3:4:5:6"), "2001:db8:1:2::");
+        assert_eq!(share("2001:db8:1:2::ffff"), share("2001:db8:1:2:abcd::1"));
+        assert_ne!(share("2001:db8:1:2::1"), share("2001:db8:1:3::1"));
+        assert_eq!(share("::ffff:192.0.2.9"), "192.0.2.9");
     }
 }

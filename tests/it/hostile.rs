@@ -422,3 +422,19 @@ fn a_busy_database_gives_503_and_leaves_nothing_reserved() {
     tool.execute_batch("ROLLBACK").unwrap();
     assert_eq!(login().status, 201, "no place was left taken");
 }
+
+#[test]
+fn ipv6_clients_share_their_64_in_every_per_address_limit() {
+    let server = Server::start_with(Options::default().env("TRUST_PROXY", "1"));
+    let register = |n: u32, from: &str| {
+        let body = serde_json::json!({"id": format!("v6-{n}@example.org"), "password": crate::support::PASSWORD}).to_string();
+        server.call("POST", "/v1/accounts", None, &[("Content-Type", "application/json"), ("X-Forwarded-For", from)], body.as_bytes()).status
+    };
+    // Ten addresses of one /64 are one client: the eleventh registration from that /64 is refused.
+    for n in 0..10 {
+        assert_eq!(register(n, &format!("2001:db8:7:1::{:x}", n + 1)), 201, "address {n}");
+    }
+    assert_eq!(register(10, "2001:db8:7:1:ffff:ffff:ffff:fffe"), 429, "another address of the same /64");
+    assert_eq!(register(11, "2001:db8:7:2::1"), 201, "the next /64 is another client");
+    assert_eq!(register(12, "::ffff:198.51.100.4"), 201, "an IPv4-mapped address counts as its IPv4 address");
+}
