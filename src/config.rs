@@ -23,13 +23,17 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
     ("CORS_ORIGINS", "*", "* or a comma-separated list of allowed origins"),
     ("RESET_HOOK", "unset", "program run for each password-reset request"),
     ("PBKDF2_ITERATIONS", "600000", "PBKDF2 cost for new password hashes (1000..=100000000)"),
-    ("TRUST_PROXY", "unset", "1: the client address comes from X-Forwarded-For"),
+    (
+        "TRUST_PROXY",
+        "unset",
+        "proxies whose X-Forwarded-For gives the client address: 1 (loopback) or a list of addresses/CIDRs",
+    ),
     ("ACCESS_LOG", "unset", "1: one log line per request (time, address, method, route, status, bytes, microseconds)"),
     ("MAX_CONNECTIONS", "256", "open connections at once (1..=65536); idle ones are shed first, then 503"),
     (
         "MAX_CONNECTIONS_PER_ADDRESS",
         "64",
-        "open connections from one client address (1..=65536; not applied with TRUST_PROXY=1)",
+        "open connections from one client address or IPv6 /64 (1..=65536; not applied to trusted proxies)",
     ),
     ("MIN_FREE_BYTES", "104857600", "store writes that would leave less free disk space get 507"),
     (
@@ -84,7 +88,7 @@ pub struct Config {
     pub cors_origins: CorsOrigins,
     pub reset_hook: Option<PathBuf>,
     pub pbkdf2_iterations: u32,
-    pub trust_proxy: bool,
+    pub trust_proxy: crate::http::proxies::TrustedProxies,
     /// One log line per answered request.
     pub access_log: bool,
     pub max_connections: usize,
@@ -163,7 +167,8 @@ impl Config {
             cors_origins: cors(get("CORS_ORIGINS"))?,
             reset_hook: get("RESET_HOOK").map(PathBuf::from),
             pbkdf2_iterations: number(get("PBKDF2_ITERATIONS"), "PBKDF2_ITERATIONS", 600_000, 1000, 100_000_000)?,
-            trust_proxy: switch(get("TRUST_PROXY"), "TRUST_PROXY")?,
+            trust_proxy: crate::http::proxies::TrustedProxies::parse(get("TRUST_PROXY"))
+                .map_err(|problem| error("TRUST_PROXY", problem))?,
             access_log: switch(get("ACCESS_LOG"), "ACCESS_LOG")?,
             max_connections: number(get("MAX_CONNECTIONS"), "MAX_CONNECTIONS", 256, 1, 65_536)?,
             max_connections_per_address: number(
@@ -255,7 +260,7 @@ mod tests {
         assert_eq!(config.session_ttl_days, 30);
         assert_eq!(config.cors_origins, CorsOrigins::Any);
         assert_eq!(config.pbkdf2_iterations, 600_000);
-        assert!(!config.trust_proxy);
+        assert!(!config.trust_proxy.any());
         assert_eq!(config.max_connections, 256);
         assert_eq!(config.max_connections_per_address, 64);
         assert_eq!(config.min_free_bytes, 104_857_600);
@@ -287,7 +292,7 @@ mod tests {
             config.cors_origins,
             CorsOrigins::List(vec!["https://a.example".into(), "http://localhost:3000".into()])
         );
-        assert!(config.trust_proxy);
+        assert!(config.trust_proxy.trusts("127.0.0.1".parse().unwrap()));
         assert_eq!(config.session_ttl_days, 30);
     }
 

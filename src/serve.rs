@@ -97,7 +97,8 @@ pub fn serve(config: Config) -> Result<(), Failure> {
     });
     let register = Register::new(Caps {
         total: config.max_connections,
-        per_address: (!config.trust_proxy).then_some(config.max_connections_per_address),
+        per_address: Some(config.max_connections_per_address),
+        exempt: config.trust_proxy.clone(),
     });
     let accepting = Arc::clone(&lifecycle);
     let cors_origins = config.cors_origins.clone();

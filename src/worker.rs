@@ -90,7 +90,7 @@ pub fn serve_connection(stream: TcpStream, peer: SocketAddr, slot: Slot, shared:
         let mut options = SendOptions { head_only: head.is_head(), keep_alive: head.keep_alive, extra };
         let (framing, expect_continue) = (head.framing, head.expect_continue);
         let route = router::route(&head.method, &head.path);
-        let client = head.client_address(peer.ip(), shared.config.trust_proxy);
+        let client = head.client_address(peer.ip(), &shared.config.trust_proxy);
         let access = shared.config.access_log.then(|| Access {
             address: client,
             method: head.method.clone(),

@@ -387,7 +387,7 @@ impl App {
     /// `TRUST_PROXY=1` the last entry of the last `X-Forwarded-For` line
     /// (the one our proxy added; a client can forge only earlier ones).
     pub fn client_address(&self, request: &Request) -> IpAddr {
-        crate::http::request::share_of(request.head.client_address(request.peer, self.config.trust_proxy))
+        crate::http::request::share_of(request.head.client_address(request.peer, &self.config.trust_proxy))
     }
 
     /// The session behind `Authorization: Bearer …`, extended when past half

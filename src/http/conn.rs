@@ -451,7 +451,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (server, peer) = listener.accept().unwrap();
-        let register = Register::new(Caps { total: 4, per_address: None });
+        let register = Register::new(Caps { total: 4, per_address: None, exempt: Default::default() });
         let slot = register.admit(&server, peer.ip()).unwrap();
         (Connection::new(server, Limits::default(), slot), client)
     }

@@ -18,12 +18,14 @@ const CONNECTION_STACK: usize = 128 * 1024;
 const FRESH_IDLE: Duration = Duration::from_secs(1);
 
 /// The caps on open connections.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Caps {
     pub total: usize,
     /// `None`: no cap per address (behind a trusted proxy every client
     /// has the proxy's address).
     pub per_address: Option<usize>,
+    /// Peers the per-address cap does not apply to: the trusted proxies (every client behind one shares its address).
+    pub exempt: super::proxies::TrustedProxies,
 }
 
 /// What a connection is doing, as far as shedding is concerned.
@@ -119,7 +121,7 @@ impl Register {
         let handle = stream.try_clone().ok()?;
         let now = Instant::now();
         let mut open = self.lock();
-        if let Some(cap) = self.caps.per_address {
+        if let Some(cap) = self.caps.per_address.filter(|_| !self.caps.exempt.trusts(address)) {
             while open.per_address.get(&address).copied().unwrap_or(0) >= cap {
                 let id = open.victim(address, true, now)?;
                 open.shed(id);
@@ -257,7 +259,7 @@ mod tests {
     #[test]
     fn caps_shed_idle_connections_of_the_same_address_first() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let register = Register::new(Caps { total: 3, per_address: Some(2) });
+        let register = Register::new(Caps { total: 3, per_address: Some(2), exempt: Default::default() });
         let sockets: Vec<_> = (0..4).map(|_| pair(&listener)).collect();
         let a1 = register.admit(&sockets[0].1, address(1)).unwrap();
         let a2 = register.admit(&sockets[1].1, address(1)).unwrap();
@@ -278,7 +280,7 @@ mod tests {
     #[test]
     fn when_full_another_addresss_idle_connection_goes_if_needed() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let register = Register::new(Caps { total: 2, per_address: None });
+        let register = Register::new(Caps { total: 2, per_address: None, exempt: Default::default() });
         let sockets: Vec<_> = (0..3).map(|_| pair(&listener)).collect();
         let a = register.admit(&sockets[0].1, address(1)).unwrap();
         let b = register.admit(&sockets[1].1, address(2)).unwrap();

@@ -7,6 +7,7 @@
 pub mod budget;
 pub mod conn;
 pub mod listener;
+pub mod proxies;
 pub mod request;
 pub mod response;
 

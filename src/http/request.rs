@@ -98,10 +98,11 @@ impl RequestHead {
         Ok(joined)
     }
 
-    /// The client's address: the peer's, or with `trust_proxy` the last
-    /// entry of the last `X-Forwarded-For` line (the one the proxy added)
-    /// when it is an address.
-    pub fn client_address(&self, peer: IpAddr, trust_proxy: bool) -> IpAddr {
+    /// The client's address: the peer's, or when the peer is a trusted
+    /// proxy the last entry of the last `X-Forwarded-For` line (the one
+    /// the proxy added) when it is an address.
+    pub fn client_address(&self, peer: IpAddr, proxies: &super::proxies::TrustedProxies) -> IpAddr {
+        let trust_proxy = proxies.trusts(peer);
         let forwarded = || {
             let header = std::str::from_utf8(self.last_header("x-forwarded-for")?).ok()?;
             header.rsplit(',').next()?.trim().parse().ok()

@@ -427,8 +427,17 @@ fn a_busy_database_gives_503_and_leaves_nothing_reserved() {
 fn ipv6_clients_share_their_64_in_every_per_address_limit() {
     let server = Server::start_with(Options::default().env("TRUST_PROXY", "1"));
     let register = |n: u32, from: &str| {
-        let body = serde_json::json!({"id": format!("v6-{n}@example.org"), "password": crate::support::PASSWORD}).to_string();
-        server.call("POST", "/v1/accounts", None, &[("Content-Type", "application/json"), ("X-Forwarded-For", from)], body.as_bytes()).status
+        let body =
+            serde_json::json!({"id": format!("v6-{n}@example.org"), "password": crate::support::PASSWORD}).to_string();
+        server
+            .call(
+                "POST",
+                "/v1/accounts",
+                None,
+                &[("Content-Type", "application/json"), ("X-Forwarded-For", from)],
+                body.as_bytes(),
+            )
+            .status
     };
     // Ten addresses of one /64 are one client: the eleventh registration from that /64 is refused.
     for n in 0..10 {
@@ -437,4 +446,45 @@ fn ipv6_clients_share_their_64_in_every_per_address_limit() {
     assert_eq!(register(10, "2001:db8:7:1:ffff:ffff:ffff:fffe"), 429, "another address of the same /64");
     assert_eq!(register(11, "2001:db8:7:2::1"), 201, "the next /64 is another client");
     assert_eq!(register(12, "::ffff:198.51.100.4"), 201, "an IPv4-mapped address counts as its IPv4 address");
+}
+
+#[test]
+fn forwarded_addresses_are_believed_only_from_the_proxies_trust_proxy_names() {
+    // The proxy is elsewhere: a direct client on loopback forging X-Forwarded-For is just its own address.
+    let server = Server::start_with(Options::default().env("TRUST_PROXY", "192.0.2.10, 2001:db8::/48"));
+    let register = |n: u32| {
+        let body = serde_json::json!({"id": format!("forger-{n}@example.org"), "password": crate::support::PASSWORD})
+            .to_string();
+        let from = format!("198.51.100.{n}");
+        server
+            .call(
+                "POST",
+                "/v1/accounts",
+                None,
+                &[("Content-Type", "application/json"), ("X-Forwarded-For", &from)],
+                body.as_bytes(),
+            )
+            .status
+    };
+    for n in 0..10 {
+        assert_eq!(register(n), 201);
+    }
+    assert_eq!(register(10), 429, "ten from loopback, whatever the header says");
+    // TRUST_PROXY=1 trusts loopback (the proxy on the same machine).
+    let local = Server::start_with(Options::default().env("TRUST_PROXY", "1"));
+    for n in 0..11 {
+        let body = serde_json::json!({"id": format!("behind-{n}@example.org"), "password": crate::support::PASSWORD})
+            .to_string();
+        let from = format!("203.0.113.{n}");
+        let status = local
+            .call(
+                "POST",
+                "/v1/accounts",
+                None,
+                &[("Content-Type", "application/json"), ("X-Forwarded-For", &from)],
+                body.as_bytes(),
+            )
+            .status;
+        assert_eq!(status, 201, "client {n} behind the local proxy");
+    }
 }

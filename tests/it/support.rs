@@ -303,15 +303,19 @@ impl Conn {
 
     fn fill(&mut self) -> bool {
         let mut buf = [0u8; 65536];
-        match self.stream.read(&mut buf) {
-            Ok(0) => false,
-            Err(err) => {
-                self.read_error = Some(err.kind());
-                false
-            }
-            Ok(n) => {
-                self.pending.extend_from_slice(&buf[..n]);
-                true
+        loop {
+            match self.stream.read(&mut buf) {
+                Ok(0) => return false,
+                // A signal (a child of another test exiting) is no answer: read again.
+                Err(err) if err.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(err) => {
+                    self.read_error = Some(err.kind());
+                    return false;
+                }
+                Ok(n) => {
+                    self.pending.extend_from_slice(&buf[..n]);
+                    return true;
+                }
             }
         }
     }
