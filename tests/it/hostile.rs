@@ -426,19 +426,7 @@ fn a_busy_database_gives_503_and_leaves_nothing_reserved() {
 #[test]
 fn ipv6_clients_share_their_64_in_every_per_address_limit() {
     let server = Server::start_with(Options::default().env("TRUST_PROXY", "1"));
-    let register = |n: u32, from: &str| {
-        let body =
-            serde_json::json!({"id": format!("v6-{n}@example.org"), "password": crate::support::PASSWORD}).to_string();
-        server
-            .call(
-                "POST",
-                "/v1/accounts",
-                None,
-                &[("Content-Type", "application/json"), ("X-Forwarded-For", from)],
-                body.as_bytes(),
-            )
-            .status
-    };
+    let register = |n: u32, from: &str| server.register_from(&format!("v6-{n}@example.org"), from).status;
     // Ten addresses of one /64 are one client: the eleventh registration from that /64 is refused.
     for n in 0..10 {
         assert_eq!(register(n, &format!("2001:db8:7:1::{:x}", n + 1)), 201, "address {n}");
@@ -452,20 +440,7 @@ fn ipv6_clients_share_their_64_in_every_per_address_limit() {
 fn forwarded_addresses_are_believed_only_from_the_proxies_trust_proxy_names() {
     // The proxy is elsewhere: a direct client on loopback forging X-Forwarded-For is just its own address.
     let server = Server::start_with(Options::default().env("TRUST_PROXY", "192.0.2.10, 2001:db8::/48"));
-    let register = |n: u32| {
-        let body = serde_json::json!({"id": format!("forger-{n}@example.org"), "password": crate::support::PASSWORD})
-            .to_string();
-        let from = format!("198.51.100.{n}");
-        server
-            .call(
-                "POST",
-                "/v1/accounts",
-                None,
-                &[("Content-Type", "application/json"), ("X-Forwarded-For", &from)],
-                body.as_bytes(),
-            )
-            .status
-    };
+    let register = |n: u32| server.register_from(&format!("forger-{n}@example.org"), &format!("198.51.100.{n}")).status;
     for n in 0..10 {
         assert_eq!(register(n), 201);
     }
@@ -473,18 +448,7 @@ fn forwarded_addresses_are_believed_only_from_the_proxies_trust_proxy_names() {
     // TRUST_PROXY=1 trusts loopback (the proxy on the same machine).
     let local = Server::start_with(Options::default().env("TRUST_PROXY", "1"));
     for n in 0..11 {
-        let body = serde_json::json!({"id": format!("behind-{n}@example.org"), "password": crate::support::PASSWORD})
-            .to_string();
-        let from = format!("203.0.113.{n}");
-        let status = local
-            .call(
-                "POST",
-                "/v1/accounts",
-                None,
-                &[("Content-Type", "application/json"), ("X-Forwarded-For", &from)],
-                body.as_bytes(),
-            )
-            .status;
+        let status = local.register_from(&format!("behind-{n}@example.org"), &format!("203.0.113.{n}")).status;
         assert_eq!(status, 201, "client {n} behind the local proxy");
     }
 }

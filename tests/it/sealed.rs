@@ -20,14 +20,7 @@ fn grants(server: &Server, token: &str, key: &str, headers: &[(&str, &str)], bod
 
 /// Registers from a forwarded address (`TRUST_PROXY=1`), past the 10 per address an hour.
 fn register_from(server: &Server, id: &str, from: &str) -> String {
-    let body = json!({"id": id, "password": crate::support::PASSWORD}).to_string();
-    let resp = server.call(
-        "POST",
-        "/v1/accounts",
-        None,
-        &[("Content-Type", "application/json"), ("X-Forwarded-For", from)],
-        body.as_bytes(),
-    );
+    let resp = server.register_from(id, from);
     assert_eq!(resp.status, 201, "{}", resp.text());
     resp.json()["token"].as_str().unwrap().to_owned()
 }

@@ -166,6 +166,19 @@ impl Server {
         resp.json()["token"].as_str().unwrap().to_owned()
     }
 
+    /// `POST /v1/accounts` for `id` as if from `from` (its `X-Forwarded-For`,
+    /// which counts only behind `TRUST_PROXY`).
+    pub fn register_from(&self, id: &str, from: &str) -> Resp {
+        let body = serde_json::json!({"id": id, "password": PASSWORD}).to_string();
+        self.call(
+            "POST",
+            "/v1/accounts",
+            None,
+            &[("Content-Type", "application/json"), ("X-Forwarded-For", from)],
+            body.as_bytes(),
+        )
+    }
+
     /// `PUT /v1/stores/{key}` with extra headers.
     pub fn put(&self, key: &str, token: &str, headers: &[(&str, &str)], body: &[u8]) -> Resp {
         self.call("PUT", &format!("/v1/stores/{key}"), Some(token), headers, body)

@@ -23,7 +23,7 @@
  *
  *   door    = 2 ‖ u32 1 ‖ u16 n ‖ AES-GCM(kek(secret), PKCS#8 private key) (n bytes)
  *             ‖ ephemeral public key ‖ AES-GCM(ECDH(ephemeral, door key), pad({ring, ark, version}))
- *   keyring = 2 ‖ u32 1 ‖ AES-GCM(ark, pad({version, epoch, dataKeys, nameKey, doors, successor?}))
+ *   keyring = 2 ‖ u32 1 ‖ AES-GCM(ark, pad({version, epoch, dataKeys, nameKey, doors, identity, formerIdentities}))
  */
 
 import { SyncError } from './errors.js';
@@ -41,7 +41,7 @@ const SEAL_OVERHEAD = 12 + 16;
 
 /** @typedef {'passphrase'|'recovery'} DoorKind */
 /** @typedef {{kind: DoorKind, location: string, public: string}} DoorRef a door the keyring knows: its location and public key */
-/** @typedef {{version: number, epoch: number, dataKeys: Record<string, string>, nameKey: string, doors: DoorRef[], identity?: import('./identity.js').IdentityKeys, formerIdentities?: import('./identity.js').IdentityKeys[], successor?: string}} AccountKeys */
+/** @typedef {{version: number, epoch: number, dataKeys: Record<string, string>, nameKey: string, doors: DoorRef[], identity?: import('./identity.js').IdentityKeys, formerIdentities?: import('./identity.js').IdentityKeys[]}} AccountKeys */
 /** @typedef {{kind: DoorKind, secret: Uint8Array}} DoorSecret */
 /** @typedef {{ring: string, ark: string, version: number}} DoorInside */
 
@@ -301,9 +301,9 @@ export class Keyring {
     }
     const location = VAULT_PREFIX + toHex(randomBytes(32));
     if (this.location) {
-      // Claim this keyring for the rotation: only one device rotates from it.
+      // Claim this keyring for the rotation (rewritten as it is, on the token read): only one device rotates from it.
       try {
-        const token = await this.#write(this.location, this.ark, { ...this.content, successor: location }, this.token === null ? { ifNoneMatch: '*' } : { ifMatch: this.token });
+        const token = await this.#write(this.location, this.ark, this.content, this.token === null ? { ifNoneMatch: '*' } : { ifMatch: this.token });
         this.token = token;
       } catch (error) {
         if (error instanceof SyncError && (error.status === 412 || error.status === 404)) {
