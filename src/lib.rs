@@ -15,6 +15,7 @@ pub mod config;
 pub mod cors;
 pub mod datadir;
 pub mod db;
+pub mod descriptors;
 pub mod durable;
 pub mod encoding;
 pub mod error;

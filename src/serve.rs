@@ -17,6 +17,7 @@ use crate::hook::ResetHook;
 use crate::http::Limits;
 use crate::http::budget::{ANSWER_MEMORY, ANSWER_MEMORY_PER_ADDRESS, AnswerBudget};
 use crate::http::listener::{self, Caps, Register};
+use crate::http::refuser::Refuser;
 use crate::lifecycle::Lifecycle;
 use crate::log;
 use crate::polls::Polls;
@@ -49,6 +50,7 @@ pub fn serve(config: Config) -> Result<(), Failure> {
             return Err(Failure::config(format!("RESET_HOOK: {} is not an executable file", hook.display())));
         }
     }
+    crate::descriptors::ensure(config.max_connections).map_err(Failure::config)?;
     let claim = datadir::claim(&config.static_root)?;
     let address = SocketAddr::new(config.bind, config.port);
     let tcp = TcpListener::bind(address).map_err(|err| {
@@ -84,7 +86,14 @@ pub fn serve(config: Config) -> Result<(), Failure> {
     let lifecycle = Arc::new(Lifecycle::new(bound));
     catch_signals(events.clone())?;
     let cores = thread::available_parallelism().map_or(1, |n| n.get());
-    let hashing = Hashing::new(cores, hashing::MAX_WAITING);
+    let hashing = Hashing::new(
+        cores,
+        hashing::Shares {
+            total: hashing::MAX_WAITING,
+            per_address: hashing::PER_ADDRESS,
+            per_account: hashing::PER_ACCOUNT,
+        },
+    );
     let answers = AnswerBudget::new(ANSWER_MEMORY, ANSWER_MEMORY_PER_ADDRESS);
     let shared = Arc::new(Shared {
         events,
@@ -102,12 +111,13 @@ pub fn serve(config: Config) -> Result<(), Failure> {
     });
     let accepting = Arc::clone(&lifecycle);
     let cors_origins = config.cors_origins.clone();
+    let refuser = Refuser::start(move |origin| refusal_bytes(&cors_origins, origin))
+        .map_err(|err| Failure::config(format!("cannot start the refusing thread: {err}")))?;
     thread::Builder::new()
         .name("accept".into())
         .spawn(move || {
             let keep_going = || !accepting.stopping();
-            let refusal = || refusal_bytes(&cors_origins);
-            listener::accept_loop(tcp, register, refusal, keep_going, move |stream, peer, slot| {
+            listener::accept_loop(tcp, register, &refuser, keep_going, move |stream, peer, slot| {
                 worker::serve_connection(stream, peer, slot, &shared);
             });
         })
@@ -133,6 +143,7 @@ pub fn serve(config: Config) -> Result<(), Failure> {
         open_files: OpenFiles::new(OPEN_FILES),
         throttle: Throttle::default(),
         registrations: RateLimit::new(api::REGISTRATIONS_PER_HOUR, api::HOUR, api::RATE_LIMIT_KEYS),
+        sign_ins: RateLimit::new(api::SIGN_INS_PER_HOUR, api::HOUR, api::RATE_LIMIT_KEYS),
         reset_requests: RateLimit::new(api::RESET_REQUESTS_PER_HOUR, api::HOUR, api::RATE_LIMIT_KEYS),
         reset_tokens: RateLimit::new(api::RESET_TOKENS_PER_HOUR, api::HOUR, api::RATE_LIMIT_KEYS),
         identity_lookups: DistinctLimit::new(api::IDENTITY_LOOKUPS_PER_HOUR, api::HOUR, api::RATE_LIMIT_KEYS),
@@ -174,12 +185,13 @@ fn catch_signals(events: mpsc::Sender<Event>) -> Result<(), Failure> {
         .map_err(|err| Failure::config(format!("cannot start the signal thread: {err}")))
 }
 
-/// The canned answer when there is no room for a connection (built for
-/// each refusal, so its `Date` is current).
-fn refusal_bytes(cors_origins: &CorsOrigins) -> Vec<u8> {
+/// The canned answer when there is no room for a connection, with the CORS
+/// headers for its `Origin` (built for each refusal, so its `Date` is
+/// current).
+fn refusal_bytes(cors_origins: &CorsOrigins, origin: Option<&[u8]>) -> Vec<u8> {
     let response = ApiError::Unavailable { retry_after_secs: 1 }.into_response();
     let mut bytes = Vec::new();
-    response.write_head(&mut bytes, &cors::headers(cors_origins, None), false);
+    response.write_head(&mut bytes, &cors::headers(cors_origins, origin), false);
     bytes.extend_from_slice(response.body_bytes());
     bytes
 }

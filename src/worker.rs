@@ -66,7 +66,7 @@ pub fn serve_connection(stream: TcpStream, peer: SocketAddr, slot: Slot, shared:
             Err(HeadError::Closed) => return,
             Err(HeadError::Reject(err)) => {
                 let options = SendOptions {
-                    extra: cors::headers(&shared.config.cors_origins, None).into(),
+                    extra: cors::headers(&shared.config.cors_origins, conn.partial_head_origin()).into(),
                     ..Default::default()
                 };
                 let response = err.into_response();

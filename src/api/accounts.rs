@@ -9,6 +9,7 @@ use crate::config::Registration;
 use crate::db::{self, Db};
 use crate::encoding::hex;
 use crate::error::ApiError;
+use crate::hashing::Ticket;
 use crate::http::Response;
 use crate::log;
 use crate::server::{Request, Step};
@@ -45,9 +46,11 @@ struct Confirmation {
 /// `POST /v1/accounts`
 pub fn register(app: &mut App, request: &Request) -> Result<Step, ApiError> {
     let new: NewAccount = json_body(request)?;
-    let ticket = app.hashing_ticket()?;
     let id = auth::normalise_id(&new.id)?;
     auth::check_password(&new.password)?;
+    let account_id = auth::account_hash(&app.secret, &id);
+    let address = app.client_address(request);
+    let ticket = app.hashing_ticket(address, &account_id)?;
     // Before the id is looked up: without a valid invitation, nothing is
     // learnt about which ids exist.
     let invite = match app.config.registration {
@@ -63,12 +66,10 @@ pub fn register(app: &mut App, request: &Request) -> Result<Step, ApiError> {
             Some(code_hash)
         }
     };
-    let account_id = auth::account_hash(&app.secret, &id);
     if db::accounts::exists(app.db.conn(), &account_id)? {
         return Err(ApiError::AccountExists);
     }
     // Before any hashing; registrations in flight hold their place.
-    let address = app.client_address(request);
     App::take_place(&mut app.registrations, address)
         .inspect_err(|_| log::warn(format_args!("registration-limit address={address} (10 registrations an hour)")))?;
     let job = PasswordJob::Hash { password: new.password, iterations: app.config.pbkdf2_iterations };
@@ -137,8 +138,7 @@ pub fn show(app: &mut App, request: &Request) -> Result<Step, ApiError> {
 pub fn change_password(app: &mut App, request: &Request) -> Result<Step, ApiError> {
     let change: PasswordChange = json_body(request)?;
     auth::check_password(&change.new_password)?;
-    let ticket = app.hashing_ticket()?;
-    let check = before_password_check(app, request)?;
+    let (check, ticket) = before_password_check(app, request)?;
     let iterations = app.config.pbkdf2_iterations;
     let job = PasswordJob::Verify {
         password: change.password,
@@ -165,25 +165,26 @@ pub fn finish_change_password(
 /// What checking the current password needs: the session, the client's
 /// address, the account's hash; 401 or 429 before any PBKDF2 work (the
 /// attempt is admitted past the throttle here).
-fn before_password_check(app: &mut App, request: &Request) -> Result<CurrentPassword, ApiError> {
+fn before_password_check(app: &mut App, request: &Request) -> Result<(CurrentPassword, Ticket), ApiError> {
     let session = app.authenticate(request)?;
     let address = app.client_address(request);
     let account = db::accounts::get(app.db.conn(), &session.account_id)?.ok_or(ApiError::Unauthorized)?;
+    let ticket = app.hashing_ticket(address, &session.account_id)?;
     app.admit_attempt(&session.account_id, address)?;
-    Ok(CurrentPassword {
+    let check = CurrentPassword {
         token_hash: session.token_hash,
         account_id: session.account_id,
         address,
         phc: account.password,
         credential: account.credential,
-    })
+    };
+    Ok((check, ticket))
 }
 
 /// `DELETE /v1/account`
 pub fn delete(app: &mut App, request: &Request) -> Result<Step, ApiError> {
     let confirmation: Confirmation = json_body(request)?;
-    let ticket = app.hashing_ticket()?;
-    let check = before_password_check(app, request)?;
+    let (check, ticket) = before_password_check(app, request)?;
     let job = PasswordJob::Verify {
         password: confirmation.password,
         phc: check.phc.clone(),

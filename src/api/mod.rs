@@ -56,6 +56,9 @@ pub const RESET_REQUESTS_PER_HOUR: usize = 10;
 pub const RESET_TOKENS_PER_HOUR: usize = 3;
 /// Keys each rate-limit table keeps at most.
 pub const RATE_LIMIT_KEYS: usize = 10_000;
+/// Successful sign-ins one account may make in an hour (and attempts in
+/// flight count): correct passwords cost PBKDF2 work too.
+pub const SIGN_INS_PER_HOUR: usize = 60;
 pub const HOUR: std::time::Duration = std::time::Duration::from_secs(3600);
 pub const DAY: std::time::Duration = std::time::Duration::from_secs(86_400);
 
@@ -84,6 +87,9 @@ pub struct App {
     pub throttle: Throttle,
     /// Accounts created per client address (SPEC §3: 10 an hour).
     pub registrations: RateLimit<IpAddr>,
+    /// Successful sign-ins by account (a place is reserved as an attempt
+    /// starts, kept by a match, given back by a mismatch).
+    pub sign_ins: RateLimit<String>,
     /// Reset requests per client address (10 an hour).
     pub reset_requests: RateLimit<IpAddr>,
     /// Reset tokens issued per account (3 an hour).
@@ -301,6 +307,13 @@ impl App {
             ) => (&check.account_id, check.address, *matches),
             _ => return,
         };
+        if let AfterPassword::Login { .. } = then {
+            if matches {
+                self.sign_ins.commit(account_id, Instant::now());
+            } else {
+                self.sign_ins.release(account_id);
+            }
+        }
         if matches {
             self.throttle.success(account_id, address);
         } else {
@@ -349,26 +362,28 @@ impl App {
     }
 
     /// Checks the id and password of an unauthenticated password attempt
-    /// (sign-in, reset confirmation) and admits it past the throttle before
-    /// any hashing: the account's id hash and the client's address.
-    pub fn password_attempt(
-        &mut self,
-        request: &Request,
-        id: &str,
-        password: &str,
-    ) -> Result<(String, IpAddr), ApiError> {
+    /// (sign-in, reset confirmation): the account's id hash and the
+    /// client's address. Nothing is reserved yet.
+    pub fn attempt_identity(&self, request: &Request, id: &str, password: &str) -> Result<(String, IpAddr), ApiError> {
         let id = auth::normalise_id(id)?;
         auth::check_password(password)?;
-        let account_id = auth::account_hash(&self.secret, &id);
-        let address = self.client_address(request);
-        self.admit_attempt(&account_id, address)?;
-        Ok((account_id, address))
+        Ok((auth::account_hash(&self.secret, &id), self.client_address(request)))
     }
 
-    /// A place for a PBKDF2 job, taken before anything else is reserved
-    /// for the request; 503 when too many are waiting for a core.
-    pub fn hashing_ticket(&self) -> Result<Ticket, ApiError> {
-        self.hashing.ticket().ok_or(ApiError::Unavailable { retry_after_secs: 1 })
+    /// Admits a password attempt past the throttle before any hashing,
+    /// with its hashing place.
+    pub fn admit_password_attempt(&mut self, account_id: &str, address: IpAddr) -> Result<Ticket, ApiError> {
+        let ticket = self.hashing_ticket(address, account_id)?;
+        self.admit_attempt(account_id, address)?;
+        Ok(ticket)
+    }
+
+    /// A place for a PBKDF2 job for `account_id`, asked for from
+    /// `address`, taken before anything else is reserved for the request;
+    /// 503 when too many are waiting for a core, or the address's or the
+    /// account's share of the places is taken.
+    pub fn hashing_ticket(&self, address: IpAddr, account_id: &str) -> Result<Ticket, ApiError> {
+        self.hashing.ticket(address, account_id).ok_or(ApiError::Unavailable { retry_after_secs: 1 })
     }
 
     /// Takes a place of `address` in `limit`, or 429 with `Retry-After`.

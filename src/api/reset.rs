@@ -86,8 +86,8 @@ pub fn issue_token(conn: &rusqlite::Connection, account_id: &str) -> Result<Stri
 /// `POST /v1/password-reset/confirm`
 pub fn confirm(app: &mut App, request: &Request) -> Result<Step, ApiError> {
     let body: ResetConfirmation = json_body(request)?;
-    let ticket = app.hashing_ticket()?;
-    let (account_id, address) = app.password_attempt(request, &body.id, &body.new_password)?;
+    let (account_id, address) = app.attempt_identity(request, &body.id, &body.new_password)?;
+    let ticket = app.admit_password_attempt(&account_id, address)?;
     let token_hash = auth::token_hash(&body.token);
     if !token_is_valid(app, &account_id, &token_hash)? {
         app.failed_attempt(&account_id, address);

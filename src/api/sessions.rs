@@ -11,12 +11,20 @@ use crate::error::ApiError;
 use crate::http::Response;
 use crate::server::{Request, Step};
 use serde_json::json;
+use std::time::Instant;
 
 /// `POST /v1/sessions`
 pub fn login(app: &mut App, request: &Request) -> Result<Step, ApiError> {
     let credentials: Credentials = json_body(request)?;
-    let ticket = app.hashing_ticket()?;
-    let (account_id, address) = app.password_attempt(request, &credentials.id, &credentials.password)?;
+    let (account_id, address) = app.attempt_identity(request, &credentials.id, &credentials.password)?;
+    app.sign_ins.reserve(&account_id, Instant::now()).map_err(super::too_many)?;
+    let ticket = match app.admit_password_attempt(&account_id, address) {
+        Ok(ticket) => ticket,
+        Err(err) => {
+            app.sign_ins.release(&account_id);
+            return Err(err);
+        }
+    };
     let account = db::accounts::get(app.db.conn(), &account_id)?;
     let iterations = app.config.pbkdf2_iterations;
     let (checked_against, then_hash) = match &account {

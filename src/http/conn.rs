@@ -192,6 +192,12 @@ impl Connection {
         Ok(())
     }
 
+    /// The `Origin` of a head that was refused before it was parsed (for
+    /// its CORS headers), as far as it arrived.
+    pub fn partial_head_origin(&self) -> Option<&[u8]> {
+        request::origin_in_partial_head(&self.pending)
+    }
+
     /// Bytes received after the last head and not read yet (the start of
     /// a body, or a pipelined request).
     pub fn buffered(&self) -> u64 {

@@ -5,7 +5,7 @@
 
 use crate::log;
 use std::collections::HashMap;
-use std::io::{self, Write};
+use std::io;
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
@@ -181,12 +181,11 @@ impl Drop for Slot {
 /// Accepts until `keep_going` says no (checked after each accept, so whoever
 /// stops it connects once to wake it); then the listening socket closes.
 /// `handle` runs on a new thread per admitted connection; a connection
-/// that finds no room gets `refusal()` (a whole canned answer) and is
-/// closed.
+/// that finds no room goes to the `refuser`.
 pub fn accept_loop<F>(
     listener: TcpListener,
     register: Arc<Register>,
-    refusal: impl Fn() -> Vec<u8>,
+    refuser: &super::refuser::Refuser,
     keep_going: impl Fn() -> bool,
     handle: F,
 ) where
@@ -206,7 +205,7 @@ pub fn accept_loop<F>(
             }
         };
         let Some(slot) = register.admit(&stream, super::request::share_of(peer.ip())) else {
-            refuse(stream, &refusal());
+            refuser.refuse(stream);
             continue;
         };
         let _ = stream.set_nodelay(true);
@@ -231,13 +230,6 @@ fn back_off(err: &io::Error) {
     const ENOMEM: i32 = 12;
     if matches!(err.raw_os_error(), Some(EMFILE | ENFILE | ENOBUFS | ENOMEM)) {
         thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// Writes the canned answer without ever blocking the accept thread.
-fn refuse(mut stream: TcpStream, refusal: &[u8]) {
-    if stream.set_nonblocking(true).is_ok() {
-        let _ = stream.write(refusal);
     }
 }
 

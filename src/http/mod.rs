@@ -1,13 +1,15 @@
 //! Our small HTTP/1.1 layer on `std::net`: the accept thread with its
 //! connection cap ([`listener`]), request heads and body framing
 //! ([`request`]), answers as plain values ([`response`]), the byte work on
-//! one connection ([`conn`]) and the memory answers being sent may hold
+//! one connection ([`conn`]), refusing connections there is no room
+//! for ([`refuser`]) and the memory answers being sent may hold
 //! ([`budget`]). Only this module touches sockets.
 
 pub mod budget;
 pub mod conn;
 pub mod listener;
 pub mod proxies;
+pub mod refuser;
 pub mod request;
 pub mod response;
 

@@ -27,6 +27,22 @@ pub struct RequestHead {
     pub expect_continue: bool,
 }
 
+/// The `Origin` a head names, read from as much of it as has arrived (a
+/// head refused before it was parsed, for its CORS headers): only a whole
+/// line counts.
+pub fn origin_in_partial_head(bytes: &[u8]) -> Option<&[u8]> {
+    let head = bytes.windows(4).position(|w| w == b"\r\n\r\n").map_or(bytes, |end| &bytes[..end + 2]);
+    let pieces: Vec<&[u8]> = head.split(|&b| b == b'\n').collect();
+    // The first piece is the request line, the last one what follows the
+    // last line end (a line still arriving, or nothing).
+    let whole_lines = pieces.get(1..pieces.len().saturating_sub(1)).unwrap_or_default();
+    whole_lines.iter().find_map(|line| {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let colon = line.iter().position(|&b| b == b':')?;
+        line[..colon].eq_ignore_ascii_case(b"origin").then(|| line[colon + 1..].trim_ascii())
+    })
+}
+
 /// The most header fields any configuration may allow (room on the stack).
 pub const MAX_HEADERS: usize = 64;
 
@@ -297,6 +313,17 @@ pub fn share_of(address: IpAddr) -> IpAddr {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_origin_of_a_head_that_has_partly_arrived() {
+        let whole = b"GET / HTTP/1.1\r\nHost: a\r\norigin:  https://app.example \r\nX: y\r\n\r\nOrigin: body";
+        assert_eq!(origin_in_partial_head(whole), Some(&b"https://app.example"[..]));
+        assert_eq!(origin_in_partial_head(b"GET / HTTP/1.1\r\nOrigin: https://a\r\nX"), Some(&b"https://a"[..]));
+        assert_eq!(origin_in_partial_head(b"GET / HTTP/1.1\r\nOrigin: https://a"), None, "a line still arriving");
+        assert_eq!(origin_in_partial_head(b"Origin: https://a\r\n"), None, "the request line is no header");
+        assert_eq!(origin_in_partial_head(b""), None);
+        assert_eq!(origin_in_partial_head(b"GET / HTTP/1.1\r\n\r\nOrigin: https://a\r\n"), None, "after the head");
+    }
 
     const LIMITS: HeadLimits = HeadLimits { max_line: 64, max_head: 256, max_headers: 4 };
 

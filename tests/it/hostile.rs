@@ -184,7 +184,9 @@ fn sixty_simultaneous_guesses_get_at_most_five_verdicts() {
     }
     let statuses: Vec<u16> = conns.iter_mut().map(|conn| conn.read_response(false).status).collect();
     let verdicts = statuses.iter().filter(|&&s| s == 401).count();
-    let refused = statuses.iter().filter(|&&s| s == 429).count();
+    // Refused by the throttle (429), or by the account's share of the
+    // hashing places (503).
+    let refused = statuses.iter().filter(|&&s| s == 429 || s == 503).count();
     assert_eq!(verdicts + refused, 60, "{statuses:?}");
     assert!(verdicts <= 5, "{verdicts} verdicts: {statuses:?}");
 }

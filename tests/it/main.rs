@@ -17,6 +17,7 @@ mod paging;
 mod robustness;
 mod sealed;
 mod service;
+mod shares;
 mod sharing;
 mod shutdown;
 mod slow_clients;

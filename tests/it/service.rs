@@ -55,6 +55,41 @@ fn cors_with_an_origin_list_and_preflight() {
     assert!(preflight.header("Access-Control-Max-Age").is_some());
 }
 
+#[test]
+fn answers_written_before_routing_carry_cors_headers_too() {
+    let options = Options::default().env("CORS_ORIGINS", "https://app.example").env("MAX_CONNECTIONS", "2");
+    let server = Server::start_with(options);
+    // A full server's 503 is written before any route is known.
+    let mut busy: Vec<_> = (0..2).map(|_| server.connect()).collect();
+    for conn in &mut busy {
+        conn.send(b"GET /v1/health HTTP/1.1\r\nHost: t\r\n");
+    }
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let mut late = server.connect();
+    late.send(b"GET /v1/health HTTP/1.1\r\nHost: t\r\nOrigin: https://app.example\r\n\r\n");
+    let full = late.read_response(false);
+    assert_eq!(full.status, 503);
+    assert_eq!(full.header("Access-Control-Allow-Origin"), Some("https://app.example"));
+    assert!(full.header("Retry-After").is_some());
+    let mut unlisted = server.connect();
+    unlisted.send(b"GET /v1/health HTTP/1.1\r\nHost: t\r\nOrigin: https://evil.example\r\n\r\n");
+    let full = unlisted.read_response(false);
+    assert_eq!((full.status, full.header("Access-Control-Allow-Origin")), (503, None));
+    drop((busy, late, unlisted));
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    // A head refused before it was parsed (431) names its Origin on the way.
+    let mut huge = server.connect();
+    let filler = "a".repeat(4000);
+    let mut head = String::from("GET /v1/health HTTP/1.1\r\nHost: t\r\nOrigin: https://app.example\r\n");
+    for n in 0..6 {
+        head.push_str(&format!("X-Filler-{n}: {filler}\r\n"));
+    }
+    huge.send(head.as_bytes());
+    let refused = huge.read_response(false);
+    assert_eq!(refused.status, 431);
+    assert_eq!(refused.header("Access-Control-Allow-Origin"), Some("https://app.example"));
+}
+
 /// Runs the binary with `env` and returns (exit code, stderr).
 fn run(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
     let dir = tempfile::tempdir().unwrap();
