@@ -320,6 +320,9 @@ fn check(config: &Config, repair: bool) -> Result<ExitCode, Failure> {
     for key in &report.bad_logs {
         println!("log does not match its entries: store {key:?}");
     }
+    for account in &report.bad_usage {
+        println!("usage counters do not match the stores owned: account {account}");
+    }
     for key in &report.missing {
         println!("missing file: store {key:?}");
     }

@@ -38,10 +38,15 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
     ("MIN_FREE_BYTES", "104857600", "store writes that would leave less free disk space get 507"),
     (
         "MAX_ENTRY_BYTES",
-        "1048576, or MAX_LOG_BYTES if smaller",
-        "largest store log entry in bytes (1..=4194304, at most MAX_LOG_BYTES)",
+        "1048576, or MAX_LOG_BYTES - 128 if smaller",
+        "largest store log entry in bytes (1..=4194304, at most MAX_LOG_BYTES - 128)",
     ),
-    ("MAX_LOG_BYTES", "= MAX_STORE_BYTES", "most bytes a store's log may hold before it must be compacted"),
+    (
+        "MAX_LOG_BYTES",
+        "= MAX_STORE_BYTES",
+        "most a store's log may hold before it must be compacted (its bytes and 128 per entry)",
+    ),
+    ("MAX_STORES_PER_ACCOUNT", "10000", "stores one account may own (1..=10000000)"),
 ];
 
 /// The largest `MAX_ENTRY_BYTES` allowed: entries are held in memory while
@@ -96,6 +101,7 @@ pub struct Config {
     pub min_free_bytes: u64,
     pub max_entry_bytes: u64,
     pub max_log_bytes: u64,
+    pub max_stores_per_account: u64,
 }
 
 /// A bad value, naming its variable.
@@ -131,15 +137,19 @@ impl Config {
         let vars: HashMap<String, String> = pairs.into_iter().filter(|(_, v)| !v.trim().is_empty()).collect();
         let get = |name: &str| vars.get(name).map(|v| v.trim());
         let max_store_bytes = number(get("MAX_STORE_BYTES"), "MAX_STORE_BYTES", 64 * 1024 * 1024, 1, u64::MAX)?;
-        let max_log_bytes = number(get("MAX_LOG_BYTES"), "MAX_LOG_BYTES", max_store_bytes, 1, u64::MAX)?;
+        // A log counts its bytes and ENTRY_OVERHEAD per entry.
+        let overhead = crate::db::stores::ENTRY_OVERHEAD;
+        let log_default = max_store_bytes.max(overhead + 1);
+        let max_log_bytes = number(get("MAX_LOG_BYTES"), "MAX_LOG_BYTES", log_default, overhead + 1, u64::MAX)?;
         // An entry the log could never hold is a contradiction, not a limit.
-        let entry_default = (1024 * 1024).min(max_log_bytes);
+        let entry_default = (1024 * 1024).min(max_log_bytes - overhead);
         let max_entry_bytes = number(get("MAX_ENTRY_BYTES"), "MAX_ENTRY_BYTES", entry_default, 1, MAX_ENTRY_CAP)?;
-        if max_entry_bytes > max_log_bytes {
+        if max_entry_bytes + overhead > max_log_bytes {
             return Err(error(
                 "MAX_ENTRY_BYTES",
                 format!(
-                    "{max_entry_bytes} is more than MAX_LOG_BYTES ({max_log_bytes}): no such entry could be appended"
+                    "{max_entry_bytes} and the {overhead} bytes an entry counts for are more than MAX_LOG_BYTES \
+                     ({max_log_bytes}): no such entry could be appended"
                 ),
             ));
         }
@@ -181,6 +191,13 @@ impl Config {
             min_free_bytes: number(get("MIN_FREE_BYTES"), "MIN_FREE_BYTES", 100 * 1024 * 1024, 0, u64::MAX)?,
             max_entry_bytes,
             max_log_bytes,
+            max_stores_per_account: number(
+                get("MAX_STORES_PER_ACCOUNT"),
+                "MAX_STORES_PER_ACCOUNT",
+                10_000,
+                1,
+                10_000_000,
+            )?,
         })
     }
 }
@@ -266,8 +283,10 @@ mod tests {
         assert_eq!(config.min_free_bytes, 104_857_600);
         assert_eq!(config.max_entry_bytes, 1_048_576);
         assert_eq!(config.max_log_bytes, config.max_store_bytes, "defaults to MAX_STORE_BYTES");
-        assert_eq!(parse(&[("MAX_STORE_BYTES", "5")]).unwrap().max_log_bytes, 5);
-        assert_eq!(parse(&[("MAX_STORE_BYTES", "5")]).unwrap().max_entry_bytes, 5, "no larger than the log");
+        let tiny = parse(&[("MAX_STORE_BYTES", "5")]).unwrap();
+        assert_eq!(tiny.max_log_bytes, 129, "room for one entry and what it counts for");
+        assert_eq!(tiny.max_entry_bytes, 1, "no larger than the log holds");
+        assert_eq!(config.max_stores_per_account, 10_000);
         assert_eq!(config.bind, IpAddr::from([0, 0, 0, 0]));
     }
 
@@ -318,7 +337,9 @@ mod tests {
         assert_eq!(failing_variable(&[("MAX_ENTRY_BYTES", "0")]), "MAX_ENTRY_BYTES");
         assert_eq!(failing_variable(&[("MAX_ENTRY_BYTES", "4194305")]), "MAX_ENTRY_BYTES");
         assert_eq!(failing_variable(&[("MAX_LOG_BYTES", "x")]), "MAX_LOG_BYTES");
-        assert_eq!(failing_variable(&[("MAX_ENTRY_BYTES", "2000"), ("MAX_LOG_BYTES", "10")]), "MAX_ENTRY_BYTES");
+        assert_eq!(failing_variable(&[("MAX_ENTRY_BYTES", "2000"), ("MAX_LOG_BYTES", "2100")]), "MAX_ENTRY_BYTES");
+        assert_eq!(failing_variable(&[("MAX_LOG_BYTES", "128")]), "MAX_LOG_BYTES");
+        assert_eq!(failing_variable(&[("MAX_STORES_PER_ACCOUNT", "0")]), "MAX_STORES_PER_ACCOUNT");
         assert_eq!(failing_variable(&[("MAX_ENTRY_BYTES", "2000"), ("MAX_STORE_BYTES", "10")]), "MAX_ENTRY_BYTES");
     }
 

@@ -75,6 +75,8 @@ pub enum Shortage {
     Quota,
     /// Free space on the server's disk (`MIN_FREE_BYTES`, or the disk is full).
     Disk,
+    /// The owner's `MAX_STORES_PER_ACCOUNT`.
+    Stores,
 }
 
 impl ApiError {
@@ -150,6 +152,9 @@ impl ApiError {
             }
             ApiError::InsufficientStorage(Shortage::Disk) => {
                 "The server's disk is too full for this write; try again later or ask the operator.".into()
+            }
+            ApiError::InsufficientStorage(Shortage::Stores) => {
+                "This account owns as many stores as the server allows; delete one first.".into()
             }
         }
     }

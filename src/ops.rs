@@ -150,6 +150,8 @@ pub struct CheckReport {
     pub log_bytes: u64,
     /// Stores whose log row disagrees with their entries.
     pub bad_logs: Vec<String>,
+    /// Accounts whose usage counters disagree with the stores they own.
+    pub bad_usage: Vec<String>,
     /// What SPEC §10 keeps: identity versions, envelopes, working share links.
     pub sharing: db::links::SharingCounts,
 }
@@ -161,6 +163,7 @@ impl CheckReport {
         self.missing.is_empty()
             && self.wrong_size.is_empty()
             && self.bad_logs.is_empty()
+            && self.bad_usage.is_empty()
             && (self.repaired || (self.orphans.is_empty() && self.leftovers.is_empty()))
     }
 }
@@ -180,6 +183,7 @@ pub fn check(db: &Db, blobs: &Blobs, repair: bool) -> Result<CheckReport, String
     let snapshot = db.read_snapshot().map_err(reading)?;
     let inventory = db::stores::inventory(&snapshot).map_err(reading)?;
     let logs = db::logs::audit(&snapshot).map_err(reading)?;
+    let bad_usage = db::accounts::audit_usage(&snapshot).map_err(reading)?;
     let sharing = db::links::counts(&snapshot, crate::clock::now_ms()).map_err(reading)?;
     drop(snapshot);
     let mut report = CheckReport {
@@ -188,6 +192,7 @@ pub fn check(db: &Db, blobs: &Blobs, repair: bool) -> Result<CheckReport, String
         log_entries: logs.entries,
         log_bytes: logs.bytes,
         bad_logs: logs.mismatched,
+        bad_usage,
         sharing,
         ..CheckReport::default()
     };

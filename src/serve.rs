@@ -155,6 +155,7 @@ pub fn serve(config: Config) -> Result<(), Failure> {
         after_commit: AfterCommit::default(),
         data_version: None,
         stopping: false,
+        log_garbage: true,
         others_waiting: false,
         answers,
     };

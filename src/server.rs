@@ -27,6 +27,9 @@ const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(600);
 /// How often the loop looks for commits by command-line tools while
 /// long-polls are parked and no event comes.
 const OUTSIDE_COMMIT_CHECK: Duration = Duration::from_secs(1);
+/// The pause between two chunks of dropped log entries deleted by the
+/// loop ([`App::reap`]): requests are served in between.
+const REAP_PAUSE: Duration = Duration::from_millis(10);
 /// How long a graceful shutdown lets requests in flight finish.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// How often a shutdown looks whether requests are still in flight.
@@ -164,8 +167,15 @@ impl<T> Inbox<T> {
 pub fn run(mut app: App, events: Receiver<Event>, lifecycle: &Lifecycle) {
     let mut inbox = Inbox { events, held: VecDeque::new() };
     let mut next_maintenance = Instant::now();
+    let mut next_reap = Instant::now();
     loop {
         let now = Instant::now();
+        if app.log_garbage && now >= next_reap {
+            if let Err(err) = write(&mut app, App::reap) {
+                log::error(format_args!("deleting dropped log entries failed: {err:?}"));
+            }
+            next_reap = now + REAP_PAUSE;
+        }
         if now >= next_maintenance {
             if let Err(err) = write(&mut app, App::maintain) {
                 log::error(format_args!("maintenance failed: {err:?}"));
@@ -183,6 +193,7 @@ pub fn run(mut app: App, events: Receiver<Event>, lifecycle: &Lifecycle) {
             Some(deadline) => deadline.min(now + OUTSIDE_COMMIT_CHECK),
             None => next_maintenance,
         };
+        let wake = if app.log_garbage { wake.min(next_reap) } else { wake };
         match inbox.next(wake.min(next_maintenance)) {
             Ok(Event::Shutdown) => break,
             Ok(event) => handle(&mut app, event, &mut inbox),

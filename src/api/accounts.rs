@@ -197,6 +197,7 @@ pub fn delete(app: &mut App, request: &Request) -> Result<Step, ApiError> {
 pub fn finish_delete(app: &mut App, check: CurrentPassword, outcome: PasswordOutcome) -> Result<Step, ApiError> {
     let (session, _) = confirmed(app, &check, outcome)?;
     let deleted = delete_account(app.db.conn(), &session.account_id)?;
+    app.log_garbage = true;
     for file in deleted.files {
         app.after_commit.remove_file(file);
     }

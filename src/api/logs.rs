@@ -94,17 +94,18 @@ fn check_append(
 }
 
 /// The entry's limits: `MAX_ENTRY_BYTES` (413), a log that would outgrow
-/// `MAX_LOG_BYTES` (413, compact first), the owners' quota and free disk
+/// `MAX_LOG_BYTES` (its bytes and 128 per entry; 413, compact first), the owners' quota and free disk
 /// (507). `unwritten` bytes are not on the disk yet.
 fn check_entry_size(app: &App, store: &StoreRow, size: u64, unwritten: u64) -> Result<(), ApiError> {
     if size > app.config.max_entry_bytes {
         return Err(ApiError::PayloadTooLarge("log entry"));
     }
-    if store.log.log_bytes + size > app.config.max_log_bytes {
+    let added = size + db::stores::ENTRY_OVERHEAD;
+    if store.log.charge() + added > app.config.max_log_bytes {
         return Err(ApiError::PayloadTooLarge("store log (compact it: write the body with Sync-Log-Base)"));
     }
-    let before = store.size + store.log.log_bytes;
-    check_quota(app, Owners::OfStore(&store.key), before, before + size)?;
+    let before = store.charge();
+    check_quota(app, Owners::OfStore(&store.key), before, before + added)?;
     check_free_disk(app, unwritten)
 }
 

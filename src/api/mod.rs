@@ -56,6 +56,8 @@ pub const RESET_REQUESTS_PER_HOUR: usize = 10;
 pub const RESET_TOKENS_PER_HOUR: usize = 3;
 /// Keys each rate-limit table keeps at most.
 pub const RATE_LIMIT_KEYS: usize = 10_000;
+/// Dropped log entries deleted at once by [`App::reap`].
+pub const REAP_ROWS: usize = 2_000;
 /// Successful sign-ins one account may make in an hour (and attempts in
 /// flight count): correct passwords cost PBKDF2 work too.
 pub const SIGN_INS_PER_HOUR: usize = 60;
@@ -111,6 +113,10 @@ pub struct App {
     pub data_version: Option<i64>,
     /// Shutting down: long-polls are answered at once instead of parked.
     pub stopping: bool,
+    /// Log entries dropped by a compaction or deletion may wait in
+    /// `log_garbage`: the loop deletes them a chunk at a time
+    /// ([`App::reap`]). A hint: set by whatever may have dropped some.
+    pub log_garbage: bool,
     /// Other requests are waiting behind the one being handled: a listing
     /// then ends its page at the time budget ([`paging::Page`]).
     pub others_waiting: bool,
@@ -469,8 +475,17 @@ impl App {
 
     /// Prunes expired sessions and reset tokens, tombstones older than the
     /// retention, and throttle entries that no longer matter.
+    /// Deletes one chunk of dropped log entries (a few milliseconds of the
+    /// loop at most), so deleting or compacting a long log never holds it.
+    pub fn reap(&mut self) -> Result<(), ApiError> {
+        self.log_garbage = db::logs::reap(self.db.conn(), REAP_ROWS)?;
+        Ok(())
+    }
+
     pub fn maintain(&mut self) -> Result<(), ApiError> {
         let now = clock::now_ms();
+        // A command-line tool (account removal) may have dropped entries.
+        self.log_garbage |= db::logs::garbage_left(self.db.conn())?;
         db::sessions::delete_expired(self.db.conn(), now)?;
         db::resets::delete_expired(self.db.conn(), now)?;
         self.throttle.prune(Instant::now());

@@ -13,6 +13,10 @@ use crate::server::{Request, Step};
 use serde_json::json;
 use std::time::Instant;
 
+/// Live sessions one account may hold; a new one revokes the one used
+/// least recently.
+pub const MAX_SESSIONS_PER_ACCOUNT: usize = 100;
+
 /// `POST /v1/sessions`
 pub fn login(app: &mut App, request: &Request) -> Result<Step, ApiError> {
     let credentials: Credentials = json_body(request)?;
@@ -75,6 +79,9 @@ pub fn signed_in(app: &mut App, account_id: &str, key_salt: String) -> Result<St
     let token = auth::new_token()?;
     let expires = clock::now_ms() + app.session_lifetime_ms();
     db::sessions::insert(app.db.conn(), &auth::token_hash(&token), account_id, expires)?;
+    if db::sessions::keep_latest(app.db.conn(), account_id, MAX_SESSIONS_PER_ACCOUNT)? > 0 {
+        app.after_commit.revoked(account_id.to_owned());
+    }
     let body = json!({ "token": token, "expires": expires, "key_salt": key_salt });
     respond(Response::json(201, &body).with_header("Cache-Control", "no-store"))
 }

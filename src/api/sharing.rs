@@ -103,7 +103,7 @@ pub fn set(app: &mut App, request: &Request, key: &str) -> Result<Step, ApiError
     for grantee in &grantees {
         if after.get(grantee) == Some(&Permission::Own) && current.get(grantee) != Some(&Permission::Own) {
             // A store counts with its log against every owner's quota.
-            check_quota(app, Owners::Just(grantee), 0, store.size + store.log.log_bytes)?;
+            check_quota(app, Owners::Just(grantee), 0, store.charge())?;
         }
     }
     let effective: Vec<(&String, &GrantChange)> = grantees

@@ -160,7 +160,7 @@ pub fn put(app: &mut App, request: &Request, key: String) -> Result<Step, ApiErr
     let log_after = check_compaction(app, &key, existing.as_ref(), compact_to)?;
     // A chunked body's size is checked while it streams and again at the end.
     let declared = if let Framing::Length(n) = head.framing { n } else { 0 };
-    check_size(app, &session, &key, existing.as_ref(), &meta, declared, log_after.log_bytes, declared)?;
+    check_size(app, &session, &key, existing.as_ref(), &meta, declared, log_after, declared)?;
     let then = PendingWrite::Put(PendingPut { token_hash: session.token_hash, key, precondition, meta, compact_to });
     Ok(Step::Receive { limit: app.config.max_store_bytes, then })
 }
@@ -258,7 +258,7 @@ fn stage_put(
         let session = app.session_by_hash(&then.token_hash)?;
         let existing = check_write(app, &session, &then.key, &then.precondition)?;
         let log = check_compaction(app, &then.key, existing.as_ref(), then.compact_to)?;
-        check_size(app, &session, &then.key, existing.as_ref(), &then.meta, staged.size, log.log_bytes, 0)?;
+        check_size(app, &session, &then.key, existing.as_ref(), &then.meta, staged.size, log, 0)?;
         let token = hex(&auth::random_bytes::<32>()?);
         Ok((session, existing, token))
     })();
@@ -284,6 +284,7 @@ fn stage_put(
     db::stores::upsert(conn, &store)?;
     if let Some(upto) = then.compact_to {
         store.log = db::logs::compact(conn, &store.key, upto)?;
+        app.log_garbage = true;
     }
     if existing.is_none() {
         db::stores::set_permission(conn, &session.account_id, &store.key, Permission::Own)?;
@@ -323,6 +324,7 @@ pub fn delete(app: &mut App, request: &Request, key: &str) -> Result<Step, ApiEr
     // Everyone who could see the store hears of its deletion.
     let touched = db::changes::touch_store(conn, key, seq, clock::now_ms())?;
     db::stores::delete(conn, key)?;
+    app.log_garbage = true;
     app.after_commit.remove_file(store.file);
     app.after_commit.wake(touched);
     respond(Response::new(204))
@@ -362,8 +364,10 @@ fn check_write(
     Ok(Some(store))
 }
 
-/// Meta, quota and free-disk limits for a write of `size` bytes, of which
-/// `unwritten` are not on the disk yet (all before the upload, none after).
+/// Meta, quota and free-disk limits for a write of `size` bytes with the
+/// log as `log` leaves it, of which `unwritten` are not on the disk yet
+/// (all before the upload, none after). A new store must also fit under
+/// the owner's `MAX_STORES_PER_ACCOUNT`.
 #[allow(clippy::too_many_arguments)]
 fn check_size(
     app: &App,
@@ -372,7 +376,7 @@ fn check_size(
     existing: Option<&StoreRow>,
     meta: &MetaChange,
     size: u64,
-    log_bytes: u64,
+    log: LogState,
     unwritten: u64,
 ) -> Result<(), ApiError> {
     if size > app.config.max_store_bytes {
@@ -381,13 +385,21 @@ fn check_size(
     if matches!(meta, MetaChange::Set(text) if text.len() > MAX_META_BYTES) {
         return Err(ApiError::PayloadTooLarge("Sync-Meta value"));
     }
-    let total = size + log_bytes;
+    let new_meta = match meta {
+        MetaChange::Keep => existing.and_then(|store| store.meta.as_deref()),
+        MetaChange::Clear => None,
+        MetaChange::Set(text) => Some(text.as_str()),
+    };
+    let charge = db::stores::charge(key, new_meta, size, log);
     match existing {
-        Some(store) => {
-            let before = store.size + store.log.log_bytes;
-            check_quota(app, Owners::OfStore(key), before, total)?;
+        Some(store) => check_quota(app, Owners::OfStore(key), store.charge(), charge)?,
+        None => {
+            let (owned, _) = db::accounts::usage(app.db.conn(), &session.account_id)?;
+            if owned >= app.config.max_stores_per_account {
+                return Err(ApiError::InsufficientStorage(Shortage::Stores));
+            }
+            check_quota(app, Owners::Just(&session.account_id), 0, charge)?
         }
-        None => check_quota(app, Owners::Just(&session.account_id), 0, total)?,
     }
     check_free_disk(app, unwritten)
 }
@@ -411,8 +423,9 @@ pub(super) enum Owners<'a> {
 }
 
 /// Whether each of `owners` stays within the quota when a store they own
-/// goes from `old_size` to `new_size` bytes (507 otherwise).
-pub(super) fn check_quota(app: &App, owners: Owners<'_>, old_size: u64, new_size: u64) -> Result<(), ApiError> {
+/// goes from counting `old_charge` to `new_charge` bytes
+/// ([`db::stores::charge`]; 507 otherwise).
+pub(super) fn check_quota(app: &App, owners: Owners<'_>, old_charge: u64, new_charge: u64) -> Result<(), ApiError> {
     let Some(quota) = app.config.quota_bytes else { return Ok(()) };
     let owners = match owners {
         Owners::OfStore(key) => db::stores::owners(app.db.conn(), key)?,
@@ -420,7 +433,7 @@ pub(super) fn check_quota(app: &App, owners: Owners<'_>, old_size: u64, new_size
     };
     for owner in &owners {
         let (_, used) = db::accounts::usage(app.db.conn(), owner)?;
-        if used.saturating_sub(old_size).saturating_add(new_size) > quota {
+        if used.saturating_sub(old_charge).saturating_add(new_charge) > quota {
             return Err(ApiError::InsufficientStorage(Shortage::Quota));
         }
     }

@@ -34,15 +34,28 @@ pub fn exists(conn: &Connection, id: &str) -> rusqlite::Result<bool> {
     conn.prepare_cached("SELECT 1 FROM sync_account WHERE id = ?1")?.exists([id])
 }
 
-/// Number and total size (bodies and retained log entries) of the stores
-/// the account OWNs.
+/// Number of the stores the account OWNs and what they count against its
+/// quota ([`super::stores::charge`]): counters kept by the schema's triggers.
 pub fn usage(conn: &Connection, id: &str) -> rusqlite::Result<(u64, u64)> {
-    conn.prepare_cached(
-        "SELECT count(*), coalesce(sum(s.size + s.log_bytes), 0) FROM account_permission p
-         JOIN sync_store s ON s.store_key = p.store_key
-         WHERE p.account_id = ?1 AND p.permission = 'OWN'",
-    )?
-    .query_row([id], |row| Ok((row.get(0)?, row.get(1)?)))
+    conn.prepare_cached("SELECT stores_owned, bytes_used FROM sync_account WHERE id = ?1")?
+        .query_row([id], |row| Ok((row.get(0)?, row.get(1)?)))
+        .optional()
+        .map(Option::unwrap_or_default)
+}
+
+/// For `check`: the accounts whose counters differ from the sums of the
+/// stores they own.
+pub fn audit_usage(conn: &Connection) -> rusqlite::Result<Vec<String>> {
+    let mut statement = conn.prepare(
+        "SELECT a.id FROM sync_account a
+         LEFT JOIN (SELECT p.account_id, count(*) AS owned, sum(s.charge) AS used FROM account_permission p
+                    JOIN sync_store s ON s.store_key = p.store_key WHERE p.permission = 'OWN' GROUP BY p.account_id) u
+           ON u.account_id = a.id
+         WHERE a.stores_owned <> coalesce(u.owned, 0) OR a.bytes_used <> coalesce(u.used, 0)
+         ORDER BY a.id",
+    )?;
+    let rows = statement.query_map([], |row| row.get(0))?;
+    rows.collect()
 }
 
 /// A new password (a change or a reset): a new credential version.

@@ -1,36 +1,42 @@
-//! SQL for store logs (SPEC §9): entries in `store_log` keyed by store and
-//! index, and each store's `log_head`, `log_base` and `log_bytes` on its
-//! row. Deleting a store deletes its entries (foreign key cascade).
+//! SQL for store logs (SPEC §9): entries in `store_entry` keyed by their
+//! store incarnation's `log_id` and index, each with the running total of
+//! its log's bytes (`cum`); each store's `log_head`, `log_base`,
+//! `log_bytes` and `log_total` on its row. Compaction and deletion change
+//! the store's row at once and list the entries they drop in
+//! `log_garbage`; [`reap`] deletes those in bounded chunks.
 
 use super::stores::LogState;
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 /// Appends `entry` as the store's next index, makes `seq` the store's
 /// `seq`, and returns the log's new state.
 pub fn append(conn: &Connection, key: &str, entry: &[u8], seq: i64) -> rusqlite::Result<LogState> {
     conn.prepare_cached(
-        "UPDATE sync_store SET log_head = log_head + 1, log_bytes = log_bytes + ?2, seq = ?3 WHERE store_key = ?1",
+        "UPDATE sync_store SET log_head = log_head + 1, log_bytes = log_bytes + ?2, log_total = log_total + ?2,
+           seq = ?3 WHERE store_key = ?1",
     )?
     .execute(params![key, entry.len() as u64, seq])?;
     let state = state(conn, key)?;
-    conn.prepare_cached("INSERT INTO store_log (store_key, idx, bytes) VALUES (?1, ?2, ?3)")?.execute(params![
-        key,
-        state.log_head,
-        entry
-    ])?;
+    conn.prepare_cached(
+        "INSERT INTO store_entry (log_id, idx, cum, bytes)
+         SELECT log_id, log_head, log_total, ?2 FROM sync_store WHERE store_key = ?1",
+    )?
+    .execute(params![key, entry])?;
     Ok(state)
 }
 
-/// Drops the entries up to `upto` (folded into a new body) and returns the
-/// log's new state.
+/// Folds the entries up to `upto` into a new body: the log's base moves
+/// and its bytes shrink at once (from the running totals); the entries
+/// are left for [`reap`]. Returns the log's new state.
 pub fn compact(conn: &Connection, key: &str, upto: u64) -> rusqlite::Result<LogState> {
-    conn.prepare_cached("DELETE FROM store_log WHERE store_key = ?1 AND idx <= ?2")?.execute(params![key, upto])?;
+    let dropped_to = bytes_after(conn, key, upto)?;
+    conn.prepare_cached("UPDATE sync_store SET log_base = ?2, log_bytes = ?3 WHERE store_key = ?1 AND log_base < ?2")?
+        .execute(params![key, upto, dropped_to])?;
     conn.prepare_cached(
-        "UPDATE sync_store SET log_base = ?2,
-           log_bytes = (SELECT coalesce(sum(length(bytes)), 0) FROM store_log WHERE store_key = ?1)
-         WHERE store_key = ?1",
+        "INSERT INTO log_garbage (log_id, upto) SELECT log_id, log_base FROM sync_store WHERE store_key = ?1
+         ON CONFLICT (log_id) DO UPDATE SET upto = max(upto, excluded.upto)",
     )?
-    .execute(params![key, upto])?;
+    .execute([key])?;
     state(conn, key)
 }
 
@@ -43,10 +49,45 @@ fn state(conn: &Connection, key: &str) -> rusqlite::Result<LogState> {
         .query_row([key], |row| Ok(LogState { log_head: row.get(0)?, log_base: row.get(1)?, log_bytes: row.get(2)? }))
 }
 
-/// Bytes of the entries above `upto` (what a compaction to `upto` keeps).
+/// Bytes of the entries above `upto` (what a compaction to `upto` keeps),
+/// from the running totals: one row read, however long the log.
 pub fn bytes_after(conn: &Connection, key: &str, upto: u64) -> rusqlite::Result<u64> {
-    conn.prepare_cached("SELECT coalesce(sum(length(bytes)), 0) FROM store_log WHERE store_key = ?1 AND idx > ?2")?
-        .query_row(params![key, upto], |row| row.get(0))
+    conn.prepare_cached(
+        "SELECT CASE WHEN ?2 <= s.log_base THEN s.log_bytes
+                     ELSE s.log_total - (SELECT e.cum FROM store_entry e WHERE e.log_id = s.log_id AND e.idx = ?2) END
+         FROM sync_store s WHERE s.store_key = ?1",
+    )?
+    .query_row(params![key, upto], |row| row.get::<_, Option<u64>>(0))
+    .optional()
+    .map(|bytes| bytes.flatten().unwrap_or(0))
+}
+
+/// Deletes up to `rows` entries that compaction or deletion dropped, and
+/// says whether any are left.
+pub fn reap(conn: &Connection, rows: usize) -> rusqlite::Result<bool> {
+    let Some((log_id, upto)) = conn
+        .prepare_cached("SELECT log_id, upto FROM log_garbage LIMIT 1")?
+        .query_row([], |row| Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?)))
+        .optional()?
+    else {
+        return Ok(false);
+    };
+    let deleted = conn
+        .prepare_cached(
+            "DELETE FROM store_entry WHERE log_id = ?1 AND idx IN
+               (SELECT idx FROM store_entry WHERE log_id = ?1 AND idx <= ?2 ORDER BY idx LIMIT ?3)",
+        )?
+        .execute(params![log_id, upto, rows])?;
+    if deleted < rows {
+        conn.prepare_cached("DELETE FROM log_garbage WHERE log_id = ?1 AND upto = ?2")?
+            .execute(params![log_id, upto])?;
+    }
+    Ok(deleted == rows || garbage_left(conn)?)
+}
+
+/// Whether any dropped entries wait for [`reap`].
+pub fn garbage_left(conn: &Connection) -> rusqlite::Result<bool> {
+    conn.prepare_cached("SELECT 1 FROM log_garbage LIMIT 1")?.exists([])
 }
 
 /// Hands the retained entries with an index above `after`, in order, to
@@ -62,7 +103,9 @@ pub fn read(
     mut each: impl FnMut(u64, &[u8]),
 ) -> rusqlite::Result<()> {
     let mut statement = conn.prepare_cached(
-        "SELECT idx, length(bytes), bytes FROM store_log WHERE store_key = ?1 AND idx > ?2 ORDER BY idx LIMIT ?3",
+        "SELECT e.idx, length(e.bytes), e.bytes FROM sync_store s
+         JOIN store_entry e ON e.log_id = s.log_id AND e.idx > max(?2, s.log_base)
+         WHERE s.store_key = ?1 ORDER BY e.idx LIMIT ?3",
     )?;
     let mut rows = statement.query(params![key, after, rows])?;
     while let Some(row) = rows.next()? {
@@ -88,7 +131,9 @@ pub fn lengths(
     // Only length() reads the column: SQLite takes it from the record
     // header without reading the entry's pages.
     let mut statement = conn.prepare_cached(
-        "SELECT idx, length(bytes) FROM store_log WHERE store_key = ?1 AND idx > ?2 ORDER BY idx LIMIT ?3",
+        "SELECT e.idx, length(e.bytes) FROM sync_store s
+         JOIN store_entry e ON e.log_id = s.log_id AND e.idx > max(?2, s.log_base)
+         WHERE s.store_key = ?1 ORDER BY e.idx LIMIT ?3",
     )?;
     let mut rows = statement.query(params![key, after, limit.saturating_add(1)])?;
     while let Some(row) = rows.next()? {
@@ -112,9 +157,9 @@ pub struct Audit {
 /// For `check`: every store's log row against its entries.
 pub fn audit(conn: &Connection) -> rusqlite::Result<Audit> {
     let mut statement = conn.prepare(
-        "SELECT s.store_key, s.log_head, s.log_base, s.log_bytes, count(l.idx), coalesce(sum(length(l.bytes)), 0),
-                coalesce(min(l.idx), 0), coalesce(max(l.idx), 0)
-         FROM sync_store s LEFT JOIN store_log l ON l.store_key = s.store_key
+        "SELECT s.store_key, s.log_head, s.log_base, s.log_bytes, count(e.idx), coalesce(sum(length(e.bytes)), 0),
+                coalesce(min(e.idx), 0), coalesce(max(e.idx), 0)
+         FROM sync_store s LEFT JOIN store_entry e ON e.log_id = s.log_id AND e.idx > s.log_base
          GROUP BY s.store_key ORDER BY s.store_key",
     )?;
     let mut rows = statement.query([])?;
@@ -156,6 +201,8 @@ mod tests {
             after_offset: u8,
             limit: usize,
         },
+        /// Delete up to this many dropped entries.
+        Reap(usize),
     }
 
     fn op() -> impl proptest::strategy::Strategy<Value = Op> {
@@ -164,6 +211,7 @@ mod tests {
             4 => proptest::collection::vec(any::<u8>(), 1..40).prop_map(Op::Append),
             1 => any::<u8>().prop_map(Op::Compact),
             2 => (any::<u8>(), 1usize..6).prop_map(|(after_offset, limit)| Op::Read { after_offset, limit }),
+            1 => (1usize..5).prop_map(Op::Reap),
         ]
     }
 
@@ -212,12 +260,19 @@ mod tests {
                             model.entries.iter().filter(|(index, _)| *index > after).take(limit).cloned().collect();
                         proptest::prop_assert_eq!(got, expected);
                     }
+                    Op::Reap(rows) => {
+                        reap(conn, rows).unwrap();
+                    }
                 }
                 let bytes: u64 = model.entries.iter().map(|(_, entry)| entry.len() as u64).sum();
                 let (state, _) = stores::get_for(conn, "k", "nobody").unwrap().unwrap();
                 proptest::prop_assert_eq!(state.log, LogState { log_head: model.head, log_base: model.base, log_bytes: bytes });
                 proptest::prop_assert_eq!(audit(conn).unwrap().mismatched, Vec::<String>::new());
             }
+            // Reaping ends, leaving exactly the retained entries.
+            while reap(conn, 7).unwrap() {}
+            let stored: u64 = conn.query_row("SELECT count(*) FROM store_entry", [], |row| row.get(0)).unwrap();
+            proptest::prop_assert_eq!(stored, model.entries.len() as u64);
         }
     }
 }

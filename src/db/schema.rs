@@ -110,6 +110,74 @@ const MIGRATIONS: &[&str] = &[
         created INTEGER NOT NULL
     ) WITHOUT ROWID;
     CREATE INDEX store_link_store ON store_link(store_key);",
+    // 8: quota counts what is stored (issue 21). Each store's `charge`
+    // (db::stores::charge gives the same formula): its body and log bytes,
+    // its key four times (it is stored in four places: the store, each
+    // grant, its index and each change-log row), its metadata, 1,024 bytes
+    // a store and 128 an entry. Every owner's `bytes_used` and
+    // `stores_owned` are counters kept by triggers, not sums per request.
+    // Log entries are keyed by the store incarnation's `log_id` and carry
+    // the running total of their log's bytes (`cum`), so compaction and
+    // deletion change one row at once; the entries they drop are listed
+    // in `log_garbage` and deleted in bounded chunks afterwards.
+    "ALTER TABLE sync_store ADD COLUMN log_id INTEGER;
+    ALTER TABLE sync_store ADD COLUMN log_total INTEGER NOT NULL DEFAULT 0;
+    UPDATE sync_store SET log_id = rowid;
+    CREATE UNIQUE INDEX sync_store_log_id ON sync_store(log_id);
+    CREATE TABLE store_entry (
+        log_id INTEGER NOT NULL,
+        idx INTEGER NOT NULL,
+        cum INTEGER NOT NULL,
+        bytes BLOB NOT NULL,
+        PRIMARY KEY (log_id, idx)
+    );
+    INSERT INTO store_entry (log_id, idx, cum, bytes)
+        SELECT s.log_id, l.idx,
+               sum(length(l.bytes)) OVER (PARTITION BY l.store_key ORDER BY l.idx ROWS UNBOUNDED PRECEDING),
+               l.bytes
+        FROM store_log l JOIN sync_store s ON s.store_key = l.store_key;
+    UPDATE sync_store SET log_total = log_bytes;
+    DROP TABLE store_log;
+    CREATE TABLE log_garbage (log_id INTEGER PRIMARY KEY NOT NULL, upto INTEGER NOT NULL);
+    ALTER TABLE sync_store ADD COLUMN charge INTEGER GENERATED ALWAYS AS (
+        size + log_bytes + 4 * length(CAST(store_key AS BLOB)) + coalesce(length(CAST(store_meta AS BLOB)), 0)
+        + 1024 + 128 * (log_head - log_base)
+    ) VIRTUAL;
+    ALTER TABLE sync_account ADD COLUMN bytes_used INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE sync_account ADD COLUMN stores_owned INTEGER NOT NULL DEFAULT 0;
+    UPDATE sync_account SET
+        bytes_used = (SELECT coalesce(sum(s.charge), 0) FROM account_permission p
+                      JOIN sync_store s ON s.store_key = p.store_key
+                      WHERE p.account_id = sync_account.id AND p.permission = 'OWN'),
+        stores_owned = (SELECT count(*) FROM account_permission p
+                        WHERE p.account_id = sync_account.id AND p.permission = 'OWN');
+    CREATE TRIGGER store_charge_changed AFTER UPDATE ON sync_store WHEN NEW.charge <> OLD.charge BEGIN
+        UPDATE sync_account SET bytes_used = bytes_used + NEW.charge - OLD.charge
+        WHERE id IN (SELECT account_id FROM account_permission WHERE store_key = NEW.store_key AND permission = 'OWN');
+    END;
+    CREATE TRIGGER store_deleted BEFORE DELETE ON sync_store BEGIN
+        UPDATE sync_account SET bytes_used = bytes_used - OLD.charge, stores_owned = stores_owned - 1
+        WHERE id IN (SELECT account_id FROM account_permission WHERE store_key = OLD.store_key AND permission = 'OWN');
+    END;
+    CREATE TRIGGER owner_added AFTER INSERT ON account_permission WHEN NEW.permission = 'OWN' BEGIN
+        UPDATE sync_account SET stores_owned = stores_owned + 1,
+            bytes_used = bytes_used + (SELECT charge FROM sync_store WHERE store_key = NEW.store_key)
+        WHERE id = NEW.account_id;
+    END;
+    CREATE TRIGGER owner_removed AFTER DELETE ON account_permission
+    WHEN OLD.permission = 'OWN' AND EXISTS (SELECT 1 FROM sync_store WHERE store_key = OLD.store_key) BEGIN
+        UPDATE sync_account SET stores_owned = stores_owned - 1,
+            bytes_used = bytes_used - (SELECT charge FROM sync_store WHERE store_key = OLD.store_key)
+        WHERE id = OLD.account_id;
+    END;
+    CREATE TRIGGER owner_changed AFTER UPDATE OF permission ON account_permission
+    WHEN (OLD.permission = 'OWN') <> (NEW.permission = 'OWN') BEGIN
+        UPDATE sync_account SET
+            stores_owned = stores_owned + (CASE WHEN NEW.permission = 'OWN' THEN 1 ELSE -1 END),
+            bytes_used = bytes_used + (CASE WHEN NEW.permission = 'OWN' THEN 1 ELSE -1 END)
+                * (SELECT charge FROM sync_store WHERE store_key = NEW.store_key)
+        WHERE id = NEW.account_id;
+    END;",
 ];
 
 fn version(conn: &Connection) -> Result<usize, String> {
@@ -184,7 +252,7 @@ mod tests {
             })
             .unwrap();
         assert_eq!((password.as_str(), credential), ("h", 0), "accounts are kept");
-        let logs: i64 = conn.query_row("SELECT count(*) FROM store_log", [], |row| row.get(0)).unwrap();
+        let logs: i64 = conn.query_row("SELECT count(*) FROM store_entry", [], |row| row.get(0)).unwrap();
         assert_eq!(logs, 0);
         let (invites, locked): (i64, i64) = conn
             .query_row("SELECT (SELECT count(*) FROM sync_invite), locked_until FROM sync_account", [], |row| {
@@ -207,6 +275,70 @@ mod tests {
             1,
             "migrating again changes nothing"
         );
+    }
+
+    #[test]
+    fn a_database_of_schema_7_gains_charges_counters_and_entries_keyed_by_incarnation() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("seven.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            for step in &MIGRATIONS[..7] {
+                conn.execute_batch(step).unwrap();
+            }
+            conn.pragma_update(None, "user_version", 7).unwrap();
+            conn.execute_batch(
+                "INSERT INTO sync_account (id, password, key_salt, created) VALUES ('a', 'h', 's', 1), ('b', 'h', 't', 1);
+                 INSERT INTO sync_store (store_key, store_file, store_token, store_meta, size, modified, seq, log_head, log_base, log_bytes)
+                   VALUES ('k', 'f', 'tok', 'm=1', 3, 1, 1, 4, 1, 9), ('é', 'g', 'tok', NULL, 0, 1, 2, 0, 0, 0);
+                 INSERT INTO store_log (store_key, idx, bytes) VALUES ('k', 2, x'0102'), ('k', 3, x'030405'), ('k', 4, x'06070809');
+                 INSERT INTO account_permission (account_id, store_key, permission)
+                   VALUES ('a', 'k', 'OWN'), ('b', 'k', 'OWN'), ('a', 'é', 'OWN'), ('b', 'é', 'READ');",
+            )
+            .unwrap();
+        }
+        let mut conn = Connection::open(&path).unwrap();
+        conn.pragma_update(None, "foreign_keys", "ON").unwrap();
+        migrate(&mut conn).unwrap();
+        let usage = |conn: &Connection, id: &str| -> (u64, u64) {
+            conn.query_row("SELECT stores_owned, bytes_used FROM sync_account WHERE id = ?1", [id], |row| {
+                Ok((row.get(0)?, row.get(1)?))
+            })
+            .unwrap()
+        };
+        let log = crate::db::stores::LogState { log_head: 4, log_base: 1, log_bytes: 9 };
+        let k = crate::db::stores::charge("k", Some("m=1"), 3, log);
+        let accented = crate::db::stores::charge("é", None, 0, Default::default());
+        assert_eq!(k, 3 + 9 + 4 + 3 + 1024 + 3 * 128);
+        assert_eq!(accented, 4 * 2 + 1024, "a key counts in bytes");
+        assert_eq!(usage(&conn, "a"), (2, k + accented), "the counters start at the sums");
+        assert_eq!(usage(&conn, "b"), (1, k), "a READ grant counts nothing");
+        let entries: Vec<(i64, i64)> = conn
+            .prepare("SELECT e.idx, e.cum FROM store_entry e JOIN sync_store s ON s.log_id = e.log_id ORDER BY e.idx")
+            .unwrap()
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(entries, vec![(2, 2), (3, 5), (4, 9)], "entries keep their index and gain running totals");
+        // The triggers keep the counters: a change of size, a new owner, a
+        // demotion, a deletion.
+        conn.execute("UPDATE sync_store SET size = 103 WHERE store_key = 'k'", []).unwrap();
+        assert_eq!(usage(&conn, "b"), (1, k + 100));
+        conn.execute("UPDATE account_permission SET permission = 'OWN' WHERE account_id = 'b' AND store_key = 'é'", [])
+            .unwrap();
+        assert_eq!(usage(&conn, "b"), (2, k + 100 + accented));
+        conn.execute(
+            "UPDATE account_permission SET permission = 'READ' WHERE account_id = 'a' AND store_key = 'k'",
+            [],
+        )
+        .unwrap();
+        assert_eq!(usage(&conn, "a"), (1, accented));
+        conn.execute("DELETE FROM sync_store WHERE store_key = 'k'", []).unwrap();
+        assert_eq!(usage(&conn, "b"), (1, accented), "a deleted store counts no more, cascades and all");
+        conn.execute("DELETE FROM account_permission WHERE account_id = 'b' AND store_key = 'é'", []).unwrap();
+        assert_eq!(usage(&conn, "b"), (0, 0));
+        assert_eq!(usage(&conn, "a"), (1, accented));
     }
 
     #[test]

@@ -31,6 +31,17 @@ pub fn delete_all(conn: &Connection, account_id: &str) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// Keeps the account's `most` sessions that expire last (those used
+/// latest: a session is extended as it is used) and removes the others;
+/// how many went.
+pub fn keep_latest(conn: &Connection, account_id: &str, most: usize) -> rusqlite::Result<usize> {
+    conn.prepare_cached(
+        "DELETE FROM sync_session WHERE account_id = ?1 AND token NOT IN
+           (SELECT token FROM sync_session WHERE account_id = ?1 ORDER BY expiration DESC LIMIT ?2)",
+    )?
+    .execute(params![account_id, most])
+}
+
 /// Removes sessions that expired before `now`.
 pub fn delete_expired(conn: &Connection, now: i64) -> rusqlite::Result<usize> {
     conn.prepare_cached("DELETE FROM sync_session WHERE expiration <= ?1")?.execute([now])

@@ -17,6 +17,46 @@ pub struct StoreRow {
     pub log: LogState,
 }
 
+/// What a store counts against each owner's quota (the `charge` column of
+/// schema step 8 computes the same): its body and log bytes, its key
+/// [`KEY_COPIES`] times, its metadata, [`STORE_OVERHEAD`] and
+/// [`ENTRY_OVERHEAD`] per retained entry.
+pub fn charge(key: &str, meta: Option<&str>, size: u64, log: LogState) -> u64 {
+    size + log.log_bytes
+        + KEY_COPIES * key.len() as u64
+        + meta.map_or(0, |meta| meta.len() as u64)
+        + STORE_OVERHEAD
+        + ENTRY_OVERHEAD * log.entries()
+}
+
+/// Bytes a store counts for besides its own (rows, indexes, change log).
+pub const STORE_OVERHEAD: u64 = 1024;
+/// Bytes a log entry counts for besides its own.
+pub const ENTRY_OVERHEAD: u64 = 128;
+/// How many times a store's key counts: the store, its grants, their index
+/// and its change-log rows each hold a copy.
+pub const KEY_COPIES: u64 = 4;
+
+impl LogState {
+    /// Entries retained.
+    pub fn entries(self) -> u64 {
+        self.log_head.saturating_sub(self.log_base)
+    }
+
+    /// What the log counts for (against `MAX_LOG_BYTES`): its bytes and
+    /// [`ENTRY_OVERHEAD`] per entry.
+    pub fn charge(self) -> u64 {
+        self.log_bytes + ENTRY_OVERHEAD * self.entries()
+    }
+}
+
+impl StoreRow {
+    /// What this store counts against each owner's quota.
+    pub fn charge(&self) -> u64 {
+        charge(&self.key, self.meta.as_deref(), self.size, self.log)
+    }
+}
+
 /// Where a store's log stands (SPEC §9).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct LogState {
@@ -166,9 +206,11 @@ pub fn owners(conn: &Connection, key: &str) -> rusqlite::Result<Vec<String>> {
 /// Inserts or replaces the store row (its body, meta and token; the log
 /// columns are written by [`crate::db::logs`]).
 pub fn upsert(conn: &Connection, store: &StoreRow) -> rusqlite::Result<()> {
+    // A new store's log is keyed by the seq that created it (unique: every
+    // store change takes the next one).
     conn.prepare_cached(
-        "INSERT INTO sync_store (store_key, store_file, store_token, store_meta, size, modified, seq)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+        "INSERT INTO sync_store (store_key, store_file, store_token, store_meta, size, modified, seq, log_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)
          ON CONFLICT (store_key) DO UPDATE SET store_file = excluded.store_file,
            store_token = excluded.store_token, store_meta = excluded.store_meta,
            size = excluded.size, modified = excluded.modified, seq = excluded.seq",
@@ -234,8 +276,14 @@ pub fn revoke(conn: &Connection, account_id: &str, key: &str) -> rusqlite::Resul
     Ok(())
 }
 
-/// Deletes a store and (by cascade) its permissions.
+/// Deletes a store and (by cascade) its permissions; its log entries are
+/// left for [`super::logs::reap`].
 pub fn delete(conn: &Connection, key: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO log_garbage (log_id, upto) SELECT log_id, ?2 FROM sync_store WHERE store_key = ?1 AND log_head > 0
+         ON CONFLICT (log_id) DO UPDATE SET upto = excluded.upto",
+    )?
+    .execute(params![key, i64::MAX])?;
     conn.prepare_cached("DELETE FROM sync_store WHERE store_key = ?1")?.execute([key])?;
     Ok(())
 }

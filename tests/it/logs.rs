@@ -102,7 +102,7 @@ fn appends_take_the_next_index_and_a_new_seq_but_leave_the_body_alone() {
 #[test]
 fn if_log_head_sizes_and_permissions() {
     let server = Server::start_with(
-        Options::default().env("MAX_ENTRY_BYTES", "100").env("MAX_LOG_BYTES", "250").env("MAX_STORE_BYTES", "1000"),
+        Options::default().env("MAX_ENTRY_BYTES", "100").env("MAX_LOG_BYTES", "800").env("MAX_STORE_BYTES", "1000"),
     );
     let owner = server.register("owner");
     let reader = server.register("reader");
@@ -125,6 +125,7 @@ fn if_log_head_sizes_and_permissions() {
         assert_eq!(append(&server, "doc", &owner, &[], &[1u8; 100]).status, 201);
     }
     let full = append(&server, "doc", &owner, &[], &[1u8; 100]);
+    // 5 + 6 + 100 + 100 bytes and 128 for each entry: 723; one more is 951.
     assert_eq!(full.status, 413, "the log would outgrow MAX_LOG_BYTES");
     assert!(full.json()["message"].as_str().unwrap().contains("compact"), "{}", full.text());
 
@@ -141,7 +142,7 @@ fn if_log_head_sizes_and_permissions() {
     assert_eq!(append(&server, "missing", &owner, &[], b"no").status, 404, "the store must exist");
     assert_eq!(append(&server, "doc", "not-a-token", &[], b"no").status, 401);
     let info = server.get("/v1/info", None).json();
-    assert_eq!((info["max_entry_bytes"].as_u64(), info["max_log_bytes"].as_u64()), (Some(100), Some(250)));
+    assert_eq!((info["max_entry_bytes"].as_u64(), info["max_log_bytes"].as_u64()), (Some(100), Some(800)));
 }
 
 #[test]
@@ -212,12 +213,13 @@ fn two_compactions_racing_one_wins_and_appends_meanwhile_survive() {
 
 #[test]
 fn quota_long_polls_deletion_and_backups_see_logs() {
-    let server = Server::start_with(Options::default().env("QUOTA_BYTES", "100"));
+    // A store counts 1,024 bytes, its key four times, and 128 per entry.
+    let server = Server::start_with(Options::default().env("QUOTA_BYTES", "1400"));
     let token = server.register("quota");
     server.put("doc", &token, &[], &[0u8; 50]);
     assert_eq!(append(&server, "doc", &token, &[], &[1u8; 40]).status, 201);
     assert_eq!(append(&server, "doc", &token, &[], &[1u8; 20]).status, 507, "body plus log over the quota");
-    assert_eq!(server.get("/v1/account", Some(&token)).json()["bytes_used"], 90);
+    assert_eq!(server.get("/v1/account", Some(&token)).json()["bytes_used"], 50 + 12 + 1024 + 40 + 128);
     // An OWN grant counts the log against the grantee's quota too.
     let other = server.register("other");
     server.put("small", &other, &[], &[0u8; 20]);
@@ -225,7 +227,7 @@ fn quota_long_polls_deletion_and_backups_see_logs() {
         let body = json!({"account": "other", "permission": permission}).to_string();
         server.call("PUT", "/v1/stores/doc/permissions", Some(&token), &[], body.as_bytes()).status
     };
-    assert_eq!(grant("OWN"), 507, "20 + 50 + 40 is over 100");
+    assert_eq!(grant("OWN"), 507, "1,064 for its own store and 1,254 for doc are over 1,400");
     assert_eq!(grant("READ"), 204, "reading costs no quota");
 
     // A held long-poll wakes on an append.

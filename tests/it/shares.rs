@@ -69,3 +69,168 @@ fn successful_sign_ins_of_one_account_are_limited_per_hour() {
     server.register("other");
     assert_eq!(sign_in_from(&server, "other", "192.0.2.1"), 201, "another account is not affected");
 }
+
+#[test]
+fn quota_counts_keys_metadata_and_every_log_entry() {
+    let server = Server::start_with(Options::default().env("QUOTA_BYTES", "40000"));
+    let token = server.register("hoarder");
+    let meta = "m".repeat(8000);
+    let key = "k".repeat(1000);
+    // An empty store with a long key and long metadata counts for them.
+    let mut created = 0;
+    while created < 10 {
+        let put = server.put(&format!("{key}{created}"), &token, &[("Sync-Meta", &meta)], b"");
+        if put.status == 507 {
+            assert_eq!(put.error(), "insufficient_storage");
+            break;
+        }
+        assert_eq!(put.status, 201, "{}", put.text());
+        created += 1;
+    }
+    let charge = 4 * 1001 + 8000 + 1024;
+    assert_eq!(created, 40000 / charge, "empty stores with long keys and metadata fill the quota");
+    let account = server.get("/v1/account", Some(&token)).json();
+    assert_eq!(account["bytes_used"], created * charge);
+    assert_eq!(account["store_count"], created);
+    // Deleting one gives its charge back; 1-byte entries count 129 bytes each.
+    let etag = server.get(&format!("/v1/stores/{key}0"), Some(&token)).etag();
+    let gone = server.call("DELETE", &format!("/v1/stores/{key}0"), Some(&token), &[("If-Match", &etag)], b"");
+    assert_eq!(gone.status, 204);
+    let free = 40000 - (created - 1) * charge;
+    let put = server.put("doc", &token, &[], b"");
+    assert_eq!(put.status, 201);
+    let room = (free - 1024 - 12) / 129;
+    for n in 0..room {
+        let appended = server.call("POST", "/v1/stores/doc/log", Some(&token), &[], b"x");
+        assert_eq!(appended.status, 201, "entry {n}: {}", appended.text());
+    }
+    let refused = server.call("POST", "/v1/stores/doc/log", Some(&token), &[], b"x");
+    assert_eq!((refused.status, refused.error().as_str()), (507, "insufficient_storage"));
+    let account = server.get("/v1/account", Some(&token)).json();
+    assert_eq!(account["bytes_used"], (created - 1) * charge + 1024 + 12 + room * 129);
+}
+
+#[test]
+fn stores_per_account_are_capped() {
+    let server = Server::start_with(Options::default().env("MAX_STORES_PER_ACCOUNT", "3"));
+    let token = server.register("collector");
+    for n in 0..3 {
+        assert_eq!(server.put(&format!("s{n}"), &token, &[], b"x").status, 201);
+    }
+    let refused = server.put("s3", &token, &[], b"x");
+    assert_eq!((refused.status, refused.error().as_str()), (507, "insufficient_storage"));
+    assert!(refused.text().contains("stores"), "{}", refused.text());
+    let etag = server.get("/v1/stores/s0", Some(&token)).etag();
+    assert_eq!(server.put("s0", &token, &[("If-Match", &etag)], b"y").status, 200, "replacing one is fine");
+    let etag = server.get("/v1/stores/s1", Some(&token)).etag();
+    assert_eq!(server.call("DELETE", "/v1/stores/s1", Some(&token), &[("If-Match", &etag)], b"").status, 204);
+    assert_eq!(server.put("s3", &token, &[], b"x").status, 201, "room again after a deletion");
+}
+
+#[test]
+fn a_new_session_past_the_cap_revokes_the_one_used_least_recently() {
+    let mut server = Server::start();
+    let first = server.register("many");
+    let root = server.root.clone();
+    let options = Options::default();
+    server.kill();
+    {
+        let db = crate::support::database(&root);
+        let account: String = db.query_row("SELECT account_id FROM sync_session", [], |row| row.get(0)).unwrap();
+        // 99 more sessions, all expiring sooner than the first one (used
+        // less recently: a session is extended as it is used).
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+        for n in 0..99 {
+            db.execute(
+                "INSERT INTO sync_session (token, account_id, expiration) VALUES (?1, ?2, ?3)",
+                rusqlite::params![format!("{n:064x}"), account, now + 86_400_000 + n],
+            )
+            .unwrap();
+        }
+    }
+    let server = Server::start_in(&root, options);
+    assert_eq!(server.get("/v1/account", Some(&first)).status, 200, "the first session works while under the cap");
+    // The inserted one expiring first is revoked by the 101st.
+    let second = server.post_json("/v1/sessions", None, &json!({"id": "many", "password": PASSWORD}));
+    assert_eq!(second.status, 201);
+    let db = crate::support::database(&root);
+    let count: i64 = db.query_row("SELECT count(*) FROM sync_session", [], |row| row.get(0)).unwrap();
+    assert_eq!(count, 100);
+    let gone: i64 = db
+        .query_row("SELECT count(*) FROM sync_session WHERE token = ?1", [format!("{:064x}", 0)], |row| row.get(0))
+        .unwrap();
+    assert_eq!(gone, 0, "the session used least recently went");
+    assert_eq!(server.get("/v1/account", Some(&first)).status, 200);
+}
+
+/// Gives the store `key` (with one entry appended through the API) a log of
+/// `entries` more rows, written straight into the stopped server's database.
+fn lengthen_log(root: &std::path::Path, key: &str, entries: u64) {
+    let mut db = crate::support::database(root);
+    let tx = db.transaction().unwrap();
+    let (log_id, head, total): (i64, u64, u64) = tx
+        .query_row("SELECT log_id, log_head, log_total FROM sync_store WHERE store_key = ?1", [key], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+        })
+        .unwrap();
+    {
+        let mut insert =
+            tx.prepare("INSERT INTO store_entry (log_id, idx, cum, bytes) VALUES (?1, ?2, ?3, x'00')").unwrap();
+        for n in 1..=entries {
+            insert.execute(rusqlite::params![log_id, head + n, total + n]).unwrap();
+        }
+    }
+    tx.execute(
+        "UPDATE sync_store SET log_head = log_head + ?2, log_bytes = log_bytes + ?2, log_total = log_total + ?2
+         WHERE store_key = ?1",
+        rusqlite::params![key, entries],
+    )
+    .unwrap();
+    tx.commit().unwrap();
+}
+
+/// The slowest of `health` answers asked for one after another while `busy` holds.
+fn slowest_health(server: &Server, busy: impl Fn() -> bool) -> (Duration, usize) {
+    let mut conn = server.connect();
+    let (mut slowest, mut asked) = (Duration::ZERO, 0);
+    while busy() && asked < 5000 {
+        let started = std::time::Instant::now();
+        assert_eq!(conn.request("GET", "/v1/health", None, &[], b"").status, 200);
+        slowest = slowest.max(started.elapsed());
+        asked += 1;
+    }
+    (slowest, asked)
+}
+
+#[test]
+fn deleting_or_compacting_a_long_log_does_not_hold_the_loop() {
+    let mut server = Server::start();
+    let token = server.register("logger");
+    for key in ["gone", "folded"] {
+        assert_eq!(server.put(key, &token, &[], b"body").status, 201);
+        assert_eq!(server.call("POST", &format!("/v1/stores/{key}/log"), Some(&token), &[], b"e").status, 201);
+    }
+    let root = server.root.clone();
+    server.kill();
+    lengthen_log(&root, "gone", 300_000);
+    lengthen_log(&root, "folded", 300_000);
+    let server = Server::start_in(&root, Options::default());
+    let entries = || -> i64 {
+        crate::support::database(&root).query_row("SELECT count(*) FROM store_entry", [], |row| row.get(0)).unwrap()
+    };
+    assert_eq!(entries(), 600_002);
+    let etag = server.get("/v1/stores/gone", Some(&token)).etag();
+    let deleted = server.call("DELETE", "/v1/stores/gone", Some(&token), &[("If-Match", &etag)], b"");
+    assert_eq!(deleted.status, 204);
+    assert_eq!(server.get("/v1/stores/gone", Some(&token)).status, 404, "gone for readers at once");
+    let etag = server.get("/v1/stores/folded", Some(&token)).etag();
+    let compacted = server.put("folded", &token, &[("If-Match", &etag), ("Sync-Log-Base", "300001")], b"folded body");
+    assert_eq!(compacted.status, 200, "{}", compacted.text());
+    let folded = server.get("/v1/stores/folded", Some(&token));
+    assert_eq!(folded.header("Sync-Log-Base"), Some("300001"), "compacted at once");
+    let (slowest, asked) = slowest_health(&server, || entries() > 0);
+    assert_eq!(entries(), 0, "the dropped entries were all deleted ({asked} health checks meanwhile)");
+    assert!(asked > 10, "the deletion took a while ({asked} health checks)");
+    assert!(slowest < Duration::from_millis(100), "health waited {slowest:?} behind the deletion");
+    assert_eq!(crate::support::cli(&root, &["check"], &[]).0, 0, "check agrees with the counters and logs");
+}

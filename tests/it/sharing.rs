@@ -73,7 +73,8 @@ fn each_level_allows_exactly_what_it_should() {
 
 #[test]
 fn refusals() {
-    let server = Server::start_with(Options::default().env("QUOTA_BYTES", "10"));
+    // "s" counts 8 + 4 + 1,024 bytes, "mine" 3 + 16 + 1,024: both fit, not together.
+    let server = Server::start_with(Options::default().env("QUOTA_BYTES", "2070"));
     let owner = server.register("owner");
     let other = server.register("other");
     server.put("s", &owner, &[], b"12345678");

@@ -58,7 +58,8 @@ fn create_read_replace_delete() {
     assert_eq!(entry["modified"], second["modified"]);
 
     let account = server.get("/v1/account", Some(&token)).json();
-    assert_eq!((account["store_count"].as_i64(), account["bytes_used"].as_i64()), (Some(1), Some(6)));
+    // The body, the key four times, the metadata and 1,024 bytes.
+    assert_eq!((account["store_count"].as_i64(), account["bytes_used"].as_i64()), (Some(1), Some(6 + 20 + 8 + 1024)));
 
     let deleted = server.call("DELETE", &path("notes"), Some(&token), &[("If-Match", "*")], b"");
     assert_eq!(deleted.status, 204);
@@ -251,7 +252,9 @@ fn too_large_uploads_change_nothing_and_leave_nothing() {
 
 #[test]
 fn quota_gives_507_and_changes_nothing() {
-    let server = Server::start_with(Options::default().env("QUOTA_BYTES", "100"));
+    // Each store counts its body, its key four times and 1,024 bytes: 60 and
+    // 40 bytes of body fill the quota (1,088 + 1,068).
+    let server = Server::start_with(Options::default().env("QUOTA_BYTES", "2156"));
     let token = server.register("quota");
     let etag = server.put("a", &token, &[], &[1u8; 60]).etag();
     let over = server.put("b", &token, &[], &[2u8; 41]);
@@ -262,7 +265,7 @@ fn quota_gives_507_and_changes_nothing() {
     assert_eq!(server.put("a", &token, &[("If-Match", &etag)], &[3u8; 61]).status, 507);
     assert_eq!(server.put("a", &token, &[("If-Match", &etag)], &[3u8; 50]).status, 200);
     let account = server.get("/v1/account", Some(&token)).json();
-    assert_eq!((account["bytes_used"].as_i64(), account["quota_bytes"].as_i64()), (Some(90), Some(100)));
+    assert_eq!((account["bytes_used"].as_i64(), account["quota_bytes"].as_i64()), (Some(2146), Some(2156)));
     assert_eq!(store_files(&server.root).len(), 2);
     assert!(temp_files(&server.root).is_empty());
 }
