@@ -15,7 +15,7 @@ use crate::exit::Failure;
 use crate::hashing::{self, Hashing};
 use crate::hook::ResetHook;
 use crate::http::Limits;
-use crate::http::budget::{ANSWER_MEMORY, ANSWER_MEMORY_PER_ADDRESS, AnswerBudget};
+use crate::http::budget::{ANSWER_MEMORY, ENTRY_MEMORY, MEMORY_PER_ADDRESS, MemoryBudget};
 use crate::http::listener::{self, Caps, Register};
 use crate::http::refuser::Refuser;
 use crate::lifecycle::Lifecycle;
@@ -94,7 +94,7 @@ pub fn serve(config: Config) -> Result<(), Failure> {
             per_account: hashing::PER_ACCOUNT,
         },
     );
-    let answers = AnswerBudget::new(ANSWER_MEMORY, ANSWER_MEMORY_PER_ADDRESS);
+    let answers = MemoryBudget::new(ANSWER_MEMORY, MEMORY_PER_ADDRESS);
     let shared = Arc::new(Shared {
         events,
         lifecycle: Arc::clone(&lifecycle),
@@ -103,6 +103,7 @@ pub fn serve(config: Config) -> Result<(), Failure> {
         limits: Limits::default(),
         hashing: Arc::clone(&hashing),
         answers: answers.clone(),
+        entries: MemoryBudget::new(ENTRY_MEMORY, MEMORY_PER_ADDRESS),
     });
     let register = Register::new(Caps {
         total: config.max_connections,

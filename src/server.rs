@@ -7,7 +7,7 @@ use crate::api::{self, AfterPassword, App, Handled, PendingWrite, Received};
 use crate::auth::{PasswordJob, PasswordOutcome};
 use crate::error::ApiError;
 use crate::hashing::Ticket;
-use crate::http::budget::{AnswerBudget, OverBudget};
+use crate::http::budget::{MemoryBudget, OverBudget};
 use crate::http::{Body, RequestHead, Response};
 use crate::lifecycle::Lifecycle;
 use crate::log;
@@ -61,7 +61,7 @@ pub enum Step {
 #[derive(Debug, Clone)]
 pub struct Reply {
     steps: Sender<Step>,
-    answers: AnswerBudget,
+    answers: MemoryBudget,
     /// It answers a HEAD: no body is sent, so none is kept or counted.
     head_only: bool,
     /// Whose share of the budget its answer takes.
@@ -69,7 +69,7 @@ pub struct Reply {
 }
 
 impl Reply {
-    pub fn new(steps: Sender<Step>, answers: AnswerBudget, head_only: bool, client: IpAddr) -> Self {
+    pub fn new(steps: Sender<Step>, answers: MemoryBudget, head_only: bool, client: IpAddr) -> Self {
         Reply { steps, answers, head_only, client }
     }
 

@@ -12,7 +12,7 @@ use crate::config::Config;
 use crate::cors;
 use crate::error::{ApiError, Shortage, is_out_of_space};
 use crate::hashing::Hashing;
-use crate::http::budget::AnswerBudget;
+use crate::http::budget::{MemoryBudget, OverBudget};
 use crate::http::conn::{ExtraHeaders, HeadError};
 use crate::http::listener::Slot;
 use crate::http::{BodyError, Connection, Framing, Limits, Pace, Response, SendOptions};
@@ -33,11 +33,12 @@ const DRAIN_LIMIT: u64 = 64 * 1024;
 const DRAIN_PACE: Pace = Pace::Within(Duration::from_secs(2));
 /// A JSON body must arrive within this long of its head (SPEC §1).
 const JSON_PACE: Pace = Pace::Within(Duration::from_secs(10));
-/// A store body must average at least 1 KiB/s once 10 s have passed, and
-/// never pause for more than 30 s (far less than the 10 minutes after
-/// which `sync-node check --repair` takes a staged file for a leftover).
+/// A store or log body must arrive at 4 KiB/s or more once 10 s have
+/// passed, sliding: bytes sent early buy at most 30 s (far less than the 10
+/// minutes after which `sync-node check --repair` takes a staged file for
+/// a leftover).
 const UPLOAD_PACE: Pace =
-    Pace::AtLeast { grace: Duration::from_secs(10), bytes_per_second: 1024, max_pause: Duration::from_secs(30) };
+    Pace::AtLeast { grace: Duration::from_secs(10), bytes_per_second: 4096, most_ahead: Duration::from_secs(30) };
 
 /// How often a thread waiting on the loop checks that its client is still there.
 const LIVENESS_CHECK: Duration = Duration::from_secs(1);
@@ -51,7 +52,9 @@ pub struct Shared {
     pub limits: Limits,
     pub hashing: Arc<Hashing>,
     /// The memory answers being sent may hold, all connections together.
-    pub answers: AnswerBudget,
+    pub answers: MemoryBudget,
+    /// The memory log entries being received may hold.
+    pub entries: MemoryBudget,
 }
 
 /// Serves one connection until it closes.
@@ -146,6 +149,9 @@ pub fn serve_connection(stream: TcpStream, peer: SocketAddr, slot: Slot, shared:
         if shared.events.send(event).is_err() {
             return;
         }
+        // The memory a log entry received for this request holds, until
+        // its answer (the entry is committed or refused by then).
+        let mut entry_memory = None;
         let response = loop {
             let step = match steps.recv_timeout(LIVENESS_CHECK) {
                 Ok(step) => step,
@@ -161,6 +167,15 @@ pub fn serve_connection(stream: TcpStream, peer: SocketAddr, slot: Slot, shared:
                         continue_sent = conn.send_continue().is_ok();
                     }
                     let what = if then.in_memory() { "log entry" } else { "store" };
+                    if then.in_memory() {
+                        // Reserved before a byte is read: the declared
+                        // length, or the most a chunked entry may grow to.
+                        let most = if let Framing::Length(n) = framing { n } else { limit };
+                        match shared.entries.take(usize::try_from(most).unwrap_or(usize::MAX), client) {
+                            Ok(held) => entry_memory = held,
+                            Err(OverBudget) => return refuse_body(conn, BodyError::NoRoom, what, options, access),
+                        }
+                    }
                     match receive(&mut conn, framing, limit, then.in_memory(), &shared.blobs) {
                         Ok(received) => {
                             body_unread = false;
@@ -198,6 +213,7 @@ pub fn serve_connection(stream: TcpStream, peer: SocketAddr, slot: Slot, shared:
             && (!expect_continue || continue_sent);
         options.keep_alive &= (!body_unread || drain) && !shared.lifecycle.stopping();
         let (status, bytes) = (response.status, sent_bytes(&response, &options));
+        drop(entry_memory);
         let sent = conn.send(response, &options);
         if let Some(access) = access {
             access.log(status, bytes);
@@ -256,6 +272,7 @@ fn refuse_body(
         BodyError::TooLarge => ApiError::PayloadTooLarge(what),
         BodyError::Malformed => ApiError::bad_request("Malformed chunked body."),
         BodyError::TimedOut => ApiError::RequestTimeout,
+        BodyError::NoRoom => ApiError::Unavailable { retry_after_secs: 1 },
         BodyError::Sink(err) if is_out_of_space(&err) => ApiError::InsufficientStorage(Shortage::Disk),
         BodyError::Sink(err) => ApiError::Internal(format!("staging an upload: {err}")),
         BodyError::Socket(_) => return,

@@ -33,7 +33,7 @@ use crate::db::{self, Db};
 use crate::error::ApiError;
 use crate::hashing::{Hashing, Ticket};
 use crate::hook::{HookSlot, ResetHook};
-use crate::http::budget::AnswerBudget;
+use crate::http::budget::MemoryBudget;
 use crate::http::{RequestHead, Response};
 use crate::log;
 use crate::polls::{Poll, Polls};
@@ -122,7 +122,7 @@ pub struct App {
     pub others_waiting: bool,
     /// The memory answers being sent may hold: a log page is no larger
     /// than what is left of it.
-    pub answers: AnswerBudget,
+    pub answers: MemoryBudget,
 }
 
 /// What a write leaves to do once its transaction has committed — remove

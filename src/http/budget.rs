@@ -1,13 +1,14 @@
-//! The memory that answers waiting to be sent may hold, all connections
-//! together and per client address. An answer built in memory (a log page
-//! of up to 4 MiB, a long listing) stays alive until its connection thread
-//! has written it; a client that never reads keeps it until the
-//! connection's write deadline. Without a bound, a few dozen such clients
-//! could hold gigabytes, so every answer larger than [`COUNTED_FROM`] bytes
-//! takes its size from one budget for as long as it is being sent
-//! ([`Held`]), within a smaller share per client address (so that one
-//! address cannot take it all), and is refused (`503`) when either cannot
-//! take it. Files are streamed in small chunks and never count.
+//! Memory budgets, all connections together and per client address: one
+//! for answers waiting to be sent, one for log entries being received.
+//! An answer built in memory (a log page of up to 4 MiB, a long listing)
+//! stays alive until its connection thread has written it, at the send
+//! pace at least; a log entry is held in memory while it arrives, at the
+//! upload pace at least. Without a bound, a few dozen such clients could
+//! hold gigabytes, so every one larger than [`COUNTED_FROM`] bytes takes
+//! its size from its budget for as long as it lives ([`Held`]), within a
+//! share per client address (an eighth: four addresses leave half to
+//! everyone else), and is refused (`503`) when either cannot take it.
+//! Files are streamed in small chunks and never count.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -17,12 +18,14 @@ use std::sync::{Arc, Mutex, MutexGuard};
 pub const COUNTED_FROM: usize = 64 * 1024;
 /// The most bytes that counted answers may hold at once.
 pub const ANSWER_MEMORY: usize = 32 * 1024 * 1024;
-/// The most of it that answers to one client address may hold.
-pub const ANSWER_MEMORY_PER_ADDRESS: usize = 8 * 1024 * 1024;
+/// The most bytes that log entries being received may hold at once.
+pub const ENTRY_MEMORY: usize = 32 * 1024 * 1024;
+/// The most of either that one client address may hold.
+pub const MEMORY_PER_ADDRESS: usize = 4 * 1024 * 1024;
 
-/// The shared budget.
+/// A shared budget.
 #[derive(Debug, Clone)]
-pub struct AnswerBudget {
+pub struct MemoryBudget {
     usage: Arc<Mutex<Usage>>,
     limit: usize,
     per_address: usize,
@@ -35,7 +38,7 @@ struct Usage {
     by_address: HashMap<IpAddr, usize>,
 }
 
-/// The budget cannot take an answer now.
+/// The budget cannot take it now.
 #[derive(Debug, PartialEq, Eq)]
 pub struct OverBudget;
 
@@ -48,9 +51,9 @@ pub struct Held {
     bytes: usize,
 }
 
-impl AnswerBudget {
+impl MemoryBudget {
     pub fn new(limit: usize, per_address: usize) -> Self {
-        AnswerBudget { usage: Arc::default(), limit, per_address }
+        MemoryBudget { usage: Arc::default(), limit, per_address }
     }
 
     /// How large an answer to `address` built now should be at most,
@@ -117,7 +120,7 @@ mod tests {
 
     #[test]
     fn large_answers_share_the_budget_and_give_it_back() {
-        let budget = AnswerBudget::new(4 * COUNTED_FROM, 4 * COUNTED_FROM);
+        let budget = MemoryBudget::new(4 * COUNTED_FROM, 4 * COUNTED_FROM);
         assert!(budget.take(COUNTED_FROM, ONE).unwrap().is_none(), "small answers do not count");
         let first = budget.take(2 * COUNTED_FROM, ONE).unwrap().expect("counted");
         assert_eq!(budget.take(2 * COUNTED_FROM + 1, TWO).unwrap_err(), OverBudget);
@@ -133,7 +136,7 @@ mod tests {
 
     #[test]
     fn one_address_takes_at_most_its_share() {
-        let budget = AnswerBudget::new(8 * COUNTED_FROM, 3 * COUNTED_FROM);
+        let budget = MemoryBudget::new(8 * COUNTED_FROM, 3 * COUNTED_FROM);
         let mine = budget.take(3 * COUNTED_FROM, ONE).unwrap();
         assert_eq!(budget.take(COUNTED_FROM + 1, ONE).unwrap_err(), OverBudget, "its share is used up");
         assert_eq!(budget.room_for(4 * COUNTED_FROM, ONE), COUNTED_FROM);
@@ -148,7 +151,7 @@ mod tests {
 
     #[test]
     fn room_shrinks_to_what_is_left_but_never_below_an_uncounted_answer() {
-        let budget = AnswerBudget::new(10 * COUNTED_FROM, 10 * COUNTED_FROM);
+        let budget = MemoryBudget::new(10 * COUNTED_FROM, 10 * COUNTED_FROM);
         assert_eq!(budget.room_for(4 * COUNTED_FROM, ONE), 4 * COUNTED_FROM);
         let held = budget.take(8 * COUNTED_FROM, TWO).unwrap();
         assert_eq!(budget.room_for(4 * COUNTED_FROM, ONE), 2 * COUNTED_FROM);

@@ -26,8 +26,11 @@ pub struct Limits {
     pub head_timeout: Duration,
     /// How long a kept-alive connection may wait for its next request.
     pub idle_timeout: Duration,
-    /// Longest wait for any single write of an answer.
+    /// Longest wait for the write of `100 Continue`.
     pub io_timeout: Duration,
+    /// How fast an answer must be taken: a reader slower than this is cut
+    /// off, and what its answer held is freed.
+    pub send_pace: Pace,
 }
 
 impl Default for Limits {
@@ -37,6 +40,11 @@ impl Default for Limits {
             head_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             io_timeout: Duration::from_secs(30),
+            send_pace: Pace::AtLeast {
+                grace: Duration::from_secs(10),
+                bytes_per_second: 4096,
+                most_ahead: Duration::from_secs(30),
+            },
         }
     }
 }
@@ -50,37 +58,48 @@ pub enum HeadError {
     Reject(ApiError),
 }
 
-/// How fast a request body must arrive (SPEC §1, "Slow clients").
+/// How fast a body must arrive, or an answer be taken (SPEC §1, "Slow
+/// clients").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pace {
     /// All of it within this long (JSON bodies, bodies drained unread).
     Within(Duration),
-    /// Once `grace` has passed, an average of at least `bytes_per_second`
-    /// since the body began, and never a pause longer than `max_pause`
-    /// (store and log bodies: a live upload keeps touching its staged file).
-    AtLeast { grace: Duration, bytes_per_second: u64, max_pause: Duration },
+    /// A sliding minimum rate: the first `grace` is free, and every byte
+    /// earns `1 / bytes_per_second` more, but never more than
+    /// `most_ahead` beyond the present. So after the grace, every stretch
+    /// of time must carry at least its length less `most_ahead` times
+    /// the rate: bytes sent fast at first buy no more than `most_ahead` of
+    /// silence later (store and log bodies, answers).
+    AtLeast { grace: Duration, bytes_per_second: u64, most_ahead: Duration },
 }
 
-/// When the body began, its pace, how much of it has arrived and when
-/// the last of it did.
+/// The instant by which a body's (or an answer's) next byte must move.
 #[derive(Debug)]
-struct BodyClock {
-    started: Instant,
+struct Clock {
     pace: Pace,
-    received: u64,
-    last_progress: Instant,
+    due: Instant,
 }
 
-impl BodyClock {
-    /// The instant by which the next byte must have arrived.
-    fn deadline(&self) -> Instant {
-        match self.pace {
-            Pace::Within(limit) => self.started + limit,
-            Pace::AtLeast { grace, bytes_per_second, max_pause } => {
-                let earned = Duration::from_secs_f64(self.received as f64 / bytes_per_second.max(1) as f64);
-                (self.started + grace.max(earned)).min(self.last_progress + max_pause)
-            }
+impl Clock {
+    fn start(pace: Pace, now: Instant) -> Clock {
+        let due = match pace {
+            Pace::Within(limit) => now + limit,
+            Pace::AtLeast { grace, .. } => now + grace,
+        };
+        Clock { pace, due }
+    }
+
+    /// `bytes` moved at `now`.
+    fn progress(&mut self, bytes: usize, now: Instant) {
+        if let Pace::AtLeast { bytes_per_second, most_ahead, .. } = self.pace {
+            let earned = Duration::from_secs_f64(bytes as f64 / bytes_per_second.max(1) as f64);
+            self.due = (self.due + earned).min(now + most_ahead).max(self.due);
         }
+    }
+
+    /// How long the next read or write may wait; `None` when it is late.
+    fn left(&self) -> Option<Duration> {
+        self.due.checked_duration_since(Instant::now()).filter(|left| !left.is_zero())
     }
 }
 
@@ -91,6 +110,8 @@ pub enum BodyError {
     Malformed,
     /// It fell behind its pace: answer 408 and close.
     TimedOut,
+    /// No memory is left to hold it now: answer 503 and close.
+    NoRoom,
     /// The peer vanished or stalled; the connection is unusable.
     Socket(io::Error),
     /// Writing to the sink failed (e.g. a full disk).
@@ -247,8 +268,7 @@ impl Connection {
         sink: &mut impl Write,
         pace: Pace,
     ) -> Result<u64, BodyError> {
-        let now = Instant::now();
-        let mut clock = BodyClock { started: now, pace, received: 0, last_progress: now };
+        let mut clock = Clock::start(pace, Instant::now());
         match framing {
             Framing::None => Ok(0),
             Framing::Length(n) if n > limit => Err(BodyError::TooLarge),
@@ -260,12 +280,7 @@ impl Connection {
         }
     }
 
-    fn copy_exact(
-        &mut self,
-        mut remaining: u64,
-        sink: &mut impl Write,
-        clock: &mut BodyClock,
-    ) -> Result<(), BodyError> {
+    fn copy_exact(&mut self, mut remaining: u64, sink: &mut impl Write, clock: &mut Clock) -> Result<(), BodyError> {
         let mut buf = vec![0u8; CHUNK.min(usize::try_from(remaining).unwrap_or(CHUNK)).max(1)];
         while remaining > 0 {
             let want = buf.len().min(usize::try_from(remaining).unwrap_or(usize::MAX));
@@ -276,7 +291,7 @@ impl Connection {
         Ok(())
     }
 
-    fn copy_chunked(&mut self, limit: u64, sink: &mut impl Write, clock: &mut BodyClock) -> Result<u64, BodyError> {
+    fn copy_chunked(&mut self, limit: u64, sink: &mut impl Write, clock: &mut Clock) -> Result<u64, BodyError> {
         let mut total = 0u64;
         loop {
             let line = self.read_line(clock)?;
@@ -305,7 +320,7 @@ impl Connection {
 
     /// One CRLF-terminated line without its line end; a bare LF is
     /// malformed (RFC 9112 §7.1 gives no leniency inside chunked bodies).
-    fn read_line(&mut self, clock: &mut BodyClock) -> Result<Vec<u8>, BodyError> {
+    fn read_line(&mut self, clock: &mut Clock) -> Result<Vec<u8>, BodyError> {
         loop {
             if let Some(end) = self.pending.iter().position(|&b| b == b'\n') {
                 let mut line: Vec<u8> = self.pending.drain(..=end).collect();
@@ -325,7 +340,7 @@ impl Connection {
     }
 
     /// Reads at least one byte, from what is buffered first.
-    fn read_some(&mut self, buf: &mut [u8], clock: &mut BodyClock) -> Result<usize, BodyError> {
+    fn read_some(&mut self, buf: &mut [u8], clock: &mut Clock) -> Result<usize, BodyError> {
         if !self.pending.is_empty() {
             let n = buf.len().min(self.pending.len());
             buf[..n].copy_from_slice(&self.pending[..n]);
@@ -337,15 +352,13 @@ impl Connection {
 
     /// One read of body bytes from the socket, waiting no longer than the
     /// body's pace allows.
-    fn read_socket(&mut self, buf: &mut [u8], clock: &mut BodyClock) -> Result<usize, BodyError> {
-        let left = clock.deadline().checked_duration_since(Instant::now()).filter(|left| !left.is_zero());
-        let left = left.ok_or(BodyError::TimedOut)?;
+    fn read_socket(&mut self, buf: &mut [u8], clock: &mut Clock) -> Result<usize, BodyError> {
+        let left = clock.left().ok_or(BodyError::TimedOut)?;
         self.set_read_timeout(left).map_err(BodyError::Socket)?;
         match self.stream.read(buf) {
             Ok(0) => Err(BodyError::Socket(io::ErrorKind::UnexpectedEof.into())),
             Ok(n) => {
-                clock.received += n as u64;
-                clock.last_progress = Instant::now();
+                clock.progress(n, Instant::now());
                 Ok(n)
             }
             Err(err) if matches!(err.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
@@ -356,9 +369,11 @@ impl Connection {
     }
 
     /// Writes an answer: the head and a small body in one write, a file
-    /// streamed after its head.
+    /// streamed after its head; at the connection's send pace, else
+    /// `TimedOut` (the caller closes the connection, freeing what the
+    /// answer held).
     pub fn send(&mut self, response: Response, options: &SendOptions) -> io::Result<()> {
-        self.set_write_timeout(self.limits.io_timeout)?;
+        let mut clock = Clock::start(self.limits.send_pace, Instant::now());
         let mut out = Vec::with_capacity(512);
         response.write_head(&mut out, &options.extra, options.keep_alive);
         match response.body {
@@ -366,11 +381,11 @@ impl Connection {
             // is written where it is (never copied a second time).
             Body::Bytes(bytes) if !options.head_only && bytes.len() <= CHUNK => {
                 out.extend_from_slice(&bytes);
-                self.stream.write_all(&out)
+                self.write_paced(&out, &mut clock)
             }
             Body::Bytes(bytes) if !options.head_only => {
-                self.stream.write_all(&out)?;
-                self.stream.write_all(&bytes)
+                self.write_paced(&out, &mut clock)?;
+                self.write_paced(&bytes, &mut clock)
             }
             Body::File { file, len } if !options.head_only => {
                 // A small file goes out with its head in one write (one TCP
@@ -382,21 +397,40 @@ impl Connection {
                     let head = out.len();
                     out.resize(head + small, 0);
                     file.read_exact_at(&mut out[head..], 0)?;
-                    return self.stream.write_all(&out);
+                    return self.write_paced(&out, &mut clock);
                 }
-                self.stream.write_all(&out)?;
+                self.write_paced(&out, &mut clock)?;
                 let mut buf = vec![0u8; CHUNK];
                 let mut offset = 0;
                 while offset < len {
                     let want = buf.len().min(usize::try_from(len - offset).unwrap_or(usize::MAX));
                     file.read_exact_at(&mut buf[..want], offset)?;
-                    self.stream.write_all(&buf[..want])?;
+                    self.write_paced(&buf[..want], &mut clock)?;
                     offset += want as u64;
                 }
                 Ok(())
             }
-            _ => self.stream.write_all(&out),
+            _ => self.write_paced(&out, &mut clock),
         }
+    }
+
+    /// Writes all of `bytes`, each write waiting no longer than the pace
+    /// allows.
+    fn write_paced(&mut self, mut bytes: &[u8], clock: &mut Clock) -> io::Result<()> {
+        while !bytes.is_empty() {
+            let left = clock.left().ok_or(io::ErrorKind::TimedOut)?;
+            self.set_write_timeout(left)?;
+            match self.stream.write(bytes) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    clock.progress(n, Instant::now());
+                    bytes = &bytes[n..];
+                }
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(err) => return Err(err),
+            }
+        }
+        Ok(())
     }
 
     /// Ends the connection without losing the answer already written: stop
@@ -429,27 +463,23 @@ mod tests {
     use std::net::TcpListener;
 
     #[test]
-    fn body_deadlines_follow_the_pace() {
+    fn deadlines_follow_the_pace_and_early_bytes_buy_little_later() {
         let start = Instant::now();
-        let within = BodyClock {
-            started: start,
-            pace: Pace::Within(Duration::from_secs(10)),
-            received: 0,
-            last_progress: start,
-        };
-        assert_eq!(within.deadline(), start + Duration::from_secs(10));
+        let within = Clock::start(Pace::Within(Duration::from_secs(10)), start);
+        assert_eq!(within.due, start + Duration::from_secs(10));
         let pace = Pace::AtLeast {
             grace: Duration::from_secs(10),
             bytes_per_second: 1024,
-            max_pause: Duration::from_secs(30),
+            most_ahead: Duration::from_secs(30),
         };
-        let mut upload = BodyClock { started: start, pace, received: 0, last_progress: start };
-        assert_eq!(upload.deadline(), start + Duration::from_secs(10), "the grace period");
-        upload.received = 20 * 1024;
-        upload.last_progress = start + Duration::from_secs(5);
-        assert_eq!(upload.deadline(), start + Duration::from_secs(20), "20 KiB earn 20 s in all");
-        upload.received = 1024 * 1024;
-        assert_eq!(upload.deadline(), start + Duration::from_secs(35), "but no pause over 30 s");
+        let mut upload = Clock::start(pace, start);
+        assert_eq!(upload.due, start + Duration::from_secs(10), "the grace period");
+        upload.progress(20 * 1024, start + Duration::from_secs(5));
+        assert_eq!(upload.due, start + Duration::from_secs(30), "20 KiB earn 20 s");
+        upload.progress(2 * 1024 * 1024, start + Duration::from_secs(6));
+        assert_eq!(upload.due, start + Duration::from_secs(36), "2 MiB at once earn no more than 30 s ahead");
+        upload.progress(1, start + Duration::from_secs(35));
+        assert!(upload.due < start + Duration::from_secs(37), "a byte later earns a millisecond, not the average");
     }
 
     /// A server-side connection and the client socket talking to it.
@@ -460,6 +490,34 @@ mod tests {
         let register = Register::new(Caps { total: 4, per_address: None, exempt: Default::default() });
         let slot = register.admit(&server, peer.ip()).unwrap();
         (Connection::new(server, Limits::default(), slot), client)
+    }
+
+    #[test]
+    fn a_reader_that_keeps_taking_a_little_is_still_cut_off_at_the_send_pace() {
+        let (mut conn, mut client) = connected();
+        conn.limits.send_pace = Pace::AtLeast {
+            grace: Duration::from_millis(100),
+            bytes_per_second: 4 * 1024 * 1024,
+            most_ahead: Duration::from_millis(300),
+        };
+        let reader = std::thread::spawn(move || {
+            // 16 KiB every 20 ms: 800 KiB/s, progress all the time, a fifth of the pace.
+            let mut buf = [0u8; 16 * 1024];
+            let mut total = 0;
+            while let Ok(n @ 1..) = client.read(&mut buf) {
+                total += n;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            total
+        });
+        let started = Instant::now();
+        let answer = Response::json_bytes(200, vec![b' '; 64 * 1024 * 1024]);
+        let sent = conn.send(answer, &SendOptions::default());
+        let kind = sent.unwrap_err().kind();
+        assert!(matches!(kind, io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock), "{kind:?}");
+        assert!(started.elapsed() < Duration::from_secs(20), "cut off after {:?}", started.elapsed());
+        drop(conn);
+        assert!(reader.join().unwrap() < 64 * 1024 * 1024);
     }
 
     proptest::proptest! {

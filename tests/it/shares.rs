@@ -234,3 +234,44 @@ fn deleting_or_compacting_a_long_log_does_not_hold_the_loop() {
     assert!(slowest < Duration::from_millis(100), "health waited {slowest:?} behind the deletion");
     assert_eq!(crate::support::cli(&root, &["check"], &[]).0, 0, "check agrees with the counters and logs");
 }
+
+#[test]
+fn log_entries_arriving_slowly_hold_no_more_than_the_entry_budget() {
+    let server = Server::start_with(Options::default().env("TRUST_PROXY", "1"));
+    let attacker = server.register("slowpoke");
+    let victim = server.register("victim");
+    assert_eq!(server.put("doc", &attacker, &[], b"").status, 201);
+    assert_eq!(server.put("mine", &victim, &[], b"").status, 201);
+    let before = server.rss_kib();
+    let entry = 1024 * 1024 - 40;
+    let mut held = Vec::new();
+    let mut refused = 0;
+    for n in 0..64 {
+        let mut conn = server.connect();
+        let head = format!(
+            "POST /v1/stores/doc/log HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {attacker}\r\n\
+             X-Forwarded-For: 198.51.100.{}\r\nContent-Length: {entry}\r\n\r\n",
+            n % 4 + 1
+        );
+        conn.send(head.as_bytes());
+        // All but the last byte, then silence.
+        let _ = std::io::Write::write_all(&mut conn.stream, &vec![b'x'; entry - 1]);
+        conn.stream.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+        match conn.try_read_response(false) {
+            Some(resp) => {
+                assert_eq!((resp.status, resp.error().as_str()), (503, "unavailable"));
+                assert!(resp.header("Retry-After").is_some());
+                refused += 1;
+            }
+            None => held.push(conn),
+        }
+    }
+    assert!(held.len() <= 4 * 4, "each address holds at most its 4 MiB share: {} held", held.len());
+    assert_eq!(refused + held.len(), 64);
+    let grown = server.rss_kib().saturating_sub(before);
+    assert!(grown < 48 * 1024, "RSS grew {grown} KiB while entries were held");
+    let body = vec![b'v'; entry];
+    let headers = [("X-Forwarded-For", "203.0.113.7")];
+    let appended = server.call("POST", "/v1/stores/mine/log", Some(&victim), &headers, &body);
+    assert_eq!(appended.status, 201, "another address still appends a 1 MiB entry");
+}

@@ -79,7 +79,7 @@ fn a_trickled_head_gets_408_and_a_slow_store_body_is_cut_off_changing_nothing() 
         if head_answer.is_none() {
             let _ = head.stream.write_all(&b"GET /v1/health HTTP/1.1\r\nHost: t\r\n"[i % 10..i % 10 + 1]);
         }
-        // 100 bytes a second: far below 1 KiB/s.
+        // 100 bytes a second: far below 4 KiB/s.
         let _ = upload.stream.write_all(&[b'x'; 100]);
         thread::sleep(Duration::from_secs(1));
         if i == 11 {
@@ -92,7 +92,7 @@ fn a_trickled_head_gets_408_and_a_slow_store_body_is_cut_off_changing_nothing() 
     }
     assert!(started.elapsed() < Duration::from_secs(14));
     assert_eq!(head_answer.map(|r| r.status), Some(408), "a head trickled for over 10 s");
-    assert_eq!(upload_answer.map(|r| r.status), Some(408), "a store body under 1 KiB/s after 10 s");
+    assert_eq!(upload_answer.map(|r| r.status), Some(408), "a store body under 4 KiB/s after 10 s");
     assert_eq!(server.get("/v1/stores/k", Some(&token)).body, b"kept");
     assert!(crate::support::temp_files(&server.root).is_empty(), "the staged part is gone");
 }
@@ -193,4 +193,63 @@ fn the_password_hashing_queue_is_bounded() {
     assert!(hashed <= 64 && refused >= 26, "at most 64 waiting: {hashed} hashed, {refused} refused");
     let mut buf = [0u8; 1];
     let _ = conns[0].stream.read(&mut buf);
+}
+
+#[test]
+fn an_upload_fast_at_first_then_trickling_is_cut_off_within_the_window() {
+    let server = Server::start();
+    let token = server.register("sprinter");
+    let mut upload = server.connect();
+    upload.send(
+        format!(
+            "PUT /v1/stores/k HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {token}\r\nContent-Length: 4000000\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    // 2 MiB at once would, as an average since the start, buy 512 s.
+    upload.send(&vec![b'x'; 2 * 1024 * 1024]);
+    let started = Instant::now();
+    upload.stream.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    let answer = loop {
+        let _ = upload.stream.write_all(b"x");
+        if let Some(answer) = upload.try_read_response(false) {
+            break answer;
+        }
+        assert!(started.elapsed() < Duration::from_secs(45), "still open after 45 s");
+        thread::sleep(Duration::from_secs(2));
+    };
+    assert_eq!(answer.status, 408);
+    assert!(started.elapsed() >= Duration::from_secs(25), "the bytes sent bought their 30 s");
+    assert_eq!(server.get("/v1/stores/k", Some(&token)).status, 404);
+}
+
+#[test]
+fn a_reader_slower_than_the_send_pace_is_cut_off() {
+    let server = Server::start_with(crate::support::Options::default().env("MAX_STORE_BYTES", "40000000"));
+    let token = server.register("reader");
+    assert_eq!(server.put("big", &token, &[], &vec![7u8; 32 * 1024 * 1024]).status, 201);
+    let mut conn = server.connect();
+    conn.send(format!("GET /v1/stores/big HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {token}\r\n\r\n").as_bytes());
+    conn.stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let started = Instant::now();
+    let mut received = 0usize;
+    let mut buf = vec![0u8; 64 * 1024];
+    // 1 KiB a second (a quarter of the pace) for 50 s; the server stops
+    // sending meanwhile. Then what the socket buffers hold is read at
+    // once: the answer ends well short of its length.
+    while started.elapsed() < Duration::from_secs(50) {
+        match std::io::Read::read(&mut conn.stream, &mut buf[..1024]) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => received += n,
+        }
+        thread::sleep(Duration::from_secs(1));
+    }
+    let ended = loop {
+        match std::io::Read::read(&mut conn.stream, &mut buf) {
+            Ok(0) | Err(_) => break started.elapsed(),
+            Ok(n) => received += n,
+        }
+    };
+    assert!(received < 24 * 1024 * 1024, "cut off before the end ({received} bytes)");
+    assert!(ended >= Duration::from_secs(10), "the grace was given ({ended:?})");
 }
