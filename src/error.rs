@@ -79,6 +79,15 @@ pub enum Shortage {
     Stores,
 }
 
+impl std::fmt::Display for Shortage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "no room: {self:?}")
+    }
+}
+
+/// A reserving upload carries its shortage inside an I/O error.
+impl std::error::Error for Shortage {}
+
 impl ApiError {
     pub fn bad_request(message: impl Into<String>) -> Self {
         ApiError::BadRequest(message.into())

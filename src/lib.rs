@@ -36,4 +36,5 @@ pub mod secret;
 pub mod serve;
 pub mod server;
 pub mod throttle;
+pub mod uploads;
 pub mod worker;

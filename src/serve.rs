@@ -24,6 +24,7 @@ use crate::polls::Polls;
 use crate::ratelimit::{DistinctLimit, RateLimit};
 use crate::server::{self, Event};
 use crate::throttle::Throttle;
+use crate::uploads::Uploads;
 use crate::worker::{self, Shared};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
@@ -104,6 +105,7 @@ pub fn serve(config: Config) -> Result<(), Failure> {
         hashing: Arc::clone(&hashing),
         answers: answers.clone(),
         entries: MemoryBudget::new(ENTRY_MEMORY, MEMORY_PER_ADDRESS),
+        uploads: Uploads::new(blobs.clone(), config.min_free_bytes),
     });
     let register = Register::new(Caps {
         total: config.max_connections,

@@ -51,7 +51,8 @@ pub enum Step {
     Respond(Response),
     /// Receive the body (at most `limit` bytes; staged in a file, or in
     /// memory for a log entry), then send [`Event::Uploaded`] with `then`.
-    Receive { limit: u64, then: PendingWrite },
+    /// A staged body reserves its bytes within `allowance` as it arrives.
+    Receive { limit: u64, then: PendingWrite, allowance: Option<crate::uploads::Allowance> },
     /// Run PBKDF2 (in the place `ticket` holds), then send
     /// [`Event::PasswordDone`] with `then`.
     Password { job: PasswordJob, then: AfterPassword, ticket: Ticket },

@@ -20,6 +20,7 @@ use crate::lifecycle::Lifecycle;
 use crate::log;
 use crate::router::{self, Route};
 use crate::server::{Event, Reply, Request, Step};
+use crate::uploads::{Allowance, Uploads, shortage_of};
 use std::io;
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::sync::Arc;
@@ -55,6 +56,8 @@ pub struct Shared {
     pub answers: MemoryBudget,
     /// The memory log entries being received may hold.
     pub entries: MemoryBudget,
+    /// The disk and quota room store uploads in flight hold.
+    pub uploads: Uploads,
 }
 
 /// Serves one connection until it closes.
@@ -162,7 +165,7 @@ pub fn serve_connection(stream: TcpStream, peer: SocketAddr, slot: Slot, shared:
             };
             match step {
                 Step::Respond(response) => break response,
-                Step::Receive { limit, then } => {
+                Step::Receive { limit, then, allowance } => {
                     if expect_continue && !continue_sent {
                         continue_sent = conn.send_continue().is_ok();
                     }
@@ -176,7 +179,7 @@ pub fn serve_connection(stream: TcpStream, peer: SocketAddr, slot: Slot, shared:
                             Err(OverBudget) => return refuse_body(conn, BodyError::NoRoom, what, options, access),
                         }
                     }
-                    match receive(&mut conn, framing, limit, then.in_memory(), &shared.blobs) {
+                    match receive(&mut conn, framing, limit, allowance, shared) {
                         Ok(received) => {
                             body_unread = false;
                             let event = Event::Uploaded {
@@ -242,20 +245,24 @@ fn body_limit(route: &Route, config: &Config) -> u64 {
     }
 }
 
-/// Receives a body: into memory (a log entry, made durable by the commit),
-/// or streamed into a staged file made durable here.
+/// Receives a body: into memory (a log entry, made durable by the
+/// commit), or streamed into a staged file made durable here, reserving
+/// its bytes within `allowance` as they arrive.
 fn receive(
     conn: &mut Connection,
     framing: Framing,
     limit: u64,
-    in_memory: bool,
-    blobs: &Blobs,
+    allowance: Option<Allowance>,
+    shared: &Shared,
 ) -> Result<Received, BodyError> {
-    if in_memory {
+    let Some(allowance) = allowance else {
         return conn.read_body(framing, limit, UPLOAD_PACE).map(Received::Entry);
-    }
-    let mut staging = blobs.stage().map_err(BodyError::Sink)?;
-    conn.copy_body(framing, limit, &mut staging, UPLOAD_PACE)?;
+    };
+    let declared = if let Framing::Length(n) = framing { Some(n) } else { None };
+    let mut reserved =
+        shared.uploads.reserve(allowance, declared).map_err(|short| BodyError::Sink(io::Error::other(short)))?;
+    let mut staging = shared.blobs.stage().map_err(BodyError::Sink)?;
+    conn.copy_body(framing, limit, &mut reserved.writer(&mut staging), UPLOAD_PACE)?;
     staging.finish().map(Received::File).map_err(BodyError::Sink)
 }
 
@@ -273,8 +280,11 @@ fn refuse_body(
         BodyError::Malformed => ApiError::bad_request("Malformed chunked body."),
         BodyError::TimedOut => ApiError::RequestTimeout,
         BodyError::NoRoom => ApiError::Unavailable { retry_after_secs: 1 },
-        BodyError::Sink(err) if is_out_of_space(&err) => ApiError::InsufficientStorage(Shortage::Disk),
-        BodyError::Sink(err) => ApiError::Internal(format!("staging an upload: {err}")),
+        BodyError::Sink(err) => match shortage_of(&err) {
+            Some(shortage) => ApiError::InsufficientStorage(shortage),
+            None if is_out_of_space(&err) => ApiError::InsufficientStorage(Shortage::Disk),
+            None => ApiError::Internal(format!("staging an upload: {err}")),
+        },
         BodyError::Socket(_) => return,
     };
     options.keep_alive = false;

@@ -70,7 +70,7 @@ pub fn append(app: &mut App, request: &Request, key: String) -> Result<Step, Api
     let store = check_append(app, &session, &key, expected_head, &precondition)?;
     check_entry_size(app, &store, declared, declared)?;
     let then = PendingWrite::Append(PendingAppend { token_hash: session.token_hash, key, expected_head, precondition });
-    Ok(Step::Receive { limit: app.config.max_entry_bytes, then })
+    Ok(Step::Receive { limit: app.config.max_entry_bytes, then, allowance: None })
 }
 
 /// Visibility, WRITE, `If-Log-Head` (in the SPEC's order), then the

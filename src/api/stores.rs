@@ -18,6 +18,7 @@ use crate::permission::{self, Permission};
 use crate::precondition::{self, Precondition, Refusal};
 use crate::router::decode_key;
 use crate::server::{Request, Step};
+use crate::uploads::Allowance;
 use serde_json::json;
 use std::io::Write;
 use std::ops::ControlFlow;
@@ -161,8 +162,9 @@ pub fn put(app: &mut App, request: &Request, key: String) -> Result<Step, ApiErr
     // A chunked body's size is checked while it streams and again at the end.
     let declared = if let Framing::Length(n) = head.framing { n } else { 0 };
     check_size(app, &session, &key, existing.as_ref(), &meta, declared, log_after, declared)?;
+    let allowance = upload_allowance(app, &session, &key, existing.as_ref(), &meta, log_after)?;
     let then = PendingWrite::Put(PendingPut { token_hash: session.token_hash, key, precondition, meta, compact_to });
-    Ok(Step::Receive { limit: app.config.max_store_bytes, then })
+    Ok(Step::Receive { limit: app.config.max_store_bytes, then, allowance: Some(allowance) })
 }
 
 /// A log index in a header (`Sync-Log-Base`, `If-Log-Head`): a whole number.
@@ -385,12 +387,7 @@ fn check_size(
     if matches!(meta, MetaChange::Set(text) if text.len() > MAX_META_BYTES) {
         return Err(ApiError::PayloadTooLarge("Sync-Meta value"));
     }
-    let new_meta = match meta {
-        MetaChange::Keep => existing.and_then(|store| store.meta.as_deref()),
-        MetaChange::Clear => None,
-        MetaChange::Set(text) => Some(text.as_str()),
-    };
-    let charge = db::stores::charge(key, new_meta, size, log);
+    let charge = db::stores::charge(key, new_meta(meta, existing), size, log);
     match existing {
         Some(store) => check_quota(app, Owners::OfStore(key), store.charge(), charge)?,
         None => {
@@ -402,6 +399,44 @@ fn check_size(
         }
     }
     check_free_disk(app, unwritten)
+}
+
+/// How many body bytes the quota of the owner with the least room has
+/// room for (the body streams against it, beside that owner's other
+/// uploads in flight).
+fn upload_allowance(
+    app: &App,
+    session: &Session,
+    key: &str,
+    existing: Option<&StoreRow>,
+    meta: &MetaChange,
+    log: LogState,
+) -> Result<Allowance, ApiError> {
+    let Some(quota) = app.config.quota_bytes else {
+        return Ok(Allowance { account: session.account_id.clone(), quota_room: None });
+    };
+    let owners = match existing {
+        Some(_) => db::stores::owners(app.db.conn(), key)?,
+        None => vec![session.account_id.clone()],
+    };
+    let without_body = db::stores::charge(key, new_meta(meta, existing), 0, log);
+    let old = existing.map_or(0, StoreRow::charge);
+    let mut rooms = Vec::with_capacity(owners.len());
+    for owner in owners {
+        let (_, used) = db::accounts::usage(app.db.conn(), &owner)?;
+        rooms.push((quota.saturating_sub(used.saturating_sub(old).saturating_add(without_body)), owner));
+    }
+    let (room, account) = rooms.into_iter().min().unwrap_or((0, session.account_id.clone()));
+    Ok(Allowance { account, quota_room: Some(room) })
+}
+
+/// The metadata a write leaves the store with.
+fn new_meta<'a>(meta: &'a MetaChange, existing: Option<&'a StoreRow>) -> Option<&'a str> {
+    match meta {
+        MetaChange::Keep => existing.and_then(|store| store.meta.as_deref()),
+        MetaChange::Clear => None,
+        MetaChange::Set(text) => Some(text.as_str()),
+    }
 }
 
 /// 507 when writing `unwritten` more bytes would leave less than

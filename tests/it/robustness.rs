@@ -1,7 +1,7 @@
 //! Hostile clients, panics, faulty databases and full disks: never a crash,
 //! never a 5xx for bad input, never lost or torn data.
 
-use crate::support::{Conn, Options, PASSWORD, Server, cli, send_raw, store_files, temp_files};
+use crate::support::{Conn, Options, PASSWORD, Server, Tmpfs, cli, send_raw, store_files, temp_files};
 use serde_json::{Value, json};
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -286,24 +286,6 @@ fn a_missing_secret_beside_a_database_stops_the_start_and_none_is_made() {
     let server = Server::start_in(&root, Options::default());
     let login = server.post_json("/v1/sessions", None, &json!({"id": "kept-account", "password": PASSWORD}));
     assert_eq!(login.status, 201, "{}", login.text());
-}
-
-/// A small tmpfs, unmounted when dropped.
-struct Tmpfs(std::path::PathBuf);
-
-impl Tmpfs {
-    fn mount(at: &Path, size: &str) -> Option<Tmpfs> {
-        std::fs::create_dir_all(at).unwrap();
-        let status =
-            Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"]).arg(at).output();
-        status.ok().filter(|out| out.status.success()).map(|_| Tmpfs(at.to_path_buf()))
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
-    }
 }
 
 /// Fills the filesystem under `dir` until it refuses another byte.

@@ -275,3 +275,90 @@ fn log_entries_arriving_slowly_hold_no_more_than_the_entry_budget() {
     let appended = server.call("POST", "/v1/stores/mine/log", Some(&victim), &headers, &body);
     assert_eq!(appended.status, 201, "another address still appends a 1 MiB entry");
 }
+
+/// A chunked `PUT` of `total` bytes, sent as fast as the server takes it;
+/// the status it got (the server may answer before the end).
+fn chunked_put(addr: std::net::SocketAddr, key: &str, token: &str, total: usize) -> u16 {
+    let mut conn = crate::support::Conn::open(addr);
+    conn.send(
+        format!(
+            "PUT /v1/stores/{key} HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {token}\r\nTransfer-Encoding: chunked\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    let chunk = vec![b'u'; 256 * 1024];
+    let mut sent = 0;
+    while sent < total {
+        let framed = [format!("{:x}\r\n", chunk.len()).as_bytes(), &chunk, b"\r\n"].concat();
+        if std::io::Write::write_all(&mut conn.stream, &framed).is_err() {
+            break;
+        }
+        sent += chunk.len();
+    }
+    let _ = std::io::Write::write_all(&mut conn.stream, b"0\r\n\r\n");
+    conn.try_read_response(false).map_or(0, |resp| resp.status)
+}
+
+/// Runs `uploads` at once while sampling `measure` every few milliseconds;
+/// their statuses and the largest and smallest samples.
+fn while_uploading(uploads: Vec<Box<dyn FnOnce() -> u16 + Send>>, measure: impl Fn() -> u64) -> (Vec<u16>, u64, u64) {
+    let threads: Vec<_> = uploads.into_iter().map(thread::spawn).collect();
+    let (mut most, mut least) = (0, u64::MAX);
+    while threads.iter().any(|t| !t.is_finished()) {
+        let sample = measure();
+        (most, least) = (most.max(sample), least.min(sample));
+        thread::sleep(Duration::from_millis(5));
+    }
+    (threads.into_iter().map(|t| t.join().unwrap()).collect(), most, least)
+}
+
+const MIB: usize = 1024 * 1024;
+
+#[test]
+fn chunked_uploads_count_against_the_quota_as_they_arrive() {
+    let server = Server::start_with(Options::default().env("QUOTA_BYTES", &(10 * MIB).to_string()));
+    let token = server.register("chunky");
+    let uploads: Vec<Box<dyn FnOnce() -> u16 + Send>> = (0..6)
+        .map(|n| {
+            let (addr, token) = (server.addr, token.clone());
+            Box::new(move || chunked_put(addr, &format!("s{n}"), &token, 20 * MIB)) as Box<dyn FnOnce() -> u16 + Send>
+        })
+        .collect();
+    let staged =
+        || crate::support::temp_files(&server.root).iter().filter_map(|p| p.metadata().ok()).map(|m| m.len()).sum();
+    let (statuses, most, _) = while_uploading(uploads, staged);
+    assert_eq!(statuses, vec![507; 6], "six 20 MiB bodies against a 10 MiB quota");
+    assert!(most <= (10 + 6) as u64 * MIB as u64, "the uploads in flight staged {most} bytes at once");
+    assert_eq!(server.get("/v1/account", Some(&token)).json()["bytes_used"], 0);
+    assert_eq!(server.put("fits", &token, &[], &vec![1u8; 5 * MIB]).status, 201, "the room came back");
+}
+
+#[test]
+fn uploads_in_flight_never_take_the_disk_below_min_free_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(_tmpfs) = crate::support::Tmpfs::mount(&dir.path().join("small"), "64m") else {
+        eprintln!("SKIPPED uploads_in_flight_never_take_the_disk…: this test needs permission to mount a tmpfs (root)");
+        return;
+    };
+    let root = dir.path().join("small").join("data");
+    let server = Server::start_in(&root, Options::default().env("MIN_FREE_BYTES", &(16 * MIB).to_string()));
+    let tokens: Vec<String> = (0..6).map(|n| server.register(&format!("filler{n}"))).collect();
+    let victim = server.register("victim");
+    let uploads: Vec<Box<dyn FnOnce() -> u16 + Send>> = tokens
+        .into_iter()
+        .enumerate()
+        .map(|(n, token)| {
+            let addr = server.addr;
+            Box::new(move || chunked_put(addr, &format!("big{n}"), &token, 20 * MIB)) as Box<dyn FnOnce() -> u16 + Send>
+        })
+        .collect();
+    let free = || {
+        let stats = rustix::fs::statvfs(&root).unwrap();
+        stats.f_bavail * stats.f_frsize
+    };
+    let (statuses, _, least) = while_uploading(uploads, free);
+    assert!(statuses.iter().all(|&s| s == 201 || s == 507), "{statuses:?}");
+    assert!(statuses.iter().filter(|&&s| s == 507).count() >= 4, "120 MiB do not fit in 48: {statuses:?}");
+    assert!(least >= 15 * MIB as u64, "free space fell to {least} bytes, under MIN_FREE_BYTES");
+    assert_eq!(server.put("small", &victim, &[], b"still room").status, 201);
+}

@@ -453,3 +453,22 @@ pub fn database(root: &Path) -> rusqlite::Connection {
     conn.busy_timeout(Duration::from_secs(5)).unwrap();
     conn
 }
+
+/// A small tmpfs, unmounted when dropped (`None` where mounting is not
+/// allowed: the test says it was skipped).
+pub struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    pub fn mount(at: &Path, size: &str) -> Option<Tmpfs> {
+        std::fs::create_dir_all(at).unwrap();
+        let status =
+            Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"]).arg(at).output();
+        status.ok().filter(|out| out.status.success()).map(|_| Tmpfs(at.to_path_buf()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
