@@ -15,6 +15,7 @@ use crate::hashing::Hashing;
 use crate::http::budget::{MemoryBudget, OverBudget};
 use crate::http::conn::{ExtraHeaders, HeadError};
 use crate::http::listener::Slot;
+use crate::http::request::share_of;
 use crate::http::{BodyError, Connection, Framing, Limits, Pace, Response, SendOptions};
 use crate::lifecycle::Lifecycle;
 use crate::log;
@@ -97,6 +98,13 @@ pub fn serve_connection(stream: TcpStream, peer: SocketAddr, slot: Slot, shared:
         let (framing, expect_continue) = (head.framing, head.expect_continue);
         let route = router::route(&head.method, &head.path);
         let client = head.client_address(peer.ip(), &shared.config.trust_proxy);
+        // Behind a trusted proxy the connection counts against the client
+        // it forwards, within that client's cap.
+        if !conn.slot().speaks_for(share_of(client)) {
+            options.keep_alive = false;
+            let _ = conn.send(ApiError::Unavailable { retry_after_secs: 1 }.into_response(), &options);
+            return conn.linger_close();
+        }
         let access = shared.config.access_log.then(|| Access {
             address: client,
             method: head.method.clone(),
@@ -160,7 +168,10 @@ pub fn serve_connection(stream: TcpStream, peer: SocketAddr, slot: Slot, shared:
                 Ok(step) => step,
                 // A held request (a long-poll) whose client has gone frees its thread now.
                 Err(RecvTimeoutError::Timeout) if conn.peer_closed() => return,
-                Err(RecvTimeoutError::Timeout) => continue,
+                Err(RecvTimeoutError::Timeout) => {
+                    conn.slot().waiting();
+                    continue;
+                }
                 Err(RecvTimeoutError::Disconnected) => return,
             };
             match step {
@@ -214,7 +225,7 @@ pub fn serve_connection(stream: TcpStream, peer: SocketAddr, slot: Slot, shared:
         let drain = body_unread
             && matches!(framing, Framing::Length(n) if n <= DRAIN_LIMIT)
             && (!expect_continue || continue_sent);
-        options.keep_alive &= (!body_unread || drain) && !shared.lifecycle.stopping();
+        options.keep_alive &= (!body_unread || drain) && !shared.lifecycle.stopping() && !conn.worn_out();
         let (status, bytes) = (response.status, sent_bytes(&response, &options));
         drop(entry_memory);
         let sent = conn.send(response, &options);

@@ -17,6 +17,11 @@ use std::time::{Duration, Instant};
 const CHUNK: usize = 64 * 1024;
 /// Longest chunk-size or trailer line we accept in a chunked body.
 const MAX_CHUNK_LINE: usize = 4096;
+/// A connection closes after its answer once it has carried this many
+/// requests, or been open this long (as nginx's `keepalive_requests` and
+/// `keepalive_time`): no client keeps a slot for ever by trickling heads.
+const MAX_REQUESTS: u64 = 1000;
+const MAX_LIFETIME: Duration = Duration::from_secs(3600);
 
 /// Limits and timeouts of one connection.
 #[derive(Debug, Clone, Copy)]
@@ -137,6 +142,7 @@ pub struct Connection {
     slot: Slot,
     /// Requests read so far (after the first, a wait is a keep-alive one).
     requests: u64,
+    opened: Instant,
     /// Bytes received but not consumed yet (pipelined requests, body start).
     pending: Vec<u8>,
     limits: Limits,
@@ -148,7 +154,16 @@ pub struct Connection {
 
 impl Connection {
     pub fn new(stream: TcpStream, limits: Limits, slot: Slot) -> Self {
-        Connection { stream, slot, requests: 0, pending: Vec::new(), limits, read_timeout: None, write_timeout: None }
+        Connection {
+            stream,
+            slot,
+            requests: 0,
+            opened: Instant::now(),
+            pending: Vec::new(),
+            limits,
+            read_timeout: None,
+            write_timeout: None,
+        }
     }
 
     /// Reads the next request head. `Err(Closed)` when the peer is done or
@@ -162,13 +177,14 @@ impl Connection {
         loop {
             if !self.pending.is_empty() {
                 if deadline.is_none() {
-                    self.slot.busy();
+                    self.slot.reading();
                 }
                 let started = *deadline.get_or_insert_with(|| Instant::now() + self.limits.head_timeout);
                 match request::parse(&self.pending, self.limits.head).map_err(HeadError::Reject)? {
                     Parsed::Complete(head, used) => {
                         self.pending.drain(..used);
                         self.requests += 1;
+                        self.slot.busy();
                         return Ok(head);
                     }
                     Parsed::Partial => deadline = Some(started),
@@ -217,6 +233,17 @@ impl Connection {
     /// its CORS headers), as far as it arrived.
     pub fn partial_head_origin(&self) -> Option<&[u8]> {
         request::origin_in_partial_head(&self.pending)
+    }
+
+    /// Whether it has served its most requests or lived its longest: it
+    /// closes after this answer.
+    pub fn worn_out(&self) -> bool {
+        self.requests >= MAX_REQUESTS || self.opened.elapsed() >= MAX_LIFETIME
+    }
+
+    /// Its place among the open connections.
+    pub fn slot(&self) -> &Slot {
+        &self.slot
     }
 
     /// Bytes received after the last head and not read yet (the start of

@@ -1,6 +1,9 @@
 //! The accept thread and the register of open connections: caps open
-//! connections in all and per client address, sheds idle connections
-//! before it turns anyone away, survives descriptor exhaustion, and hands
+//! connections in all and per client address (the forwarded one behind a
+//! trusted proxy, once a head names it), sheds idle connections before it
+//! turns anyone away and, when the server is full, a connection that has
+//! not made progress (a head still arriving, a long-poll held) of the
+//! address holding the most; survives descriptor exhaustion, and hands
 //! each accepted socket to its own small-stack thread.
 
 use crate::log;
@@ -31,22 +34,38 @@ pub struct Caps {
 /// What a connection is doing, as far as shedding is concerned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Idleness {
-    /// Reading or answering a request: never shed.
+    /// Handling a request whose head has arrived: never shed.
     Busy,
     /// Accepted at this instant and silent since: shed once it has been
     /// silent for [`FRESH_IDLE`].
     Fresh(Instant),
     /// Kept alive between requests since this instant: shed at once.
     KeptAlive(Instant),
+    /// A head has been arriving since this instant: a head counts as
+    /// progress only once it is whole, so this may be shed when the
+    /// server is full and its address holds the most.
+    Reading(Instant),
+    /// Held by the loop (a long-poll) since this instant: likewise (its
+    /// client asks again and loses nothing).
+    Waiting(Instant),
 }
 
 impl Idleness {
-    /// Since when it may be shed, if it may.
+    /// Since when it may be shed to make room, if it may.
     fn sheddable(self, now: Instant) -> Option<Instant> {
         match self {
-            Idleness::Busy => None,
             Idleness::Fresh(since) => (now.saturating_duration_since(since) >= FRESH_IDLE).then_some(since),
             Idleness::KeptAlive(since) => Some(since),
+            Idleness::Busy | Idleness::Reading(_) | Idleness::Waiting(_) => None,
+        }
+    }
+
+    /// Since when it has made no progress, if it may be shed from the
+    /// address holding the most when the server is full.
+    fn stalled(self) -> Option<Instant> {
+        match self {
+            Idleness::Reading(since) | Idleness::Waiting(since) => Some(since),
+            _ => None,
         }
     }
 }
@@ -69,12 +88,7 @@ struct Open {
 impl Open {
     fn remove(&mut self, id: u64) -> Option<Entry> {
         let entry = self.entries.remove(&id)?;
-        if let Some(count) = self.per_address.get_mut(&entry.address) {
-            *count -= 1;
-            if *count == 0 {
-                self.per_address.remove(&entry.address);
-            }
-        }
+        self.count(entry.address, false);
         Some(entry)
     }
 
@@ -87,6 +101,33 @@ impl Open {
             .filter_map(|(id, entry)| entry.idleness.sheddable(now).map(|since| (entry.address != address, since, *id)))
             .min()
             .map(|(_, _, id)| id)
+    }
+
+    /// When the server is full and nothing is idle: the connection that
+    /// has made no progress for longest, of the address holding the most
+    /// connections, if it holds more than `newcomer` does.
+    fn stalled_victim(&self, newcomer: IpAddr) -> Option<u64> {
+        let (&top, &most) = self.per_address.iter().max_by_key(|(_, count)| **count)?;
+        if most <= self.per_address.get(&newcomer).copied().unwrap_or(0) {
+            return None;
+        }
+        self.entries
+            .iter()
+            .filter(|(_, entry)| entry.address == top)
+            .filter_map(|(id, entry)| entry.idleness.stalled().map(|since| (since, *id)))
+            .min()
+            .map(|(_, id)| id)
+    }
+
+    fn count(&mut self, address: IpAddr, added: bool) {
+        if added {
+            *self.per_address.entry(address).or_default() += 1;
+        } else if let Some(count) = self.per_address.get_mut(&address) {
+            *count -= 1;
+            if *count == 0 {
+                self.per_address.remove(&address);
+            }
+        }
     }
 
     /// Closes a victim's socket (its thread ends on its own) and stops
@@ -121,21 +162,26 @@ impl Register {
         let handle = stream.try_clone().ok()?;
         let now = Instant::now();
         let mut open = self.lock();
-        if let Some(cap) = self.caps.per_address.filter(|_| !self.caps.exempt.trusts(address)) {
+        if let Some(cap) = self.cap_for(address) {
             while open.per_address.get(&address).copied().unwrap_or(0) >= cap {
                 let id = open.victim(address, true, now)?;
                 open.shed(id);
             }
         }
         while open.entries.len() >= self.caps.total {
-            let id = open.victim(address, false, now)?;
+            let id = open.victim(address, false, now).or_else(|| open.stalled_victim(address))?;
             open.shed(id);
         }
         let id = open.next_id;
         open.next_id += 1;
         open.entries.insert(id, Entry { address, stream: handle, idleness: Idleness::Fresh(now) });
-        *open.per_address.entry(address).or_default() += 1;
+        open.count(address, true);
         Some(Slot { register: Arc::clone(self), id })
+    }
+
+    /// The per-address cap for `address`, unless it is a trusted proxy.
+    fn cap_for(&self, address: IpAddr) -> Option<usize> {
+        self.caps.per_address.filter(|_| !self.caps.exempt.trusts(address))
     }
 
     /// How many connections are open.
@@ -166,9 +212,52 @@ impl Slot {
         self.set(Idleness::KeptAlive(Instant::now()));
     }
 
-    /// A request has begun arriving.
+    /// A head has begun arriving.
+    pub fn reading(&self) {
+        self.set(Idleness::Reading(Instant::now()));
+    }
+
+    /// A whole head arrived: the request is being handled.
     pub fn busy(&self) {
         self.set(Idleness::Busy);
+    }
+
+    /// The loop holds the request (a long-poll).
+    pub fn waiting(&self) {
+        self.set(Idleness::Waiting(Instant::now()));
+    }
+
+    /// The connection now speaks for `address` (the client a trusted
+    /// proxy forwards): it counts against that address from now on.
+    /// `false` when that address is over its cap even after shedding one
+    /// of its idle connections: the request is refused.
+    pub fn speaks_for(&self, address: IpAddr) -> bool {
+        let register = &self.register;
+        let mut open = register.lock();
+        let Some(entry) = open.entries.get_mut(&self.id) else { return true };
+        let before = std::mem::replace(&mut entry.address, address);
+        if before == address {
+            return true;
+        }
+        open.count(before, false);
+        open.count(address, true);
+        let Some(cap) = register.cap_for(address) else { return true };
+        let now = Instant::now();
+        while open.per_address.get(&address).copied().unwrap_or(0) > cap {
+            match open.victim(address, true, now) {
+                Some(id) => open.shed(id),
+                None => {
+                    // Refused: it goes on counting where it did.
+                    open.count(address, false);
+                    open.count(before, true);
+                    if let Some(entry) = open.entries.get_mut(&self.id) {
+                        entry.address = before;
+                    }
+                    return false;
+                }
+            }
+        }
+        true
     }
 }
 
@@ -266,6 +355,46 @@ mod tests {
         assert_eq!(register.open_count(), 3);
         drop((a1, a2, a3, b1));
         assert_eq!(register.open_count(), 0, "a shed slot is not counted twice");
+        assert!(register.lock().per_address.is_empty());
+    }
+
+    #[test]
+    fn when_full_and_nothing_is_idle_the_top_address_loses_a_stalled_connection() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let register = Register::new(Caps { total: 3, per_address: None, exempt: Default::default() });
+        let sockets: Vec<_> = (0..5).map(|_| pair(&listener)).collect();
+        let a1 = register.admit(&sockets[0].1, address(1)).unwrap();
+        let a2 = register.admit(&sockets[1].1, address(1)).unwrap();
+        let b1 = register.admit(&sockets[2].1, address(2)).unwrap();
+        a1.busy();
+        a2.busy();
+        b1.reading();
+        assert!(register.admit(&sockets[3].1, address(3)).is_none(), "busy connections are never shed");
+        a2.reading();
+        let c1 = register.admit(&sockets[3].1, address(3)).expect("the top address's stalled connection made room");
+        assert_eq!(register.lock().per_address.get(&address(1)), Some(&1));
+        c1.waiting();
+        assert!(
+            register.admit(&sockets[4].1, address(2)).is_none(),
+            "no address holds more than the newcomer would: nobody is shed"
+        );
+        drop((a1, a2, b1, c1));
+    }
+
+    #[test]
+    fn a_connection_that_speaks_for_a_forwarded_client_counts_against_it() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let proxy = super::super::proxies::TrustedProxies::parse(Some("192.0.2.9")).unwrap();
+        let register = Register::new(Caps { total: 10, per_address: Some(2), exempt: proxy });
+        let sockets: Vec<_> = (0..3).map(|_| pair(&listener)).collect();
+        let slots: Vec<_> = sockets.iter().map(|(_, server)| register.admit(server, address(9)).unwrap()).collect();
+        slots.iter().for_each(Slot::busy);
+        assert!(slots[0].speaks_for(address(1)) && slots[1].speaks_for(address(1)));
+        assert!(!slots[2].speaks_for(address(1)), "a third for one client is over its cap");
+        slots[0].kept_alive();
+        assert!(slots[2].speaks_for(address(1)), "after shedding that client's idle one");
+        assert_eq!(register.open_count(), 2);
+        drop(slots);
         assert!(register.lock().per_address.is_empty());
     }
 

@@ -253,3 +253,64 @@ fn a_reader_slower_than_the_send_pace_is_cut_off() {
     assert!(received < 24 * 1024 * 1024, "cut off before the end ({received} bytes)");
     assert!(ended >= Duration::from_secs(10), "the grace was given ({ended:?})");
 }
+
+#[test]
+fn four_addresses_trickling_heads_do_not_keep_a_fifth_out() {
+    let server = Server::start();
+    // 4 × 64 connections fill the server, each with a head still arriving.
+    let mut trickling: Vec<Conn> = Vec::new();
+    for from in 2..=5u8 {
+        for _ in 0..64 {
+            let mut conn = connect_from([127, 0, 0, from], server.addr);
+            conn.send(b"GET /v1/health HTTP/1.1\r\nHost: t\r\n");
+            trickling.push(conn);
+        }
+    }
+    thread::sleep(Duration::from_millis(300));
+    let probes: Vec<bool> = (0..20).map(|_| healthy(&server, [127, 0, 0, 6])).collect();
+    assert!(probes.iter().all(|&ok| ok), "a fifth address was turned away: {probes:?}");
+    let shed = trickling.iter_mut().map(|conn| conn.is_closed()).filter(|&closed| closed).count();
+    assert!((1..=20).contains(&shed), "{shed} trickling connections were shed to make room");
+}
+
+#[test]
+fn behind_a_trusted_proxy_the_connection_cap_applies_to_each_forwarded_client() {
+    let server = Server::start_with(Options::default().env("TRUST_PROXY", "1").env("MAX_CONNECTIONS_PER_ADDRESS", "4"));
+    let token = server.register("poller");
+    let seq = server.get("/v1/changes?since=0", Some(&token)).json()["seq"].as_i64().unwrap();
+    let poll = |from: &str| {
+        let mut conn = server.connect();
+        conn.send(
+            format!(
+                "GET /v1/changes?since={seq}&wait=30 HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {token}\r\nX-Forwarded-For: {from}\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        conn
+    };
+    let mut held: Vec<Conn> = (0..4).map(|_| poll("198.51.100.1")).collect();
+    thread::sleep(Duration::from_millis(300));
+    let mut fifth = poll("198.51.100.1");
+    let refused = fifth.read_response(false);
+    assert_eq!((refused.status, refused.error().as_str()), (503, "unavailable"));
+    let mut other = poll("198.51.100.2");
+    other.stream.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+    assert!(other.try_read_response(false).is_none(), "another client's long-poll is held, not refused");
+    for conn in &mut held {
+        conn.stream.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        assert!(conn.try_read_response(false).is_none(), "the first four are still held");
+    }
+}
+
+#[test]
+fn a_connection_closes_after_its_thousandth_request() {
+    let server = Server::start();
+    let mut conn = server.connect();
+    for n in 1..=1000 {
+        let answer = conn.request("GET", "/v1/health", None, &[], b"");
+        assert_eq!(answer.status, 200);
+        let closing = answer.header("Connection") == Some("close");
+        assert_eq!(closing, n == 1000, "request {n}");
+    }
+    assert!(conn.is_closed());
+}
