@@ -10,7 +10,7 @@ use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 const TMP: &str = "tmp";
@@ -63,12 +63,14 @@ pub struct Staged {
 #[derive(Debug)]
 pub struct OpenFiles {
     files: HashMap<String, Arc<File>>,
+    /// Handles dropped from the cache while readers still held them.
+    lent: HashMap<String, Weak<File>>,
     capacity: usize,
 }
 
 impl OpenFiles {
     pub fn new(capacity: usize) -> Self {
-        OpenFiles { files: HashMap::new(), capacity: capacity.max(1) }
+        OpenFiles { files: HashMap::new(), lent: HashMap::new(), capacity: capacity.max(1) }
     }
 
     pub fn get(&mut self, blobs: &Blobs, name: &str) -> io::Result<Arc<File>> {
@@ -78,20 +80,30 @@ impl OpenFiles {
         let file = Arc::new(blobs.open_file(name)?);
         if self.files.len() >= self.capacity
             && let Some(victim) = self.files.keys().next().cloned()
+            && let Some(evicted) = self.files.remove(&victim)
+            && Arc::strong_count(&evicted) > 1
         {
-            self.files.remove(&victim);
+            self.lent.retain(|_, held| held.strong_count() > 0);
+            self.lent.insert(victim, Arc::downgrade(&evicted));
         }
         self.files.insert(name.to_owned(), Arc::clone(&file));
         Ok(file)
     }
 
-    pub fn forget(&mut self, name: &str) {
-        self.files.remove(name);
+    /// Stops caching `name` (it is about to be removed); a handle on it
+    /// that readers still hold, if any: the file's space stays taken until
+    /// the last of them lets go.
+    pub fn take(&mut self, name: &str) -> Option<Weak<File>> {
+        self.lent.retain(|_, held| held.strong_count() > 0);
+        let cached =
+            self.files.remove(name).filter(|file| Arc::strong_count(file) > 1).map(|file| Arc::downgrade(&file));
+        cached.or_else(|| self.lent.remove(name))
     }
 
     /// Drops every handle (another process may have removed files).
     pub fn clear(&mut self) {
         self.files.clear();
+        self.lent.clear();
     }
 }
 
@@ -403,7 +415,7 @@ mod tests {
     }
 
     #[test]
-    fn open_files_are_shared_bounded_and_forgotten() {
+    fn open_files_are_shared_bounded_and_forgotten_and_say_who_still_reads() {
         let dir = tempfile::tempdir().unwrap();
         let blobs = Blobs::open(dir.path()).unwrap();
         let names: Vec<String> = (0..3).map(|i| publish(&blobs, staged(&blobs, &[i]))).collect();
@@ -413,9 +425,16 @@ mod tests {
         open.get(&blobs, &names[1]).unwrap();
         open.get(&blobs, &names[2]).unwrap();
         assert_eq!(open.files.len(), 2, "bounded");
-        open.forget(&names[2]);
+        assert!(open.take(&names[2]).is_none(), "nobody reads it");
         blobs.remove(&names[2]).unwrap();
         assert!(open.get(&blobs, &names[2]).is_err(), "a forgotten, removed file is not served");
+        // A handle a reader holds is known even after it left the cache.
+        let held = open.get(&blobs, &names[1]).unwrap();
+        open.get(&blobs, &names[0]).unwrap();
+        let taken = open.take(&names[1]).expect("a reader holds it, cached or not");
+        assert_eq!(taken.strong_count(), 1);
+        drop((held, first));
+        assert_eq!(taken.strong_count(), 0, "released when the reader lets go");
     }
 
     #[test]

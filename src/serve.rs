@@ -159,6 +159,7 @@ pub fn serve(config: Config) -> Result<(), Failure> {
         data_version: None,
         stopping: false,
         log_garbage: true,
+        pinned: Vec::new(),
         others_waiting: false,
         answers,
     };

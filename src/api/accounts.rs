@@ -123,7 +123,7 @@ pub fn kdf_salt(app: &mut App, id: &str) -> Result<Step, ApiError> {
 pub fn show(app: &mut App, request: &Request) -> Result<Step, ApiError> {
     let session = app.authenticate(request)?;
     let account = db::accounts::get(app.db.conn(), &session.account_id)?.ok_or(ApiError::Unauthorized)?;
-    let (store_count, bytes_used) = db::accounts::usage(app.db.conn(), &account.id)?;
+    let (store_count, bytes_used) = app.bytes_used(&account.id)?;
     let body = json!({
         "account": account.id,
         "key_salt": account.key_salt,
@@ -199,7 +199,8 @@ pub fn finish_delete(app: &mut App, check: CurrentPassword, outcome: PasswordOut
     let deleted = delete_account(app.db.conn(), &session.account_id)?;
     app.log_garbage = true;
     for file in deleted.files {
-        app.after_commit.remove_file(file);
+        // The account is gone: a version still being read counts for nobody.
+        app.after_commit.remove_file(file, Default::default());
     }
     app.after_commit.wake(deleted.touched);
     app.after_commit.revoked(session.account_id);

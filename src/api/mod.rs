@@ -43,7 +43,7 @@ use crate::server::{Reply, Request, Step};
 use crate::throttle::Throttle;
 use serde::de::DeserializeOwned;
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Instant;
 
 /// Largest JSON body of a control endpoint.
@@ -113,6 +113,9 @@ pub struct App {
     pub data_version: Option<i64>,
     /// Shutting down: long-polls are answered at once instead of parked.
     pub stopping: bool,
+    /// Removed store files that readers still hold, counted against their
+    /// owners' quota until released.
+    pub pinned: Vec<Pinned>,
     /// Log entries dropped by a compaction or deletion may wait in
     /// `log_garbage`: the loop deletes them a chunk at a time
     /// ([`App::reap`]). A hint: set by whatever may have dropped some.
@@ -131,7 +134,7 @@ pub struct App {
 /// commit fails: a file is never removed while a row may still name it.
 #[derive(Debug, Default)]
 pub struct AfterCommit {
-    files: Vec<String>,
+    files: Vec<(String, Released)>,
     wake: Vec<String>,
     recheck: Vec<String>,
     reset_hooks: Vec<(HookSlot, String, String)>,
@@ -145,8 +148,10 @@ impl AfterCommit {
         self.registered.push(address);
     }
 
-    pub fn remove_file(&mut self, name: String) {
-        self.files.push(name);
+    /// Removes a superseded store file; while readers still hold it, its
+    /// bytes count against `released`'s owners.
+    pub fn remove_file(&mut self, name: String, released: Released) {
+        self.files.push((name, released));
     }
 
     pub fn wake(&mut self, accounts: impl IntoIterator<Item = String>) {
@@ -163,6 +168,22 @@ impl AfterCommit {
     pub fn run_reset_hook(&mut self, slot: HookSlot, id: String, token: String) {
         self.reset_hooks.push((slot, id, token));
     }
+}
+
+/// Whom a removed store file still counts against while readers hold it.
+#[derive(Debug, Default)]
+pub struct Released {
+    pub bytes: u64,
+    pub owners: Vec<String>,
+}
+
+/// A removed store file that slow readers still hold: its space is not
+/// free until the last lets go (or is cut off at the send pace), and it
+/// counts against its owners' quota until then.
+#[derive(Debug)]
+pub struct Pinned {
+    released: Released,
+    file: Weak<std::fs::File>,
 }
 
 /// A check of the signed-in caller's current password, before a change
@@ -441,8 +462,13 @@ impl App {
         for address in registered {
             self.registrations.commit(&address, Instant::now());
         }
-        for name in files {
-            self.open_files.forget(&name);
+        self.pinned.retain(|pinned| pinned.file.strong_count() > 0);
+        for (name, released) in files {
+            if let Some(file) = self.open_files.take(&name)
+                && !released.owners.is_empty()
+            {
+                self.pinned.push(Pinned { released, file });
+            }
             if let Err(err) = self.blobs.remove(&name) {
                 log::error(format_args!("could not remove a store file: {err}"));
             }
@@ -482,8 +508,23 @@ impl App {
         Ok(())
     }
 
+    /// What `account` counts against its quota: the stores it owns
+    /// (counters kept by the database) and removed versions of them that
+    /// readers still hold.
+    pub fn bytes_used(&self, account: &str) -> Result<(u64, u64), ApiError> {
+        let (stores, bytes) = db::accounts::usage(self.db.conn(), account)?;
+        let pinned: u64 = self
+            .pinned
+            .iter()
+            .filter(|pinned| pinned.file.strong_count() > 0 && pinned.released.owners.iter().any(|o| o == account))
+            .map(|pinned| pinned.released.bytes)
+            .sum();
+        Ok((stores, bytes + pinned))
+    }
+
     pub fn maintain(&mut self) -> Result<(), ApiError> {
         let now = clock::now_ms();
+        self.pinned.retain(|pinned| pinned.file.strong_count() > 0);
         // A command-line tool (account removal) may have dropped entries.
         self.log_garbage |= db::logs::garbage_left(self.db.conn())?;
         db::sessions::delete_expired(self.db.conn(), now)?;

@@ -4,6 +4,7 @@
 //! upload half re-checks (another writer may have won meanwhile), publishes
 //! the file and commits, following the durability protocol of DESIGN §2.
 
+use super::Released;
 use super::logs::{self, PendingAppend};
 use super::service::MAX_META_BYTES;
 use super::{App, Session, paging, respond};
@@ -304,7 +305,8 @@ fn stage_put(
         "log_bytes": store.log.log_bytes,
     });
     if let Some(old) = existing {
-        app.after_commit.remove_file(old.file);
+        let released = released(app, &store.key, old.size)?;
+        app.after_commit.remove_file(old.file, released);
     }
     app.after_commit.wake(touched);
     Ok(Ok(Step::Respond(Response::json(status, &body).with_header("ETag", format!("\"{}\"", store.token)))))
@@ -321,13 +323,14 @@ pub fn delete(app: &mut App, request: &Request, key: &str) -> Result<Step, ApiEr
     let (store, held) = visible(app, key, &session)?;
     permission::require(Some(held), Permission::Own)?;
     precondition::decide(&precondition, Some(&store.token)).map_err(|refusal| refused(refusal, &store))?;
+    let released = released(app, key, store.size)?;
     let conn = app.db.conn();
     let seq = Db::next_seq(conn)?;
     // Everyone who could see the store hears of its deletion.
     let touched = db::changes::touch_store(conn, key, seq, clock::now_ms())?;
     db::stores::delete(conn, key)?;
     app.log_garbage = true;
-    app.after_commit.remove_file(store.file);
+    app.after_commit.remove_file(store.file, released);
     app.after_commit.wake(touched);
     respond(Response::new(204))
 }
@@ -423,11 +426,19 @@ fn upload_allowance(
     let old = existing.map_or(0, StoreRow::charge);
     let mut rooms = Vec::with_capacity(owners.len());
     for owner in owners {
-        let (_, used) = db::accounts::usage(app.db.conn(), &owner)?;
+        let (_, used) = app.bytes_used(&owner)?;
         rooms.push((quota.saturating_sub(used.saturating_sub(old).saturating_add(without_body)), owner));
     }
     let (room, account) = rooms.into_iter().min().unwrap_or((0, session.account_id.clone()));
     Ok(Allowance { account, quota_room: Some(room) })
+}
+
+/// Whom a version of `key` of `bytes` counts against once removed, while
+/// readers still hold it: its owners, when there is a quota to count
+/// against.
+fn released(app: &App, key: &str, bytes: u64) -> Result<Released, ApiError> {
+    let owners = if app.config.quota_bytes.is_some() { db::stores::owners(app.db.conn(), key)? } else { Vec::new() };
+    Ok(Released { bytes, owners })
 }
 
 /// The metadata a write leaves the store with.
@@ -467,7 +478,7 @@ pub(super) fn check_quota(app: &App, owners: Owners<'_>, old_charge: u64, new_ch
         Owners::Just(account) => vec![account.to_owned()],
     };
     for owner in &owners {
-        let (_, used) = db::accounts::usage(app.db.conn(), owner)?;
+        let (_, used) = app.bytes_used(owner)?;
         if used.saturating_sub(old_charge).saturating_add(new_charge) > quota {
             return Err(ApiError::InsufficientStorage(Shortage::Quota));
         }

@@ -362,3 +362,35 @@ fn uploads_in_flight_never_take_the_disk_below_min_free_bytes() {
     assert!(least >= 15 * MIB as u64, "free space fell to {least} bytes, under MIN_FREE_BYTES");
     assert_eq!(server.put("small", &victim, &[], b"still room").status, 201);
 }
+
+#[test]
+fn a_replaced_version_that_readers_hold_counts_against_its_owner_until_they_let_go() {
+    let server = Server::start_with(Options::default().env("QUOTA_BYTES", &(40 * MIB).to_string()));
+    let token = server.register("pinned");
+    let etag = server.put("big", &token, &[], &vec![1u8; 16 * MIB]).etag();
+    // A reader that takes a few bytes and then nothing: the server still
+    // has most of the old version to send when it is replaced.
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.connect(&server.addr.into()).unwrap();
+    let mut reader = crate::support::Conn::over(socket.into());
+    reader.send(format!("GET /v1/stores/big HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {token}\r\n\r\n").as_bytes());
+    let mut first = [0u8; 1024];
+    std::io::Read::read_exact(&mut reader.stream, &mut first).unwrap();
+    assert_eq!(server.put("big", &token, &[("If-Match", &etag)], &vec![2u8; 16 * MIB]).status, 200);
+    let used = server.get("/v1/account", Some(&token)).json()["bytes_used"].as_u64().unwrap();
+    assert!(used >= 32 * MIB as u64, "the version being read counts too: {used}");
+    let refused = server.put("more", &token, &[], &vec![3u8; 10 * MIB]);
+    assert_eq!((refused.status, refused.error().as_str()), (507, "insufficient_storage"));
+    drop(reader);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let used = server.get("/v1/account", Some(&token)).json()["bytes_used"].as_u64().unwrap();
+        if used < 17 * MIB as u64 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "still counted after the reader left: {used}");
+        thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(server.put("more", &token, &[], &vec![3u8; 10 * MIB]).status, 201);
+}
