@@ -12,11 +12,17 @@ build on loopback. Run: cargo build --release && python3 bench/hostile.py
 3. Sign-in timing at PBKDF2_ITERATIONS=600000, wrong password: medians for
    a known id hashed at 300,000 iterations (old cost), a known id at the
    current cost, and an unknown id. Target: within 5 % of each other.
+
+Then one row per resource a client could hold without paying for it
+(issue 21, bench/hostile_rows.py): what a victim on another address saw
+and the server's largest RSS while the attack ran. `--quick` runs every
+row briefly and small (CI does, so the script cannot rot).
 """
-import json, os, socket, statistics, subprocess, sys, tempfile, threading, time
+import argparse, json, os, socket, statistics, subprocess, sys, tempfile, threading, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench import BIN, free_port, http, start_server  # noqa: E402
+from hostile_rows import ROWS  # noqa: E402
 
 PASSWORD = "benchmark password"
 
@@ -192,13 +198,20 @@ def sign_in_timing(work, rounds=21):
 
 
 def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true", help="every row briefly and small (for CI)")
+    args = parser.parse_args()
     if not os.path.exists(BIN):
         sys.exit("build first: cargo build --release")
     with tempfile.TemporaryDirectory() as work:
-        print("| figure | samples | p50 / median | p99 | max |\n|---|---|---|---|---|")
-        listing_load(work)
-        trickle_load(work)
-        sign_in_timing(work)
+        if not args.quick:
+            print("| figure | samples | p50 / median | p99 | max |\n|---|---|---|---|---|")
+            listing_load(work)
+            trickle_load(work)
+            sign_in_timing(work, rounds=21)
+        print("\n| attack | what the victim saw | server RSS max | target |\n|---|---|---|---|")
+        for attack in ROWS:
+            attack(work, args.quick)
 
 
 if __name__ == "__main__":
