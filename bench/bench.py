@@ -56,7 +56,10 @@ def cpu_seconds(pid):
 
 
 def start_server(root, port, **env):
-    defaults = dict(MAX_CONNECTIONS="1024", MAX_CONNECTIONS_PER_ADDRESS="1024", MAX_LOG_BYTES="1073741824")
+    # Loopback is a trusted proxy, so the login row's accounts can register
+    # from forwarded addresses (10 registrations an hour per address).
+    defaults = dict(MAX_CONNECTIONS="1024", MAX_CONNECTIONS_PER_ADDRESS="1024", MAX_LOG_BYTES="1073741824",
+                    TRUST_PROXY="1")
     environment = dict(os.environ, PORT=str(port), BIND="127.0.0.1", STATIC_ROOT=root, **{**defaults, **env}, **SLOW_DISK)
     started = time.monotonic()
     proc = subprocess.Popen([BIN], env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -191,10 +194,15 @@ def main():
             for prefix in (f"append-{c}-", f"warm-append-{c}-"):
                 for i in range(1, c + 1):
                     http(port, "PUT", f"/v1/stores/{prefix}{i}", token, b"body")
+        # One account per login connection and row (an account signs in at
+        # most 60 times an hour).
+        for n, (c, i) in enumerate((c, i) for c in conns for i in range(1, c + 1)):
+            forwarded = (("X-Forwarded-For", f"10.0.{n // 200}.{n % 200 + 1}"),)
+            http(port, "POST", "/v1/accounts", body={"id": f"login-{c}-{i}", "password": PASSWORD}, headers=forwarded)
         http(port, "PUT", "/v1/stores/bench-log", token, b"snapshot")
         for i in range(100):
             http(port, "POST", "/v1/stores/bench-log/log", token, b"u" * 500)
-        env = {"SYNC_TOKEN": token, "SYNC_KEY": "bench-1k", "SYNC_ETAG": etag, "SYNC_ID": "bench",
+        env = {"SYNC_TOKEN": token, "SYNC_KEY": "bench-1k", "SYNC_ETAG": etag,
                "SYNC_PASSWORD": PASSWORD, "SYNC_LOG_KEY": "bench-log"}
 
         nginx_port = free_port()
@@ -223,8 +231,8 @@ def main():
             if name not in wanted:
                 continue
             for c in conns:
-                row_env = dict(env, SYNC_PREFIX=f"{name}-{c}-")
-                threads = c if name in ("put", "append") else None
+                row_env = dict(env, SYNC_PREFIX=f"{name}-{c}-", SYNC_ID=f"login-{c}")
+                threads = c if name in ("put", "append", "login") else None
                 wrk(port, script, c, args.warmup, dict(row_env, SYNC_PREFIX=f"warm-{name}-{c}-"), threads, **extra)
                 r = measured(proc.pid, lambda: wrk(port, script, c, args.seconds, row_env, threads, **extra))
                 if name in ("get", "get304"):
@@ -266,10 +274,16 @@ def main():
         print(f"| RSS under {max(conns)} connections (max sampled) | {under_load / 1024:.1f} MiB ({under_load} KiB) |")
         print(f"| cold start to first /v1/health answer | {1000 * cold:.1f} ms (first start on an empty directory: {1000 * cold_fresh:.1f} ms) |")
     finally:
+        # SIGTERM, not SIGKILL: nginx's master then stops its worker too
+        # (a killed master left the worker behind).
         for p in procs:
             if p:
-                p.kill()
-                p.wait()
+                p.terminate()
+                try:
+                    p.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait()
         shutil.rmtree(work, ignore_errors=True)
 
 

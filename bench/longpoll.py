@@ -1,63 +1,108 @@
 #!/usr/bin/env python3
-"""Holds N long-polls spread over 10 accounts that share one store (a server
-holds at most 64 per account), reports the server's RSS while they are
-parked, then commits one write to the shared store and reports how long
-until every poll has its answer. Usage: bench/longpoll.py [N]  (builds nothing: run `cargo build --release` first)."""
-import json, os, shutil, socket, subprocess, sys, tempfile, threading, time
+"""Parked long-polls: holds N of them, spread over accounts that share one
+store (a server holds at most 64 per account), reports the server's RSS
+idle and with them parked (and per poll), then commits one write to the
+shared store and reports how long until every poll has its answer, and
+/v1/health latency meanwhile.
+
+Usage: cargo build --release && python3 bench/longpoll.py [N]   (default 500;
+CI runs it with N=20 so it cannot rot). MAX_CONNECTIONS is raised to fit N,
+which needs 3 descriptors a connection (the server says so and exits if
+its hard RLIMIT_NOFILE is too low)."""
+import json, os, shutil, socket, statistics, subprocess, sys, tempfile, threading, time
 
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 500
-BIN = os.path.join(os.path.dirname(__file__), "..", "target", "release", "sync-node")
+BIN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "target", "release", "sync-node")
+PER_ACCOUNT = 50
+
 
 def rss_kib(pid):
     with open(f"/proc/{pid}/status") as status:
         return {l.split(":")[0]: int(l.split()[1]) for l in status if l.startswith(("VmRSS", "VmHWM"))}
 
-def request(port, method, path, token=None, body=b"", headers=()):
-    s = socket.create_connection(("127.0.0.1", port))
-    head = f"{method} {path} HTTP/1.1\r\nConnection: close\r\nContent-Length: {len(body)}\r\n"
-    if token:
-        head += f"Authorization: Bearer {token}\r\n"
-    for name, value in headers:
-        head += f"{name}: {value}\r\n"
-    s.sendall(head.encode() + b"\r\n" + body)
-    data = b""
-    while chunk := s.recv(65536):
-        data += chunk
-    return json.loads(data.split(b"\r\n\r\n", 1)[1] or b"null")
 
-root = tempfile.mkdtemp()
-env = dict(os.environ, PORT="0", BIND="127.0.0.1", STATIC_ROOT=root, MAX_CONNECTIONS=str(N + 64), PBKDF2_ITERATIONS="1000")
-server = subprocess.Popen([BIN], env=env, stderr=subprocess.PIPE, text=True)
-port = int(server.stderr.readline().split("http://")[1].split()[0].rsplit(":", 1)[1])
-try:
-    tokens = [request(port, "POST", "/v1/accounts", body=f'{{"id":"bench{i}","password":"password123"}}'.encode())["token"]
-              for i in range(10)]
-    token = tokens[0]
-    request(port, "PUT", "/v1/stores/shared", token, b"v1")
-    for i in range(1, 10):
-        request(port, "PUT", "/v1/stores/shared/permissions", token, f'{{"account":"bench{i}","permission":"READ"}}'.encode())
-    since = request(port, "GET", "/v1/changes?since=0", token)["seq"]
-    idle = rss_kib(server.pid)
+def request(port, method, path, token=None, body=b"", headers=()):
+    """One request on its own connection: (status, JSON body or None, seconds)."""
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        head = f"{method} {path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\nContent-Length: {len(body)}\r\n"
+        if token:
+            head += f"Authorization: Bearer {token}\r\n"
+        for name, value in headers:
+            head += f"{name}: {value}\r\n"
+        s.sendall(head.encode() + b"\r\n" + body)
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    head, _, payload = data.partition(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    return status, json.loads(payload) if payload.startswith(b"{") else None, time.monotonic() - started
+
+
+def main():
+    accounts = max(1, -(-N // PER_ACCOUNT))
+    root = tempfile.mkdtemp()
+    # Loopback is a trusted proxy here, so each account registers from its
+    # own forwarded address (10 registrations an hour per address).
+    env = dict(os.environ, PORT="0", BIND="127.0.0.1", STATIC_ROOT=root, MAX_CONNECTIONS=str(N + 64),
+               PBKDF2_ITERATIONS="1000", TRUST_PROXY="1")
+    server = subprocess.Popen([BIN], env=env, stderr=subprocess.PIPE, text=True)
     socks = []
-    for i in range(N):
-        s = socket.create_connection(("127.0.0.1", port))
-        s.sendall(f"GET /v1/changes?since={since}&wait=60 HTTP/1.1\r\nAuthorization: Bearer {tokens[i % 10]}\r\n\r\n".encode())
-        socks.append(s)
-    time.sleep(1.0)
-    parked = rss_kib(server.pid)
-    done = []
-    def wait(s):
-        s.recv(65536)
-        done.append(time.monotonic())
-    threads = [threading.Thread(target=wait, args=(s,)) for s in socks]
-    for t in threads:
-        t.start()
-    t0 = time.monotonic()
-    request(port, "PUT", "/v1/stores/shared", token, b"v2", [("If-Match", "*")])
-    for t in threads:
-        t.join()
-    print(f"{N} parked long-polls: RSS idle {idle['VmRSS']} KiB, parked {parked['VmRSS']} KiB (HWM {parked['VmHWM']} KiB)")
-    print(f"wake-up after one commit: first {1000*(min(done)-t0):.1f} ms, last {1000*(max(done)-t0):.1f} ms")
-finally:
-    server.kill()
-    shutil.rmtree(root)
+    try:
+        line = server.stderr.readline()
+        if "http://" not in line:
+            sys.exit(f"sync-node did not start: {line.strip()}")
+        port = int(line.split("http://")[1].split()[0].rsplit(":", 1)[1])
+        tokens = []
+        for i in range(accounts):
+            body = json.dumps({"id": f"bench{i}", "password": "password123"}).encode()
+            forwarded = [("X-Forwarded-For", f"10.{i // 250}.{i % 250}.1")]
+            tokens.append(request(port, "POST", "/v1/accounts", body=body, headers=forwarded)[1]["token"])
+        token = tokens[0]
+        assert request(port, "PUT", "/v1/stores/shared", token, b"v1")[0] == 201
+        for i in range(1, accounts):
+            grant = json.dumps({"account": f"bench{i}", "permission": "READ"}).encode()
+            assert request(port, "PUT", "/v1/stores/shared/permissions", token, grant)[0] == 204
+        since = request(port, "GET", "/v1/changes?since=0", token)[1]["seq"]
+        idle = rss_kib(server.pid)
+        for i in range(N):
+            s = socket.create_connection(("127.0.0.1", port))
+            s.sendall(f"GET /v1/changes?since={since}&wait=60 HTTP/1.1\r\nHost: bench\r\n"
+                      f"Authorization: Bearer {tokens[i % accounts]}\r\n\r\n".encode())
+            socks.append(s)
+        time.sleep(1.0)
+        parked = rss_kib(server.pid)
+        health = [request(port, "GET", "/v1/health")[2] * 1000 for _ in range(50)]
+        done = []
+
+        def wait(s):
+            s.settimeout(30)
+            try:
+                if s.recv(65536).startswith(b"HTTP/1.1 200"):
+                    done.append(time.monotonic())
+            except OSError:
+                pass
+        threads = [threading.Thread(target=wait, args=(s,)) for s in socks]
+        for t in threads:
+            t.start()
+        t0 = time.monotonic()
+        assert request(port, "PUT", "/v1/stores/shared", token, b"v2", [("If-Match", "*")])[0] == 200
+        for t in threads:
+            t.join()
+        per_poll = (parked["VmRSS"] - idle["VmRSS"]) / N
+        print(f"{N} parked long-polls over {accounts} accounts: RSS idle {idle['VmRSS']} KiB, parked "
+              f"{parked['VmRSS']} KiB ({per_poll:.1f} KiB each; HWM {parked['VmHWM']} KiB)")
+        print(f"/v1/health while parked: p50 {statistics.median(health):.2f} ms, max {max(health):.2f} ms")
+        if len(done) != N:
+            sys.exit(f"only {len(done)} of {N} polls were answered 200")
+        print(f"wake-up after one commit: first {1000 * (min(done) - t0):.1f} ms, last {1000 * (max(done) - t0):.1f} ms")
+    finally:
+        for s in socks:
+            s.close()
+        server.kill()
+        server.wait()
+        shutil.rmtree(root)
+
+
+if __name__ == "__main__":
+    main()
