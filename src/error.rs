@@ -85,6 +85,21 @@ impl std::fmt::Display for Shortage {
     }
 }
 
+/// What the HTTP layer refused, as the API error it answers.
+impl From<crate::http::Rejection> for ApiError {
+    fn from(rejection: crate::http::Rejection) -> ApiError {
+        use crate::http::Rejection;
+        match rejection {
+            Rejection::BadRequest(message) => ApiError::BadRequest(message),
+            Rejection::UriTooLong => ApiError::UriTooLong,
+            Rejection::HeadersTooLarge => ApiError::HeadersTooLarge,
+            Rejection::HttpVersionNotSupported => ApiError::HttpVersionNotSupported,
+            Rejection::PayloadTooLarge(what) => ApiError::PayloadTooLarge(what),
+            Rejection::RequestTimeout => ApiError::RequestTimeout,
+        }
+    }
+}
+
 /// A reserving upload carries its shortage inside an I/O error.
 impl std::error::Error for Shortage {}
 

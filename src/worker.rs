@@ -76,7 +76,7 @@ pub fn serve_connection(stream: TcpStream, peer: SocketAddr, slot: Slot, shared:
                     extra: cors::headers(&shared.config.cors_origins, conn.partial_head_origin()).into(),
                     ..Default::default()
                 };
-                let response = err.into_response();
+                let response = ApiError::from(err).into_response();
                 if shared.config.access_log {
                     // No head to read a method, route or forwarded address from.
                     log::access(peer.ip(), "-", "(malformed)", response.status, response.body_len(), Duration::ZERO);

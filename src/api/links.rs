@@ -13,7 +13,7 @@ use crate::db::{self, Db, links::Link};
 use crate::encoding::{base64url, hex};
 use crate::error::ApiError;
 use crate::http::Response;
-use crate::permission::{self, Permission};
+use crate::permission::Permission;
 use crate::server::{Request, Step};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -38,7 +38,7 @@ pub fn create(app: &mut App, request: &Request, key: &str) -> Result<Step, ApiEr
     let mut link = parse_link(&request.body, now)?;
     let session = app.authenticate(request)?;
     let (_, held) = visible(app, key, &session)?;
-    permission::require(Some(held), Permission::Own)?;
+    super::require(Some(held), Permission::Own)?;
     let conn = app.db.conn();
     if db::links::taken(conn, &link.link)? {
         return Err(ApiError::LinkExists);
@@ -52,7 +52,7 @@ pub fn create(app: &mut App, request: &Request, key: &str) -> Result<Step, ApiEr
 pub fn list(app: &mut App, request: &Request, key: &str) -> Result<Step, ApiError> {
     let session = app.authenticate(request)?;
     let (_, held) = visible(app, key, &session)?;
-    permission::require(Some(held), Permission::Own)?;
+    super::require(Some(held), Permission::Own)?;
     let links: Vec<Value> = db::links::working(app.db.conn(), key, clock::now_ms())?
         .into_iter()
         .map(|link| {
@@ -72,7 +72,7 @@ pub fn list(app: &mut App, request: &Request, key: &str) -> Result<Step, ApiErro
 pub fn delete(app: &mut App, request: &Request, key: &str, link: &str) -> Result<Step, ApiError> {
     let session = app.authenticate(request)?;
     let (_, held) = visible(app, key, &session)?;
-    permission::require(Some(held), Permission::Own)?;
+    super::require(Some(held), Permission::Own)?;
     if !db::links::end(app.db.conn(), key, link)? {
         return Err(ApiError::NotFound);
     }

@@ -11,7 +11,7 @@ use crate::clock;
 use crate::db::{self, Db, stores::StoreRow};
 use crate::error::{ApiError, Forgotten};
 use crate::http::{Body, Framing, RequestHead, Response, budget};
-use crate::permission::{self, Permission};
+use crate::permission::Permission;
 use crate::precondition::{self, Precondition, Refusal};
 use crate::server::{Request, Step};
 use serde_json::json;
@@ -83,7 +83,7 @@ fn check_append(
     precondition: &Precondition,
 ) -> Result<StoreRow, ApiError> {
     let (store, held) = visible(app, key, session)?;
-    permission::require(Some(held), Permission::Write)?;
+    super::require(Some(held), Permission::Write)?;
     if expected_head.is_some_and(|head| head != store.log.log_head) {
         return Err(refused(Refusal::Failed, &store));
     }

@@ -36,6 +36,7 @@ use crate::hook::{HookSlot, ResetHook};
 use crate::http::budget::MemoryBudget;
 use crate::http::{RequestHead, Response};
 use crate::log;
+use crate::permission::Permission;
 use crate::polls::{Poll, Polls};
 use crate::ratelimit::{DistinctLimit, RateLimit};
 use crate::router::Route;
@@ -540,6 +541,16 @@ impl App {
     }
 }
 
+/// Whether a caller holding `held` on an existing store may do what needs
+/// `needed`: no permission at all hides the store (404), too little is 403.
+pub fn require(held: Option<Permission>, needed: Permission) -> Result<Permission, ApiError> {
+    match held {
+        None => Err(ApiError::NotFound),
+        Some(held) if held >= needed => Ok(held),
+        Some(_) => Err(ApiError::Forbidden("Your permission on this store does not allow that.")),
+    }
+}
+
 /// 429 with `Retry-After` in whole seconds (at least 1).
 fn too_many(wait: std::time::Duration) -> ApiError {
     ApiError::TooManyRequests { retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64 }
@@ -561,4 +572,18 @@ pub fn json_body<T: DeserializeOwned>(request: &Request) -> Result<T, ApiError> 
 
 pub fn respond(response: Response) -> Result<Step, ApiError> {
     Ok(Step::Respond(response))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn levels_include_lower_ones() {
+        assert!(require(Some(Permission::Own), Permission::Write).is_ok());
+        assert!(require(Some(Permission::Write), Permission::Read).is_ok());
+        assert_eq!(require(Some(Permission::Read), Permission::Write).unwrap_err().status_and_code().0, 403);
+        assert_eq!(require(Some(Permission::Write), Permission::Own).unwrap_err().status_and_code().0, 403);
+        assert_eq!(require(None, Permission::Read).unwrap_err().status_and_code().0, 404);
+    }
 }

@@ -14,7 +14,7 @@ use crate::db::{self, Db};
 use crate::encoding::unbase64url;
 use crate::error::ApiError;
 use crate::http::Response;
-use crate::permission::{self, Permission};
+use crate::permission::Permission;
 use crate::precondition::{self, Precondition};
 use crate::server::{Request, Step};
 use serde_json::{Map, Value, json};
@@ -38,7 +38,7 @@ struct GrantChange {
 pub fn list(app: &mut App, request: &Request, key: &str) -> Result<Step, ApiError> {
     let session = app.authenticate(request)?;
     let (_, held) = visible(app, key, &session)?;
-    permission::require(Some(held), Permission::Own)?;
+    super::require(Some(held), Permission::Own)?;
     let permissions: Vec<Value> = db::stores::permissions(app.db.conn(), key)?
         .into_iter()
         .map(|(account, grant)| {
@@ -82,7 +82,7 @@ pub fn set(app: &mut App, request: &Request, key: &str) -> Result<Step, ApiError
     if grantees.iter().collect::<HashSet<_>>().len() != grantees.len() {
         return Err(ApiError::bad_request("An account is named twice in the list."));
     }
-    permission::require(Some(held), Permission::Own)?;
+    super::require(Some(held), Permission::Own)?;
     if !matches!(precondition, Precondition::None) {
         precondition::decide(&precondition, Some(&store.token)).map_err(|refusal| refused(refusal, &store))?;
     }

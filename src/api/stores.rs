@@ -15,7 +15,7 @@ use crate::db::{self, Db, stores::Grant, stores::LogState, stores::StoreRow};
 use crate::encoding::{hex, http_date};
 use crate::error::{ApiError, CurrentVersion, Shortage};
 use crate::http::{Body, Framing, Response};
-use crate::permission::{self, Permission};
+use crate::permission::Permission;
 use crate::precondition::{self, Precondition, Refusal};
 use crate::router::decode_key;
 use crate::server::{Request, Step};
@@ -321,7 +321,7 @@ pub fn delete(app: &mut App, request: &Request, key: &str) -> Result<Step, ApiEr
     let precondition = precondition::parse_write(head.list_header("if-match")?.as_deref(), None)?;
     let session = app.authenticate(request)?;
     let (store, held) = visible(app, key, &session)?;
-    permission::require(Some(held), Permission::Own)?;
+    super::require(Some(held), Permission::Own)?;
     precondition::decide(&precondition, Some(&store.token)).map_err(|refusal| refused(refusal, &store))?;
     let released = released(app, key, store.size)?;
     let conn = app.db.conn();
@@ -364,7 +364,7 @@ fn check_write(
     if held.is_none() && matches!(precondition, Precondition::None | Precondition::Absent) {
         return Err(ApiError::Forbidden("That key is taken by a store you cannot see."));
     }
-    permission::require(held.map(|grant| grant.permission), Permission::Write)?;
+    super::require(held.map(|grant| grant.permission), Permission::Write)?;
     precondition::decide(precondition, Some(&store.token)).map_err(|refusal| refused(refusal, &store))?;
     Ok(Some(store))
 }

@@ -4,9 +4,9 @@
 //! thread that owns its connection.
 
 use super::listener::Slot;
+use super::rejection::Rejection;
 use super::request::{self, Framing, HeadLimits, Parsed, RequestHead};
 use super::response::{Body, Response};
-use crate::error::ApiError;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::os::unix::fs::FileExt;
@@ -60,7 +60,7 @@ pub enum HeadError {
     /// The peer closed, timed out or broke the connection: nothing to answer.
     Closed,
     /// A malformed or oversized head: answer, then close.
-    Reject(ApiError),
+    Reject(Rejection),
 }
 
 /// How fast a body must arrive, or an answer be taken (SPEC §1, "Slow
@@ -190,7 +190,7 @@ impl Connection {
                     Parsed::Partial => deadline = Some(started),
                 }
             }
-            let late = HeadError::Reject(ApiError::RequestTimeout);
+            let late = HeadError::Reject(Rejection::RequestTimeout);
             let wait = match deadline {
                 None => self.limits.idle_timeout,
                 Some(at) => at.checked_duration_since(Instant::now()).filter(|left| !left.is_zero()).ok_or(late)?,
@@ -206,7 +206,7 @@ impl Connection {
                     if deadline.is_some()
                         && matches!(err.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) =>
                 {
-                    return Err(HeadError::Reject(ApiError::RequestTimeout));
+                    return Err(HeadError::Reject(Rejection::RequestTimeout));
                 }
                 Err(_) => return Err(HeadError::Closed),
             }

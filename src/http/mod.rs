@@ -10,9 +10,11 @@ pub mod conn;
 pub mod listener;
 pub mod proxies;
 pub mod refuser;
+pub mod rejection;
 pub mod request;
 pub mod response;
 
 pub use conn::{BodyError, Connection, Limits, Pace, SendOptions};
+pub use rejection::Rejection;
 pub use request::{Framing, RequestHead};
 pub use response::{Body, Response};

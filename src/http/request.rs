@@ -1,7 +1,7 @@
 //! Parsing a request head with `httparse` under our limits, and deciding how
 //! its body is framed (the request-smuggling rules live here).
 
-use crate::error::ApiError;
+use super::rejection::Rejection;
 use std::net::IpAddr;
 
 /// How the request body is delimited.
@@ -76,18 +76,18 @@ impl RequestHead {
 
     /// The value of a header that may appear once; several lines of it are
     /// a bad header value (400), not a choice of the first.
-    pub fn single_header(&self, name: &str) -> Result<Option<&[u8]>, ApiError> {
+    pub fn single_header(&self, name: &str) -> Result<Option<&[u8]>, Rejection> {
         let mut lines = self.headers.iter().filter(|(n, _)| n == name);
         let first = lines.next().map(|(_, value)| value.as_slice());
         if lines.next().is_some() {
-            return Err(ApiError::bad_request(format!("The {name} header may appear only once.")));
+            return Err(Rejection::bad_request(format!("The {name} header may appear only once.")));
         }
         Ok(first)
     }
 
     /// The value of a header that may appear once, as text; a value that
     /// is not visible ASCII is a bad header value (400).
-    pub fn header_str(&self, name: &str) -> Result<Option<&str>, ApiError> {
+    pub fn header_str(&self, name: &str) -> Result<Option<&str>, Rejection> {
         self.single_header(name)?.map(|value| visible_text(name, value)).transpose()
     }
 
@@ -95,7 +95,7 @@ impl RequestHead {
     /// lines all count: several lines mean their values joined with ", "
     /// (RFC 9110 §5.3); a line repeated word for word counts once (so two
     /// lines of `*` are still `*`).
-    pub fn list_header(&self, name: &str) -> Result<Option<String>, ApiError> {
+    pub fn list_header(&self, name: &str) -> Result<Option<String>, Rejection> {
         let mut joined: Option<String> = None;
         let lines: Vec<&[u8]> = self.headers.iter().filter(|(n, _)| n == name).map(|(_, v)| v.as_slice()).collect();
         for (i, value) in lines.iter().enumerate() {
@@ -133,32 +133,32 @@ impl RequestHead {
 
 /// Parses the bytes received so far. Errors are answered, then the
 /// connection is closed.
-pub fn parse(buf: &[u8], limits: HeadLimits) -> Result<Parsed, ApiError> {
+pub fn parse(buf: &[u8], limits: HeadLimits) -> Result<Parsed, Rejection> {
     let line_end = buf.iter().position(|&b| b == b'\n');
     if line_end.map_or(buf.len(), |end| end) > limits.max_line {
-        return Err(ApiError::UriTooLong);
+        return Err(Rejection::UriTooLong);
     }
     let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut request = httparse::Request::new(&mut slots[..limits.max_headers.min(MAX_HEADERS)]);
     let status = request.parse(buf).map_err(|err| match err {
-        httparse::Error::Version => ApiError::HttpVersionNotSupported,
-        httparse::Error::TooManyHeaders => ApiError::HeadersTooLarge,
-        _ => ApiError::bad_request("Malformed request head."),
+        httparse::Error::Version => Rejection::HttpVersionNotSupported,
+        httparse::Error::TooManyHeaders => Rejection::HeadersTooLarge,
+        _ => Rejection::bad_request("Malformed request head."),
     });
     let status = match status {
         Err(err) if buf.len() > limits.max_head => {
             // A head past the limit that also fails to parse is still too large.
-            return Err(if matches!(err, ApiError::BadRequest(_)) { ApiError::HeadersTooLarge } else { err });
+            return Err(if matches!(err, Rejection::BadRequest(_)) { Rejection::HeadersTooLarge } else { err });
         }
         other => other?,
     };
     let consumed = match status {
         httparse::Status::Partial if buf.len() > limits.max_head => {
-            return Err(ApiError::HeadersTooLarge);
+            return Err(Rejection::HeadersTooLarge);
         }
         httparse::Status::Partial => return Ok(Parsed::Partial),
         httparse::Status::Complete(consumed) if consumed > limits.max_head => {
-            return Err(ApiError::HeadersTooLarge);
+            return Err(Rejection::HeadersTooLarge);
         }
         httparse::Status::Complete(consumed) => consumed,
     };
@@ -172,9 +172,9 @@ pub fn parse(buf: &[u8], limits: HeadLimits) -> Result<Parsed, ApiError> {
         request.headers.iter().map(|h| (h.name.to_ascii_lowercase(), h.value.to_vec())).collect();
     // RFC 9112 §3.2: exactly one Host in HTTP/1.1, never two in any version.
     match headers.iter().filter(|(n, _)| n == "host").count() {
-        0 if version_minor == 1 => return Err(ApiError::bad_request("HTTP/1.1 requests need a Host header.")),
+        0 if version_minor == 1 => return Err(Rejection::bad_request("HTTP/1.1 requests need a Host header.")),
         0 | 1 => {}
-        _ => return Err(ApiError::bad_request("More than one Host header.")),
+        _ => return Err(Rejection::bad_request("More than one Host header.")),
     }
     let framing = framing(version_minor, &headers)?;
     let keep_alive = keep_alive(version_minor, &headers);
@@ -216,7 +216,7 @@ fn origin_form(target: &str) -> &str {
 /// RFC 9112 §6: Transfer-Encoding and Content-Length together, several
 /// differing lengths, or a coding other than `chunked` are refused, so no
 /// proxy in front of us can disagree with us about where a body ends.
-pub fn framing(version_minor: u8, headers: &[(String, Vec<u8>)]) -> Result<Framing, ApiError> {
+pub fn framing(version_minor: u8, headers: &[(String, Vec<u8>)]) -> Result<Framing, Rejection> {
     let values = |name: &str| -> Vec<String> {
         headers
             .iter()
@@ -230,24 +230,24 @@ pub fn framing(version_minor: u8, headers: &[(String, Vec<u8>)]) -> Result<Frami
     let lengths = values("content-length");
     if !codings.is_empty() {
         if version_minor == 0 {
-            return Err(ApiError::bad_request("Transfer-Encoding is not allowed in HTTP/1.0."));
+            return Err(Rejection::bad_request("Transfer-Encoding is not allowed in HTTP/1.0."));
         }
         if !lengths.is_empty() {
-            return Err(ApiError::bad_request("Content-Length and Transfer-Encoding together are not allowed."));
+            return Err(Rejection::bad_request("Content-Length and Transfer-Encoding together are not allowed."));
         }
         if codings != ["chunked"] {
-            return Err(ApiError::bad_request("Only the chunked transfer coding is supported."));
+            return Err(Rejection::bad_request("Only the chunked transfer coding is supported."));
         }
         return Ok(Framing::Chunked);
     }
     let mut length = None;
     for text in &lengths {
         if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(ApiError::bad_request("Content-Length must be a decimal number."));
+            return Err(Rejection::bad_request("Content-Length must be a decimal number."));
         }
-        let value: u64 = text.parse().map_err(|_| ApiError::PayloadTooLarge("request body"))?;
+        let value: u64 = text.parse().map_err(|_| Rejection::PayloadTooLarge("request body"))?;
         if length.is_some_and(|previous| previous != value) {
-            return Err(ApiError::bad_request("Differing Content-Length values."));
+            return Err(Rejection::bad_request("Differing Content-Length values."));
         }
         length = Some(value);
     }
@@ -289,10 +289,10 @@ fn keep_alive(version_minor: u8, headers: &[(String, Vec<u8>)]) -> bool {
 }
 
 /// A header value as text: visible ASCII, spaces and tabs, else 400.
-fn visible_text<'a>(name: &str, value: &'a [u8]) -> Result<&'a str, ApiError> {
+fn visible_text<'a>(name: &str, value: &'a [u8]) -> Result<&'a str, Rejection> {
     match std::str::from_utf8(value) {
         Ok(text) if value.iter().all(|&b| b == b' ' || b == b'\t' || b.is_ascii_graphic()) => Ok(text),
-        _ => Err(ApiError::bad_request(format!("The {name} header has characters outside visible ASCII."))),
+        _ => Err(Rejection::bad_request(format!("The {name} header has characters outside visible ASCII."))),
     }
 }
 
@@ -336,7 +336,7 @@ mod tests {
 
     fn parse_err(text: &[u8]) -> (u16, &'static str) {
         match parse(text, LIMITS) {
-            Err(err) => err.status_and_code(),
+            Err(err) => crate::error::ApiError::from(err).status_and_code(),
             other => panic!("unexpected {other:?}"),
         }
     }
@@ -344,7 +344,10 @@ mod tests {
     #[test]
     fn single_headers_appear_once_and_list_headers_join_their_lines() {
         let (head, _) = parse_ok("GET / HTTP/1.0\r\nA: 1\r\nB: \"x\"\r\nA: 2\r\nB: \"y\"\r\n\r\n");
-        assert_eq!(head.header_str("a").unwrap_err().status_and_code(), (400, "bad_request"));
+        assert_eq!(
+            crate::error::ApiError::from(head.header_str("a").unwrap_err()).status_and_code(),
+            (400, "bad_request")
+        );
         assert!(head.single_header("a").is_err());
         assert_eq!(head.list_header("b").unwrap().as_deref(), Some("\"x\", \"y\""));
         assert_eq!(head.list_header("c").unwrap(), None);
@@ -417,7 +420,9 @@ mod tests {
             framing(1, &hdrs(&[("content-length", "18446744073709551615")])).unwrap(),
             Framing::Length(u64::MAX)
         );
-        let status = |h: &[(&str, &str)], minor| framing(minor, &hdrs(h)).unwrap_err().status_and_code().0;
+        let status = |h: &[(&str, &str)], minor| {
+            crate::error::ApiError::from(framing(minor, &hdrs(h)).unwrap_err()).status_and_code().0
+        };
         assert_eq!(status(&[("content-length", "5"), ("content-length", "6")], 1), 400);
         assert_eq!(status(&[("content-length", "5, 6")], 1), 400);
         assert_eq!(status(&[("content-length", "-1")], 1), 400);
