@@ -19,6 +19,7 @@ pub mod descriptors;
 pub mod durable;
 pub mod encoding;
 pub mod error;
+pub mod exchange;
 pub mod exit;
 pub mod hashing;
 pub mod hook;

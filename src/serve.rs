@@ -3,6 +3,7 @@
 //! thread and the loop. Every failure here is a [`Failure`] with the exit
 //! code SPEC §7 gives it.
 
+use crate::api::Event;
 use crate::api::{self, AfterCommit, App};
 use crate::auth;
 use crate::blobs::{Blobs, OpenFiles};
@@ -22,7 +23,7 @@ use crate::lifecycle::Lifecycle;
 use crate::log;
 use crate::polls::Polls;
 use crate::ratelimit::{DistinctLimit, RateLimit};
-use crate::server::{self, Event};
+use crate::server;
 use crate::throttle::Throttle;
 use crate::uploads::Uploads;
 use crate::worker::{self, Shared};
@@ -30,7 +31,7 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use std::collections::HashSet;
 use std::io;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::sync::{Arc, mpsc};
 use std::thread;
@@ -54,7 +55,7 @@ pub fn serve(config: Config) -> Result<(), Failure> {
     crate::descriptors::ensure(config.max_connections).map_err(Failure::config)?;
     let claim = datadir::claim(&config.static_root)?;
     let address = SocketAddr::new(config.bind, config.port);
-    let tcp = TcpListener::bind(address).map_err(|err| {
+    let tcp = listener::bind(address).map_err(|err| {
         let message = format!("BIND/PORT: cannot listen on {address}: {err}");
         match err.kind() {
             io::ErrorKind::AddrInUse | io::ErrorKind::AddrNotAvailable => Failure::transient(message),

@@ -3,19 +3,14 @@
 //! for the connection thread that sent it. It never waits on a client or on
 //! PBKDF2; a panic in a handler answers 500 and the loop goes on.
 
-use crate::api::{self, AfterPassword, App, Handled, PendingWrite, Received};
-use crate::auth::{PasswordJob, PasswordOutcome};
+use crate::api::{self, App, Event, Handled, PendingWrite, Received, Reply, Request, Step};
 use crate::error::ApiError;
-use crate::hashing::Ticket;
-use crate::http::budget::{MemoryBudget, OverBudget};
-use crate::http::{Body, RequestHead, Response};
 use crate::lifecycle::Lifecycle;
 use crate::log;
 use crate::router::Route;
 use std::collections::VecDeque;
-use std::net::IpAddr;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 /// Most uploads committed in one transaction.
@@ -34,93 +29,6 @@ const REAP_PAUSE: Duration = Duration::from_millis(10);
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// How often a shutdown looks whether requests are still in flight.
 const DRAIN_TICK: Duration = Duration::from_millis(20);
-
-/// A request as the loop sees it: the head and (except for uploads, which
-/// are streamed later) the whole body.
-#[derive(Debug)]
-pub struct Request {
-    pub head: RequestHead,
-    pub body: Vec<u8>,
-    pub peer: IpAddr,
-}
-
-/// What the loop tells a connection thread to do next.
-#[derive(Debug)]
-pub enum Step {
-    /// Write this answer; the request is done.
-    Respond(Response),
-    /// Receive the body (at most `limit` bytes; staged in a file, or in
-    /// memory for a log entry), then send [`Event::Uploaded`] with `then`.
-    /// A staged body reserves its bytes within `allowance` as it arrives.
-    Receive { limit: u64, then: PendingWrite, allowance: Option<crate::uploads::Allowance> },
-    /// Run PBKDF2 (in the place `ticket` holds), then send
-    /// [`Event::PasswordDone`] with `then`.
-    Password { job: PasswordJob, then: AfterPassword, ticket: Ticket },
-}
-
-/// The way back to one connection thread.
-#[derive(Debug, Clone)]
-pub struct Reply {
-    steps: Sender<Step>,
-    answers: MemoryBudget,
-    /// It answers a HEAD: no body is sent, so none is kept or counted.
-    head_only: bool,
-    /// Whose share of the budget its answer takes.
-    client: IpAddr,
-}
-
-impl Reply {
-    pub fn new(steps: Sender<Step>, answers: MemoryBudget, head_only: bool, client: IpAddr) -> Self {
-        Reply { steps, answers, head_only, client }
-    }
-
-    /// A vanished connection simply drops the step. A large answer takes
-    /// its part of the answers' memory (and of its client's share) here,
-    /// before it leaves the loop, and keeps it until sent; when the budget
-    /// cannot take it, it is dropped at once and the client gets `503`
-    /// instead. The body built for a HEAD is dropped here too (only its
-    /// length goes on).
-    pub fn send(&self, step: Step) {
-        let step = match step {
-            Step::Respond(mut response) if self.head_only => {
-                if let Body::Bytes(bytes) = &response.body {
-                    response.body = Body::Unsent(bytes.len() as u64);
-                }
-                Step::Respond(response)
-            }
-            Step::Respond(response) => {
-                Step::Respond(match self.answers.take(response.body_bytes().len(), self.client) {
-                    Ok(held) => response.holding(held),
-                    Err(OverBudget) => ApiError::Unavailable { retry_after_secs: 1 }.into_response(),
-                })
-            }
-            other => other,
-        };
-        let _ = self.steps.send(step);
-    }
-}
-
-/// Everything the loop reacts to.
-#[derive(Debug)]
-pub enum Event {
-    Request {
-        reply: Reply,
-        route: Result<Route, ApiError>,
-        request: Request,
-    },
-    Uploaded {
-        reply: Reply,
-        then: PendingWrite,
-        received: Received,
-    },
-    PasswordDone {
-        reply: Reply,
-        then: AfterPassword,
-        outcome: PasswordOutcome,
-    },
-    /// SIGTERM or SIGINT: stop gracefully.
-    Shutdown,
-}
 
 /// The loop's queue: the channel, plus the events taken from it ahead of
 /// their turn (by a batch that stopped at them), which come first.

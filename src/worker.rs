@@ -7,6 +7,7 @@
 //! longer than the phase allows.
 
 use crate::api::{self, JSON_LIMIT, Received};
+use crate::api::{Event, Reply, Request, Step};
 use crate::blobs::Blobs;
 use crate::config::Config;
 use crate::cors;
@@ -20,7 +21,6 @@ use crate::http::{BodyError, Connection, Framing, Limits, Pace, Response, SendOp
 use crate::lifecycle::Lifecycle;
 use crate::log;
 use crate::router::{self, Route};
-use crate::server::{Event, Reply, Request, Step};
 use crate::uploads::{Allowance, Uploads, shortage_of};
 use std::io;
 use std::net::{IpAddr, SocketAddr, TcpStream};

@@ -3,6 +3,7 @@
 //! `finish_*` functions with the continuation it handed out.
 
 use super::{AfterPassword, App, CurrentPassword, Session, json_body, respond};
+use super::{Request, Step};
 use crate::auth::{self, PasswordJob, PasswordOutcome};
 use crate::clock;
 use crate::config::Registration;
@@ -12,7 +13,6 @@ use crate::error::ApiError;
 use crate::hashing::Ticket;
 use crate::http::Response;
 use crate::log;
-use crate::server::{Request, Step};
 use serde::Deserialize;
 use serde_json::json;
 use std::net::IpAddr;

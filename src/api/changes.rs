@@ -3,12 +3,12 @@
 
 use super::paging;
 use super::{App, Handled, Session};
+use super::{Reply, Request, Step};
 use crate::clock;
 use crate::db::{self, changes::Change};
 use crate::error::{ApiError, Forgotten};
 use crate::http::Response;
 use crate::polls::{Parked, Poll};
-use crate::server::{Reply, Request, Step};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};

@@ -4,6 +4,7 @@
 //! most 100 different ids an hour. The server verifies nothing in them.
 
 use super::{App, DAY, paging, respond};
+use super::{Request, Step};
 use crate::auth;
 use crate::clock;
 use crate::db;
@@ -11,7 +12,6 @@ use crate::encoding::hex;
 use crate::error::ApiError;
 use crate::http::Response;
 use crate::precondition;
-use crate::server::{Request, Step};
 use serde_json::json;
 use std::time::Instant;
 

@@ -7,6 +7,7 @@
 use super::sharing::{MAX_ENVELOPE_BYTES, decode_sealed};
 use super::stores::visible;
 use super::{App, DAY, respond};
+use super::{Request, Step};
 use crate::auth::constant_time_eq;
 use crate::clock;
 use crate::db::{self, Db, links::Link};
@@ -14,7 +15,6 @@ use crate::encoding::{base64url, hex};
 use crate::error::ApiError;
 use crate::http::Response;
 use crate::permission::Permission;
-use crate::server::{Request, Step};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use std::time::Instant;

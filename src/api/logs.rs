@@ -6,6 +6,7 @@
 
 use super::stores::{Owners, PendingWrite, check_free_disk, check_quota, parse_log_index, refused, visible};
 use super::{App, Session, paging, respond};
+use super::{Request, Step};
 use crate::auth;
 use crate::clock;
 use crate::db::{self, Db, stores::StoreRow};
@@ -13,7 +14,6 @@ use crate::error::{ApiError, Forgotten};
 use crate::http::{Body, Framing, RequestHead, Response, budget};
 use crate::permission::Permission;
 use crate::precondition::{self, Precondition, Refusal};
-use crate::server::{Request, Step};
 use serde_json::json;
 
 /// About how many bytes one answer of a log read holds at most (always at

@@ -15,6 +15,7 @@ mod sessions;
 mod sharing;
 mod stores;
 
+pub use crate::exchange::{Received, Request};
 pub use accounts::{create as create_account, delete_account};
 pub use deferred::Deferred;
 pub use identities::{LOOKUPS_PER_HOUR as IDENTITY_LOOKUPS_PER_HOUR, MAX_IDENTITY_BYTES};
@@ -22,7 +23,7 @@ pub use links::REDEEM_FAILURES_PER_HOUR;
 pub use logs::{SMALL_ENTRY, small_append};
 pub use reset::issue_token as issue_reset_token;
 pub use sharing::MAX_ENVELOPE_BYTES;
-pub use stores::{PendingWrite, Received, finish_uploads};
+pub use stores::{PendingWrite, finish_uploads};
 
 use crate::auth::{self, PasswordOutcome};
 use crate::blobs::{Blobs, OpenFiles};
@@ -40,7 +41,7 @@ use crate::permission::Permission;
 use crate::polls::{Poll, Polls};
 use crate::ratelimit::{DistinctLimit, RateLimit};
 use crate::router::Route;
-use crate::server::{Reply, Request, Step};
+
 use crate::throttle::Throttle;
 use serde::de::DeserializeOwned;
 use std::net::IpAddr;
@@ -251,6 +252,13 @@ pub enum Handled {
     /// Hold the request until a change or its deadline.
     Park(Poll),
 }
+
+/// What the loop answers a connection with, carrying this API's continuations.
+pub type Step = crate::exchange::Step<PendingWrite, AfterPassword>;
+/// The way back to one connection thread.
+pub type Reply = crate::exchange::Reply<PendingWrite, AfterPassword>;
+/// What a connection thread tells the loop.
+pub type Event = crate::exchange::Event<PendingWrite, AfterPassword>;
 
 /// An authenticated caller.
 #[derive(Debug, Clone)]

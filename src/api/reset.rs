@@ -4,6 +4,7 @@
 //! single-use, one-hour token and a new password, and revokes every session.
 
 use super::{AfterPassword, App, Deferred, json_body, respond};
+use super::{Request, Step};
 use crate::auth::{self, PasswordJob};
 use crate::clock;
 use crate::db;
@@ -11,7 +12,6 @@ use crate::error::ApiError;
 use crate::hook::{MAX_RUNNING, ResetHook};
 use crate::http::Response;
 use crate::log;
-use crate::server::{Request, Step};
 use serde::Deserialize;
 use serde_json::json;
 use std::net::IpAddr;

@@ -1,5 +1,6 @@
 //! `GET /v1/health` and `GET /v1/info`: no authentication, no writes.
 
+use super::Step;
 use super::changes::MAX_WAIT_SECONDS;
 use super::paging::MAX_PAGE;
 use super::respond;
@@ -7,7 +8,6 @@ use crate::config::Config;
 use crate::error::ApiError;
 use crate::http::Response;
 use crate::router::MAX_KEY_BYTES;
-use crate::server::Step;
 use serde_json::json;
 
 /// Largest `Sync-Meta` value in bytes.

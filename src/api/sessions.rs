@@ -4,12 +4,12 @@
 
 use super::accounts::Credentials;
 use super::{AfterPassword, App, json_body, respond};
+use super::{Request, Step};
 use crate::auth::{self, PasswordJob, PasswordOutcome};
 use crate::clock;
 use crate::db;
 use crate::error::ApiError;
 use crate::http::Response;
-use crate::server::{Request, Step};
 use serde_json::json;
 use std::time::Instant;
 

@@ -8,6 +8,7 @@
 
 use super::stores::{Owners, REVALIDATE, check_quota, refused, visible};
 use super::{App, respond};
+use super::{Request, Step};
 use crate::auth;
 use crate::clock;
 use crate::db::{self, Db};
@@ -16,7 +17,6 @@ use crate::error::ApiError;
 use crate::http::Response;
 use crate::permission::Permission;
 use crate::precondition::{self, Precondition};
-use crate::server::{Request, Step};
 use serde_json::{Map, Value, json};
 use std::collections::{HashMap, HashSet};
 

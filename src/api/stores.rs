@@ -8,6 +8,7 @@ use super::Released;
 use super::logs::{self, PendingAppend};
 use super::service::MAX_META_BYTES;
 use super::{App, Session, paging, respond};
+use super::{Received, Request, Step};
 use crate::auth;
 use crate::blobs::{Batch, Staged};
 use crate::clock;
@@ -18,7 +19,6 @@ use crate::http::{Body, Framing, Response};
 use crate::permission::Permission;
 use crate::precondition::{self, Precondition, Refusal};
 use crate::router::decode_key;
-use crate::server::{Request, Step};
 use crate::uploads::Allowance;
 use serde_json::json;
 use std::io::Write;
@@ -49,13 +49,6 @@ impl PendingWrite {
     pub fn in_memory(&self) -> bool {
         matches!(self, PendingWrite::Append(_))
     }
-}
-
-/// A body that has arrived, as its pending write asked.
-#[derive(Debug)]
-pub enum Received {
-    File(Staged),
-    Entry(Vec<u8>),
 }
 
 /// A PUT waiting for its body.

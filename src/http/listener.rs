@@ -267,6 +267,11 @@ impl Drop for Slot {
     }
 }
 
+/// The listening socket on `address`.
+pub fn bind(address: SocketAddr) -> io::Result<TcpListener> {
+    TcpListener::bind(address)
+}
+
 /// Accepts until `keep_going` says no (checked after each accept, so whoever
 /// stops it connects once to wake it); then the listening socket closes.
 /// `handle` runs on a new thread per admitted connection; a connection

@@ -24,3 +24,4 @@ mod slow_clients;
 mod soak;
 mod stores;
 mod support;
+mod tidy;

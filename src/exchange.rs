@@ -1,0 +1,125 @@
+//! What connection threads and the loop say to each other: a connection
+//! sends the loop an [`Event`] (a request, a body that has arrived, a
+//! password checked) with a [`Reply`] to answer through, and the loop
+//! answers with a [`Step`]. The continuations a step carries (`W` for a
+//! write waiting for its body, `P` for a request waiting for PBKDF2) are
+//! the API's own types: this module knows nothing of them, so the API can
+//! use it without depending on the loop (`api::Step` and its kin name the
+//! concrete types).
+
+use crate::auth::{PasswordJob, PasswordOutcome};
+use crate::blobs::Staged;
+use crate::error::ApiError;
+use crate::hashing::Ticket;
+use crate::http::budget::{MemoryBudget, OverBudget};
+use crate::http::{Body, RequestHead, Response};
+use crate::router::Route;
+use crate::uploads::Allowance;
+use std::net::IpAddr;
+use std::sync::mpsc::Sender;
+
+/// A body that has arrived, as its pending write asked: staged in a file
+/// (a store), or in memory (a log entry).
+#[derive(Debug)]
+pub enum Received {
+    File(Staged),
+    Entry(Vec<u8>),
+}
+
+/// A request as the loop sees it: the head and (except for uploads, which
+/// are streamed later) the whole body.
+#[derive(Debug)]
+pub struct Request {
+    pub head: RequestHead,
+    pub body: Vec<u8>,
+    pub peer: IpAddr,
+}
+
+/// What the loop tells a connection thread to do next.
+#[derive(Debug)]
+pub enum Step<W, P> {
+    /// Write this answer; the request is done.
+    Respond(Response),
+    /// Receive the body (at most `limit` bytes; staged in a file, or in
+    /// memory for a log entry), then send [`Event::Uploaded`] with `then`.
+    /// A staged body reserves its bytes within `allowance` as it arrives.
+    Receive { limit: u64, then: W, allowance: Option<Allowance> },
+    /// Run PBKDF2 (in the place `ticket` holds), then send
+    /// [`Event::PasswordDone`] with `then`.
+    Password { job: PasswordJob, then: P, ticket: Ticket },
+}
+
+/// The way back to one connection thread.
+#[derive(Debug)]
+pub struct Reply<W, P> {
+    steps: Sender<Step<W, P>>,
+    answers: MemoryBudget,
+    /// It answers a HEAD: no body is sent, so none is kept or counted.
+    head_only: bool,
+    /// Whose share of the budget its answer takes.
+    client: IpAddr,
+}
+
+impl<W, P> Clone for Reply<W, P> {
+    fn clone(&self) -> Self {
+        Reply {
+            steps: self.steps.clone(),
+            answers: self.answers.clone(),
+            head_only: self.head_only,
+            client: self.client,
+        }
+    }
+}
+
+impl<W, P> Reply<W, P> {
+    pub fn new(steps: Sender<Step<W, P>>, answers: MemoryBudget, head_only: bool, client: IpAddr) -> Self {
+        Reply { steps, answers, head_only, client }
+    }
+
+    /// A vanished connection simply drops the step. A large answer takes
+    /// its part of the answers' memory (and of its client's share) here,
+    /// before it leaves the loop, and keeps it until sent; when the budget
+    /// cannot take it, it is dropped at once and the client gets `503`
+    /// instead. The body built for a HEAD is dropped here too (only its
+    /// length goes on).
+    pub fn send(&self, step: Step<W, P>) {
+        let step = match step {
+            Step::Respond(mut response) if self.head_only => {
+                if let Body::Bytes(bytes) = &response.body {
+                    response.body = Body::Unsent(bytes.len() as u64);
+                }
+                Step::Respond(response)
+            }
+            Step::Respond(response) => {
+                Step::Respond(match self.answers.take(response.body_bytes().len(), self.client) {
+                    Ok(held) => response.holding(held),
+                    Err(OverBudget) => ApiError::Unavailable { retry_after_secs: 1 }.into_response(),
+                })
+            }
+            other => other,
+        };
+        let _ = self.steps.send(step);
+    }
+}
+
+/// Everything the loop reacts to.
+#[derive(Debug)]
+pub enum Event<W, P> {
+    Request {
+        reply: Reply<W, P>,
+        route: Result<Route, ApiError>,
+        request: Request,
+    },
+    Uploaded {
+        reply: Reply<W, P>,
+        then: W,
+        received: Received,
+    },
+    PasswordDone {
+        reply: Reply<W, P>,
+        then: P,
+        outcome: PasswordOutcome,
+    },
+    /// SIGTERM or SIGINT: stop gracefully.
+    Shutdown,
+}
