@@ -249,7 +249,7 @@ fn existing_account(data: &DataDir, id: &str) -> Result<Option<String>, String> 
 fn account_delete(config: &Config, id: &str) -> Result<ExitCode, Failure> {
     let blobs = Blobs::at(&config.static_root);
     for_account(config, id, |data, account_id| {
-        let deleted = data.db.write(|tx| api::delete_account(tx, account_id))?;
+        let deleted = data.db.write(|tx| api::delete_account(tx, account_id, usize::MAX))?;
         for file in &deleted.files {
             if let Err(err) = blobs.remove(file) {
                 eprintln!("sync-node: could not remove a store file: {err}");

@@ -159,7 +159,7 @@ pub fn serve(config: Config) -> Result<(), Failure> {
         after_commit: AfterCommit::default(),
         data_version: None,
         stopping: false,
-        log_garbage: true,
+        garbage: true,
         pinned: Vec::new(),
         others_waiting: false,
         answers,

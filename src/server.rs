@@ -79,9 +79,10 @@ pub fn run(mut app: App, events: Receiver<Event>, lifecycle: &Lifecycle) {
     let mut next_reap = Instant::now();
     loop {
         let now = Instant::now();
-        if app.log_garbage && now >= next_reap {
-            if let Err(err) = write(&mut app, App::reap) {
-                log::error(format_args!("deleting dropped log entries failed: {err:?}"));
+        if app.garbage && now >= next_reap {
+            match write(&mut app, App::reap) {
+                Ok(()) => app.run_after_commit(),
+                Err(err) => log::error(format_args!("deleting what a deletion or compaction left failed: {err:?}")),
             }
             next_reap = now + REAP_PAUSE;
         }
@@ -102,7 +103,7 @@ pub fn run(mut app: App, events: Receiver<Event>, lifecycle: &Lifecycle) {
             Some(deadline) => deadline.min(now + OUTSIDE_COMMIT_CHECK),
             None => next_maintenance,
         };
-        let wake = if app.log_garbage { wake.min(next_reap) } else { wake };
+        let wake = if app.garbage { wake.min(next_reap) } else { wake };
         match inbox.next(wake.min(next_maintenance)) {
             Ok(Event::Shutdown) => break,
             Ok(event) => handle(&mut app, event, &mut inbox),

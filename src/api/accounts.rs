@@ -196,24 +196,23 @@ pub fn delete(app: &mut App, request: &Request) -> Result<Step, ApiError> {
 
 pub fn finish_delete(app: &mut App, check: CurrentPassword, outcome: PasswordOutcome) -> Result<Step, ApiError> {
     let (session, _) = confirmed(app, &check, outcome)?;
-    let deleted = delete_account(app.db.conn(), &session.account_id)?;
-    app.log_garbage = true;
-    for file in deleted.files {
-        // The account is gone: a version still being read counts for nobody.
-        app.after_commit.remove_file(file, Default::default());
-    }
-    app.after_commit.wake(deleted.touched);
+    // Gone at once for sign-ins and sessions; its stores go a chunk at a
+    // time between requests (App::reap), so no account holds the loop.
+    db::accounts::start_deleting(app.db.conn(), &session.account_id)?;
+    app.garbage = true;
     app.after_commit.revoked(session.account_id);
     respond(Response::new(204))
 }
 
-/// What deleting an account left to do after its commit.
+/// What deleting (part of) an account left to do after its commit.
 #[derive(Debug)]
 pub struct DeletedAccount {
     /// Accounts whose feeds changed (they could see a deleted store).
     pub touched: Vec<String>,
     /// Files of the deleted stores, to remove.
     pub files: Vec<String>,
+    /// The account itself is gone (its last stores were in this part).
+    pub done: bool,
 }
 
 /// The verdict (the attempt is already settled), then: the caller's session if it is still live,
@@ -235,12 +234,14 @@ fn confirmed(
     Ok((session, new_hash))
 }
 
-/// Deletes an account inside the caller's write transaction: the stores it
-/// alone owned (leaving tombstones for everyone who could see them), its
-/// permissions on other stores, its sessions and reset token. The caller
-/// removes the files once the transaction has committed.
-pub fn delete_account(tx: &rusqlite::Connection, account_id: &str) -> Result<DeletedAccount, ApiError> {
-    let doomed = db::stores::solely_owned(tx, account_id)?;
+/// Deletes up to `most` of the stores an account alone owns, inside the
+/// caller's write transaction (leaving tombstones for everyone who could
+/// see them), and the account itself (its permissions on other stores,
+/// its sessions and reset token) once none is left. The caller removes
+/// the files once the transaction has committed.
+pub fn delete_account(tx: &rusqlite::Connection, account_id: &str, most: usize) -> Result<DeletedAccount, ApiError> {
+    let doomed = db::stores::solely_owned(tx, account_id, most)?;
+    let done = doomed.len() < most;
     let now = clock::now_ms();
     let mut touched = Vec::new();
     for store in &doomed {
@@ -248,9 +249,11 @@ pub fn delete_account(tx: &rusqlite::Connection, account_id: &str) -> Result<Del
         touched.extend(db::changes::touch_store(tx, &store.key, seq, now)?);
         db::stores::delete(tx, &store.key)?;
     }
-    db::accounts::delete(tx, account_id)?;
+    if done {
+        db::accounts::delete(tx, account_id)?;
+    }
     touched.sort();
     touched.dedup();
     touched.retain(|account| account != account_id);
-    Ok(DeletedAccount { touched, files: doomed.into_iter().map(|store| store.file).collect() })
+    Ok(DeletedAccount { touched, files: doomed.into_iter().map(|store| store.file).collect(), done })
 }

@@ -60,6 +60,8 @@ pub const RESET_TOKENS_PER_HOUR: usize = 3;
 pub const RATE_LIMIT_KEYS: usize = 10_000;
 /// Dropped log entries deleted at once by [`App::reap`].
 pub const REAP_ROWS: usize = 2_000;
+/// Stores of an account being deleted that [`App::reap`] deletes at once.
+pub const REAP_STORES: usize = 100;
 /// Successful sign-ins one account may make in an hour (and attempts in
 /// flight count): correct passwords cost PBKDF2 work too.
 pub const SIGN_INS_PER_HOUR: usize = 60;
@@ -118,10 +120,10 @@ pub struct App {
     /// Removed store files that readers still hold, counted against their
     /// owners' quota until released.
     pub pinned: Vec<Pinned>,
-    /// Log entries dropped by a compaction or deletion may wait in
-    /// `log_garbage`: the loop deletes them a chunk at a time
-    /// ([`App::reap`]). A hint: set by whatever may have dropped some.
-    pub log_garbage: bool,
+    /// Work left by a deletion or compaction may wait: an account being
+    /// deleted, log entries in `log_garbage`. The loop does it a chunk at
+    /// a time ([`App::reap`]). A hint: set by whatever may have left some.
+    pub garbage: bool,
     /// Other requests are waiting behind the one being handled: a listing
     /// then ends its page at the time budget ([`paging::Page`]).
     pub others_waiting: bool,
@@ -510,10 +512,23 @@ impl App {
 
     /// Prunes expired sessions and reset tokens, tombstones older than the
     /// retention, and throttle entries that no longer matter.
-    /// Deletes one chunk of dropped log entries (a few milliseconds of the
-    /// loop at most), so deleting or compacting a long log never holds it.
+    /// Does one chunk of what deletions and compactions left (a few
+    /// milliseconds of the loop at most): [`REAP_STORES`] stores of an
+    /// account being deleted, else [`REAP_ROWS`] dropped log entries. So
+    /// deleting a large account or a long log never holds the loop.
     pub fn reap(&mut self) -> Result<(), ApiError> {
-        self.log_garbage = db::logs::reap(self.db.conn(), REAP_ROWS)?;
+        let conn = self.db.conn();
+        if let Some(account) = db::accounts::deleting(conn)? {
+            let deleted = accounts::delete_account(conn, &account, REAP_STORES)?;
+            for file in deleted.files {
+                // The account is gone: a version still being read counts for nobody.
+                self.after_commit.remove_file(file, Default::default());
+            }
+            self.after_commit.wake(deleted.touched);
+            self.garbage = true;
+            return Ok(());
+        }
+        self.garbage = db::logs::reap(conn, REAP_ROWS)?;
         Ok(())
     }
 
@@ -535,7 +550,7 @@ impl App {
         let now = clock::now_ms();
         self.pinned.retain(|pinned| pinned.file.strong_count() > 0);
         // A command-line tool (account removal) may have dropped entries.
-        self.log_garbage |= db::logs::garbage_left(self.db.conn())?;
+        self.garbage |= db::logs::garbage_left(self.db.conn())? || db::accounts::deleting(self.db.conn())?.is_some();
         db::sessions::delete_expired(self.db.conn(), now)?;
         db::resets::delete_expired(self.db.conn(), now)?;
         self.throttle.prune(Instant::now());

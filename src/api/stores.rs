@@ -280,7 +280,7 @@ fn stage_put(
     db::stores::upsert(conn, &store)?;
     if let Some(upto) = then.compact_to {
         store.log = db::logs::compact(conn, &store.key, upto)?;
-        app.log_garbage = true;
+        app.garbage = true;
     }
     if existing.is_none() {
         db::stores::set_permission(conn, &session.account_id, &store.key, Permission::Own)?;
@@ -322,7 +322,7 @@ pub fn delete(app: &mut App, request: &Request, key: &str) -> Result<Step, ApiEr
     // Everyone who could see the store hears of its deletion.
     let touched = db::changes::touch_store(conn, key, seq, clock::now_ms())?;
     db::stores::delete(conn, key)?;
-    app.log_garbage = true;
+    app.garbage = true;
     app.after_commit.remove_file(store.file, released);
     app.after_commit.wake(touched);
     respond(Response::new(204))

@@ -23,7 +23,7 @@ pub fn insert(conn: &Connection, id: &str, password: &str, key_salt: &str, creat
 }
 
 pub fn get(conn: &Connection, id: &str) -> rusqlite::Result<Option<AccountRow>> {
-    conn.prepare_cached("SELECT id, password, key_salt, credential FROM sync_account WHERE id = ?1")?
+    conn.prepare_cached("SELECT id, password, key_salt, credential FROM sync_account WHERE id = ?1 AND deleting = 0")?
         .query_row([id], |row| {
             Ok(AccountRow { id: row.get(0)?, password: row.get(1)?, key_salt: row.get(2)?, credential: row.get(3)? })
         })
@@ -121,6 +121,25 @@ pub fn list(conn: &Connection, now: i64) -> rusqlite::Result<Vec<AccountSummary>
         })
     })?;
     rows.collect()
+}
+
+/// Starts deleting an account: it can no longer sign in or be signed in as
+/// (its sessions, reset token and identity go now, its credential version
+/// moves on), while its stores go a chunk at a time ([`deleting`]).
+pub fn start_deleting(conn: &Connection, id: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached("UPDATE sync_account SET deleting = 1, credential = credential + 1 WHERE id = ?1")?
+        .execute([id])?;
+    conn.prepare_cached("DELETE FROM sync_session WHERE account_id = ?1")?.execute([id])?;
+    conn.prepare_cached("DELETE FROM password_reset_token WHERE account_id = ?1")?.execute([id])?;
+    conn.prepare_cached("DELETE FROM account_identity WHERE account_id = ?1")?.execute([id])?;
+    Ok(())
+}
+
+/// An account whose deletion has started and not ended.
+pub fn deleting(conn: &Connection) -> rusqlite::Result<Option<String>> {
+    conn.prepare_cached("SELECT id FROM sync_account WHERE deleting = 1 LIMIT 1")?
+        .query_row([], |row| row.get(0))
+        .optional()
 }
 
 /// Deletes the account; its sessions, reset token, permissions and change

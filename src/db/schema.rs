@@ -119,7 +119,9 @@ const MIGRATIONS: &[&str] = &[
     // Log entries are keyed by the store incarnation's `log_id` and carry
     // the running total of their log's bytes (`cum`), so compaction and
     // deletion change one row at once; the entries they drop are listed
-    // in `log_garbage` and deleted in bounded chunks afterwards.
+    // in `log_garbage` and deleted in bounded chunks afterwards. An account
+    // being deleted is marked `deleting` (it cannot sign in) while its
+    // stores go, likewise in chunks.
     "ALTER TABLE sync_store ADD COLUMN log_id INTEGER;
     ALTER TABLE sync_store ADD COLUMN log_total INTEGER NOT NULL DEFAULT 0;
     UPDATE sync_store SET log_id = rowid;
@@ -143,6 +145,7 @@ const MIGRATIONS: &[&str] = &[
         size + log_bytes + 4 * length(CAST(store_key AS BLOB)) + coalesce(length(CAST(store_meta AS BLOB)), 0)
         + 1024 + 128 * (log_head - log_base)
     ) VIRTUAL;
+    ALTER TABLE sync_account ADD COLUMN deleting INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE sync_account ADD COLUMN bytes_used INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE sync_account ADD COLUMN stores_owned INTEGER NOT NULL DEFAULT 0;
     UPDATE sync_account SET

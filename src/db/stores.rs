@@ -182,16 +182,17 @@ pub fn list_page(
 }
 
 /// The stores the account is the only owner of.
-pub fn solely_owned(conn: &Connection, account_id: &str) -> rusqlite::Result<Vec<StoreRow>> {
+pub fn solely_owned(conn: &Connection, account_id: &str, most: usize) -> rusqlite::Result<Vec<StoreRow>> {
     let mut statement = conn.prepare_cached(concat!(
         "SELECT ",
         store_columns!(),
         " FROM account_permission p JOIN sync_store s ON s.store_key = p.store_key
          WHERE p.account_id = ?1 AND p.permission = 'OWN' AND NOT EXISTS (
              SELECT 1 FROM account_permission o
-             WHERE o.store_key = p.store_key AND o.permission = 'OWN' AND o.account_id <> ?1)"
+             WHERE o.store_key = p.store_key AND o.permission = 'OWN' AND o.account_id <> ?1)
+         LIMIT ?2"
     ))?;
-    let rows = statement.query_map([account_id], store_row)?;
+    let rows = statement.query_map(params![account_id, most.min(i64::MAX as usize) as i64], store_row)?;
     rows.collect()
 }
 

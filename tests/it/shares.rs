@@ -394,3 +394,58 @@ fn a_replaced_version_that_readers_hold_counts_against_its_owner_until_they_let_
     }
     assert_eq!(server.put("more", &token, &[], &vec![3u8; 10 * MIB]).status, 201);
 }
+
+#[test]
+fn deleting_an_account_of_thousands_of_stores_does_not_hold_the_loop() {
+    let server = Server::start();
+    let token = server.register("leaving");
+    let member = server.register("member");
+    let stores = 3000;
+    let writers: Vec<_> = (0..8)
+        .map(|t| {
+            let (addr, token) = (server.addr, token.clone());
+            thread::spawn(move || {
+                let mut conn = crate::support::Conn::open(addr);
+                for n in (t..stores).step_by(8) {
+                    assert_eq!(conn.request("PUT", &format!("/v1/stores/s{n}"), Some(&token), &[], b"x").status, 201);
+                }
+            })
+        })
+        .collect();
+    writers.into_iter().for_each(|t| t.join().unwrap());
+    let share = json!({"account": "member", "permission": "READ"}).to_string();
+    assert_eq!(server.call("PUT", "/v1/stores/s7/permissions", Some(&token), &[], share.as_bytes()).status, 204);
+    let since = server.get("/v1/changes?since=0", Some(&member)).json()["seq"].as_i64().unwrap();
+    let root = server.root.clone();
+    let left = || -> i64 {
+        crate::support::database(&root).query_row("SELECT count(*) FROM sync_store", [], |row| row.get(0)).unwrap()
+    };
+    assert_eq!(left(), stores as i64);
+    // Health is asked for from before the deletion until its last store is gone.
+    let deleting = AtomicBool::new(true);
+    let (slowest, asked) = thread::scope(|scope| {
+        let watcher = scope.spawn(|| slowest_health(&server, || deleting.load(Ordering::Relaxed)));
+        thread::sleep(Duration::from_millis(100));
+        let body = json!({"password": PASSWORD}).to_string();
+        let gone = server.call("DELETE", "/v1/account", Some(&token), &[], body.as_bytes());
+        assert_eq!(gone.status, 204);
+        assert_eq!(server.get("/v1/account", Some(&token)).status, 401, "its sessions end at once");
+        let sign_in = server.post_json("/v1/sessions", None, &json!({"id": "leaving", "password": PASSWORD}));
+        assert_eq!(sign_in.status, 401, "and it cannot sign in while its stores go");
+        while left() > 0 {
+            thread::sleep(Duration::from_millis(20));
+        }
+        deleting.store(false, Ordering::Relaxed);
+        watcher.join().unwrap()
+    });
+    assert!(slowest < Duration::from_millis(100), "health waited {slowest:?} behind the deletion ({asked} asked)");
+    let feed = server.get(&format!("/v1/changes?since={since}"), Some(&member)).json();
+    assert_eq!(feed["changes"][0]["key"], "s7", "the member heard of the shared store's deletion");
+    assert_eq!(feed["changes"][0]["token"], serde_json::Value::Null, "a tombstone");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while server.post_json("/v1/accounts", None, &json!({"id": "leaving", "password": PASSWORD})).status != 201 {
+        assert!(std::time::Instant::now() < deadline, "the id was never free again");
+        thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(crate::support::cli(&root, &["check"], &[]).0, 0);
+}
