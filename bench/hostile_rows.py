@@ -100,7 +100,7 @@ def server(work, name, **env):
     """A release server with the shipped connection caps (bench.py's own
     defaults raise them)."""
     port = free_port()
-    settings = dict(PBKDF2_ITERATIONS="1000", MAX_CONNECTIONS="256", MAX_CONNECTIONS_PER_ADDRESS="64")
+    settings = dict(PBKDF2_ITERATIONS="1000", MAX_CONNECTIONS="256", MAX_CONNECTIONS_PER_ADDRESS="32")
     proc, _ = start_server(os.path.join(work, name), port, **{**settings, **env})
     return port, proc
 

@@ -32,8 +32,8 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
     ("MAX_CONNECTIONS", "256", "open connections at once (1..=65536); idle ones are shed first, then 503"),
     (
         "MAX_CONNECTIONS_PER_ADDRESS",
-        "64",
-        "open connections from one client address or IPv6 /64 (1..=65536; not applied to trusted proxies)",
+        "32",
+        "open connections from one client address or IPv6 /64 (1..=65536; behind a trusted proxy, per forwarded client)",
     ),
     ("MIN_FREE_BYTES", "104857600", "store writes that would leave less free disk space get 507"),
     (
@@ -184,7 +184,7 @@ impl Config {
             max_connections_per_address: number(
                 get("MAX_CONNECTIONS_PER_ADDRESS"),
                 "MAX_CONNECTIONS_PER_ADDRESS",
-                64,
+                32,
                 1,
                 65_536,
             )?,
@@ -279,7 +279,7 @@ mod tests {
         assert_eq!(config.pbkdf2_iterations, 600_000);
         assert!(!config.trust_proxy.any());
         assert_eq!(config.max_connections, 256);
-        assert_eq!(config.max_connections_per_address, 64);
+        assert_eq!(config.max_connections_per_address, 32, "four addresses hold at most half the slots");
         assert_eq!(config.min_free_bytes, 104_857_600);
         assert_eq!(config.max_entry_bytes, 1_048_576);
         assert_eq!(config.max_log_bytes, config.max_store_bytes, "defaults to MAX_STORE_BYTES");

@@ -77,6 +77,8 @@ pub enum Shortage {
     Disk,
     /// The owner's `MAX_STORES_PER_ACCOUNT`.
     Stores,
+    /// The store's 1,000 share links.
+    Links,
 }
 
 impl std::fmt::Display for Shortage {
@@ -179,6 +181,9 @@ impl ApiError {
             }
             ApiError::InsufficientStorage(Shortage::Stores) => {
                 "This account owns as many stores as the server allows; delete one first.".into()
+            }
+            ApiError::InsufficientStorage(Shortage::Links) => {
+                "This store has made as many share links as it may (1000).".into()
             }
         }
     }

@@ -5,14 +5,14 @@
 //! hour from an account or an address lock that account or address out.
 
 use super::sharing::{MAX_ENVELOPE_BYTES, decode_sealed};
-use super::stores::visible;
+use super::stores::{Owners, check_free_disk, check_quota, visible};
 use super::{App, DAY, respond};
 use super::{Request, Step};
 use crate::auth::constant_time_eq;
 use crate::clock;
 use crate::db::{self, Db, links::Link};
 use crate::encoding::{base64url, hex};
-use crate::error::ApiError;
+use crate::error::{ApiError, Shortage};
 use crate::http::Response;
 use crate::permission::Permission;
 use serde_json::{Value, json};
@@ -21,6 +21,12 @@ use std::time::Instant;
 
 /// Most uses one link may have.
 pub const MAX_LINK_USES: i64 = 1000;
+/// Most links a store may have made (working, used up or ended: their
+/// rows stay until the store goes).
+pub const MAX_LINKS_PER_STORE: u64 = 1000;
+/// What a link counts against its store's owners besides its envelope and
+/// id (the schema's `link_bytes` counts the same).
+pub const LINK_OVERHEAD: u64 = 256;
 /// Failed redeems per account, and per address, per hour.
 pub const REDEEM_FAILURES_PER_HOUR: usize = 10;
 /// A link's life when none is asked for, and the longest it may have.
@@ -43,8 +49,16 @@ pub fn create(app: &mut App, request: &Request, key: &str) -> Result<Step, ApiEr
     if db::links::taken(conn, &link.link)? {
         return Err(ApiError::LinkExists);
     }
+    // A link's row stays until its store goes: bounded per store, counted
+    // against the owners' quota, refused when the disk is low.
+    if db::links::count(conn, key)? >= MAX_LINKS_PER_STORE {
+        return Err(ApiError::InsufficientStorage(Shortage::Links));
+    }
+    let cost = (link.envelope.len() + link.link.len()) as u64 + LINK_OVERHEAD;
+    check_quota(app, Owners::OfStore(key), 0, cost)?;
+    check_free_disk(app, cost)?;
     link.key = key.to_owned();
-    db::links::insert(conn, &link)?;
+    db::links::insert(app.db.conn(), &link)?;
     respond(Response::json(201, &json!({ "link": link.link, "expires": link.expires, "uses": link.uses_left })))
 }
 

@@ -58,10 +58,12 @@ pub const RESET_REQUESTS_PER_HOUR: usize = 10;
 pub const RESET_TOKENS_PER_HOUR: usize = 3;
 /// Keys each rate-limit table keeps at most.
 pub const RATE_LIMIT_KEYS: usize = 10_000;
-/// Dropped log entries deleted at once by [`App::reap`].
+/// Dropped log entries deleted at once by [`App::reap`], and about how
+/// many of their bytes at most.
 pub const REAP_ROWS: usize = 2_000;
+pub const REAP_BYTES: u64 = 8 * 1024 * 1024;
 /// Stores of an account being deleted that [`App::reap`] deletes at once.
-pub const REAP_STORES: usize = 100;
+pub const REAP_STORES: usize = 50;
 /// Successful sign-ins one account may make in an hour (and attempts in
 /// flight count): correct passwords cost PBKDF2 work too.
 pub const SIGN_INS_PER_HOUR: usize = 60;
@@ -514,7 +516,8 @@ impl App {
     /// retention, and throttle entries that no longer matter.
     /// Does one chunk of what deletions and compactions left (a few
     /// milliseconds of the loop at most): [`REAP_STORES`] stores of an
-    /// account being deleted, else [`REAP_ROWS`] dropped log entries. So
+    /// account being deleted, else [`REAP_ROWS`] dropped log entries (at
+    /// most about [`REAP_BYTES`] of them). So
     /// deleting a large account or a long log never holds the loop.
     pub fn reap(&mut self) -> Result<(), ApiError> {
         let conn = self.db.conn();
@@ -528,7 +531,7 @@ impl App {
             self.garbage = true;
             return Ok(());
         }
-        self.garbage = db::logs::reap(conn, REAP_ROWS)?;
+        self.garbage = db::logs::reap(conn, REAP_ROWS, REAP_BYTES)?;
         Ok(())
     }
 

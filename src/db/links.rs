@@ -35,6 +35,11 @@ fn link_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Link> {
 const COLUMNS: &str = "link, store_key, verifier_hash, permission, envelope, uses_left, expires, created";
 
 /// Whether the id is taken (by a link of any store, working or not).
+/// How many links the store has made (working or not).
+pub fn count(conn: &Connection, key: &str) -> rusqlite::Result<u64> {
+    conn.prepare_cached("SELECT count(*) FROM store_link WHERE store_key = ?1")?.query_row([key], |row| row.get(0))
+}
+
 pub fn taken(conn: &Connection, link: &str) -> rusqlite::Result<bool> {
     conn.prepare_cached("SELECT 1 FROM store_link WHERE link = ?1")?.exists([link])
 }

@@ -62,9 +62,10 @@ pub fn bytes_after(conn: &Connection, key: &str, upto: u64) -> rusqlite::Result<
     .map(|bytes| bytes.flatten().unwrap_or(0))
 }
 
-/// Deletes up to `rows` entries that compaction or deletion dropped, and
-/// says whether any are left.
-pub fn reap(conn: &Connection, rows: usize) -> rusqlite::Result<bool> {
+/// Deletes up to `rows` entries that compaction or deletion dropped, of
+/// at most about `bytes` together (at least one: freeing a large entry's
+/// pages is the cost), and says whether any are left.
+pub fn reap(conn: &Connection, rows: usize, bytes: u64) -> rusqlite::Result<bool> {
     let Some((log_id, upto)) = conn
         .prepare_cached("SELECT log_id, upto FROM log_garbage LIMIT 1")?
         .query_row([], |row| Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?)))
@@ -75,14 +76,19 @@ pub fn reap(conn: &Connection, rows: usize) -> rusqlite::Result<bool> {
     let deleted = conn
         .prepare_cached(
             "DELETE FROM store_entry WHERE log_id = ?1 AND idx IN
-               (SELECT idx FROM store_entry WHERE log_id = ?1 AND idx <= ?2 ORDER BY idx LIMIT ?3)",
+               (SELECT idx FROM store_entry WHERE log_id = ?1 AND idx <= ?2
+                  AND cum <= (SELECT min(cum) FROM store_entry WHERE log_id = ?1) + ?4
+                ORDER BY idx LIMIT ?3)",
         )?
-        .execute(params![log_id, upto, rows])?;
-    if deleted < rows {
+        .execute(params![log_id, upto, rows, bytes])?;
+    let left = conn
+        .prepare_cached("SELECT 1 FROM store_entry WHERE log_id = ?1 AND idx <= ?2")?
+        .exists(params![log_id, upto])?;
+    if !left {
         conn.prepare_cached("DELETE FROM log_garbage WHERE log_id = ?1 AND upto = ?2")?
             .execute(params![log_id, upto])?;
     }
-    Ok(deleted == rows || garbage_left(conn)?)
+    Ok(deleted > 0 || garbage_left(conn)?)
 }
 
 /// Whether any dropped entries wait for [`reap`].
@@ -261,7 +267,7 @@ mod tests {
                         proptest::prop_assert_eq!(got, expected);
                     }
                     Op::Reap(rows) => {
-                        reap(conn, rows).unwrap();
+                        reap(conn, rows, 40).unwrap();
                     }
                 }
                 let bytes: u64 = model.entries.iter().map(|(_, entry)| entry.len() as u64).sum();
@@ -270,7 +276,7 @@ mod tests {
                 proptest::prop_assert_eq!(audit(conn).unwrap().mismatched, Vec::<String>::new());
             }
             // Reaping ends, leaving exactly the retained entries.
-            while reap(conn, 7).unwrap() {}
+            while reap(conn, 7, 100).unwrap() {}
             let stored: u64 = conn.query_row("SELECT count(*) FROM store_entry", [], |row| row.get(0)).unwrap();
             proptest::prop_assert_eq!(stored, model.entries.len() as u64);
         }

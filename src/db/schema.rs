@@ -114,7 +114,10 @@ const MIGRATIONS: &[&str] = &[
     // (db::stores::charge gives the same formula): its body and log bytes,
     // its key four times (it is stored in four places: the store, each
     // grant, its index and each change-log row), its metadata, 1,024 bytes
-    // a store and 128 an entry. Every owner's `bytes_used` and
+    // a store and 128 an entry, and its share links (`link_bytes`: each
+    // its envelope, id and 256; a link's row stays until its store goes;
+    // not part of db::stores::charge, which a write does not change).
+    // Every owner's `bytes_used` and
     // `stores_owned` are counters kept by triggers, not sums per request.
     // Log entries are keyed by the store incarnation's `log_id` and carry
     // the running total of their log's bytes (`cum`), so compaction and
@@ -141,10 +144,17 @@ const MIGRATIONS: &[&str] = &[
     UPDATE sync_store SET log_total = log_bytes;
     DROP TABLE store_log;
     CREATE TABLE log_garbage (log_id INTEGER PRIMARY KEY NOT NULL, upto INTEGER NOT NULL);
+    ALTER TABLE sync_store ADD COLUMN link_bytes INTEGER NOT NULL DEFAULT 0;
+    UPDATE sync_store SET link_bytes = (SELECT coalesce(sum(length(l.envelope) + length(l.link) + 256), 0)
+                                        FROM store_link l WHERE l.store_key = sync_store.store_key);
     ALTER TABLE sync_store ADD COLUMN charge INTEGER GENERATED ALWAYS AS (
         size + log_bytes + 4 * length(CAST(store_key AS BLOB)) + coalesce(length(CAST(store_meta AS BLOB)), 0)
-        + 1024 + 128 * (log_head - log_base)
+        + 1024 + 128 * (log_head - log_base) + link_bytes
     ) VIRTUAL;
+    CREATE TRIGGER link_added AFTER INSERT ON store_link BEGIN
+        UPDATE sync_store SET link_bytes = link_bytes + length(NEW.envelope) + length(NEW.link) + 256
+        WHERE store_key = NEW.store_key;
+    END;
     ALTER TABLE sync_account ADD COLUMN deleting INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE sync_account ADD COLUMN bytes_used INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE sync_account ADD COLUMN stores_owned INTEGER NOT NULL DEFAULT 0;

