@@ -255,5 +255,8 @@ pub fn delete_account(tx: &rusqlite::Connection, account_id: &str, most: usize) 
     touched.sort();
     touched.dedup();
     touched.retain(|account| account != account_id);
+    for account in &touched {
+        db::changes::cap_tombstones(tx, account)?;
+    }
     Ok(DeletedAccount { touched, files: doomed.into_iter().map(|store| store.file).collect(), done })
 }

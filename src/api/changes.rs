@@ -32,7 +32,9 @@ pub fn changes(app: &mut App, request: &Request) -> Result<Handled, ApiError> {
     // neither do the later pages of such a walk: their cursors were handed
     // out by this server, and stay good below the pruning horizon.
     let walking = query.since == 0 || app.walks.continues(&session.account_id, query.since);
-    let forgotten = !walking && query.since < db::changes::horizon(app.db.conn())?;
+    let horizon =
+        db::changes::horizon(app.db.conn())?.max(db::changes::account_horizon(app.db.conn(), &session.account_id)?);
+    let forgotten = !walking && query.since < horizon;
     if forgotten || query.since > current {
         return Err(ApiError::Gone(Forgotten::ChangeLog));
     }

@@ -127,6 +127,9 @@ pub fn set(app: &mut App, request: &Request, key: &str) -> Result<Step, ApiError
             None => db::stores::revoke(conn, grantee, key)?,
         }
         db::changes::touch_account(conn, grantee, key, seq, now)?;
+        if change.permission.is_none() {
+            db::changes::cap_tombstones(conn, grantee)?;
+        }
     }
     app.after_commit.wake(effective.into_iter().map(|(grantee, _)| grantee.clone()));
     respond(Response::new(204))

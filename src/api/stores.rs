@@ -322,6 +322,9 @@ pub fn delete(app: &mut App, request: &Request, key: &str) -> Result<Step, ApiEr
     // Everyone who could see the store hears of its deletion.
     let touched = db::changes::touch_store(conn, key, seq, clock::now_ms())?;
     db::stores::delete(conn, key)?;
+    for account in &touched {
+        db::changes::cap_tombstones(conn, account)?;
+    }
     app.garbage = true;
     app.after_commit.remove_file(store.file, released);
     app.after_commit.wake(touched);

@@ -2,7 +2,7 @@
 //! `seq`, and the horizon below which tombstones have been forgotten.
 
 use crate::permission::Permission;
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 /// One entry of an account's feed: the store's state now, for that account
 /// (`token` and `permission` are `None` for a deleted store or lost access).
@@ -80,6 +80,52 @@ pub fn horizon(conn: &Connection) -> rusqlite::Result<i64> {
     conn.query_row("SELECT value FROM sync_counter WHERE name = 'horizon'", [], |row| row.get(0))
 }
 
+/// Tombstones one account's feed keeps at most ([`cap_tombstones`]).
+pub const MAX_TOMBSTONES: usize = 10_000;
+
+/// The highest `seq` below which `account_id`'s own tombstones were
+/// forgotten early ([`cap_tombstones`]).
+pub fn account_horizon(conn: &Connection, account_id: &str) -> rusqlite::Result<i64> {
+    conn.prepare_cached("SELECT horizon FROM sync_account WHERE id = ?1")?
+        .query_row([account_id], |row| row.get(0))
+        .optional()
+        .map(Option::unwrap_or_default)
+}
+
+/// Keeps at most `most` tombstones in `account_id`'s feed: older ones are
+/// forgotten now and the account's horizon raised past them. Returns how
+/// many were forgotten. (Tombstones are kept 30 days for devices that
+/// were away; an account whose stores come and go by the thousand would
+/// otherwise make them hold its keys by the megabyte.)
+pub fn cap_tombstones(conn: &Connection, account_id: &str) -> rusqlite::Result<usize> {
+    keep_tombstones(conn, account_id, MAX_TOMBSTONES)
+}
+
+fn keep_tombstones(conn: &Connection, account_id: &str, most: usize) -> rusqlite::Result<usize> {
+    let oldest_kept: Option<i64> = conn
+        .prepare_cached(
+            "SELECT c.seq FROM change_log c WHERE c.account_id = ?1 AND NOT EXISTS (
+                 SELECT 1 FROM account_permission p WHERE p.account_id = c.account_id AND p.store_key = c.store_key)
+             ORDER BY c.seq DESC LIMIT 1 OFFSET ?2",
+        )?
+        .query_row(params![account_id, most.saturating_sub(1)], |row| row.get(0))
+        .optional()?;
+    let Some(oldest_kept) = oldest_kept else { return Ok(0) };
+    let mut statement = conn.prepare_cached(
+        "DELETE FROM change_log WHERE account_id = ?1 AND seq < ?2 AND NOT EXISTS (
+             SELECT 1 FROM account_permission p
+             WHERE p.account_id = change_log.account_id AND p.store_key = change_log.store_key)
+         RETURNING seq",
+    )?;
+    let seqs: Vec<i64> =
+        statement.query_map(params![account_id, oldest_kept], |row| row.get(0))?.collect::<rusqlite::Result<_>>()?;
+    if let Some(highest) = seqs.iter().max() {
+        conn.prepare_cached("UPDATE sync_account SET horizon = max(horizon, ?2) WHERE id = ?1")?
+            .execute(params![account_id, highest])?;
+    }
+    Ok(seqs.len())
+}
+
 /// Forgets tombstones (entries whose account no longer has a permission)
 /// last changed before `before`, and raises the horizon past them.
 /// Returns how many were forgotten.
@@ -118,6 +164,33 @@ mod tests {
 
     fn keys(changes: &[Change]) -> Vec<(&str, i64, bool)> {
         changes.iter().map(|c| (c.key.as_str(), c.seq, c.permission.is_some())).collect()
+    }
+
+    #[test]
+    fn an_account_keeps_its_newest_tombstones_and_its_horizon_passes_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open_for_server(&dir.path().join(FILE_NAME)).unwrap();
+        let conn = db.conn();
+        accounts::insert(conn, "a", "x", "salt-a", 0).unwrap();
+        stores::upsert(conn, &store("live", 1)).unwrap();
+        stores::set_permission(conn, "a", "live", Permission::Own).unwrap();
+        touch_store(conn, "live", 1, 100).unwrap();
+        // Five stores made and deleted: seqs 2..=11, tombstones at 3, 5, 7, 9, 11.
+        for n in 0..5 {
+            let key = format!("gone{n}");
+            stores::upsert(conn, &store(&key, 2 + 2 * n)).unwrap();
+            stores::set_permission(conn, "a", &key, Permission::Own).unwrap();
+            touch_store(conn, &key, 2 + 2 * n, 100).unwrap();
+            touch_store(conn, &key, 3 + 2 * n, 100).unwrap();
+            stores::delete(conn, &key).unwrap();
+        }
+        assert_eq!(keep_tombstones(conn, "a", 2).unwrap(), 3, "the three oldest are forgotten");
+        assert_eq!(account_horizon(conn, "a").unwrap(), 7, "past the newest forgotten");
+        let kept = feed(conn, "a", 7, false, 100).unwrap();
+        assert_eq!(keys(&kept), vec![("gone3", 9, false), ("gone4", 11, false)]);
+        assert_eq!(keys(&feed(conn, "a", 0, true, 100).unwrap()), vec![("live", 1, true)], "live entries stay");
+        assert_eq!(keep_tombstones(conn, "a", 2).unwrap(), 0, "nothing more while at the cap");
+        assert_eq!(account_horizon(conn, "b-unknown").unwrap(), 0);
     }
 
     #[test]

@@ -124,7 +124,9 @@ const MIGRATIONS: &[&str] = &[
     // deletion change one row at once; the entries they drop are listed
     // in `log_garbage` and deleted in bounded chunks afterwards. An account
     // being deleted is marked `deleting` (it cannot sign in) while its
-    // stores go, likewise in chunks.
+    // stores go, likewise in chunks. An account keeps at most 10,000
+    // tombstones in its feed; older ones are forgotten early, raising its
+    // own `horizon` (its devices below it resync, as below the global one).
     "ALTER TABLE sync_store ADD COLUMN log_id INTEGER;
     ALTER TABLE sync_store ADD COLUMN log_total INTEGER NOT NULL DEFAULT 0;
     UPDATE sync_store SET log_id = rowid;
@@ -156,6 +158,7 @@ const MIGRATIONS: &[&str] = &[
         WHERE store_key = NEW.store_key;
     END;
     ALTER TABLE sync_account ADD COLUMN deleting INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE sync_account ADD COLUMN horizon INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE sync_account ADD COLUMN bytes_used INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE sync_account ADD COLUMN stores_owned INTEGER NOT NULL DEFAULT 0;
     UPDATE sync_account SET

@@ -497,3 +497,26 @@ fn share_links_count_against_the_quota_and_are_capped_per_store() {
     let listed = free.get("/v1/stores/s/links", Some(&token)).json();
     assert_eq!(listed["links"].as_array().unwrap().len(), 1000);
 }
+
+#[test]
+fn a_feed_below_its_accounts_own_horizon_is_gone() {
+    let mut server = Server::start();
+    let token = server.register("churner");
+    let other = server.register("bystander");
+    for key in ["a", "b", "c"] {
+        assert_eq!(server.put(key, &token, &[], b"x").status, 201);
+    }
+    let seq = server.get("/v1/changes?since=0", Some(&token)).json()["seq"].as_i64().unwrap();
+    let root = server.root.clone();
+    server.kill();
+    // What forgetting its oldest tombstones past the cap leaves behind.
+    crate::support::database(&root)
+        .execute("UPDATE sync_account SET horizon = ?1 WHERE stores_owned = 3", [seq - 1])
+        .unwrap();
+    let server = Server::start_in(&root, Options::default());
+    let old = server.get(&format!("/v1/changes?since={}", seq - 2), Some(&token));
+    assert_eq!((old.status, old.error().as_str()), (410, "gone"));
+    assert_eq!(server.get(&format!("/v1/changes?since={}", seq - 1), Some(&token)).status, 200);
+    assert_eq!(server.get("/v1/changes?since=0", Some(&token)).status, 200, "a walk from 0 needs no tombstones");
+    assert_eq!(server.get("/v1/changes?since=1", Some(&other)).status, 200, "other accounts are not affected");
+}
