@@ -352,6 +352,39 @@ def slow_readers(work, quick):
         proc.kill()
 
 
+def write_flood(work, quick):
+    """The loop's turns: 4 addresses keep 4 × 30 writes in flight."""
+    port, proc = server(work, "flood")
+    try:
+        token = register(port, "flooder")
+        for n in range(120):
+            assert request(port, "PUT", f"/v1/stores/f{n}", token, b"x")[0] == 201
+        stop = threading.Event()
+
+        def writer(n):
+            s = connect(port, f"127.0.0.{n % 4 + 1}")
+            f = s.makefile("rb")
+            while not stop.is_set():
+                s.sendall((f"PUT /v1/stores/f{n} HTTP/1.1\r\nHost: b\r\nAuthorization: Bearer {token}\r\n"
+                           "If-Match: *\r\nContent-Length: 1\r\n\r\nx").encode())
+                length = 0
+                while (line := f.readline()) not in (b"\r\n", b""):
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":")[1])
+                f.read(length)
+            s.close()
+        threads = [threading.Thread(target=writer, args=(n,)) for n in range(120)]
+        with Watch(port, proc.pid) as watch:
+            [t.start() for t in threads]
+            time.sleep(2 if quick else 10)
+            stop.set()
+            [t.join() for t in threads]
+        row("120 connections from 4 addresses replacing stores as fast as they can",
+            watch.summary(), watch, "the victim waits for a few writes, not for all in flight")
+    finally:
+        proc.kill()
+
+
 def descriptors(work, quick):
     """Item 7: a MAX_CONNECTIONS the descriptors cannot serve."""
     env = dict(os.environ, STATIC_ROOT=os.path.join(work, "fds"), PORT="0", BIND="127.0.0.1", MAX_CONNECTIONS="1000")
@@ -362,4 +395,4 @@ def descriptors(work, quick):
 
 
 ROWS = [held_entries, uploads_in_flight, sliding_pace, empty_stores, long_logs, hashing_places, slow_readers,
-        descriptors]
+        write_flood, descriptors]

@@ -76,6 +76,11 @@ impl<W, P> Reply<W, P> {
         Reply { steps, answers, head_only, client }
     }
 
+    /// The client address whose share its answer takes.
+    pub fn client(&self) -> IpAddr {
+        self.client
+    }
+
     /// A vanished connection simply drops the step. A large answer takes
     /// its part of the answers' memory (and of its client's share) here,
     /// before it leaves the loop, and keeps it until sent; when the budget
@@ -122,4 +127,17 @@ pub enum Event<W, P> {
     },
     /// SIGTERM or SIGINT: stop gracefully.
     Shutdown,
+}
+
+impl<W, P> Event<W, P> {
+    /// The client it comes from (none for a signal): the loop takes
+    /// clients' events in turns.
+    pub fn client(&self) -> Option<IpAddr> {
+        match self {
+            Event::Request { reply, .. } | Event::Uploaded { reply, .. } | Event::PasswordDone { reply, .. } => {
+                Some(reply.client())
+            }
+            Event::Shutdown => None,
+        }
+    }
 }

@@ -24,6 +24,7 @@ pub mod exit;
 pub mod hashing;
 pub mod hook;
 pub mod http;
+pub mod inbox;
 pub mod lifecycle;
 pub mod log;
 pub mod ops;

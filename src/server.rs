@@ -5,10 +5,10 @@
 
 use crate::api::{self, App, Event, Handled, PendingWrite, Received, Reply, Request, Step};
 use crate::error::ApiError;
+use crate::inbox::Inbox;
 use crate::lifecycle::Lifecycle;
 use crate::log;
 use crate::router::Route;
-use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
@@ -30,51 +30,11 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// How often a shutdown looks whether requests are still in flight.
 const DRAIN_TICK: Duration = Duration::from_millis(20);
 
-/// The loop's queue: the channel, plus the events taken from it ahead of
-/// their turn (by a batch that stopped at them), which come first.
-struct Inbox<T> {
-    events: Receiver<T>,
-    held: VecDeque<T>,
-}
-
-impl<T> Inbox<T> {
-    /// The next event, waiting for it until `deadline`.
-    fn next(&mut self, deadline: Instant) -> Result<T, RecvTimeoutError> {
-        match self.held.pop_front() {
-            Some(event) => Ok(event),
-            None => self.events.recv_timeout(deadline.saturating_duration_since(Instant::now())),
-        }
-    }
-
-    /// The next event if one is already waiting.
-    fn ready(&mut self) -> Option<T> {
-        self.held.pop_front().or_else(|| self.events.try_recv().ok())
-    }
-
-    /// Whether another event is waiting (it keeps its place in the queue).
-    fn has_waiting(&mut self) -> bool {
-        if self.held.is_empty()
-            && let Ok(event) = self.events.try_recv()
-        {
-            self.held.push_back(event);
-        }
-        !self.held.is_empty()
-    }
-
-    /// Returns events taken by [`Inbox::ready`], in their order, to the
-    /// front of the queue.
-    fn put_back<I: IntoIterator<Item = T, IntoIter: DoubleEndedIterator>>(&mut self, events: I) {
-        for event in events.into_iter().rev() {
-            self.held.push_front(event);
-        }
-    }
-}
-
 /// Runs until shut down (or every sender is gone). Between events it
 /// answers long-polls whose wait is over and, every few minutes, prunes
 /// what has expired.
 pub fn run(mut app: App, events: Receiver<Event>, lifecycle: &Lifecycle) {
-    let mut inbox = Inbox { events, held: VecDeque::new() };
+    let mut inbox = Inbox::new(events, Event::client);
     let mut next_maintenance = Instant::now();
     let mut next_reap = Instant::now();
     loop {
@@ -285,31 +245,4 @@ fn finish_uploads(app: &mut App, first: (Reply, PendingWrite, Received), inbox: 
 /// goes on.
 fn guarded<T>(handler: impl FnOnce() -> Result<T, ApiError>) -> Result<T, ApiError> {
     catch_unwind(AssertUnwindSafe(handler)).unwrap_or_else(|_| Err(ApiError::Internal("a handler panicked".into())))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::sync::mpsc;
-
-    #[test]
-    fn events_put_back_come_first_and_in_their_order() {
-        let (tx, rx) = mpsc::channel();
-        let mut inbox = Inbox { events: rx, held: VecDeque::new() };
-        for n in 1..=4 {
-            tx.send(n).unwrap();
-        }
-        let taken: Vec<_> = (0..3).filter_map(|_| inbox.ready()).collect();
-        assert_eq!(taken, [1, 2, 3]);
-        inbox.put_back([2, 3]);
-        assert_eq!(inbox.ready(), Some(2));
-        inbox.put_back([2]);
-        let deadline = Instant::now();
-        let order: Vec<_> = (0..3).map(|_| inbox.next(deadline).unwrap()).collect();
-        assert_eq!(order, [2, 3, 4]);
-        assert_eq!(inbox.ready(), None);
-        assert_eq!(inbox.next(deadline), Err(RecvTimeoutError::Timeout));
-        drop(tx);
-        assert_eq!(inbox.next(deadline), Err(RecvTimeoutError::Disconnected));
-    }
 }

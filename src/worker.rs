@@ -97,10 +97,12 @@ pub fn serve_connection(stream: TcpStream, peer: SocketAddr, slot: Slot, shared:
         let mut options = SendOptions { head_only: head.is_head(), keep_alive: head.keep_alive, extra };
         let (framing, expect_continue) = (head.framing, head.expect_continue);
         let route = router::route(&head.method, &head.path);
-        let client = head.client_address(peer.ip(), &shared.config.trust_proxy);
+        // The client as every per-address limit keys it (an IPv6 /64; the
+        // forwarded client behind a trusted proxy).
+        let client = share_of(head.client_address(peer.ip(), &shared.config.trust_proxy));
         // Behind a trusted proxy the connection counts against the client
         // it forwards, within that client's cap.
-        if !conn.slot().speaks_for(share_of(client)) {
+        if !conn.slot().speaks_for(client) {
             options.keep_alive = false;
             let _ = conn.send(ApiError::Unavailable { retry_after_secs: 1 }.into_response(), &options);
             return conn.linger_close();
