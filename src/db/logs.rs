@@ -77,7 +77,7 @@ pub fn reap(conn: &Connection, rows: usize, bytes: u64) -> rusqlite::Result<bool
         .prepare_cached(
             "DELETE FROM store_entry WHERE log_id = ?1 AND idx IN
                (SELECT idx FROM store_entry WHERE log_id = ?1 AND idx <= ?2
-                  AND cum <= (SELECT min(cum) FROM store_entry WHERE log_id = ?1) + ?4
+                  AND cum <= (SELECT cum FROM store_entry WHERE log_id = ?1 ORDER BY idx LIMIT 1) + ?4
                 ORDER BY idx LIMIT ?3)",
         )?
         .execute(params![log_id, upto, rows, bytes])?;
