@@ -163,7 +163,7 @@ def trickle_load(work, seconds=25):
 def add_account(root, account, iterations):
     env = dict(os.environ, STATIC_ROOT=root, PBKDF2_ITERATIONS=str(iterations))
     subprocess.run([BIN, "account", "add", account], input=(PASSWORD + "\n").encode(), env=env, check=True,
-                   stdout=subprocess.DEVNULL)
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def sign_in_timing(work, rounds=21):

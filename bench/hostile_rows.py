@@ -368,34 +368,44 @@ def slow_readers(work, quick):
 
 
 def write_flood(work, quick):
-    """The loop's turns: 4 addresses keep 4 × 30 writes in flight."""
+    """The loop's turns: 4 addresses keep 4 × 30 writes in flight, store
+    bodies (committed in groups) and grants (one commit each)."""
     port, proc = server(work, "flood")
     try:
         token = register(port, "flooder")
+        register(port, "grantee")
         for n in range(120):
             assert request(port, "PUT", f"/v1/stores/f{n}", token, b"x")[0] == 201
-        stop = threading.Event()
+        bodies = lambda n: (f"PUT /v1/stores/f{n} HTTP/1.1\r\nHost: b\r\nAuthorization: Bearer {token}\r\n"
+                            "If-Match: *\r\nContent-Length: 1\r\n\r\nx").encode()
 
-        def writer(n):
-            s = connect(port, f"127.0.0.{n % 4 + 1}")
-            f = s.makefile("rb")
-            while not stop.is_set():
-                s.sendall((f"PUT /v1/stores/f{n} HTTP/1.1\r\nHost: b\r\nAuthorization: Bearer {token}\r\n"
-                           "If-Match: *\r\nContent-Length: 1\r\n\r\nx").encode())
-                length = 0
-                while (line := f.readline()) not in (b"\r\n", b""):
-                    if line.lower().startswith(b"content-length:"):
-                        length = int(line.split(b":")[1])
-                f.read(length)
-            s.close()
-        threads = [threading.Thread(target=writer, args=(n,)) for n in range(120)]
-        with Watch(port, proc.pid) as watch:
-            [t.start() for t in threads]
-            time.sleep(2 if quick else 10)
-            stop.set()
-            [t.join() for t in threads]
-        row("120 connections from 4 addresses replacing stores as fast as they can",
-            watch.summary(), watch, "the victim waits for a few writes, not for all in flight")
+        def grants(n, flip=[0]):
+            flip[0] ^= 1
+            body = json.dumps({"account": "grantee", "permission": "READ" if flip[0] else None}).encode()
+            return (f"PUT /v1/stores/f{n}/permissions HTTP/1.1\r\nHost: b\r\nAuthorization: Bearer {token}\r\n"
+                    f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+        for name, make in (("replacing stores", bodies), ("granting and revoking", grants)):
+            stop = threading.Event()
+
+            def writer(n):
+                s = connect(port, f"127.0.0.{n % 4 + 1}")
+                f = s.makefile("rb")
+                while not stop.is_set():
+                    s.sendall(make(n))
+                    length = 0
+                    while (line := f.readline()) not in (b"\r\n", b""):
+                        if line.lower().startswith(b"content-length:"):
+                            length = int(line.split(b":")[1])
+                    f.read(length)
+                s.close()
+            threads = [threading.Thread(target=writer, args=(n,)) for n in range(120)]
+            with Watch(port, proc.pid) as watch:
+                [t.start() for t in threads]
+                time.sleep(2 if quick else 10)
+                stop.set()
+                [t.join() for t in threads]
+            row(f"120 connections from 4 addresses {name} as fast as they can", watch.summary(), watch,
+                "the victim waits for a turn, not for every write in flight")
     finally:
         proc.kill()
 
