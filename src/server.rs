@@ -167,10 +167,9 @@ fn run_deferred(app: &mut App) {
 /// under load is most of what a read costs the loop. The batch is only what
 /// had already arrived before the snapshot is taken, so a request never
 /// sees a state older than what was committed (by a command-line tool)
-/// before it was sent. Each is answered as soon as it is handled (nothing
-/// it answers depends on the commit), and the transaction is committed
-/// whatever the outcomes, since a session's sliding extension may have
-/// written.
+/// before it was sent. Each is answered as soon as it is handled, and the
+/// transaction writes nothing (a session's sliding extension is deferred
+/// work: a write of its own after the answers).
 fn handle_reads(app: &mut App, first: (Reply, Route, Request), inbox: &mut Inbox<Event>) {
     let mut batch = vec![first];
     while batch.len() < MAX_READ_BATCH {
@@ -203,8 +202,8 @@ fn handle_reads(app: &mut App, first: (Reply, Route, Request), inbox: &mut Inbox
             Err(err) => reply.send(Step::Respond(err.into_response())),
         }
     }
-    if let Err(err) = app.db.commit() {
-        log::error(format_args!("could not commit a batch of reads: {err}"));
+    if let Err(err) = app.db.end_read() {
+        log::error(format_args!("could not end a batch of reads: {err}"));
     }
     app.db.roll_back();
 }

@@ -15,6 +15,9 @@ pub enum Deferred {
     /// A sign-in lockout started: record when it ends, for
     /// `sync-node account list`.
     RecordLockout { account_id: String, until: i64 },
+    /// A session used past half its lifetime: extend it (sliding
+    /// expiration), in a write of its own rather than inside a read.
+    ExtendSession { token_hash: String, until: i64 },
 }
 
 impl Deferred {
@@ -25,6 +28,9 @@ impl Deferred {
             }
             Deferred::RecordLockout { account_id, until } => {
                 Ok(db::accounts::set_locked_until(app.db.conn(), &account_id, until)?)
+            }
+            Deferred::ExtendSession { token_hash, until } => {
+                Ok(db::sessions::set_expiration(app.db.conn(), &token_hash, until)?)
             }
         }
     }

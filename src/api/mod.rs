@@ -460,11 +460,13 @@ impl App {
             return Err(ApiError::Unauthorized);
         }
         let lifetime = self.session_lifetime_ms();
-        // Best effort: a full disk must not turn every read into an error.
-        if expiration - now < lifetime / 2
-            && let Err(err) = db::sessions::set_expiration(self.db.conn(), token_hash, now + lifetime)
-        {
-            log::error(format_args!("could not extend a session: {err}"));
+        // After the answer, in a write of its own (reads never write; and
+        // a full disk must not turn every read into an error), once however
+        // many requests of the session are in this batch.
+        let due = expiration - now < lifetime / 2;
+        let queued = |work: &Deferred| matches!(work, Deferred::ExtendSession { token_hash: t, .. } if t == token_hash);
+        if due && !self.deferred.iter().any(queued) {
+            self.deferred.push(Deferred::ExtendSession { token_hash: token_hash.to_owned(), until: now + lifetime });
         }
         Ok(Session { account_id, token_hash: token_hash.to_owned() })
     }

@@ -73,7 +73,7 @@ impl Db {
     }
 
     /// Opens a read transaction around a batch of requests, so they share
-    /// one snapshot and one set of file locks; [`Db::commit`] ends it.
+    /// one snapshot and one set of file locks; [`Db::end_read`] ends it.
     pub fn begin_read(&self) -> rusqlite::Result<()> {
         self.conn.prepare_cached("BEGIN")?.execute([]).map(drop)
     }
@@ -83,6 +83,12 @@ impl Db {
     /// instead of failing half-way through the work).
     pub fn begin_write(&self) -> rusqlite::Result<()> {
         self.conn.prepare_cached("BEGIN IMMEDIATE")?.execute([]).map(drop)
+    }
+
+    /// Ends a read transaction (it wrote nothing: writes go through
+    /// `BEGIN IMMEDIATE` and [`Db::commit`]).
+    pub fn end_read(&self) -> rusqlite::Result<()> {
+        self.conn.prepare_cached("COMMIT")?.execute([]).map(drop)
     }
 
     pub fn commit(&self) -> rusqlite::Result<()> {

@@ -186,3 +186,20 @@ fn the_kdf_salt_is_per_id_stable_and_says_nothing_about_registration() {
     assert_eq!(server.get("/v1/accounts/%01/salt", None).status, 400);
     assert_eq!(server.call("POST", "/v1/accounts/x/salt", None, &[], b"").status, 405);
 }
+
+#[test]
+fn a_session_used_past_half_its_lifetime_is_extended_after_the_answer() {
+    let mut server = Server::start();
+    let token = server.register("slider");
+    let root = server.root.clone();
+    server.kill();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    let day = 86_400_000;
+    crate::support::database(&root).execute("UPDATE sync_session SET expiration = ?1", [now + day]).unwrap();
+    let server = Server::start_in(&root, crate::support::Options::default());
+    assert_eq!(server.get("/v1/account", Some(&token)).status, 200);
+    assert_eq!(server.get("/v1/stores", Some(&token)).status, 200);
+    let expiration: i64 =
+        crate::support::database(&root).query_row("SELECT expiration FROM sync_session", [], |row| row.get(0)).unwrap();
+    assert!(expiration > now + 29 * day, "extended to the full 30 days: {}", (expiration - now) / day);
+}
