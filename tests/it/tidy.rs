@@ -97,3 +97,23 @@ fn only_the_http_module_touches_sockets() {
         }
     }
 }
+
+#[test]
+fn the_readmes_configuration_table_is_the_servers() {
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let mut documented = BTreeMap::new();
+    for line in readme.lines().filter(|line| line.starts_with("| `")) {
+        let cells: Vec<&str> = line.split(" | ").collect();
+        let name = cells[0].trim_start_matches("| `").trim_end_matches('`');
+        if name.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_') && cells.len() >= 3 {
+            documented.insert(name.to_owned(), cells[1].replace('`', "").replace('−', "-"));
+        }
+    }
+    for (name, default, _) in sync_node::config::VARIABLES {
+        let readme_default = documented.remove(*name).unwrap_or_else(|| panic!("README's table lacks {name}"));
+        // The first word of the default (a number, a word, "unset", "=").
+        let first = default.split([' ', ',']).next().unwrap();
+        assert!(readme_default.starts_with(first), "{name}: README says {readme_default:?}, the server {default:?}");
+    }
+    assert!(documented.is_empty(), "README documents variables the server does not read: {documented:?}");
+}
