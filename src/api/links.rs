@@ -140,8 +140,7 @@ fn grant_by_link(app: &mut App, account_id: &str, link: &str, verifier: &[u8]) -
         _ => {
             let seq = Db::next_seq(conn)?;
             db::stores::set_permission(conn, account_id, &found.key, found.permission)?;
-            db::changes::touch_account(conn, account_id, &found.key, seq, now)?;
-            app.after_commit.wake([account_id.to_owned()]);
+            app.announce_grant_change(account_id, &found.key, seq, false)?;
             found.permission
         }
     };

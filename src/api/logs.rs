@@ -135,8 +135,7 @@ pub(super) fn stage_append(
     let conn = app.db.conn();
     let seq = Db::next_seq(conn)?;
     let log = db::logs::append(conn, &then.key, &entry, seq)?;
-    let touched = db::changes::touch_store(conn, &then.key, seq, clock::now_ms())?;
-    app.after_commit.wake(touched);
+    app.announce_store_change(&then.key, seq, clock::now_ms())?;
     let body = json!({
         "key": then.key,
         "index": log.log_head,

@@ -537,6 +537,27 @@ impl App {
         Ok(())
     }
 
+    /// A change of store `key`, made at `seq`: every account that can see
+    /// it hears of it in its feed, and their long-polls wake once the
+    /// change commits. Returns those accounts.
+    pub fn announce_store_change(&mut self, key: &str, seq: i64, now: i64) -> Result<Vec<String>, ApiError> {
+        let touched = db::changes::touch_store(self.db.conn(), key, seq, now)?;
+        self.after_commit.wake(touched.iter().cloned());
+        Ok(touched)
+    }
+
+    /// A change of `account`'s grant on store `key`, made at `seq`: it
+    /// hears of it in its feed (a revoked grant leaves a tombstone, within
+    /// the account's cap), and its long-polls wake once it commits.
+    pub fn announce_grant_change(&mut self, account: &str, key: &str, seq: i64, revoked: bool) -> Result<(), ApiError> {
+        db::changes::touch_account(self.db.conn(), account, key, seq, clock::now_ms())?;
+        if revoked {
+            db::changes::cap_tombstones(self.db.conn(), account)?;
+        }
+        self.after_commit.wake([account.to_owned()]);
+        Ok(())
+    }
+
     /// What `account` counts against its quota: the stores it owns
     /// (counters kept by the database) and removed versions of them that
     /// readers still hold.

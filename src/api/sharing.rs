@@ -10,7 +10,6 @@ use super::stores::{Owners, REVALIDATE, check_quota, refused, visible};
 use super::{App, respond};
 use super::{Request, Step};
 use crate::auth;
-use crate::clock;
 use crate::db::{self, Db};
 use crate::encoding::unbase64url;
 use crate::error::ApiError;
@@ -115,8 +114,8 @@ pub fn set(app: &mut App, request: &Request, key: &str) -> Result<Step, ApiError
         return respond(Response::new(204));
     }
     let seq = Db::next_seq(conn)?;
-    let now = clock::now_ms();
     for (grantee, change) in &effective {
+        let conn = app.db.conn();
         match change.permission {
             Some(permission) => {
                 db::stores::set_permission(conn, grantee, key, permission)?;
@@ -126,12 +125,8 @@ pub fn set(app: &mut App, request: &Request, key: &str) -> Result<Step, ApiError
             }
             None => db::stores::revoke(conn, grantee, key)?,
         }
-        db::changes::touch_account(conn, grantee, key, seq, now)?;
-        if change.permission.is_none() {
-            db::changes::cap_tombstones(conn, grantee)?;
-        }
+        app.announce_grant_change(grantee, key, seq, change.permission.is_none())?;
     }
-    app.after_commit.wake(effective.into_iter().map(|(grantee, _)| grantee.clone()));
     respond(Response::new(204))
 }
 

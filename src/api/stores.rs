@@ -285,7 +285,7 @@ fn stage_put(
     if existing.is_none() {
         db::stores::set_permission(conn, &session.account_id, &store.key, Permission::Own)?;
     }
-    let touched = db::changes::touch_store(conn, &store.key, store.seq, store.modified)?;
+    app.announce_store_change(&store.key, store.seq, store.modified)?;
     let status = if existing.is_none() { 201 } else { 200 };
     let body = json!({
         "key": store.key,
@@ -301,7 +301,6 @@ fn stage_put(
         let released = released(app, &store.key, old.size)?;
         app.after_commit.remove_file(old.file, released);
     }
-    app.after_commit.wake(touched);
     Ok(Ok(Step::Respond(Response::json(status, &body).with_header("ETag", format!("\"{}\"", store.token)))))
 }
 
@@ -317,17 +316,15 @@ pub fn delete(app: &mut App, request: &Request, key: &str) -> Result<Step, ApiEr
     super::require(Some(held), Permission::Own)?;
     precondition::decide(&precondition, Some(&store.token)).map_err(|refusal| refused(refusal, &store))?;
     let released = released(app, key, store.size)?;
-    let conn = app.db.conn();
-    let seq = Db::next_seq(conn)?;
+    let seq = Db::next_seq(app.db.conn())?;
     // Everyone who could see the store hears of its deletion.
-    let touched = db::changes::touch_store(conn, key, seq, clock::now_ms())?;
-    db::stores::delete(conn, key)?;
+    let touched = app.announce_store_change(key, seq, clock::now_ms())?;
+    db::stores::delete(app.db.conn(), key)?;
     for account in &touched {
-        db::changes::cap_tombstones(conn, account)?;
+        db::changes::cap_tombstones(app.db.conn(), account)?;
     }
     app.garbage = true;
     app.after_commit.remove_file(store.file, released);
-    app.after_commit.wake(touched);
     respond(Response::new(204))
 }
 
