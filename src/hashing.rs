@@ -7,6 +7,7 @@
 //! a few accounts — can hold neither every core, nor every place, nor
 //! every connection slot.
 
+use crate::tally;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -67,18 +68,8 @@ impl Drop for Ticket {
     fn drop(&mut self) {
         let mut places = self.hashing.places();
         places.total -= 1;
-        give_back(&mut places.by_address, &self.address);
-        give_back(&mut places.by_account, &self.account);
-    }
-}
-
-/// One place fewer for `key`, forgetting it at none.
-fn give_back<K: std::hash::Hash + Eq>(held: &mut HashMap<K, usize>, key: &K) {
-    if let Some(count) = held.get_mut(key) {
-        *count -= 1;
-        if *count == 0 {
-            held.remove(key);
-        }
+        tally::give_back(&mut places.by_address, &self.address, 1);
+        tally::give_back(&mut places.by_account, &self.account, 1);
     }
 }
 
@@ -109,8 +100,8 @@ impl Hashing {
             return None;
         }
         places.total += 1;
-        *places.by_address.entry(address).or_default() += 1;
-        *places.by_account.entry(account.to_owned()).or_default() += 1;
+        tally::take(&mut places.by_address, address, 1);
+        tally::take(&mut places.by_account, account.to_owned(), 1);
         Some(Ticket { hashing: Arc::clone(self), address, account: account.to_owned() })
     }
 

@@ -37,6 +37,7 @@ pub mod router;
 pub mod secret;
 pub mod serve;
 pub mod server;
+pub mod tally;
 pub mod throttle;
 pub mod uploads;
 pub mod worker;

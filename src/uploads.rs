@@ -12,6 +12,7 @@
 
 use crate::blobs::Blobs;
 use crate::error::Shortage;
+use crate::tally;
 use std::collections::HashMap;
 use std::io::{self, Write};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -92,7 +93,7 @@ impl Reserved {
             return Err(Shortage::Disk);
         }
         state.unwritten += more;
-        *state.by_account.entry(self.allowance.account.clone()).or_default() += more;
+        tally::take(&mut state.by_account, self.allowance.account.clone(), more);
         self.reserved += more;
         Ok(())
     }
@@ -114,13 +115,7 @@ impl Drop for Reserved {
     fn drop(&mut self) {
         let mut state = self.uploads.state();
         state.unwritten = state.unwritten.saturating_sub(self.reserved.saturating_sub(self.written));
-        let account = &self.allowance.account;
-        if let Some(held) = state.by_account.get_mut(account) {
-            *held = held.saturating_sub(self.reserved);
-            if *held == 0 {
-                state.by_account.remove(account);
-            }
-        }
+        tally::give_back(&mut state.by_account, &self.allowance.account, self.reserved);
     }
 }
 

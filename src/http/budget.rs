@@ -10,6 +10,7 @@
 //! everyone else), and is refused (`503`) when either cannot take it.
 //! Files are streamed in small chunks and never count.
 
+use crate::tally;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -87,7 +88,7 @@ impl MemoryBudget {
             return Err(OverBudget);
         }
         usage.total += bytes;
-        *usage.by_address.entry(address).or_default() += bytes;
+        tally::take(&mut usage.by_address, address, bytes);
         Ok(Some(Held { usage: Arc::clone(&self.usage), address, bytes }))
     }
 }
@@ -96,12 +97,7 @@ impl Drop for Held {
     fn drop(&mut self) {
         let mut usage = lock(&self.usage);
         usage.total -= self.bytes;
-        if let Some(mine) = usage.by_address.get_mut(&self.address) {
-            *mine -= self.bytes;
-            if *mine == 0 {
-                usage.by_address.remove(&self.address);
-            }
-        }
+        tally::give_back(&mut usage.by_address, &self.address, self.bytes);
     }
 }
 

@@ -7,6 +7,7 @@
 //! each accepted socket to its own small-stack thread.
 
 use crate::log;
+use crate::tally;
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -121,12 +122,9 @@ impl Open {
 
     fn count(&mut self, address: IpAddr, added: bool) {
         if added {
-            *self.per_address.entry(address).or_default() += 1;
-        } else if let Some(count) = self.per_address.get_mut(&address) {
-            *count -= 1;
-            if *count == 0 {
-                self.per_address.remove(&address);
-            }
+            tally::take(&mut self.per_address, address, 1);
+        } else {
+            tally::give_back(&mut self.per_address, &address, 1);
         }
     }
 
