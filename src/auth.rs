@@ -1,7 +1,7 @@
 //! Credentials: PBKDF2-HMAC-SHA256 password hashes as PHC strings, keyed
 //! hashes of account ids, random tokens stored as SHA-256, constant-time
 //! comparison, and the validation of ids and passwords. Pure functions; the
-//! costly ones run on connection threads, never on the loop.
+//! costly ones run in the PBKDF2 pool, never on the loop.
 
 use crate::encoding::{base64, base64url, hex, unbase64};
 use crate::error::ApiError;
@@ -139,7 +139,7 @@ pub fn decoy_hash(iterations: u32) -> Result<String, ApiError> {
     Ok(format!("${PHC_ID}$i={iterations},l={HASH_BYTES}${}${}", base64(&salt), base64(&digest)))
 }
 
-/// PBKDF2 work that the loop hands to a connection thread. Its `Debug`
+/// PBKDF2 work that the loop hands to the PBKDF2 pool. Its `Debug`
 /// never shows a password.
 pub enum PasswordJob {
     Hash {

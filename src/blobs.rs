@@ -1,5 +1,5 @@
 //! Store files: the only code that touches them. Uploads are staged in
-//! `tmp/` and fsync'd on connection threads; the loop publishes a staged file
+//! `tmp/` and fsync'd on work threads; the loop publishes a staged file
 //! under a new random name in `stores/xx/`, fsyncs the directory, and removes
 //! files the database no longer references. A file path never comes from a
 //! store key: names are random hex, checked before every use.

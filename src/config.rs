@@ -29,7 +29,11 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "proxies whose X-Forwarded-For gives the client address: 1 (loopback) or a list of addresses/CIDRs",
     ),
     ("ACCESS_LOG", "unset", "1: one log line per request (time, address, method, route, status, bytes, microseconds)"),
-    ("MAX_CONNECTIONS", "256", "open connections at once (1..=65536); idle ones are shed first, then 503"),
+    (
+        "MAX_CONNECTIONS",
+        "10000",
+        "open connections at once (1..=65536); idle ones are shed first, then 503. The default is lowered to what the descriptor limit allows; a value set is refused if it does not fit",
+    ),
     (
         "MAX_CONNECTIONS_PER_ADDRESS",
         "32",
@@ -97,6 +101,9 @@ pub struct Config {
     /// One log line per answered request.
     pub access_log: bool,
     pub max_connections: usize,
+    /// Whether `MAX_CONNECTIONS` was set (then it must fit the descriptor
+    /// limit; the default is lowered to fit).
+    pub max_connections_set: bool,
     pub max_connections_per_address: usize,
     pub min_free_bytes: u64,
     pub max_entry_bytes: u64,
@@ -180,7 +187,8 @@ impl Config {
             trust_proxy: crate::http::proxies::TrustedProxies::parse(get("TRUST_PROXY"))
                 .map_err(|problem| error("TRUST_PROXY", problem))?,
             access_log: switch(get("ACCESS_LOG"), "ACCESS_LOG")?,
-            max_connections: number(get("MAX_CONNECTIONS"), "MAX_CONNECTIONS", 256, 1, 65_536)?,
+            max_connections: number(get("MAX_CONNECTIONS"), "MAX_CONNECTIONS", 10_000, 1, 65_536)?,
+            max_connections_set: get("MAX_CONNECTIONS").is_some(),
             max_connections_per_address: number(
                 get("MAX_CONNECTIONS_PER_ADDRESS"),
                 "MAX_CONNECTIONS_PER_ADDRESS",
@@ -278,7 +286,7 @@ mod tests {
         assert_eq!(config.cors_origins, CorsOrigins::Any);
         assert_eq!(config.pbkdf2_iterations, 600_000);
         assert!(!config.trust_proxy.any());
-        assert_eq!(config.max_connections, 256);
+        assert_eq!((config.max_connections, config.max_connections_set), (10_000, false));
         assert_eq!(config.max_connections_per_address, 32, "four addresses hold at most half the slots");
         assert_eq!(config.min_free_bytes, 104_857_600);
         assert_eq!(config.max_entry_bytes, 1_048_576);

@@ -1,4 +1,4 @@
-//! What connection threads and the loop say to each other: a connection
+//! What connections and the loop say to each other: a connection
 //! sends the loop an [`Event`] (a request, a body that has arrived, a
 //! password checked) with a [`Reply`] to answer through, and the loop
 //! answers with a [`Step`]. The continuations a step carries (`W` for a
@@ -11,12 +11,13 @@ use crate::auth::{PasswordJob, PasswordOutcome};
 use crate::blobs::Staged;
 use crate::error::ApiError;
 use crate::hashing::Ticket;
-use crate::http::budget::{MemoryBudget, OverBudget};
+use crate::http::budget::{Held, MemoryBudget, OverBudget};
+use crate::http::room::{Address, Mailbox};
 use crate::http::{Body, RequestHead, Response};
 use crate::router::Route;
 use crate::uploads::Allowance;
 use std::net::IpAddr;
-use std::sync::mpsc::Sender;
+use std::sync::Arc;
 
 /// A body that has arrived, as its pending write asked: staged in a file
 /// (a store), or in memory (a log entry).
@@ -35,7 +36,7 @@ pub struct Request {
     pub peer: IpAddr,
 }
 
-/// What the loop tells a connection thread to do next.
+/// What the loop tells a connection to do next.
 #[derive(Debug)]
 pub enum Step<W, P> {
     /// Write this answer; the request is done.
@@ -47,12 +48,17 @@ pub enum Step<W, P> {
     /// Run PBKDF2 (in the place `ticket` holds), then send
     /// [`Event::PasswordDone`] with `then`.
     Password { job: PasswordJob, then: P, ticket: Ticket },
+    /// Part of a stream of server-sent events (SPEC §6.1): the first
+    /// begins the answer; `ends` closes it after these events (none: at
+    /// once, with nothing more sent).
+    Stream { events: Vec<u8>, ends: bool, held: Option<Held> },
 }
 
-/// The way back to one connection thread.
-#[derive(Debug)]
+/// The way back to one request: its connection's address, wherever the
+/// connection is (waiting in the room, or on a work thread).
 pub struct Reply<W, P> {
-    steps: Sender<Step<W, P>>,
+    mailbox: Arc<dyn Mailbox<Step<W, P>>>,
+    to: Address,
     answers: MemoryBudget,
     /// It answers a HEAD: no body is sent, so none is kept or counted.
     head_only: bool,
@@ -60,10 +66,17 @@ pub struct Reply<W, P> {
     client: IpAddr,
 }
 
+impl<W, P> std::fmt::Debug for Reply<W, P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reply").field("to", &self.to).field("client", &self.client).finish_non_exhaustive()
+    }
+}
+
 impl<W, P> Clone for Reply<W, P> {
     fn clone(&self) -> Self {
         Reply {
-            steps: self.steps.clone(),
+            mailbox: Arc::clone(&self.mailbox),
+            to: self.to,
             answers: self.answers.clone(),
             head_only: self.head_only,
             client: self.client,
@@ -72,8 +85,14 @@ impl<W, P> Clone for Reply<W, P> {
 }
 
 impl<W, P> Reply<W, P> {
-    pub fn new(steps: Sender<Step<W, P>>, answers: MemoryBudget, head_only: bool, client: IpAddr) -> Self {
-        Reply { steps, answers, head_only, client }
+    pub fn new(
+        mailbox: Arc<dyn Mailbox<Step<W, P>>>,
+        to: Address,
+        answers: MemoryBudget,
+        head_only: bool,
+        client: IpAddr,
+    ) -> Self {
+        Reply { mailbox, to, answers, head_only, client }
     }
 
     /// The client address whose share its answer takes.
@@ -87,7 +106,9 @@ impl<W, P> Reply<W, P> {
     /// cannot take it, it is dropped at once and the client gets `503`
     /// instead. The body built for a HEAD is dropped here too (only its
     /// length goes on).
-    pub fn send(&self, step: Step<W, P>) {
+    /// Whether it reached a connection that waits for it (or will take it
+    /// when it is back from work): `false` for one that is gone.
+    pub fn send(&self, step: Step<W, P>) -> bool {
         let step = match step {
             Step::Respond(mut response) if self.head_only => {
                 if let Body::Bytes(bytes) = &response.body {
@@ -101,9 +122,15 @@ impl<W, P> Reply<W, P> {
                     Err(OverBudget) => ApiError::Unavailable { retry_after_secs: 1 }.into_response(),
                 })
             }
+            // Events beyond the budget end the stream (the client resumes
+            // with Last-Event-ID).
+            Step::Stream { events, ends, .. } => match self.answers.take(events.len(), self.client) {
+                Ok(held) => Step::Stream { events, ends, held },
+                Err(OverBudget) => Step::Stream { events: Vec::new(), ends: true, held: None },
+            },
             other => other,
         };
-        let _ = self.steps.send(step);
+        self.mailbox.deliver(self.to, step)
     }
 }
 

@@ -1,4 +1,4 @@
-//! Bounds PBKDF2 work, which runs on connection threads: at most one
+//! Bounds PBKDF2 work, which runs in its own pool of threads: at most one
 //! computation per core at once, and at most [`MAX_WAITING`] jobs handed
 //! out and not yet done, of which one client address (or IPv6 /64) may
 //! hold [`PER_ADDRESS`] and one account [`PER_ACCOUNT`]. The loop takes a

@@ -3,7 +3,8 @@
 //! Clients keep opaque (encrypted) blobs called stores; the server never
 //! looks inside, and never lets a write silently overwrite a newer version.
 //! One loop thread owns the SQLite connection and all state ([`server`]);
-//! connection threads do the socket I/O and PBKDF2 ([`worker`], [`http`]).
+//! the waiting room and work threads do the socket I/O, and a pool of its
+//! own runs PBKDF2 ([`worker`], [`http`]).
 //! See ARCHITECTURE.md for the code map and invariants.
 
 pub mod api;

@@ -4,6 +4,7 @@
 //! for a while, and then end.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -18,9 +19,9 @@ pub struct Lifecycle {
 
 /// Counts one request in flight for as long as it lives.
 #[derive(Debug)]
-pub struct InFlight<'a>(&'a Lifecycle);
+pub struct InFlight(Arc<Lifecycle>);
 
-impl Drop for InFlight<'_> {
+impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
@@ -41,9 +42,9 @@ impl Lifecycle {
     }
 
     /// Marks a request in flight until the guard is dropped.
-    pub fn request(&self) -> InFlight<'_> {
+    pub fn request(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
-        InFlight(self)
+        InFlight(Arc::clone(self))
     }
 
     pub fn in_flight(&self) -> usize {
@@ -69,7 +70,7 @@ mod tests {
 
     #[test]
     fn counts_requests_in_flight() {
-        let life = Lifecycle::new("127.0.0.1:9".parse().unwrap());
+        let life = Arc::new(Lifecycle::new("127.0.0.1:9".parse().unwrap()));
         let first = life.request();
         let second = life.request();
         assert_eq!(life.in_flight(), 2);

@@ -18,7 +18,9 @@ use crate::hook::ResetHook;
 use crate::http::Limits;
 use crate::http::budget::{ANSWER_MEMORY, ENTRY_MEMORY, MEMORY_PER_ADDRESS, MemoryBudget};
 use crate::http::listener::{self, Caps, Register};
+use crate::http::pool::Pool;
 use crate::http::refuser::Refuser;
+use crate::http::room::Room;
 use crate::lifecycle::Lifecycle;
 use crate::log;
 use crate::polls::Polls;
@@ -52,7 +54,17 @@ pub fn serve(config: Config) -> Result<(), Failure> {
             return Err(Failure::config(format!("RESET_HOOK: {} is not an executable file", hook.display())));
         }
     }
-    crate::descriptors::ensure(config.max_connections).map_err(Failure::config)?;
+    let mut config = config;
+    let descriptors =
+        crate::descriptors::ensure(config.max_connections, config.max_connections_set).map_err(Failure::config)?;
+    if descriptors.connections < config.max_connections {
+        log::warn(format_args!(
+            "the descriptor limit ({}) serves at most {} connections, not the default {}: raise it (LimitNOFILE=) \
+             to serve more",
+            descriptors.limit, descriptors.connections, config.max_connections
+        ));
+        config.max_connections = descriptors.connections;
+    }
     let claim = datadir::claim(&config.static_root)?;
     let address = SocketAddr::new(config.bind, config.port);
     let tcp = listener::bind(address).map_err(|err| {
@@ -97,22 +109,31 @@ pub fn serve(config: Config) -> Result<(), Failure> {
         },
     );
     let answers = MemoryBudget::new(ANSWER_MEMORY, MEMORY_PER_ADDRESS);
+    let limits = Limits::default();
+    let room = Room::start(Pool::new(crate::http::pool::WORK_THREADS), limits.idle_timeout, limits.head_timeout)
+        .map_err(|err| Failure::config(format!("cannot open the waiting room: {err}")))?;
     let shared = Arc::new(Shared {
         events,
         lifecycle: Arc::clone(&lifecycle),
         config: Arc::clone(&config),
         blobs: blobs.clone(),
-        limits: Limits::default(),
+        limits,
         hashing: Arc::clone(&hashing),
+        hashing_pool: Pool::new(hashing::MAX_WAITING),
         answers: answers.clone(),
         entries: MemoryBudget::new(ENTRY_MEMORY, MEMORY_PER_ADDRESS),
         uploads: Uploads::new(blobs.clone(), config.min_free_bytes),
+        room,
     });
-    let register = Register::new(Caps {
-        total: config.max_connections,
-        per_address: Some(config.max_connections_per_address),
-        exempt: config.trust_proxy.clone(),
-    });
+    let room = Arc::clone(&shared.room);
+    let register = Register::new(
+        Caps {
+            total: config.max_connections,
+            per_address: Some(config.max_connections_per_address),
+            exempt: config.trust_proxy.clone(),
+        },
+        Arc::new(move |connection| room.shed(connection)),
+    );
     let accepting = Arc::clone(&lifecycle);
     let cors_origins = config.cors_origins.clone();
     let refuser = Refuser::start(move |origin| refusal_bytes(&cors_origins, origin))
@@ -122,7 +143,7 @@ pub fn serve(config: Config) -> Result<(), Failure> {
         .spawn(move || {
             let keep_going = || !accepting.stopping();
             listener::accept_loop(tcp, register, &refuser, keep_going, move |stream, peer, slot| {
-                worker::serve_connection(stream, peer, slot, &shared);
+                worker::admit(stream, peer, slot, &shared);
             });
         })
         .map_err(|err| Failure::config(format!("cannot start the accept thread: {err}")))?;
@@ -133,7 +154,8 @@ pub fn serve(config: Config) -> Result<(), Failure> {
         config.registration.as_str(),
         if config.access_log { ", access log on" } else { "" }
     ));
-    let polls = Polls::new(MAX_POLLS_PER_ACCOUNT, config.max_connections);
+    let max_connections = config.max_connections;
+    let polls = Polls::new(MAX_POLLS_PER_ACCOUNT, max_connections);
     let reset_hook = config.reset_hook.clone().map(ResetHook::new);
     let app = App {
         config,
@@ -143,6 +165,8 @@ pub fn serve(config: Config) -> Result<(), Failure> {
         secret: data.secret,
         decoy_hash,
         polls,
+        streams: Polls::new(MAX_POLLS_PER_ACCOUNT, max_connections),
+        streams_behind: Vec::new(),
         walks: Default::default(),
         open_files: OpenFiles::new(OPEN_FILES),
         throttle: Throttle::default(),

@@ -1,6 +1,6 @@
 //! The event loop: one thread owns the database and all state, takes one
 //! [`Event`] at a time from one channel, and answers each with a [`Step`]
-//! for the connection thread that sent it. It never waits on a client or on
+//! for the connection that sent it (delivered by address). It never waits on a client or on
 //! PBKDF2; a panic in a handler answers 500 and the loop goes on.
 
 use crate::api::{self, App, Event, Handled, PendingWrite, Received, Reply, Request, Step};
@@ -57,6 +57,9 @@ pub fn run(mut app: App, events: Receiver<Event>, lifecycle: &Lifecycle) {
             next_maintenance = now + MAINTENANCE_INTERVAL;
         }
         app.expire_polls(now);
+        if !app.streams_behind.is_empty() {
+            app.catch_up_streams();
+        }
         // While polls are parked, look for commits by command-line tools
         // at least once a second: those must wake polls too.
         let wake = match app.next_poll_deadline() {
@@ -64,6 +67,8 @@ pub fn run(mut app: App, events: Receiver<Event>, lifecycle: &Lifecycle) {
             None => next_maintenance,
         };
         let wake = if app.garbage { wake.min(next_reap) } else { wake };
+        // Streams with pages still to send get them before the loop sleeps.
+        let wake = if app.streams_behind.is_empty() { wake } else { now };
         match inbox.next(wake.min(next_maintenance)) {
             Ok(Event::Shutdown) => break,
             Ok(event) => handle(&mut app, event, &mut inbox),
@@ -127,8 +132,9 @@ fn handle(app: &mut App, event: Event, inbox: &mut Inbox<Event>) {
     };
     match outcome {
         Ok(Handled::Park(poll)) => app.park(reply, poll),
-        Ok(Handled::Step(step)) => reply.send(step),
-        Err(err) => reply.send(Step::Respond(err.into_response())),
+        Ok(Handled::Stream { poll, events, more }) => app.hold_stream(reply, poll, events, more),
+        Ok(Handled::Step(step)) => drop(reply.send(step)),
+        Err(err) => drop(reply.send(Step::Respond(err.into_response()))),
     }
     app.run_after_commit();
     run_deferred(app);
@@ -198,8 +204,9 @@ fn handle_reads(app: &mut App, first: (Reply, Route, Request), inbox: &mut Inbox
         app.others_waiting = left > 0 || inbox.has_waiting();
         match guarded(|| app.handle(route, request)) {
             Ok(Handled::Park(poll)) => app.park(reply, poll),
-            Ok(Handled::Step(step)) => reply.send(step),
-            Err(err) => reply.send(Step::Respond(err.into_response())),
+            Ok(Handled::Stream { poll, events, more }) => app.hold_stream(reply, poll, events, more),
+            Ok(Handled::Step(step)) => drop(reply.send(step)),
+            Err(err) => drop(reply.send(Step::Respond(err.into_response()))),
         }
     }
     if let Err(err) = app.db.end_read() {

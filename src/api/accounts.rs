@@ -1,5 +1,5 @@
 //! Accounts: register, the account summary, password change and account
-//! deletion. PBKDF2 runs on the connection thread; the loop resumes in the
+//! deletion. PBKDF2 runs in its own pool; the loop resumes in the
 //! `finish_*` functions with the continuation it handed out.
 
 use super::{AfterPassword, App, CurrentPassword, Session, json_body, respond};

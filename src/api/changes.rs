@@ -1,5 +1,7 @@
-//! `GET /v1/changes?since=N[&wait=S]`: the account's change feed, and the
-//! long-poll that parks on the loop until a commit touches the account.
+//! `GET /v1/changes?since=N[&wait=S]`: the account's change feed, the
+//! long-poll that parks on the loop until a commit touches the account,
+//! and the feed as a stream of server-sent events (SPEC §6.1): held like a
+//! long-poll, sent an event for each batch of changes instead of answered.
 
 use super::paging;
 use super::{App, Handled, Session};
@@ -15,6 +17,12 @@ use std::time::{Duration, Instant};
 
 /// Longest wait a client may ask for.
 pub const MAX_WAIT_SECONDS: u64 = 60;
+/// Pages a stream is sent in one go; one further behind catches up in
+/// turns with the loop's other work.
+const PAGES_AT_ONCE: usize = 4;
+/// How long a stream lasts (its connection ends it then; the loop forgets
+/// it a little later in any case).
+pub const STREAM_LIFETIME: Duration = Duration::from_secs(3600);
 
 #[derive(Debug, PartialEq, Eq)]
 struct FeedQuery {
@@ -25,6 +33,9 @@ struct FeedQuery {
 
 /// `GET /v1/changes`
 pub fn changes(app: &mut App, request: &Request) -> Result<Handled, ApiError> {
+    if wants_stream(request) {
+        return stream(app, request);
+    }
     let query = parse_query(request.head.query.as_deref())?;
     let session = app.authenticate(request)?;
     let current = app.db.current_seq()?;
@@ -49,6 +60,48 @@ pub fn changes(app: &mut App, request: &Request) -> Result<Handled, ApiError> {
         app.walks.remember(&session.account_id, cursor);
     }
     Ok(Handled::Step(Step::Respond(feed_response(current, &app.generation, changes, query.limit))))
+}
+
+/// Whether the client asks for the feed as a stream (`Accept:
+/// text/event-stream`).
+fn wants_stream(request: &Request) -> bool {
+    request.head.header("accept").is_some_and(|accept| {
+        accept.split(|&b| b == b',').any(|kind| {
+            let kind = kind.split(|&b| b == b';').next().unwrap_or_default().trim_ascii();
+            kind.eq_ignore_ascii_case(b"text/event-stream")
+        })
+    })
+}
+
+/// `GET /v1/changes` as a stream: the pending pages at once, then held.
+fn stream(app: &mut App, request: &Request) -> Result<Handled, ApiError> {
+    let since = stream_since(request)?;
+    let session = app.authenticate(request)?;
+    let current = app.db.current_seq()?;
+    let walking = since == 0 || app.walks.continues(&session.account_id, since);
+    let horizon =
+        db::changes::horizon(app.db.conn())?.max(db::changes::account_horizon(app.db.conn(), &session.account_id)?);
+    if (!walking && since < horizon) || since > current {
+        return Ok(Handled::Stream { poll: None, events: GONE_EVENT.to_vec(), more: false });
+    }
+    let Session { account_id, token_hash } = session;
+    let deadline = Instant::now() + STREAM_LIFETIME + Duration::from_secs(60);
+    let mut poll = Poll { account_id, token_hash, since, limit: paging::MAX_PAGE, deadline };
+    let (events, more) = app.stream_pages(&mut poll)?;
+    Ok(Handled::Stream { poll: Some(poll), events, more })
+}
+
+/// The event that ends a stream whose cursor the server no longer covers.
+const GONE_EVENT: &[u8] = b"event: gone\ndata: {}\n\n";
+
+/// A stream's starting point: `Last-Event-ID` if sent, else `since`.
+fn stream_since(request: &Request) -> Result<i64, ApiError> {
+    let bad = || ApiError::bad_request("Last-Event-ID must be a whole number ≥ 0.");
+    if let Some(last) = request.head.header("last-event-id") {
+        let last = std::str::from_utf8(last).map_err(|_| bad())?.trim();
+        return paging::whole_number(last).map(|n| i64::try_from(n).unwrap_or(i64::MAX)).ok_or_else(bad);
+    }
+    parse_query(request.head.query.as_deref()).map(|query| query.since)
 }
 
 /// Cursors handed to feed walks that began at `since=0`, remembered for an
@@ -95,30 +148,116 @@ impl App {
         }
     }
 
-    /// Answers every parked poll now (the server is shutting down).
+    /// Holds a stream that has sent its first pages (sent here); a stream
+    /// that ends at once (gone, or the server stopping) is not held.
+    pub fn hold_stream(&mut self, reply: Reply, poll: Option<Poll>, events: Vec<u8>, more: bool) {
+        let Some(poll) = poll.filter(|_| !self.stopping) else {
+            reply.send(Step::Stream { events, ends: true, held: None });
+            return;
+        };
+        if !reply.send(Step::Stream { events, ends: false, held: None }) {
+            return;
+        }
+        if more {
+            // More pages than one go takes: the rest follows in turns.
+            self.catch_up_later(&poll);
+        }
+        if let Some(evicted) = self.streams.park(reply, poll) {
+            evicted.reply.send(Step::Stream { events: Vec::new(), ends: true, held: None });
+        }
+    }
+
+    /// Answers every parked poll now, and ends every stream (the server is
+    /// shutting down).
     pub fn expire_all_polls(&mut self) {
         for parked in self.polls.take_all() {
             self.answer(parked);
         }
+        for parked in self.streams.take_all() {
+            parked.reply.send(Step::Stream { events: Vec::new(), ends: true, held: None });
+        }
     }
 
-    /// Wakes the long-polls of accounts a commit just touched.
+    /// Wakes the long-polls and streams of accounts a commit just touched.
     pub fn notify(&mut self, accounts: &[String]) {
         for parked in self.polls.take_for(accounts) {
             self.answer(parked);
         }
+        for parked in self.streams.take_for(accounts) {
+            self.feed_stream(parked);
+        }
     }
 
-    /// Answers the long-polls whose wait is over.
+    /// Streams that were sent all the pages one go allows and have more
+    /// waiting: they get their next pages now.
+    pub fn catch_up_streams(&mut self) {
+        let accounts = std::mem::take(&mut self.streams_behind);
+        for parked in self.streams.take_for(&accounts) {
+            self.feed_stream(parked);
+        }
+    }
+
+    fn catch_up_later(&mut self, poll: &Poll) {
+        if !self.streams_behind.contains(&poll.account_id) {
+            self.streams_behind.push(poll.account_id.clone());
+        }
+    }
+
+    /// Sends a held stream what it has not been sent yet, and holds it
+    /// again; one whose session is gone ends with nothing more sent, one
+    /// whose connection is gone is forgotten.
+    fn feed_stream(&mut self, mut parked: Parked<Reply>) {
+        let (events, more) = match self.stream_pages(&mut parked.poll) {
+            Ok(pages) => pages,
+            Err(_) => {
+                parked.reply.send(Step::Stream { events: Vec::new(), ends: true, held: None });
+                return;
+            }
+        };
+        if !events.is_empty() && !parked.reply.send(Step::Stream { events, ends: false, held: None }) {
+            return;
+        }
+        if more {
+            self.catch_up_later(&parked.poll);
+        }
+        if let Some(evicted) = self.streams.park(parked.reply, parked.poll) {
+            evicted.reply.send(Step::Stream { events: Vec::new(), ends: true, held: None });
+        }
+    }
+
+    /// Up to [`PAGES_AT_ONCE`] pages of changes after the stream's cursor
+    /// as events, the cursor moved past them, and whether more remain;
+    /// 401 if its session is gone.
+    fn stream_pages(&self, poll: &mut Poll) -> Result<(Vec<u8>, bool), ApiError> {
+        let mut events = Vec::new();
+        for _ in 0..PAGES_AT_ONCE {
+            let Some(page) = self.feed_of(poll)?.1 else { return Ok((events, false)) };
+            let (seq, more) = (page.seq, page.more);
+            events.extend_from_slice(format!("id: {seq}\nevent: changes\ndata: ").as_bytes());
+            events.extend_from_slice(page.response.body_bytes());
+            events.extend_from_slice(b"\n\n");
+            poll.since = seq;
+            if !more {
+                return Ok((events, false));
+            }
+        }
+        Ok((events, true))
+    }
+
+    /// Answers the long-polls whose wait is over, and forgets streams past
+    /// their life (their connections have ended them).
     pub fn expire_polls(&mut self, now: Instant) {
         for parked in self.polls.take_expired(now) {
             self.answer(parked);
         }
+        for parked in self.streams.take_expired(now) {
+            parked.reply.send(Step::Stream { events: Vec::new(), ends: true, held: None });
+        }
     }
 
-    /// The next instant a long-poll's wait ends.
+    /// The next instant a long-poll's wait (or a stream's life) ends.
     pub fn next_poll_deadline(&self) -> Option<Instant> {
-        self.polls.next_deadline()
+        self.polls.next_deadline().into_iter().chain(self.streams.next_deadline()).min()
     }
 
     /// Answers the parked polls (of `accounts`, or all) that have
@@ -132,16 +271,27 @@ impl App {
         };
         for parked in polls {
             match self.feed_of(&parked.poll) {
-                Ok((_, Some(response))) => parked.reply.send(Step::Respond(response)),
+                Ok((_, Some(page))) => {
+                    parked.reply.send(Step::Respond(page.response));
+                }
                 Ok((_, None)) => self.park(parked.reply, parked.poll),
-                Err(err) => parked.reply.send(Step::Respond(err.into_response())),
+                Err(err) => {
+                    parked.reply.send(Step::Respond(err.into_response()));
+                }
             }
+        }
+        let streams = match accounts {
+            Some(accounts) => self.streams.take_for(accounts),
+            None => self.streams.take_all(),
+        };
+        for parked in streams {
+            self.feed_stream(parked);
         }
     }
 
     fn answer(&mut self, parked: Parked<Reply>) {
         let response = match self.feed_of(&parked.poll) {
-            Ok((_, Some(response))) => response,
+            Ok((_, Some(page))) => page.response,
             Ok((current, None)) => feed_response(current, &self.generation, Vec::new(), 1),
             Err(err) => err.into_response(),
         };
@@ -153,22 +303,33 @@ impl App {
     /// skipped by the cursor); 401 if its session is gone (revoked,
     /// expired, its account deleted), so a revoked session never hears of
     /// a change made after the revocation.
-    fn feed_of(&self, poll: &Poll) -> Result<(i64, Option<Response>), ApiError> {
+    fn feed_of(&self, poll: &Poll) -> Result<(i64, Option<FeedAnswer>), ApiError> {
         match db::sessions::get(self.db.conn(), &poll.token_hash)? {
             Some((account_id, expiration)) if account_id == poll.account_id && expiration > clock::now_ms() => {}
             _ => return Err(ApiError::Unauthorized),
         }
         let current = self.db.current_seq()?;
         let changes = db::changes::feed(self.db.conn(), &poll.account_id, poll.since, poll.since == 0, poll.limit)?;
-        let answer = (!changes.is_empty()).then(|| feed_response(current, &self.generation, changes, poll.limit));
+        let answer = (!changes.is_empty()).then(|| feed_page(current, &self.generation, changes, poll.limit));
         Ok((current, answer))
     }
+}
+
+/// A feed page as an answer, with its cursor and whether more follow.
+struct FeedAnswer {
+    response: Response,
+    seq: i64,
+    more: bool,
 }
 
 /// A feed page: `changes` holds up to `limit + 1` entries, the last one
 /// only to tell that more follow (then `seq` is the last one returned, so
 /// `since=seq` continues exactly there).
-fn feed_response(current: i64, generation: &str, mut changes: Vec<Change>, limit: usize) -> Response {
+fn feed_response(current: i64, generation: &str, changes: Vec<Change>, limit: usize) -> Response {
+    feed_page(current, generation, changes, limit).response
+}
+
+fn feed_page(current: i64, generation: &str, mut changes: Vec<Change>, limit: usize) -> FeedAnswer {
     let more = changes.len() > limit;
     changes.truncate(limit);
     let seq = match changes.last() {
@@ -186,7 +347,7 @@ fn feed_response(current: i64, generation: &str, mut changes: Vec<Change>, limit
             envelope_seq: change.envelope_seq,
         })
         .collect();
-    Response::json(200, &FeedPage { seq, generation, more, changes })
+    FeedAnswer { response: Response::json(200, &FeedPage { seq, generation, more, changes }), seq, more }
 }
 
 /// A feed answer, serialised from borrowed fields (no map per entry).

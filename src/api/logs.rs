@@ -1,5 +1,5 @@
 //! Store logs (SPEC §9): `POST /v1/stores/{key}/log` appends one entry (its
-//! body read into memory on the connection thread, then group-committed
+//! body read into memory on a work thread, then group-committed
 //! with other writes), and `GET /v1/stores/{key}/log` reads the retained
 //! entries after an index, framed as 8-byte index, 4-byte length, bytes.
 //! Compaction is a store PUT with `Sync-Log-Base` (see `stores`).

@@ -1,9 +1,10 @@
 //! The handlers, by resource, and what they share: the [`App`] state the loop
 //! owns, authentication of a request, JSON bodies, and the continuations of
-//! requests that wait for a connection thread (PBKDF2, uploads).
+//! requests that wait for a work thread (PBKDF2, uploads).
 
 mod accounts;
 mod changes;
+pub use changes::STREAM_LIFETIME;
 mod deferred;
 mod identities;
 mod links;
@@ -88,6 +89,10 @@ pub struct App {
     pub decoy_hash: String,
     /// Long-polls waiting for a change.
     pub polls: Polls<Reply>,
+    /// Held streams of the feed (SPEC §6.1), with their cursors.
+    pub streams: Polls<Reply>,
+    /// Accounts with a stream that has more pages to be sent.
+    pub streams_behind: Vec<String>,
     /// Cursors of feed walks that began at `since=0`.
     pub walks: changes::Walks,
     /// Handles of recently read store files.
@@ -108,7 +113,7 @@ pub struct App {
     pub redeem_failures_by_account: RateLimit<String>,
     pub redeem_failures_by_address: RateLimit<IpAddr>,
     pub reset_hook: Option<ResetHook>,
-    /// Places for PBKDF2 jobs on connection threads.
+    /// Places for PBKDF2 jobs.
     pub hashing: Arc<Hashing>,
     /// Work to do once the current answer has been sent.
     pub deferred: Vec<Deferred>,
@@ -251,17 +256,20 @@ impl AfterPassword {
 /// What a request comes to on the loop.
 #[derive(Debug)]
 pub enum Handled {
-    /// Send this step to the connection thread now.
+    /// Send this step to the connection now.
     Step(Step),
     /// Hold the request until a change or its deadline.
     Park(Poll),
+    /// Begin a stream of the feed with these events, and hold it (none:
+    /// it ends after them); `more` pages are waiting to follow.
+    Stream { poll: Option<Poll>, events: Vec<u8>, more: bool },
 }
 
 /// What the loop answers a connection with, carrying this API's continuations.
 pub type Step = crate::exchange::Step<PendingWrite, AfterPassword>;
-/// The way back to one connection thread.
+/// The way back to one request on its connection.
 pub type Reply = crate::exchange::Reply<PendingWrite, AfterPassword>;
-/// What a connection thread tells the loop.
+/// What a connection tells the loop.
 pub type Event = crate::exchange::Event<PendingWrite, AfterPassword>;
 
 /// An authenticated caller.

@@ -1,6 +1,6 @@
 //! Stores: read, list, conditional write and delete. A write runs in two
 //! halves: the request half checks everything that can be checked before
-//! the body arrives and asks a connection thread to stage the upload; the
+//! the body arrives and asks a work thread to stage the upload; the
 //! upload half re-checks (another writer may have won meanwhile), publishes
 //! the file and commits, following the durability protocol of DESIGN §2.
 

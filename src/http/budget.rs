@@ -1,7 +1,7 @@
 //! Memory budgets, all connections together and per client address: one
 //! for answers waiting to be sent, one for log entries being received.
 //! An answer built in memory (a log page of up to 4 MiB, a long listing)
-//! stays alive until its connection thread has written it, at the send
+//! stays alive until a work thread has written it, at the send
 //! pace at least; a log entry is held in memory while it arrives, at the
 //! upload pace at least. Without a bound, a few dozen such clients could
 //! hold gigabytes, so every one larger than [`COUNTED_FROM`] bytes takes

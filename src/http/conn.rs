@@ -1,14 +1,19 @@
-//! The byte work on one connection: reading heads under a deadline, reading
-//! or streaming bodies under a limit, writing answers and files, and closing
-//! without losing the answer. A slow or vanished client only ever blocks the
-//! thread that owns its connection.
+//! The byte work on one connection: reading what has arrived of a head
+//! without waiting, reading or streaming bodies under a limit and a pace,
+//! writing answers, files and stream events at a pace, and discarding what
+//! a closing connection's client still sends. A slow client only ever
+//! blocks the work thread busy with its connection, until the phase's
+//! deadline.
 
 use super::listener::Slot;
 use super::rejection::Rejection;
 use super::request::{self, Framing, HeadLimits, Parsed, RequestHead};
 use super::response::{Body, Response};
+use rustix::fd::BorrowedFd;
+use rustix::net::{RecvFlags, recv};
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
+use std::os::fd::AsFd;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -29,7 +34,8 @@ pub struct Limits {
     pub head: HeadLimits,
     /// From the first byte of a head to its blank line (slowloris).
     pub head_timeout: Duration,
-    /// How long a kept-alive connection may wait for its next request.
+    /// How long a connection may wait for its next request (kept alive,
+    /// or new).
     pub idle_timeout: Duration,
     /// Longest wait for the write of `100 Continue`.
     pub io_timeout: Duration,
@@ -54,13 +60,20 @@ impl Default for Limits {
     }
 }
 
-/// Why reading a head ended without a request.
-#[derive(Debug)]
-pub enum HeadError {
-    /// The peer closed, timed out or broke the connection: nothing to answer.
+/// The most a closed connection reads and discards while it lingers.
+const LINGER_BYTES: usize = 16 * 1024 * 1024;
+
+/// What reading without waiting found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Filled {
+    /// The client closed (or broke) the connection.
     Closed,
-    /// A malformed or oversized head: answer, then close.
-    Reject(Rejection),
+    /// A whole head is buffered (or one that can only be refused).
+    Head,
+    /// Bytes of a head arrived, not all of it yet.
+    Partial,
+    /// Nothing new.
+    Nothing,
 }
 
 /// How fast a body must arrive, or an answer be taken (SPEC §1, "Slow
@@ -150,6 +163,8 @@ pub struct Connection {
     /// system call.
     read_timeout: Option<Duration>,
     write_timeout: Option<Duration>,
+    /// Bytes discarded while lingering.
+    discarded: usize,
 }
 
 impl Connection {
@@ -163,54 +178,100 @@ impl Connection {
             limits,
             read_timeout: None,
             write_timeout: None,
+            discarded: 0,
         }
     }
 
-    /// Reads the next request head. `Err(Closed)` when the peer is done or
-    /// stays silent; 408 when a head that has begun does not complete in
-    /// time. While nothing of it has arrived, the connection may be shed.
-    pub fn read_head(&mut self) -> Result<RequestHead, HeadError> {
-        let mut deadline = None;
-        if self.pending.is_empty() && self.requests > 0 {
-            self.slot.kept_alive();
-        }
+    /// The connection's id, for as long as it is open (never reused).
+    pub fn id(&self) -> u64 {
+        self.slot.id()
+    }
+
+    /// The socket, to wait for readiness on.
+    pub fn socket(&self) -> BorrowedFd<'_> {
+        self.stream.as_fd()
+    }
+
+    /// Reads what has arrived, without waiting, until a whole head is
+    /// buffered (or more than a head may hold).
+    pub fn fill(&mut self) -> Filled {
+        let mut got = false;
         loop {
-            if !self.pending.is_empty() {
-                if deadline.is_none() {
-                    self.slot.reading();
-                }
-                let started = *deadline.get_or_insert_with(|| Instant::now() + self.limits.head_timeout);
-                match request::parse(&self.pending, self.limits.head).map_err(HeadError::Reject)? {
-                    Parsed::Complete(head, used) => {
-                        self.pending.drain(..used);
-                        self.requests += 1;
-                        self.slot.busy();
-                        return Ok(head);
-                    }
-                    Parsed::Partial => deadline = Some(started),
-                }
+            if self.head_buffered() {
+                return Filled::Head;
             }
-            let late = HeadError::Reject(Rejection::RequestTimeout);
-            let wait = match deadline {
-                None => self.limits.idle_timeout,
-                Some(at) => at.checked_duration_since(Instant::now()).filter(|left| !left.is_zero()).ok_or(late)?,
-            };
-            self.set_read_timeout(wait).map_err(|_| HeadError::Closed)?;
             let room = self.limits.head.max_head + 1 - self.pending.len().min(self.limits.head.max_head);
             let mut chunk = [0u8; 4096];
             let want = room.min(chunk.len());
-            match self.stream.read(&mut chunk[..want]) {
-                Ok(0) => return Err(HeadError::Closed),
-                Ok(n) => self.pending.extend_from_slice(&chunk[..n]),
-                Err(err)
-                    if deadline.is_some()
-                        && matches!(err.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) =>
-                {
-                    return Err(HeadError::Reject(Rejection::RequestTimeout));
+            match recv(&self.stream, &mut chunk[..want], RecvFlags::DONTWAIT) {
+                Ok((0, _)) => return Filled::Closed,
+                Ok((n, _)) => {
+                    self.pending.extend_from_slice(&chunk[..n]);
+                    got = true;
                 }
-                Err(_) => return Err(HeadError::Closed),
+                Err(rustix::io::Errno::AGAIN) => return if got { Filled::Partial } else { Filled::Nothing },
+                Err(rustix::io::Errno::INTR) => {}
+                Err(_) => return Filled::Closed,
             }
         }
+    }
+
+    /// Whether the bytes buffered hold a whole head, or one that can only
+    /// be refused.
+    fn head_buffered(&self) -> bool {
+        !self.pending.is_empty() && !matches!(request::parse(&self.pending, self.limits.head), Ok(Parsed::Partial))
+    }
+
+    /// Stops sending (the start of a lingering close).
+    pub fn shut_write(&mut self) {
+        let _ = self.stream.shutdown(Shutdown::Write);
+        self.pending = Vec::new();
+    }
+
+    /// Reads and discards what a lingering connection's client sends,
+    /// without waiting; `false` once it is done (closed, or it sent too
+    /// much).
+    pub fn discard(&mut self) -> bool {
+        let mut chunk = [0u8; 16 * 1024];
+        loop {
+            match recv(&self.stream, &mut chunk, RecvFlags::DONTWAIT) {
+                Ok((0, _)) => return false,
+                Ok((n, _)) => {
+                    self.discarded += n;
+                    if self.discarded >= LINGER_BYTES {
+                        return false;
+                    }
+                }
+                Err(rustix::io::Errno::AGAIN) => return true,
+                Err(rustix::io::Errno::INTR) => {}
+                Err(_) => return false,
+            }
+        }
+    }
+
+    /// Takes the head buffered (once [`Connection::fill`] found it
+    /// whole); one refused, or still partial when its time is up, is the
+    /// rejection to answer.
+    pub fn take_head(&mut self) -> Result<RequestHead, Rejection> {
+        match request::parse(&self.pending, self.limits.head)? {
+            Parsed::Complete(head, used) => {
+                self.pending.drain(..used);
+                if self.pending.is_empty() {
+                    // An idle connection holds no buffer.
+                    self.pending = Vec::new();
+                }
+                self.requests += 1;
+                self.slot.busy();
+                Ok(head)
+            }
+            Parsed::Partial => Err(Rejection::RequestTimeout),
+        }
+    }
+
+    /// Requests taken so far on this connection: the number of the
+    /// current one.
+    pub fn requests(&self) -> u64 {
+        self.requests
     }
 
     fn set_read_timeout(&mut self, timeout: Duration) -> io::Result<()> {
@@ -255,16 +316,12 @@ impl Connection {
     /// Whether the client has closed its side (or the connection broke).
     /// Bytes already sent (a pipelined request) mean it is still there.
     pub fn peer_closed(&mut self) -> bool {
-        if self.stream.set_nonblocking(true).is_err() {
-            return true;
-        }
         let mut probe = [0u8; 1];
-        let closed = match self.stream.peek(&mut probe) {
-            Ok(0) => true,
+        match recv(&self.stream, &mut probe, RecvFlags::PEEK | RecvFlags::DONTWAIT) {
+            Ok((0, _)) => true,
             Ok(_) => false,
-            Err(err) => err.kind() != io::ErrorKind::WouldBlock,
-        };
-        closed || self.stream.set_nonblocking(false).is_err()
+            Err(err) => err != rustix::io::Errno::AGAIN,
+        }
     }
 
     /// Sends `100 Continue` when the client waits for it before its body.
@@ -406,11 +463,11 @@ impl Connection {
         match response.body {
             // A small body goes out with its head in one write; a large one
             // is written where it is (never copied a second time).
-            Body::Bytes(bytes) if !options.head_only && bytes.len() <= CHUNK => {
+            Body::Bytes(bytes) | Body::Stream(bytes) if !options.head_only && bytes.len() <= CHUNK => {
                 out.extend_from_slice(&bytes);
                 self.write_paced(&out, &mut clock)
             }
-            Body::Bytes(bytes) if !options.head_only => {
+            Body::Bytes(bytes) | Body::Stream(bytes) if !options.head_only => {
                 self.write_paced(&out, &mut clock)?;
                 self.write_paced(&bytes, &mut clock)
             }
@@ -441,6 +498,13 @@ impl Connection {
         }
     }
 
+    /// Writes more of a stream (its events, a keep-alive comment) at the
+    /// connection's send pace.
+    pub fn send_more(&mut self, bytes: &[u8]) -> io::Result<()> {
+        let mut clock = Clock::start(self.limits.send_pace, Instant::now());
+        self.write_paced(bytes, &mut clock)
+    }
+
     /// Writes all of `bytes`, each write waiting no longer than the pace
     /// allows.
     fn write_paced(&mut self, mut bytes: &[u8], clock: &mut Clock) -> io::Result<()> {
@@ -459,34 +523,13 @@ impl Connection {
         }
         Ok(())
     }
-
-    /// Ends the connection without losing the answer already written: stop
-    /// sending, then read and discard what the client still sends for a
-    /// short while, so the kernel does not reset the connection under it.
-    pub fn linger_close(mut self) {
-        let _ = self.stream.shutdown(Shutdown::Write);
-        let deadline = Instant::now() + Duration::from_secs(2);
-        let mut discarded = 0usize;
-        let mut buf = vec![0u8; CHUNK];
-        while discarded < 16 * 1024 * 1024 {
-            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
-                break;
-            };
-            if self.set_read_timeout(left.max(Duration::from_millis(1))).is_err() {
-                break;
-            }
-            match self.stream.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => discarded += n,
-            }
-        }
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http::listener::{Caps, Register};
+    use crate::http::listener::Caps;
+    use crate::http::listener::tests::fixture;
     use std::net::TcpListener;
 
     #[test]
@@ -514,7 +557,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (server, peer) = listener.accept().unwrap();
-        let register = Register::new(Caps { total: 4, per_address: None, exempt: Default::default() });
+        let register = fixture(Caps { total: 4, per_address: None, exempt: Default::default() });
         let slot = register.admit(&server, peer.ip()).unwrap();
         (Connection::new(server, Limits::default(), slot), client)
     }

@@ -4,20 +4,16 @@
 //! turns anyone away and, when the server is full, a connection that has
 //! not made progress (a head still arriving, a long-poll held) of the
 //! address holding the most; survives descriptor exhaustion, and hands
-//! each accepted socket to its own small-stack thread.
+//! each accepted socket on (to the waiting room) without waiting on it.
 
-use crate::log;
 use crate::tally;
 use std::collections::HashMap;
 use std::io;
-use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
-/// Stack of a connection thread: it parses heads, copies bodies and runs
-/// PBKDF2, none of which needs deep recursion or large stack buffers.
-const CONNECTION_STACK: usize = 128 * 1024;
 /// A new connection that has sent nothing for this long counts as idle.
 const FRESH_IDLE: Duration = Duration::from_secs(1);
 
@@ -74,10 +70,13 @@ impl Idleness {
 #[derive(Debug)]
 struct Entry {
     address: IpAddr,
-    /// A second handle on the socket, to close it when it is shed.
-    stream: TcpStream,
     idleness: Idleness,
 }
+
+/// Closes a connection chosen to be shed, if it is still waiting (not at
+/// work): `true` when it will close. It must not drop the connection in
+/// place (that would take the register's lock again).
+pub type Shed = Arc<dyn Fn(u64) -> bool + Send + Sync>;
 
 #[derive(Debug, Default)]
 struct Open {
@@ -128,26 +127,35 @@ impl Open {
         }
     }
 
-    /// Closes a victim's socket (its thread ends on its own) and stops
-    /// counting it.
-    fn shed(&mut self, id: u64) {
-        if let Some(entry) = self.remove(id) {
-            let _ = entry.stream.shutdown(Shutdown::Both);
+    /// Closes a victim and stops counting it; one that has just gone to
+    /// work counts as busy instead.
+    fn shed(&mut self, id: u64, close: &Shed) {
+        if close(id) {
+            self.remove(id);
+        } else if let Some(entry) = self.entries.get_mut(&id) {
+            entry.idleness = Idleness::Busy;
         }
     }
 }
 
 /// The open connections, shared by the accept thread and every connection
 /// thread.
-#[derive(Debug)]
 pub struct Register {
     caps: Caps,
     open: Mutex<Open>,
+    close: Shed,
+}
+
+impl std::fmt::Debug for Register {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Register").field("caps", &self.caps).finish_non_exhaustive()
+    }
 }
 
 impl Register {
-    pub fn new(caps: Caps) -> Arc<Register> {
-        Arc::new(Register { caps, open: Mutex::new(Open::default()) })
+    /// The register; `close` sheds a waiting connection by its id.
+    pub fn new(caps: Caps, close: Shed) -> Arc<Register> {
+        Arc::new(Register { caps, open: Mutex::new(Open::default()), close })
     }
 
     fn lock(&self) -> MutexGuard<'_, Open> {
@@ -156,23 +164,22 @@ impl Register {
 
     /// Admits a connection from `address`, closing idle ones to make room
     /// if a cap is reached; `None` if there is no room even so.
-    pub fn admit(self: &Arc<Self>, stream: &TcpStream, address: IpAddr) -> Option<Slot> {
-        let handle = stream.try_clone().ok()?;
+    pub fn admit(self: &Arc<Self>, address: IpAddr) -> Option<Slot> {
         let now = Instant::now();
         let mut open = self.lock();
         if let Some(cap) = self.cap_for(address) {
             while open.per_address.get(&address).copied().unwrap_or(0) >= cap {
                 let id = open.victim(address, true, now)?;
-                open.shed(id);
+                open.shed(id, &self.close);
             }
         }
         while open.entries.len() >= self.caps.total {
             let id = open.victim(address, false, now).or_else(|| open.stalled_victim(address))?;
-            open.shed(id);
+            open.shed(id, &self.close);
         }
         let id = open.next_id;
         open.next_id += 1;
-        open.entries.insert(id, Entry { address, stream: handle, idleness: Idleness::Fresh(now) });
+        open.entries.insert(id, Entry { address, idleness: Idleness::Fresh(now) });
         open.count(address, true);
         Some(Slot { register: Arc::clone(self), id })
     }
@@ -199,6 +206,11 @@ pub struct Slot {
 }
 
 impl Slot {
+    /// The connection's id (never reused while the server runs).
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
     fn set(&self, idleness: Idleness) {
         if let Some(entry) = self.register.lock().entries.get_mut(&self.id) {
             entry.idleness = idleness;
@@ -243,7 +255,7 @@ impl Slot {
         let now = Instant::now();
         while open.per_address.get(&address).copied().unwrap_or(0) > cap {
             match open.victim(address, true, now) {
-                Some(id) => open.shed(id),
+                Some(id) => open.shed(id, &register.close),
                 None => {
                     // Refused: it goes on counting where it did.
                     open.count(address, false);
@@ -272,18 +284,15 @@ pub fn bind(address: SocketAddr) -> io::Result<TcpListener> {
 
 /// Accepts until `keep_going` says no (checked after each accept, so whoever
 /// stops it connects once to wake it); then the listening socket closes.
-/// `handle` runs on a new thread per admitted connection; a connection
-/// that finds no room goes to the `refuser`.
-pub fn accept_loop<F>(
+/// `admit` takes each admitted connection (and must not wait on it); a
+/// connection that finds no room goes to the `refuser`.
+pub fn accept_loop(
     listener: TcpListener,
     register: Arc<Register>,
     refuser: &super::refuser::Refuser,
     keep_going: impl Fn() -> bool,
-    handle: F,
-) where
-    F: Fn(TcpStream, SocketAddr, Slot) + Send + Sync + 'static,
-{
-    let handle = Arc::new(handle);
+    admit: impl Fn(TcpStream, SocketAddr, Slot),
+) {
     loop {
         let accepted = listener.accept();
         if !keep_going() {
@@ -296,20 +305,12 @@ pub fn accept_loop<F>(
                 continue;
             }
         };
-        let Some(slot) = register.admit(&stream, super::request::share_of(peer.ip())) else {
+        let Some(slot) = register.admit(super::request::share_of(peer.ip())) else {
             refuser.refuse(stream);
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let handle = Arc::clone(&handle);
-        let spawned = thread::Builder::new().name("conn".into()).stack_size(CONNECTION_STACK).spawn(move || {
-            handle(stream, peer, slot);
-        });
-        if let Err(err) = spawned {
-            // The closure (and with it the socket and slot) is dropped.
-            log::error(format_args!("cannot start a connection thread: {err}"));
-            thread::sleep(Duration::from_millis(10));
-        }
+        admit(stream, peer, slot);
     }
 }
 
@@ -326,8 +327,40 @@ fn back_off(err: &io::Error) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+    use std::net::Shutdown;
+
+    /// A register whose shed connections are sockets of the test, shut
+    /// when shed.
+    pub(crate) struct Fixture {
+        register: Arc<Register>,
+        sockets: Arc<Mutex<HashMap<u64, TcpStream>>>,
+    }
+
+    pub(crate) fn fixture(caps: Caps) -> Fixture {
+        let sockets: Arc<Mutex<HashMap<u64, TcpStream>>> = Arc::default();
+        let theirs = Arc::clone(&sockets);
+        let close: Shed = Arc::new(move |id| {
+            theirs.lock().unwrap().remove(&id).is_some_and(|socket| socket.shutdown(Shutdown::Both).is_ok())
+        });
+        Fixture { register: Register::new(caps, close), sockets }
+    }
+
+    impl Fixture {
+        pub(crate) fn admit(&self, server: &TcpStream, address: IpAddr) -> Option<Slot> {
+            let slot = self.register.admit(address)?;
+            self.sockets.lock().unwrap().insert(slot.id(), server.try_clone().unwrap());
+            Some(slot)
+        }
+    }
+
+    impl std::ops::Deref for Fixture {
+        type Target = Register;
+        fn deref(&self) -> &Register {
+            &self.register
+        }
+    }
 
     /// A connected pair of loopback sockets (client side, server side).
     fn pair(listener: &TcpListener) -> (TcpStream, TcpStream) {
@@ -343,7 +376,7 @@ mod tests {
     #[test]
     fn caps_shed_idle_connections_of_the_same_address_first() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let register = Register::new(Caps { total: 3, per_address: Some(2), exempt: Default::default() });
+        let register = fixture(Caps { total: 3, per_address: Some(2), exempt: Default::default() });
         let sockets: Vec<_> = (0..4).map(|_| pair(&listener)).collect();
         let a1 = register.admit(&sockets[0].1, address(1)).unwrap();
         let a2 = register.admit(&sockets[1].1, address(1)).unwrap();
@@ -364,7 +397,7 @@ mod tests {
     #[test]
     fn when_full_and_nothing_is_idle_the_top_address_loses_a_stalled_connection() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let register = Register::new(Caps { total: 3, per_address: None, exempt: Default::default() });
+        let register = fixture(Caps { total: 3, per_address: None, exempt: Default::default() });
         let sockets: Vec<_> = (0..5).map(|_| pair(&listener)).collect();
         let a1 = register.admit(&sockets[0].1, address(1)).unwrap();
         let a2 = register.admit(&sockets[1].1, address(1)).unwrap();
@@ -388,7 +421,7 @@ mod tests {
     fn a_connection_that_speaks_for_a_forwarded_client_counts_against_it() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let proxy = super::super::proxies::TrustedProxies::parse(Some("192.0.2.9")).unwrap();
-        let register = Register::new(Caps { total: 10, per_address: Some(2), exempt: proxy });
+        let register = fixture(Caps { total: 10, per_address: Some(2), exempt: proxy });
         let sockets: Vec<_> = (0..3).map(|_| pair(&listener)).collect();
         let slots: Vec<_> = sockets.iter().map(|(_, server)| register.admit(server, address(9)).unwrap()).collect();
         slots.iter().for_each(Slot::busy);
@@ -404,7 +437,7 @@ mod tests {
     #[test]
     fn when_full_another_addresss_idle_connection_goes_if_needed() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let register = Register::new(Caps { total: 2, per_address: None, exempt: Default::default() });
+        let register = fixture(Caps { total: 2, per_address: None, exempt: Default::default() });
         let sockets: Vec<_> = (0..3).map(|_| pair(&listener)).collect();
         let a = register.admit(&sockets[0].1, address(1)).unwrap();
         let b = register.admit(&sockets[1].1, address(2)).unwrap();

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 /// How long a refused connection's head is waited for.
 const HEAD_WAIT: Duration = Duration::from_millis(500);
 /// Refused connections waited on at once; past it they are answered at once.
-const MAX_WAITING: usize = 256;
+pub const MAX_WAITING: usize = 256;
 /// The most of a head read from a refused connection.
 const HEAD_BYTES: usize = 8 * 1024;
 

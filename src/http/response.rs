@@ -13,7 +13,7 @@ use std::sync::Arc;
 pub enum Body {
     Empty,
     Bytes(Vec<u8>),
-    /// An already-open file streamed by the connection thread; `len` bytes
+    /// An already-open file streamed by a work thread; `len` bytes
     /// from its start. Read by position, so one handle can serve many
     /// connections at once.
     File {
@@ -23,6 +23,9 @@ pub enum Body {
     /// Only the length of a body that is never sent: the answer to a HEAD
     /// that did not build what a GET would send.
     Unsent(u64),
+    /// The start of a stream (server-sent events): no length, it ends when
+    /// the connection closes.
+    Stream(Vec<u8>),
 }
 
 #[derive(Debug)]
@@ -90,7 +93,7 @@ impl Response {
     /// The in-memory body (empty for files and empty bodies).
     pub fn body_bytes(&self) -> &[u8] {
         match &self.body {
-            Body::Bytes(bytes) => bytes,
+            Body::Bytes(bytes) | Body::Stream(bytes) => bytes,
             _ => &[],
         }
     }
@@ -99,7 +102,7 @@ impl Response {
     pub fn body_len(&self) -> u64 {
         match &self.body {
             Body::Empty => 0,
-            Body::Bytes(bytes) => bytes.len() as u64,
+            Body::Bytes(bytes) | Body::Stream(bytes) => bytes.len() as u64,
             Body::File { len, .. } | Body::Unsent(len) => *len,
         }
     }
@@ -113,7 +116,7 @@ impl Response {
         for (name, value) in self.headers.iter().chain(extra) {
             push_header(out, name, value);
         }
-        if !matches!(self.status, 100..=199 | 204 | 304) {
+        if !matches!(self.status, 100..=199 | 204 | 304) && !matches!(self.body, Body::Stream(_)) {
             let _ = write!(out, "Content-Length: {}\r\n", self.body_len());
         }
         push_header(out, "Connection", if keep_alive { "keep-alive" } else { "close" });

@@ -244,8 +244,9 @@ fn a_burst_past_the_connection_cap_then_keep_alive_clients_are_all_answered() {
 fn a_connection_cap_the_descriptors_cannot_serve_stops_the_start() {
     let dir = tempfile::tempdir().unwrap();
     let output = std::process::Command::new("prlimit")
-        .args(["--nofile=200:200", crate::support::BIN])
+        .args(["--nofile=1024:1024", crate::support::BIN])
         .env_clear()
+        .env("MAX_CONNECTIONS", "1000")
         .env("STATIC_ROOT", dir.path().join("data"))
         .env("PORT", "0")
         .env("BIND", "127.0.0.1")
@@ -253,7 +254,7 @@ fn a_connection_cap_the_descriptors_cannot_serve_stops_the_start() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("MAX_CONNECTIONS=256") && stderr.contains("at most 24"), "{stderr}");
+    assert!(stderr.contains("MAX_CONNECTIONS=1000") && stderr.contains("at most 384"), "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(!dir.path().join("data").exists(), "refused before the data directory was touched");
 }
@@ -275,7 +276,7 @@ fn the_soft_descriptor_limit_is_raised_to_the_hard_one() {
 
 #[test]
 fn a_full_server_refuses_with_503_not_with_too_many_open_files() {
-    let options = Options { wrapper: vec!["prlimit".into(), "--nofile=200:200".into()], ..Options::default() }
+    let options = Options { wrapper: vec!["prlimit".into(), "--nofile=700:700".into()], ..Options::default() }
         .env("MAX_CONNECTIONS", "24")
         .env("MAX_CONNECTIONS_PER_ADDRESS", "24");
     let server = Server::start_with(options);

@@ -23,5 +23,6 @@ mod shutdown;
 mod slow_clients;
 mod soak;
 mod stores;
+mod streams;
 mod support;
 mod tidy;

@@ -258,7 +258,8 @@ fn a_reader_slower_than_the_send_pace_is_cut_off() {
 fn four_addresses_trickling_heads_do_not_keep_a_fifth_out() {
     // With the default of 32 per address four addresses hold half the
     // slots; an operator who raised it lets them fill the server.
-    let server = Server::start_with(Options::default().env("MAX_CONNECTIONS_PER_ADDRESS", "64"));
+    let server =
+        Server::start_with(Options::default().env("MAX_CONNECTIONS", "256").env("MAX_CONNECTIONS_PER_ADDRESS", "64"));
     // 4 × 64 connections fill the server, each with a head still arriving.
     let mut trickling: Vec<Conn> = Vec::new();
     for from in 2..=5u8 {
