@@ -122,19 +122,49 @@ export class SyncClient {
     let path = `/v1/changes?since=${since}`;
     if (wait) path += `&wait=${wait}`;
     if (limit) path += `&limit=${limit}`;
-    const raw = await this.transport.json('GET', path, { signal });
-    return {
-      seq: raw.seq,
-      generation: raw.generation,
-      more: raw.more,
-      changes: raw.changes.map((/** @type {any} */ c) => ({
-        key: c.key,
-        seq: c.seq,
-        token: c.token,
-        permission: c.permission,
-        logHead: c.log_head,
-      })),
-    };
+    return changesOf(await this.transport.json('GET', path, { signal }));
+  }
+
+  /**
+   * Follows the feed as a stream of server-sent events (SPEC §6.1) from
+   * `since`: yields `{type: 'open'}` once the server answers, then
+   * `{type: 'changes', ...page}` for each page of changes as it is
+   * committed, or `{type: 'gone'}` (the cursor is no longer covered: list
+   * again from 0) after which it ends. It ends when the server ends the
+   * stream (after an hour, or when it stops). `fetch` streaming carries
+   * the `Authorization` header, which `EventSource` cannot. A server that
+   * answers without a stream throws `SyncError('no_stream')`.
+   * @param {{since: number, signal?: AbortSignal}} query
+   * @returns {AsyncGenerator<{type: 'open'} | {type: 'gone'} | ({type: 'changes'} & Changes)>}
+   */
+  async *stream({ since, signal }) {
+    const response = await this.transport.request('GET', `/v1/changes?since=${since}`, { headers: { Accept: 'text/event-stream' }, signal });
+    if (!response.headers.get('Content-Type')?.startsWith('text/event-stream') || !response.body) {
+      await response.body?.cancel().catch(() => undefined);
+      throw new SyncError('no_stream', 'the server does not offer the feed as a stream');
+    }
+    yield { type: 'open' };
+    const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+    let buffered = '';
+    try {
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) return;
+        buffered += value.replaceAll('\r\n', '\n');
+        if (buffered.length > MAX_EVENT_CHARS) throw new SyncError('bad_response', 'a feed event too large to be one');
+        for (let end = buffered.indexOf('\n\n'); end >= 0; end = buffered.indexOf('\n\n')) {
+          const event = parseEvent(buffered.slice(0, end));
+          buffered = buffered.slice(end + 2);
+          if (event.type === 'gone') {
+            yield { type: 'gone' };
+            return;
+          }
+          if (event.type === 'changes') yield { type: 'changes', ...changesOf(parseData(event.data)) };
+        }
+      }
+    } finally {
+      reader.cancel().catch(() => undefined);
+    }
   }
 
   /**
@@ -164,5 +194,49 @@ export class SyncClient {
     await this.tokens.set(raw.token);
     this.keySalt = raw.key_salt;
     return { token: raw.token, expires: raw.expires, keySalt: raw.key_salt };
+  }
+}
+
+/** The longest a stream's event may be (a page of 1000 changes is ~200 KB). */
+const MAX_EVENT_CHARS = 8 * 1024 * 1024;
+
+/** A feed page from the server's JSON. @param {any} raw @returns {Changes} */
+function changesOf(raw) {
+  if (!Array.isArray(raw?.changes) || typeof raw.seq !== 'number') throw new SyncError('bad_response', 'a feed page without changes or seq');
+  return {
+    seq: raw.seq,
+    generation: raw.generation,
+    more: raw.more,
+    changes: raw.changes.map((/** @type {any} */ c) => ({
+      key: c.key,
+      seq: c.seq,
+      token: c.token,
+      permission: c.permission,
+      logHead: c.log_head,
+    })),
+  };
+}
+
+/** One server-sent event's fields (comments and unknown fields skipped). @param {string} block */
+function parseEvent(block) {
+  let type = 'message';
+  const data = [];
+  for (const line of block.split('\n')) {
+    if (line.startsWith(':')) continue;
+    const colon = line.indexOf(':');
+    const field = colon < 0 ? line : line.slice(0, colon);
+    const value = colon < 0 ? '' : line.slice(colon + 1).replace(/^ /, '');
+    if (field === 'event') type = value;
+    else if (field === 'data') data.push(value);
+  }
+  return { type: block.split('\n').every((line) => line.startsWith(':')) ? 'comment' : type, data: data.join('\n') };
+}
+
+/** @param {string} data */
+function parseData(data) {
+  try {
+    return JSON.parse(data);
+  } catch (cause) {
+    throw new SyncError('bad_response', 'a feed event that is not JSON', { cause });
   }
 }

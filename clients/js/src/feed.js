@@ -1,6 +1,8 @@
 /**
- * The feed follower: long-polls `GET /v1/changes` from a persisted cursor
- * and emits what changed. It backs off with full jitter on failures
+ * The feed follower: follows `GET /v1/changes` from a persisted cursor and
+ * emits what changed — as a stream of server-sent events where the server
+ * offers one (one connection, pushed to; it resumes from the last event's
+ * seq), else by long-polling. It backs off with full jitter on failures
  * (honouring `Retry-After`), pauses while the page is hidden or the
  * browser offline, and on a `410` or a new server `generation` starts over
  * with a full listing (`since=0`) flagged `resync`, after which the app
@@ -42,6 +44,7 @@ export class Feed extends EventTarget {
    * @param {import('./client.js').SyncClient} client
    * @param {object} [options]
    * @param {CursorStore} [options.cursor] where the cursor persists (default: memory, starting with a full listing)
+   * @param {boolean} [options.stream] follow the feed as a stream when the server offers it (default true; false: long-poll)
    * @param {number} [options.wait] long-poll seconds, 1 to 59 (below 60 so proxies keep the request; default 50)
    * @param {number} [options.limit] changes per answer
    * @param {boolean} [options.pauseWhenHidden] pause while the page is hidden (default true; offline always pauses)
@@ -53,6 +56,8 @@ export class Feed extends EventTarget {
     this.client = client;
     this.cursor = options.cursor ?? memoryCursor();
     this.wait = Math.min(Math.max(Math.round(options.wait ?? 50), 1), 59);
+    /** Whether to try the stream (cleared for good when the server offers none). */
+    this.streaming = options.stream ?? true;
     this.limit = options.limit;
     this.pauseWhenHidden = options.pauseWhenHidden ?? true;
     this.decorate = options.decorate ?? ((/** @type {any[]} */ c) => c);
@@ -152,6 +157,16 @@ export class Feed extends EventTarget {
     const saved = await this.cursor.get();
     if (!saved) return this.#resync(signal);
     if (this.status !== 'live') this.#emitStatus('connecting');
+    if (this.streaming) {
+      try {
+        return await this.#follow(saved, signal);
+      } catch (error) {
+        if (error instanceof SyncError && error.status === 410) return this.#resync(signal);
+        if (!(error instanceof SyncError && error.code === 'no_stream')) throw error;
+        // An older server, or a proxy in the way: long-poll from now on.
+        this.streaming = false;
+      }
+    }
     let answer;
     try {
       answer = await this.client.changes({ since: saved.seq, wait: this.status === 'live' ? this.wait : 0, limit: this.limit, signal });
@@ -163,6 +178,37 @@ export class Feed extends EventTarget {
     this.#emitStatus('live');
     if (answer.changes.length > 0) await this.#emit(answer.changes, answer.seq, false);
     await this.cursor.set({ seq: answer.seq, generation: answer.generation });
+  }
+
+  /**
+   * Follows the stream from `saved` until the server ends it. A stream
+   * ended within a second of opening (an account's oldest, evicted by its
+   * newer ones) counts as a failure, so reconnecting backs off.
+   * @param {Cursor} saved @param {AbortSignal} signal
+   */
+  async #follow(saved, signal) {
+    // A stream says nothing until something changes, so each (re)connection
+    // first asks once without waiting: a restored server (new generation)
+    // or a forgotten cursor (410) is noticed at once, as when polling.
+    const answer = await this.client.changes({ since: saved.seq, limit: this.limit, signal });
+    if (saved.generation !== null && answer.generation !== saved.generation) return this.#resync(signal);
+    if (answer.changes.length > 0) await this.#emit(answer.changes, answer.seq, false);
+    let cursor = { seq: answer.seq, generation: answer.generation };
+    await this.cursor.set(cursor);
+    const opened = Date.now();
+    for await (const item of this.client.stream({ since: cursor.seq, signal })) {
+      if (item.type === 'open') {
+        this.#emitStatus('live');
+        continue;
+      }
+      if (item.type === 'gone') return this.#resync(signal);
+      if (item.seq < cursor.seq) throw new SyncError('bad_response', `the feed went back from ${cursor.seq} to ${item.seq}`);
+      if (cursor.generation !== null && item.generation !== cursor.generation) return this.#resync(signal);
+      if (item.changes.length > 0) await this.#emit(item.changes, item.seq, false);
+      cursor = { seq: item.seq, generation: item.generation };
+      await this.cursor.set(cursor);
+    }
+    if (Date.now() - opened < 1000) throw new SyncError('stream_ended', 'the server ended the feed stream at once');
   }
 
   /**

@@ -47,6 +47,47 @@ export default {
       equal(feed.status, 'stopped');
     },
 
+    async 'the feed follows a stream: one request carries every change'(env) {
+      const client = new SyncClient({ url: env.url });
+      await client.register({ id: env.unique('streamed'), password: 'a long password' });
+      const requests = [];
+      const counting = new SyncClient({
+        url: env.url,
+        tokens: client.tokens,
+        fetch: (u, i) => (String(u).includes('/v1/changes') && requests.push(new Headers(i?.headers).get('Accept')), fetch(u, i)),
+      });
+      const feed = new Feed(counting, { wait: 5 });
+      const { seen } = await follow(feed);
+      for (const key of ['s1', 's2', 's3']) {
+        await client.stores.put(key, bytes(key));
+        await eventually(() => seen.some((b) => b.changes.some((c) => c.key === key)), 10_000, key);
+      }
+      const streams = requests.filter((accept) => accept === 'text/event-stream');
+      equal(streams.length, 1, `one stream for three changes (${requests.join()})`);
+      ok(requests.length <= 3, `the first listing, one look, and the stream: no polls (${requests.length} requests)`);
+      await feed.stop();
+    },
+
+    async 'a server without the stream is long-polled instead'(env) {
+      const client = new SyncClient({ url: env.url });
+      await client.register({ id: env.unique('polled'), password: 'a long password' });
+      let polls = 0;
+      // A proxy that drops Accept: the server answers the plain feed.
+      const withoutStream = (u, i) => {
+        if (String(u).includes('/v1/changes')) polls++;
+        const headers = new Headers(i?.headers);
+        headers.delete('Accept');
+        return fetch(u, { ...i, headers });
+      };
+      const feed = new Feed(new SyncClient({ url: env.url, tokens: client.tokens, fetch: withoutStream }), { wait: 1 });
+      const { seen } = await follow(feed);
+      await client.stores.put('p1', bytes('x'));
+      await eventually(() => seen.some((b) => b.changes.some((c) => c.key === 'p1')), 10_000, 'change by long-poll');
+      equal(feed.streaming, false);
+      ok(polls >= 3, `polled (${polls})`);
+      await feed.stop();
+    },
+
     async 'stop and start at once leave one loop; wait is at least 1 s'(env) {
       const client = new SyncClient({ url: env.url });
       await client.register({ id: env.unique('race'), password: 'a long password' });
