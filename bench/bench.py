@@ -10,7 +10,8 @@ import argparse, json, os, re, shutil, socket, subprocess, sys, tempfile, thread
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TOP = os.path.dirname(HERE)
-BIN = os.path.join(TOP, "target", "release", "sync-node")
+# SYNC_NODE_BIN names another build to measure (say, the one before a change).
+BIN = os.environ.get("SYNC_NODE_BIN") or os.path.join(TOP, "target", "release", "sync-node")
 CEILING = os.path.join(TOP, "target", "release", "examples", "write_ceiling")
 # Environment for the processes whose disk is slowed down (--fsync-delay-ms).
 SLOW_DISK = {}

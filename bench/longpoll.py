@@ -1,17 +1,20 @@
 #!/usr/bin/env python3
-"""Parked long-polls: holds N of them, spread over accounts that share one
+"""Parked long-polls (or, with --streams, feed streams): holds N of them, spread over accounts that share one
 store (a server holds at most 64 per account), reports the server's RSS
 idle and with them parked (and per poll), then commits one write to the
 shared store and reports how long until every poll has its answer, and
 /v1/health latency meanwhile.
 
-Usage: cargo build --release && python3 bench/longpoll.py [N]   (default 500;
+Usage: cargo build --release && python3 bench/longpoll.py [--streams] [N]   (default 500;
 CI runs it with N=20 so it cannot rot). MAX_CONNECTIONS is raised to fit N,
 which needs a descriptor a connection and 640 more (the server says so
 and exits if its hard RLIMIT_NOFILE is too low); this script needs N too."""
 import json, os, resource, selectors, shutil, socket, statistics, subprocess, sys, tempfile, time
 
-N = int(sys.argv[1]) if len(sys.argv) > 1 else 500
+STREAMS = "--streams" in sys.argv[1:]
+NUMBERS = [arg for arg in sys.argv[1:] if arg != "--streams"]
+N = int(NUMBERS[0]) if NUMBERS else 500
+KIND = "feed streams" if STREAMS else "parked long-polls"
 BIN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "target", "release", "sync-node")
 PER_ACCOUNT = 50
 
@@ -69,9 +72,18 @@ def main():
         idle = rss_kib(server.pid)
         for i in range(N):
             s = socket.create_connection(("127.0.0.1", port))
-            s.sendall(f"GET /v1/changes?since={since}&wait=60 HTTP/1.1\r\nHost: bench\r\n"
+            ask = "Accept: text/event-stream\r\n" if STREAMS else ""
+            s.sendall(f"GET /v1/changes?since={since}&wait=60 HTTP/1.1\r\nHost: bench\r\n{ask}"
                       f"Authorization: Bearer {tokens[i % accounts]}\r\n\r\n".encode())
             socks.append(s)
+        if STREAMS:
+            # Each stream's head first, so what follows is the commit's event.
+            for s in socks:
+                s.settimeout(30)
+                head = b""
+                while b"\r\n\r\n" not in head:
+                    head += s.recv(4096)
+                assert head.startswith(b"HTTP/1.1 200") and b"text/event-stream" in head, head
         time.sleep(1.0 + N / 5000)
         parked = rss_kib(server.pid)
         threads = len(os.listdir(f"/proc/{server.pid}/task"))
@@ -90,18 +102,18 @@ def main():
                     data = key.fileobj.recv(65536)
                 except OSError:
                     data = b""
-                if data.startswith(b"HTTP/1.1 200"):
+                if data.startswith(b"HTTP/1.1 200") or (STREAMS and b"event: changes" in data):
                     done.append(time.monotonic())
                 selector.unregister(key.fileobj)
                 waiting -= 1
         per_poll = (parked["VmRSS"] - idle["VmRSS"]) / N
-        print(f"{N} parked long-polls over {accounts} accounts: RSS idle {idle['VmRSS']} KiB, parked "
+        print(f"{N} {KIND} over {accounts} accounts: RSS idle {idle['VmRSS']} KiB, parked "
               f"{parked['VmRSS']} KiB ({per_poll:.1f} KiB each; HWM {parked['VmHWM']} KiB)")
         print(f"server threads with them parked: {threads}")
         print(f"/v1/health while parked: p50 {statistics.median(health):.2f} ms, "
               f"p99 {health[int(len(health) * 0.99) - 1]:.2f} ms, max {max(health):.2f} ms")
         if len(done) != N:
-            sys.exit(f"only {len(done)} of {N} polls were answered 200")
+            sys.exit(f"only {len(done)} of {N} {KIND} heard of the commit")
         print(f"wake-up after one commit: first {1000 * (min(done) - t0):.1f} ms, last {1000 * (max(done) - t0):.1f} ms")
     finally:
         for s in socks:

@@ -1,11 +1,12 @@
 """Checks one reverse proxy in front of a running Sync Node (TRUST_PROXY=1,
-ACCESS_LOG=1): long-polls of 60 s pass, uploads are streamed, and the
+ACCESS_LOG=1): long-polls of 60 s pass, feed streams (SPEC §6.1) pass
+unbuffered and outlive the proxy's timeouts, uploads are streamed, and the
 client address (and so every per-address limit) comes from the proxy's
 X-Forwarded-For, which a client cannot forge. Used by scripts/test-proxy.sh.
 
     python3 scripts/proxy_checks.py PROXY_PORT DATA_DIR SERVER_LOG NAME
 """
-import http.client, json, os, sys, threading, time
+import http.client, json, os, socket, sys, threading, time
 
 PORT, DATA, LOG, NAME = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
 PASSWORD = "a long passphrase"
@@ -58,6 +59,38 @@ def long_poll():
 poller = threading.Thread(target=long_poll)
 poller.start()
 
+# 1b. A feed stream held as long as the long-poll: each event comes
+#     through at once (not buffered), keep-alive comments hold it open past
+#     the proxy's timeouts, and an event after that still arrives.
+_, streamer = register(f"streamer-{stamp}@example.org", "127.0.0.6")
+stream_sock = socket.create_connection(("127.0.0.1", PORT), timeout=90, source_address=("127.0.0.6", 0))
+stream_sock.sendall(f"GET /v1/changes?since=0 HTTP/1.1\r\nHost: 127.0.0.1:{PORT}\r\nAccept: text/event-stream\r\n"
+                    f"Authorization: Bearer {streamer}\r\n\r\n".encode())
+stream = {"data": b"", "arrivals": []}
+
+
+def read_stream():
+    while True:
+        try:
+            data = stream_sock.recv(65536)
+        except OSError:
+            return
+        if not data:
+            return
+        stream["data"] += data
+        stream["arrivals"].append((time.time(), data))
+
+
+streaming = threading.Thread(target=read_stream, daemon=True)
+streaming.start()
+time.sleep(1)
+written = time.time()
+call("PUT", f"/v1/stores/early-{stamp}", b"x", token=streamer, source="127.0.0.6")
+time.sleep(2)
+early = [at for at, data in stream["arrivals"] if b"early-" in data]
+check(stream["data"].startswith(b"HTTP/1.1 200") and early and early[0] - written < 1.5,
+      f"a stream's event passes at once ({(early[0] - written) if early else None} s)")
+
 # 2. An upload is streamed: its staged file grows on the server while the client still sends.
 size, chunk = 1_000_000, 50_000
 conn = http.client.HTTPConnection("127.0.0.1", PORT, timeout=60, source_address=("127.0.0.2", 0))
@@ -88,6 +121,13 @@ status, _ = register(f"limit-{stamp}-y@example.org", "127.0.0.4")
 check(status == 201, f"another client is not (status {status})")
 
 poller.join()
+written = time.time()
+call("PUT", f"/v1/stores/late-{stamp}", b"x", token=streamer, source="127.0.0.6")
+time.sleep(2)
+late = [at for at, data in stream["arrivals"] if b"late-" in data]
+check(stream["data"].count(b": keep-alive") >= 2 and late and late[0] - written < 1.5,
+      f"the stream outlives 60 s on keep-alive comments ({stream['data'].count(b': keep-alive')}) and still passes events")
+stream_sock.close()
 check(poll.get("status") == 200 and poll.get("changes") == [] and poll.get("took", 0) >= 59,
       f"a 60 s long-poll passes (status {poll.get('status')}, {poll.get('took', 0):.1f} s)")
 

@@ -2,7 +2,7 @@
 # Tests the reverse-proxy recipes of docs/operations.md — contrib/nginx/
 # sync-node.conf with Debian's nginx, and contrib/Caddyfile with Debian's
 # caddy when it is installed — in front of the real server (TRUST_PROXY=1):
-# a 60 s long-poll passes, uploads are streamed, and per-address limits
+# a 60 s long-poll passes, a feed stream passes unbuffered for 60 s, uploads are streamed, and per-address limits
 # come from the proxy's X-Forwarded-For (scripts/proxy_checks.py). The
 # nginx file as shipped must pass `nginx -t` (with a throw-away
 # certificate); the checks then run over plain HTTP on loopback, with only
@@ -11,7 +11,7 @@
 #   scripts/test-proxy.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-echo "test-proxy: the nginx (and Caddy) recipes in front of the real server: 60 s long-polls, streamed uploads, limits by forwarded address"
+echo "test-proxy: the nginx (and Caddy) recipes in front of the real server: 60 s long-polls and feed streams, streamed uploads, limits by forwarded address"
 command -v nginx >/dev/null || { echo "test-proxy: nginx is missing (sudo apt-get install nginx)" >&2; exit 1; }
 [ -x target/release/sync-node ] || cargo build --release --locked --quiet
 work=$(mktemp -d)

@@ -67,6 +67,11 @@ impl<R> Polls<R> {
         std::mem::take(&mut self.parked)
     }
 
+    /// How many are parked.
+    pub fn count(&self) -> usize {
+        self.parked.len()
+    }
+
     /// The soonest deadline.
     pub fn next_deadline(&self) -> Option<Instant> {
         self.parked.iter().map(|p| p.poll.deadline).min()

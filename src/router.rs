@@ -46,6 +46,10 @@ pub enum Route {
     /// which the integration tests enable and no normal build has.
     #[cfg(feature = "test-hooks")]
     TestPanic,
+    /// How many long-polls and streams the loop holds, so tests wait for
+    /// a count instead of a guessed sleep (`test-hooks` builds only).
+    #[cfg(feature = "test-hooks")]
+    TestHeld,
 }
 
 impl Route {
@@ -76,6 +80,8 @@ impl Route {
             Route::Changes => "/v1/changes",
             #[cfg(feature = "test-hooks")]
             Route::TestPanic => "/v1/test-hooks/panic",
+            #[cfg(feature = "test-hooks")]
+            Route::TestHeld => "/v1/test-hooks/held",
         }
     }
 
@@ -125,6 +131,8 @@ impl Route {
             | Route::RedeemLink(_) => false,
             #[cfg(feature = "test-hooks")]
             Route::TestPanic => false,
+            #[cfg(feature = "test-hooks")]
+            Route::TestHeld => true,
         }
     }
 }
@@ -220,6 +228,8 @@ pub fn route(method: &str, path: &str) -> Result<Route, ApiError> {
         ["changes"] => allow("GET, HEAD"),
         #[cfg(feature = "test-hooks")]
         ["test-hooks", "panic"] => Ok(Route::TestPanic),
+        #[cfg(feature = "test-hooks")]
+        ["test-hooks", "held"] => Ok(Route::TestHeld),
         _ => Err(ApiError::NotFound),
     }
 }

@@ -316,6 +316,11 @@ impl App {
             Route::RedeemLink(link) => links::redeem(self, &request, &link),
             #[cfg(feature = "test-hooks")]
             Route::TestPanic => panic!("panic injected by the test-hooks feature"),
+            #[cfg(feature = "test-hooks")]
+            Route::TestHeld => Ok(Step::Respond(crate::http::Response::json(
+                200,
+                &serde_json::json!({"polls": self.polls.count(), "streams": self.streams.count()}),
+            ))),
         };
         step.map(Handled::Step)
     }

@@ -9,6 +9,7 @@ use super::listener::Slot;
 use super::rejection::Rejection;
 use super::request::{self, Framing, HeadLimits, Parsed, RequestHead};
 use super::response::{Body, Response};
+use rustix::event::{PollFd, PollFlags, Timespec, poll};
 use rustix::fd::BorrowedFd;
 use rustix::net::{RecvFlags, recv};
 use std::io::{self, Read, Write};
@@ -214,6 +215,15 @@ impl Connection {
                 Err(_) => return Filled::Closed,
             }
         }
+    }
+
+    /// Waits up to `grace` for the client to send something (the next
+    /// request on a busy connection usually follows its answer within
+    /// microseconds): `true` if it did.
+    pub fn await_bytes(&self, grace: Duration) -> bool {
+        let mut fds = [PollFd::new(&self.stream, PollFlags::IN)];
+        let timeout = Timespec::try_from(grace).ok();
+        poll(&mut fds, timeout.as_ref()).is_ok_and(|ready| ready > 0)
     }
 
     /// Whether the bytes buffered hold a whole head, or one that can only

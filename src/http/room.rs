@@ -28,7 +28,7 @@ use rustix::event::{EventfdFlags, Timespec, epoll, eventfd};
 use rustix::fd::OwnedFd;
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::thread;
+use std::thread::{self, Thread};
 use std::time::{Duration, Instant};
 
 /// A connection waiting on the loop this long counts as stalled: it may
@@ -108,10 +108,12 @@ struct Parked<T> {
 
 enum Spot<T: Tenant> {
     /// On a work thread (or being looked at by the room thread): messages
-    /// wait here, each with the request number it is for.
+    /// wait here, each with the request number it is for; `waiter` is the
+    /// work thread waiting a moment for one.
     Away {
         mail: VecDeque<(u64, T::Message)>,
         registered: bool,
+        waiter: Option<Thread>,
     },
     Here(Parked<T>),
 }
@@ -176,7 +178,8 @@ impl<T: Tenant> Table<T> {
             Spot::Away { .. } => return None,
         }
         let Some(Spot::Here(parked)) = self.remove(connection) else { unreachable!("looked at above") };
-        self.spots.insert(connection, Spot::Away { mail: VecDeque::new(), registered: parked.registered });
+        self.spots
+            .insert(connection, Spot::Away { mail: VecDeque::new(), registered: parked.registered, waiter: None });
         Some(parked)
     }
 }
@@ -254,7 +257,7 @@ impl<T: Tenant> Room<T> {
         // here; were it here, the stale one goes once the lock is let go.
         let mut stale = None;
         let (mail, registered) = match table.spots.remove(&connection) {
-            Some(Spot::Away { mail, registered }) => (mail, registered),
+            Some(Spot::Away { mail, registered, .. }) => (mail, registered),
             Some(Spot::Here(parked)) => {
                 stale = Some(parked);
                 (VecDeque::new(), false)
@@ -267,7 +270,7 @@ impl<T: Tenant> Room<T> {
         };
         let mut mail: VecDeque<_> = mail.into_iter().filter(|(to, _)| Some(*to) == number).collect();
         if let Some((_, message)) = mail.pop_front() {
-            table.spots.insert(connection, Spot::Away { mail, registered });
+            table.spots.insert(connection, Spot::Away { mail, registered, waiter: None });
             drop(table);
             drop(stale);
             return Err((tenant, message));
@@ -323,6 +326,26 @@ impl<T: Tenant> Room<T> {
                 true
             }
             None => false,
+        }
+    }
+
+    /// Waits on this (work) thread up to `grace` for a message to
+    /// `connection`, which is away at work here: most answers come from the
+    /// loop within microseconds, and taking them here spares handing the
+    /// connection to the room and back. Parking it next finds the message.
+    pub fn expect(&self, connection: u64, grace: Duration) {
+        let until = Instant::now() + grace;
+        loop {
+            {
+                let mut table = self.lock();
+                let Some(Spot::Away { mail, waiter, .. }) = table.spots.get_mut(&connection) else { return };
+                if !mail.is_empty() || Instant::now() >= until {
+                    *waiter = None;
+                    return;
+                }
+                *waiter = Some(thread::current());
+            }
+            thread::park_timeout(until.saturating_duration_since(Instant::now()));
         }
     }
 
@@ -446,8 +469,11 @@ impl<T: Tenant> Mailbox<T::Message> for Room<T> {
         let mut table = self.lock();
         let parked = match table.spots.get_mut(&to.connection) {
             None => return false,
-            Some(Spot::Away { mail, .. }) => {
+            Some(Spot::Away { mail, waiter, .. }) => {
                 mail.push_back((to.number, message));
+                if let Some(waiter) = waiter.take() {
+                    waiter.unpark();
+                }
                 return true;
             }
             Some(Spot::Here(parked)) => match parked.wait {

@@ -136,7 +136,7 @@ fn long_poll_wakes_on_a_commit_and_times_out_empty() {
         let resp = conn.request("GET", &format!("/v1/changes?since={since}&wait=30"), Some(&poll_token), &[], b"");
         (resp, started.elapsed())
     });
-    thread::sleep(Duration::from_millis(300));
+    server.wait_held(1, 0);
     let committed = Instant::now();
     let written = server.put("ping", &token, &[], b"!").json();
     let (resp, _) = poller.join().unwrap();
@@ -167,7 +167,7 @@ fn thirty_parked_polls_wake_together_while_others_are_served() {
             })
         })
         .collect();
-    thread::sleep(Duration::from_millis(500));
+    server.wait_held(30, 0);
     for _ in 0..10 {
         let started = Instant::now();
         assert_eq!(server.get("/v1/health", None).status, 200);

@@ -43,6 +43,8 @@ fn sigterm_answers_polls_finishes_uploads_in_time_and_cuts_off_the_stalled_one()
     );
     stalled.send(head.as_bytes());
     stalled.send(&[7u8; 100]);
+    server.wait_held(3, 0);
+    // The uploads' bytes reach the server.
     thread::sleep(Duration::from_millis(300));
 
     let addr = server.addr;

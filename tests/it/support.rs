@@ -137,6 +137,20 @@ impl Server {
         (status.code(), started.elapsed())
     }
 
+    /// Waits until the loop holds at least `polls` long-polls and
+    /// `streams` streams (an observable count, not a guessed sleep).
+    pub fn wait_held(&self, polls: u64, streams: u64) {
+        let until = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let held = self.get("/v1/test-hooks/held", None).json();
+            if held["polls"].as_u64() >= Some(polls) && held["streams"].as_u64() >= Some(streams) {
+                return;
+            }
+            assert!(std::time::Instant::now() < until, "held {held}, waited for {polls} polls and {streams} streams");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     pub fn connect(&self) -> Conn {
         Conn::open(self.addr)
     }
