@@ -122,10 +122,12 @@ impl<W, P> Reply<W, P> {
                     Err(OverBudget) => ApiError::Unavailable { retry_after_secs: 1 }.into_response(),
                 })
             }
-            // Events beyond the budget end the stream (the client resumes
-            // with Last-Event-ID).
-            Step::Stream { events, ends, .. } => match self.answers.take(events.len(), self.client) {
-                Ok(held) => Step::Stream { events, ends, held },
+            // A stream's events count however small (many may wait for a
+            // slow reader); beyond the budget the stream ends, and its
+            // client resumes with Last-Event-ID.
+            Step::Stream { events, ends, .. } if events.is_empty() => Step::Stream { events, ends, held: None },
+            Step::Stream { events, ends, .. } => match self.answers.take_counted(events.len(), self.client) {
+                Ok(held) => Step::Stream { events, ends, held: Some(held) },
                 Err(OverBudget) => Step::Stream { events: Vec::new(), ends: true, held: None },
             },
             other => other,

@@ -109,7 +109,12 @@ pub fn serve(config: Config) -> Result<(), Failure> {
         },
     );
     let answers = MemoryBudget::new(ANSWER_MEMORY, MEMORY_PER_ADDRESS);
-    let limits = Limits::default();
+    let limits = Limits {
+        reads_body_first: |head| {
+            crate::router::route(&head.method, &head.path).map_or(true, |route| !route.streams_body())
+        },
+        ..Limits::default()
+    };
     let room = Room::start(Pool::new(crate::http::pool::WORK_THREADS), limits.idle_timeout, limits.head_timeout)
         .map_err(|err| Failure::config(format!("cannot open the waiting room: {err}")))?;
     let shared = Arc::new(Shared {

@@ -448,7 +448,7 @@ impl Visit {
         match filled {
             Filled::Head => Next::Head,
             Filled::Closed => Next::Close,
-            Filled::Partial | Filled::Nothing => Next::Wait(Wait::Request),
+            Filled::Partial | Filled::Body | Filled::Nothing => Next::Wait(Wait::Request),
         }
     }
 

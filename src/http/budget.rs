@@ -79,6 +79,12 @@ impl MemoryBudget {
         if bytes <= COUNTED_FROM {
             return Ok(None);
         }
+        self.take_counted(bytes, address).map(Some)
+    }
+
+    /// Takes `bytes` however few they are: for what may pile up unsent,
+    /// many small pieces to one connection (a stream's events).
+    pub fn take_counted(&self, bytes: usize, address: IpAddr) -> Result<Held, OverBudget> {
         let mut usage = lock(&self.usage);
         // An address that holds nothing may take one answer larger than
         // its share (a listing of long keys and metadata can be), so that
@@ -89,7 +95,7 @@ impl MemoryBudget {
         }
         usage.total += bytes;
         tally::take(&mut usage.by_address, address, bytes);
-        Ok(Some(Held { usage: Arc::clone(&self.usage), address, bytes }))
+        Ok(Held { usage: Arc::clone(&self.usage), address, bytes })
     }
 }
 

@@ -43,6 +43,11 @@ pub struct Limits {
     /// How fast an answer must be taken: a reader slower than this is cut
     /// off, and what its answer held is freed.
     pub send_pace: Pace,
+    /// Whether a request's small body is read with its head, before the
+    /// request is handled: not for a route that can be answered before
+    /// its body (an upload refused by its head alone is answered at once,
+    /// SPEC §1). The router decides; this layer does not know routes.
+    pub reads_body_first: fn(&RequestHead) -> bool,
 }
 
 impl Default for Limits {
@@ -50,6 +55,7 @@ impl Default for Limits {
         Limits {
             head: HeadLimits { max_line: 8 * 1024, max_head: 16 * 1024, max_headers: request::MAX_HEADERS },
             head_timeout: Duration::from_secs(10),
+            reads_body_first: |_| true,
             idle_timeout: Duration::from_secs(60),
             io_timeout: Duration::from_secs(30),
             send_pace: Pace::AtLeast {
@@ -61,6 +67,14 @@ impl Default for Limits {
     }
 }
 
+/// A request body this small (a JSON body, a small log entry) is read in
+/// the waiting room, with its head, before a work thread takes the
+/// request: a client that sends it slowly holds no thread. (Not when the
+/// client waits for `100 Continue` before sending it.)
+const BUFFERED_BODY: usize = 64 * 1024;
+/// What chunk sizes and a trailer may add to such a body.
+const CHUNKED_SLACK: usize = 16 * 1024;
+
 /// The most a closed connection reads and discards while it lingers.
 const LINGER_BYTES: usize = 16 * 1024 * 1024;
 
@@ -69,10 +83,13 @@ const LINGER_BYTES: usize = 16 * 1024 * 1024;
 pub enum Filled {
     /// The client closed (or broke) the connection.
     Closed,
-    /// A whole head is buffered (or one that can only be refused).
+    /// A whole head is buffered (or one that can only be refused), with
+    /// its body if that is small.
     Head,
     /// Bytes of a head arrived, not all of it yet.
     Partial,
+    /// The head is whole; its small body is still arriving.
+    Body,
     /// Nothing new.
     Nothing,
 }
@@ -120,6 +137,16 @@ impl Clock {
     fn left(&self) -> Option<Duration> {
         self.due.checked_duration_since(Instant::now()).filter(|left| !left.is_zero())
     }
+}
+
+/// How much of a request to buffer before it is handed over.
+enum Wanted {
+    /// All of it is here (or there is nothing more to wait for).
+    All,
+    /// Up to this many bytes for a head still arriving.
+    Head(usize),
+    /// The head is whole: its small body ends at this many bytes.
+    Body(usize),
 }
 
 /// Why reading a body failed.
@@ -198,18 +225,20 @@ impl Connection {
     pub fn fill(&mut self) -> Filled {
         let mut got = false;
         loop {
-            if self.head_buffered() {
-                return Filled::Head;
-            }
-            let room = self.limits.head.max_head + 1 - self.pending.len().min(self.limits.head.max_head);
-            let mut chunk = [0u8; 4096];
-            let want = room.min(chunk.len());
+            let (wanted, head_whole) = match self.wanted() {
+                Wanted::All => return Filled::Head,
+                Wanted::Head(total) => (total, false),
+                Wanted::Body(total) => (total, true),
+            };
+            let mut chunk = [0u8; 16 * 1024];
+            let want = wanted.saturating_sub(self.pending.len()).clamp(1, chunk.len());
             match recv(&self.stream, &mut chunk[..want], RecvFlags::DONTWAIT) {
                 Ok((0, _)) => return Filled::Closed,
                 Ok((n, _)) => {
                     self.pending.extend_from_slice(&chunk[..n]);
                     got = true;
                 }
+                Err(rustix::io::Errno::AGAIN) if head_whole => return Filled::Body,
                 Err(rustix::io::Errno::AGAIN) => return if got { Filled::Partial } else { Filled::Nothing },
                 Err(rustix::io::Errno::INTR) => {}
                 Err(_) => return Filled::Closed,
@@ -226,10 +255,34 @@ impl Connection {
         poll(&mut fds, timeout.as_ref()).is_ok_and(|ready| ready > 0)
     }
 
-    /// Whether the bytes buffered hold a whole head, or one that can only
-    /// be refused.
-    fn head_buffered(&self) -> bool {
-        !self.pending.is_empty() && !matches!(request::parse(&self.pending, self.limits.head), Ok(Parsed::Partial))
+    /// How much of the next request should be buffered before a work
+    /// thread takes it.
+    fn wanted(&self) -> Wanted {
+        let partial_head = Wanted::Head(self.limits.head.max_head + 1);
+        if self.pending.is_empty() {
+            return partial_head;
+        }
+        let (head, used) = match request::parse(&self.pending, self.limits.head) {
+            Ok(Parsed::Complete(head, used)) => (head, used),
+            Ok(Parsed::Partial) => return partial_head,
+            // A head that can only be refused: refuse it now.
+            Err(_) => return Wanted::All,
+        };
+        match head.framing {
+            _ if head.expect_continue || !(self.limits.reads_body_first)(&head) => Wanted::All,
+            Framing::Length(n) if n <= BUFFERED_BODY as u64 => {
+                let total = used + n as usize;
+                if self.pending.len() >= total { Wanted::All } else { Wanted::Body(total) }
+            }
+            Framing::Chunked => {
+                let most = used + BUFFERED_BODY + CHUNKED_SLACK;
+                match request::chunked_length(&self.pending[used..]) {
+                    Ok(None) if self.pending.len() < most => Wanted::Body(most),
+                    _ => Wanted::All,
+                }
+            }
+            _ => Wanted::All,
+        }
     }
 
     /// Stops sending (the start of a lingering close).
@@ -321,17 +374,6 @@ impl Connection {
     /// a body, or a pipelined request).
     pub fn buffered(&self) -> u64 {
         self.pending.len() as u64
-    }
-
-    /// Whether the client has closed its side (or the connection broke).
-    /// Bytes already sent (a pipelined request) mean it is still there.
-    pub fn peer_closed(&mut self) -> bool {
-        let mut probe = [0u8; 1];
-        match recv(&self.stream, &mut probe, RecvFlags::PEEK | RecvFlags::DONTWAIT) {
-            Ok((0, _)) => true,
-            Ok(_) => false,
-            Err(err) => err != rustix::io::Errno::AGAIN,
-        }
     }
 
     /// Sends `100 Continue` when the client waits for it before its body.

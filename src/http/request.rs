@@ -260,6 +260,37 @@ pub fn framing(version_minor: u8, headers: &[(String, Vec<u8>)]) -> Result<Frami
 /// The size of a chunk from its size line (without CRLF): 1 to 16 hex
 /// digits, optionally followed by white space and `;` extensions, which are
 /// ignored. Leading white space or anything else is malformed (`None`).
+/// How many bytes a chunked body at the start of `bytes` takes, once its
+/// last chunk and trailer have arrived: `Ok(None)` while it goes on,
+/// `Err` if what arrived is malformed (reading it says how).
+pub fn chunked_length(bytes: &[u8]) -> Result<Option<usize>, Malformed> {
+    let line_end = |from: usize| bytes.get(from..).and_then(|rest| rest.windows(2).position(|w| w == b"\r\n"));
+    let mut at = 0;
+    loop {
+        let Some(end) = line_end(at).map(|end| at + end) else { return Ok(None) };
+        let size = chunk_size(&bytes[at..end]).and_then(|size| usize::try_from(size).ok()).ok_or(Malformed)?;
+        at = end + 2;
+        if size == 0 {
+            // Trailer fields, then the blank line.
+            loop {
+                let Some(end) = line_end(at).map(|end| at + end) else { return Ok(None) };
+                if end == at {
+                    return Ok(Some(at + 2));
+                }
+                at = end + 2;
+            }
+        }
+        at = at.checked_add(size).and_then(|at| at.checked_add(2)).ok_or(Malformed)?;
+        if at > bytes.len() {
+            return Ok(None);
+        }
+    }
+}
+
+/// A chunked body that can only be refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Malformed;
+
 pub fn chunk_size(line: &[u8]) -> Option<u64> {
     let digits = match line.iter().position(|&b| b == b';') {
         Some(at) => line[..at].trim_ascii_end(),
@@ -326,6 +357,17 @@ mod tests {
     }
 
     const LIMITS: HeadLimits = HeadLimits { max_line: 64, max_head: 256, max_headers: 4 };
+
+    #[test]
+    fn the_end_of_a_chunked_body_is_found_as_it_arrives() {
+        let body = b"5;x=y\r\nhello\r\n0\r\nTrailer: t\r\n\r\nNEXT";
+        assert_eq!(chunked_length(body), Ok(Some(body.len() - 4)));
+        for cut in 0..body.len() - 4 {
+            assert_eq!(chunked_length(&body[..cut]), Ok(None), "{cut}");
+        }
+        assert_eq!(chunked_length(b"zz\r\n"), Err(Malformed));
+        assert_eq!(chunked_length(b"ffffffffffffffff\r\n"), Err(Malformed), "longer than memory");
+    }
 
     fn parse_ok(text: &str) -> (RequestHead, usize) {
         match parse(text.as_bytes(), LIMITS) {

@@ -37,6 +37,10 @@ use std::time::{Duration, Instant};
 pub const STALLED_AFTER: Duration = Duration::from_secs(1);
 /// How long a closed connection reads what its client still sends.
 const LINGER: Duration = Duration::from_secs(2);
+/// Messages that may wait for a connection at work; one more closes it
+/// when it parks (a stream's client that reads too slowly resumes from its
+/// last event instead of making the server hold the rest).
+const MAX_MAIL: usize = 16;
 /// Readiness reported at once, at most.
 const EVENTS: usize = 256;
 /// The data of the room's own bell in the epoll set.
@@ -95,6 +99,13 @@ pub trait Mailbox<M>: Send + Sync {
     fn deliver(&self, to: Address, message: M) -> bool;
 }
 
+/// How far a request being read has come, for its deadline.
+#[derive(Debug, Clone, Copy)]
+struct Since {
+    head_began: Option<Instant>,
+    body_awaited: bool,
+}
+
 struct Parked<T> {
     tenant: T,
     wait: Wait,
@@ -102,6 +113,9 @@ struct Parked<T> {
     deadline: Option<Instant>,
     /// When the head now arriving began.
     head_began: Option<Instant>,
+    /// Its head is whole and its small body is awaited (the deadline is
+    /// the body's).
+    body_awaited: bool,
     /// Added to the epoll set (then re-armed, not added).
     registered: bool,
 }
@@ -114,6 +128,8 @@ enum Spot<T: Tenant> {
         mail: VecDeque<(u64, T::Message)>,
         registered: bool,
         waiter: Option<Thread>,
+        /// More came than [`MAX_MAIL`]: it closes when it parks.
+        overflowed: bool,
     },
     Here(Parked<T>),
 }
@@ -178,8 +194,8 @@ impl<T: Tenant> Table<T> {
             Spot::Away { .. } => return None,
         }
         let Some(Spot::Here(parked)) = self.remove(connection) else { unreachable!("looked at above") };
-        self.spots
-            .insert(connection, Spot::Away { mail: VecDeque::new(), registered: parked.registered, waiter: None });
+        let away = Spot::Away { mail: VecDeque::new(), registered: parked.registered, waiter: None, overflowed: false };
+        self.spots.insert(connection, away);
         Some(parked)
     }
 }
@@ -230,7 +246,7 @@ impl<T: Tenant> Room<T> {
             Wait::Stream { tick, .. } => tick,
             Wait::Linger => now + LINGER,
         };
-        self.settle(tenant, wait, Some(deadline), head_began)
+        self.settle(tenant, wait, Some(deadline), Since { head_began, body_awaited: false })
     }
 
     /// Parks `tenant` with the given deadline (none: only a message or
@@ -240,9 +256,10 @@ impl<T: Tenant> Room<T> {
         mut tenant: T,
         wait: Wait,
         deadline: Option<Instant>,
-        head_began: Option<Instant>,
+        since: Since,
     ) -> Result<(), (T, T::Message)> {
         let connection = tenant.connection_ref().id();
+        let head_began = since.head_began;
         match wait {
             // A new connection stays fresh (idle only after a while).
             Wait::Request if head_began.is_none() && tenant.connection_ref().requests() == 0 => {}
@@ -257,6 +274,11 @@ impl<T: Tenant> Room<T> {
         // here; were it here, the stale one goes once the lock is let go.
         let mut stale = None;
         let (mail, registered) = match table.spots.remove(&connection) {
+            Some(Spot::Away { overflowed: true, .. }) => {
+                drop(table);
+                drop(tenant);
+                return Ok(());
+            }
             Some(Spot::Away { mail, registered, .. }) => (mail, registered),
             Some(Spot::Here(parked)) => {
                 stale = Some(parked);
@@ -270,7 +292,7 @@ impl<T: Tenant> Room<T> {
         };
         let mut mail: VecDeque<_> = mail.into_iter().filter(|(to, _)| Some(*to) == number).collect();
         if let Some((_, message)) = mail.pop_front() {
-            table.spots.insert(connection, Spot::Away { mail, registered, waiter: None });
+            table.spots.insert(connection, Spot::Away { mail, registered, waiter: None, overflowed: false });
             drop(table);
             drop(stale);
             return Err((tenant, message));
@@ -300,7 +322,15 @@ impl<T: Tenant> Room<T> {
         if let Some(at) = deadline {
             table.timers.insert((at, connection));
         }
-        table.spots.insert(connection, Spot::Here(Parked { tenant, wait, deadline, head_began, registered: true }));
+        let parked = Parked {
+            tenant,
+            wait,
+            deadline,
+            head_began: since.head_began,
+            body_awaited: since.body_awaited,
+            registered: true,
+        };
+        table.spots.insert(connection, Spot::Here(parked));
         drop(table);
         drop(stale);
         if ring {
@@ -413,9 +443,22 @@ impl<T: Tenant> Room<T> {
                     parked.deadline = Some(now + self.head_timeout);
                     false
                 }
-                Filled::Partial | Filled::Nothing => false,
+                Filled::Body if !parked.body_awaited => {
+                    // A whole head: its small body has as long again (SPEC
+                    // §1: a JSON body within 10 s of its head).
+                    let now = Instant::now();
+                    parked.body_awaited = true;
+                    parked.head_began.get_or_insert(now);
+                    parked.deadline = Some(now + self.head_timeout);
+                    false
+                }
+                Filled::Partial | Filled::Body | Filled::Nothing => false,
             },
-            Wait::Loop { .. } | Wait::Stream { .. } => hung_up && parked.tenant.connection().peer_closed(),
+            // Its client has closed its side (a held request is watched for
+            // that only after a second): gone, even with bytes it sent
+            // still unread (waiting for those again would only see the
+            // same hang-up, at once, for ever).
+            Wait::Loop { .. } | Wait::Stream { .. } => hung_up,
             Wait::Linger => !parked.tenant.connection().discard(),
         };
         if !gone {
@@ -426,8 +469,8 @@ impl<T: Tenant> Room<T> {
     /// Parks a connection again as it was (its deadline unchanged); a
     /// message that came meanwhile wakes it at once.
     fn resettle(&self, parked: Parked<T>) {
-        let Parked { tenant, wait, deadline, head_began, .. } = parked;
-        if let Err((tenant, message)) = self.settle(tenant, wait, deadline, head_began) {
+        let Parked { tenant, wait, deadline, head_began, body_awaited, .. } = parked;
+        if let Err((tenant, message)) = self.settle(tenant, wait, deadline, Since { head_began, body_awaited }) {
             self.dispatch(tenant, Wake::Message(message));
         }
     }
@@ -469,6 +512,14 @@ impl<T: Tenant> Mailbox<T::Message> for Room<T> {
         let mut table = self.lock();
         let parked = match table.spots.get_mut(&to.connection) {
             None => return false,
+            Some(Spot::Away { overflowed: true, .. }) => return false,
+            Some(Spot::Away { mail, overflowed, .. }) if mail.len() >= MAX_MAIL => {
+                *overflowed = true;
+                let dropped = std::mem::take(mail);
+                drop(table);
+                drop(dropped);
+                return false;
+            }
             Some(Spot::Away { mail, waiter, .. }) => {
                 mail.push_back((to.number, message));
                 if let Some(waiter) = waiter.take() {

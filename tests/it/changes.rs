@@ -203,3 +203,26 @@ fn a_vanished_poller_frees_its_connection() {
         assert_eq!(conn.request("GET", "/v1/health", None, &[], b"").status, 200);
     }
 }
+
+#[test]
+fn a_held_poll_whose_client_closed_its_side_is_let_go_even_with_bytes_unread() {
+    let server = Server::start();
+    let token = server.register("halfclosed");
+    let since = feed(&server, &token, 0)["seq"].as_i64().unwrap();
+    let mut conn = server.connect();
+    let mut bytes =
+        format!("GET /v1/changes?since={since}&wait=60 HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {token}\r\n\r\n")
+            .into_bytes();
+    bytes.extend_from_slice(&[b'x'; 60_000]);
+    conn.send(&bytes);
+    conn.stream.shutdown(std::net::Shutdown::Write).unwrap();
+    server.wait_held(1, 0);
+    // Watched for its hang-up after a second: closed then, not after 60 s
+    // (before, the room thread spun on the hang-up it could not see past
+    // the unread bytes, until the poll's answer).
+    conn.stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let started = Instant::now();
+    let mut rest = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut conn.stream, &mut rest);
+    assert!(started.elapsed() < Duration::from_secs(5), "let go after {:?}", started.elapsed());
+}

@@ -317,3 +317,35 @@ fn a_connection_closes_after_its_thousandth_request() {
     }
     assert!(conn.is_closed());
 }
+
+#[test]
+fn stalled_small_bodies_hold_no_thread() {
+    // 320 connections from 10 addresses each send a head and never its
+    // 100-byte body (JSON, and chunked): the bodies are awaited in the
+    // waiting room, so the work threads stay free for a victim.
+    let server = Server::start();
+    let mut stalled = Vec::new();
+    for from in 10..20u8 {
+        for i in 0..32 {
+            let mut conn = connect_from([127, 0, 0, from], server.addr);
+            let head = if i % 2 == 0 {
+                "POST /v1/accounts HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"
+            } else {
+                "POST /v1/accounts HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n64\r\n{"
+            };
+            conn.send(head.as_bytes());
+            stalled.push(conn);
+        }
+    }
+    thread::sleep(Duration::from_millis(300));
+    let threads = std::fs::read_dir(format!("/proc/{}/task", server.pid())).unwrap().count();
+    assert!(threads < 40, "{threads} threads for 320 stalled bodies");
+    for _ in 0..20 {
+        let started = Instant::now();
+        assert!(healthy(&server, [127, 0, 0, 30]));
+        assert!(started.elapsed() < Duration::from_secs(1), "health took {:?}", started.elapsed());
+    }
+    // Each still gets its 408 at the body's deadline.
+    let mut first = stalled.swap_remove(0);
+    assert_eq!(first.try_read_response(false).map(|resp| resp.status), Some(408));
+}
