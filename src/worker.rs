@@ -112,6 +112,9 @@ struct Exchange {
     access: Option<Access>,
     /// The memory a log entry received for it holds, until its answer.
     entry_memory: Option<Held>,
+    /// It asks for the feed, which the loop may hold (a long-poll, a
+    /// stream).
+    feed: bool,
     _in_flight: InFlight,
 }
 
@@ -165,7 +168,12 @@ impl Tenant for Visit {
             match next {
                 Next::Wait(wait) => {
                     let room = Arc::clone(&self.shared.room);
-                    if let Wait::Loop { .. } = wait {
+                    // The feed may be held for a long time: no point waiting
+                    // for its answer on this thread.
+                    let may_be_held = self.exchange.as_ref().is_some_and(|exchange| exchange.feed);
+                    if let Wait::Loop { .. } = wait
+                        && !may_be_held
+                    {
                         room.expect(self.conn.id(), GRACE);
                     }
                     match room.park(self, wait) {
@@ -249,6 +257,7 @@ impl Visit {
             client,
             access,
             entry_memory: None,
+            feed: matches!(route, Ok(Route::Changes)),
             _in_flight: shared.lifecycle.request(),
         };
         // Behind a trusted proxy the connection counts against the client
