@@ -9,7 +9,6 @@ use super::listener::Slot;
 use super::rejection::Rejection;
 use super::request::{self, Framing, HeadLimits, Parsed, RequestHead};
 use super::response::{Body, Response};
-use rustix::event::{PollFd, PollFlags, Timespec, poll};
 use rustix::fd::BorrowedFd;
 use rustix::net::{RecvFlags, recv};
 use std::io::{self, Read, Write};
@@ -244,15 +243,6 @@ impl Connection {
                 Err(_) => return Filled::Closed,
             }
         }
-    }
-
-    /// Waits up to `grace` for the client to send something (the next
-    /// request on a busy connection usually follows its answer within
-    /// microseconds): `true` if it did.
-    pub fn await_bytes(&self, grace: Duration) -> bool {
-        let mut fds = [PollFd::new(&self.stream, PollFlags::IN)];
-        let timeout = Timespec::try_from(grace).ok();
-        poll(&mut fds, timeout.as_ref()).is_ok_and(|ready| ready > 0)
     }
 
     /// How much of the next request should be buffered before a work
