@@ -85,7 +85,8 @@ impl Pool {
     }
 
     /// Threads alive now.
-    pub fn threads(&self) -> usize {
+    #[cfg(test)]
+    fn threads(&self) -> usize {
         self.shared.lock().threads
     }
 }

@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 /// A connection waiting on the loop this long counts as stalled: it may
 /// be shed for a newcomer when the server is full (its client asks again
 /// and loses nothing).
-pub const STALLED_AFTER: Duration = Duration::from_secs(1);
+const STALLED_AFTER: Duration = Duration::from_secs(1);
 /// How long a closed connection reads what its client still sends.
 const LINGER: Duration = Duration::from_secs(2);
 /// Messages that may wait for a connection at work; one more closes it
@@ -227,11 +227,6 @@ impl<T: Tenant> Room<T> {
     pub fn presence(self: &Arc<Self>, connection: u64) -> Presence {
         let room: Arc<dyn Forget> = Arc::clone(self) as Arc<dyn Forget>;
         Presence { room: Arc::downgrade(&room), connection }
-    }
-
-    /// Connections the room knows (parked or at work).
-    pub fn connections(&self) -> usize {
-        self.lock().spots.len()
     }
 
     /// Parks `tenant` until what it waits for comes. When a message it
