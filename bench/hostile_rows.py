@@ -96,6 +96,19 @@ def row(attack, victim, watch, target):
     print(f"| {attack} | {victim} | {watch.rss / 1024:.1f} MiB | {target} |", flush=True)
 
 
+def hammer(port, pid, loops, seconds):
+    """Runs each of `loops` on its own thread (it is given an Event to stop
+    at) for `seconds` under a Watch of the victim, and returns the Watch."""
+    stop = threading.Event()
+    threads = [threading.Thread(target=loop, args=(stop,)) for loop in loops]
+    with Watch(port, pid) as watch:
+        [t.start() for t in threads]
+        time.sleep(seconds)
+        stop.set()
+        [t.join() for t in threads]
+    return watch
+
+
 def server(work, name, **env):
     """A release server with the shipped connection caps and no trusted
     proxy (bench.py's own defaults raise the caps and trust loopback, which
@@ -233,31 +246,20 @@ def empty_stores(work, quick):
         row(f"{count} empty stores with 1 KiB keys and 8,000-byte metadata",
             f"{created} created; bytes_used {used / created:.0f} per store (was 0); " + watch.summary(), watch,
             "each counts its key, metadata and rows")
-        stop, times = threading.Event(), []
+        times = []
 
-        def summer():
+        def summer(stop):
             while not stop.is_set():
                 times.append(request(port, "GET", "/v1/account", token, source="127.0.0.2")[2] * 1000)
-        with Watch(port, proc.pid) as watch:
-            threads = [threading.Thread(target=summer) for _ in range(32)]
-            [t.start() for t in threads]
-            time.sleep(2 if quick else 10)
-            stop.set()
-            [t.join() for t in threads]
+        watch = hammer(port, proc.pid, [summer] * 32, 2 if quick else 10)
         row(f"32 connections asking GET /v1/account of an account of {created} stores",
             f"its p50 {statistics.median(times):.1f} ms; " + watch.summary(), watch,
             "health p99 ≤ 10 ms (a counter, not a sum)")
-        stop.clear()
 
-        def pinger():
+        def pinger(stop):
             while not stop.is_set():
                 request(port, "GET", "/v1/health", source="127.0.0.2")
-        with Watch(port, proc.pid) as watch:
-            threads = [threading.Thread(target=pinger) for _ in range(32)]
-            [t.start() for t in threads]
-            time.sleep(2 if quick else 10)
-            stop.set()
-            [t.join() for t in threads]
+        watch = hammer(port, proc.pid, [pinger] * 32, 2 if quick else 10)
         row("32 connections asking GET /v1/health (for comparison: the cheapest request)", watch.summary(), watch,
             "the floor of the row above on this machine")
     finally:
@@ -385,9 +387,8 @@ def write_flood(work, quick):
             return (f"PUT /v1/stores/f{n}/permissions HTTP/1.1\r\nHost: b\r\nAuthorization: Bearer {token}\r\n"
                     f"Content-Length: {len(body)}\r\n\r\n").encode() + body
         for name, make in (("replacing stores", bodies), ("granting and revoking", grants)):
-            stop = threading.Event()
 
-            def writer(n):
+            def writer(stop, n):
                 s = connect(port, f"127.0.0.{n % 4 + 1}")
                 f = s.makefile("rb")
                 while not stop.is_set():
@@ -398,12 +399,8 @@ def write_flood(work, quick):
                             length = int(line.split(b":")[1])
                     f.read(length)
                 s.close()
-            threads = [threading.Thread(target=writer, args=(n,)) for n in range(120)]
-            with Watch(port, proc.pid) as watch:
-                [t.start() for t in threads]
-                time.sleep(2 if quick else 10)
-                stop.set()
-                [t.join() for t in threads]
+            writers = [lambda stop, n=n: writer(stop, n) for n in range(120)]
+            watch = hammer(port, proc.pid, writers, 2 if quick else 10)
             row(f"120 connections from 4 addresses {name} as fast as they can", watch.summary(), watch,
                 "the victim waits for a turn, not for every write in flight")
     finally:
