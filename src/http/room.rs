@@ -232,9 +232,21 @@ impl<T: Tenant> Room<T> {
     /// Parks `tenant` until what it waits for comes. When a message it
     /// waits for came while it was away, it gets it back at once instead,
     /// to carry on on its own thread.
-    pub fn park(&self, tenant: T, wait: Wait) -> Result<(), (T, T::Message)> {
+    pub fn park(&self, mut tenant: T, wait: Wait) -> Result<(), (T, T::Message)> {
         let now = Instant::now();
         let head_began = (wait == Wait::Request && tenant.connection_ref().buffered() > 0).then_some(now);
+        // What the register may shed it for, said once as the wait begins
+        // (a head's bytes arriving later are no progress: a head counts
+        // only once it is whole).
+        match wait {
+            // A new connection stays fresh (idle only after a while).
+            Wait::Request if head_began.is_none() && tenant.connection_ref().requests() == 0 => {}
+            Wait::Request if head_began.is_none() => tenant.connection().slot().kept_alive(),
+            Wait::Request => tenant.connection().slot().reading(),
+            // A stream between events may be shed like a held long-poll.
+            Wait::Stream { .. } => tenant.connection().slot().waiting(),
+            Wait::Loop { .. } | Wait::Linger => {}
+        }
         let deadline = match wait {
             Wait::Request => head_began.map_or(now + self.idle_timeout, |at| at + self.head_timeout),
             Wait::Loop { .. } => now + STALLED_AFTER,
@@ -246,24 +258,8 @@ impl<T: Tenant> Room<T> {
 
     /// Parks `tenant` with the given deadline (none: only a message or
     /// its socket wakes it).
-    fn settle(
-        &self,
-        mut tenant: T,
-        wait: Wait,
-        deadline: Option<Instant>,
-        since: Since,
-    ) -> Result<(), (T, T::Message)> {
+    fn settle(&self, tenant: T, wait: Wait, deadline: Option<Instant>, since: Since) -> Result<(), (T, T::Message)> {
         let connection = tenant.connection_ref().id();
-        let head_began = since.head_began;
-        match wait {
-            // A new connection stays fresh (idle only after a while).
-            Wait::Request if head_began.is_none() && tenant.connection_ref().requests() == 0 => {}
-            Wait::Request if head_began.is_none() => tenant.connection().slot().kept_alive(),
-            Wait::Request => tenant.connection().slot().reading(),
-            // A stream between events may be shed like a held long-poll.
-            Wait::Stream { .. } => tenant.connection().slot().waiting(),
-            Wait::Loop { .. } | Wait::Linger => {}
-        }
         let mut table = self.lock();
         // A connection is one tenant, so its spot is away or new, never
         // here; were it here, the stale one goes once the lock is let go.
@@ -433,6 +429,7 @@ impl<T: Tenant> Room<T> {
                 Filled::Head => return self.dispatch(parked.tenant, Wake::Head),
                 Filled::Partial if parked.head_began.is_none() => {
                     // The first bytes of a head: its own deadline starts.
+                    parked.tenant.connection().slot().reading();
                     let now = Instant::now();
                     parked.head_began = Some(now);
                     parked.deadline = Some(now + self.head_timeout);
