@@ -16,6 +16,7 @@ use crate::db;
 use crate::encoding::rfc3339;
 use crate::error::ApiError;
 use crate::exit::Failure;
+use crate::installed;
 use crate::ops;
 use crate::prompt;
 use crate::serve;
@@ -60,6 +61,7 @@ fn usage() -> String {
 
 /// Runs the command named by `args` (without the program name).
 pub fn main(args: Vec<OsString>) -> ExitCode {
+    let original = args.clone();
     let args: Option<Vec<String>> = args.into_iter().map(|a| a.into_string().ok()).collect();
     let Some(args) = args else {
         eprintln!("sync-node: arguments must be UTF-8\n\n{}", usage());
@@ -94,6 +96,13 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
         [command @ .., "--"] if takes_operand(command) => command.to_vec(),
         _ => words,
     };
+    if !matches!(words.as_slice(), ["help" | "--version" | "-V"]) {
+        // On an installed server, root's commands act as the service does.
+        let adopted = installed::decide().and_then(|adoption| installed::adopt(adoption, &original));
+        if let Err(failure) = adopted {
+            return failure.report();
+        }
+    }
     match words.as_slice() {
         ["help"] => {
             print!("{}", usage());
@@ -158,7 +167,18 @@ fn with_config(command: impl FnOnce(Config) -> Result<ExitCode, Failure>) -> Exi
 fn open_data(config: &Config) -> Result<DataDir, Failure> {
     let shown = config.static_root.canonicalize().unwrap_or_else(|_| config.static_root.clone());
     eprintln!("sync-node: data directory {}", shown.display());
-    DataDir::open_existing(&config.static_root)
+    DataDir::open_existing(&config.static_root).map_err(|mut failure| {
+        // An ordinary user on an installed server: say where its data is.
+        if std::env::var_os("STATIC_ROOT").is_none()
+            && let Some(service) = installed::service_data_dir()
+        {
+            failure.message.push_str(&format!(
+                " (the installed service's data directory is {}: run the command with sudo)",
+                service.display()
+            ));
+        }
+        failure
+    })
 }
 
 /// `sync-node account add ID`: works whatever `REGISTRATION` says.

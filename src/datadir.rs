@@ -12,7 +12,7 @@ use crate::exit::Failure;
 use crate::secret;
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// The file a server locks (`flock`) for as long as it runs.
 pub const LOCK_FILE: &str = "sync-node.lock";
@@ -22,6 +22,9 @@ pub const LOCK_FILE: &str = "sync-node.lock";
 #[derive(Debug)]
 pub struct Claim {
     _lock: File,
+    root: PathBuf,
+    /// This claim created the directory.
+    created: bool,
 }
 
 /// An open data directory: its database and the key of the id hashes.
@@ -34,7 +37,7 @@ pub struct DataDir {
 /// another server holds it; exit 2 when it cannot be created or written.
 pub fn claim(root: &Path) -> Result<Claim, Failure> {
     let shown = root.display();
-    durable::create_dir_all(root)
+    let created = durable::create_dir_all(root)
         .map_err(|err| Failure::config(format!("STATIC_ROOT: cannot create {shown}: {err}")))?;
     let lock = OpenOptions::new()
         .read(true)
@@ -49,11 +52,27 @@ pub fn claim(root: &Path) -> Result<Claim, Failure> {
         })
         .map_err(|err| Failure::config(format!("STATIC_ROOT: {shown} is not writable: {err}")))?;
     match lock.try_lock() {
-        Ok(()) => Ok(Claim { _lock: lock }),
+        Ok(()) => Ok(Claim { _lock: lock, root: root.to_path_buf(), created }),
         Err(TryLockError::WouldBlock) => Err(Failure::failed(format!(
             "STATIC_ROOT {shown} is in use by another sync-node server; stop it first (nothing was changed)"
         ))),
         Err(TryLockError::Error(err)) => Err(Failure::config(format!("STATIC_ROOT: cannot lock {shown}: {err}"))),
+    }
+}
+
+impl Claim {
+    /// A start that failed before the database was made takes back what
+    /// it made: the lock file, and the directory if it created it. (Once a
+    /// port in use left a new directory holding only a lock file, which
+    /// every command then called a directory with no database.)
+    pub fn withdraw(self) {
+        if self.root.join(db::FILE_NAME).exists() {
+            return;
+        }
+        let _ = fs::remove_file(self.root.join(LOCK_FILE));
+        if self.created {
+            let _ = fs::remove_dir(&self.root);
+        }
     }
 }
 

@@ -26,6 +26,7 @@ pub mod hashing;
 pub mod hook;
 pub mod http;
 pub mod inbox;
+pub mod installed;
 pub mod lifecycle;
 pub mod log;
 pub mod ops;

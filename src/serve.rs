@@ -7,7 +7,7 @@ use crate::api::Event;
 use crate::api::{self, AfterCommit, App};
 use crate::auth;
 use crate::blobs::{Blobs, OpenFiles};
-use crate::config::{Config, CorsOrigins};
+use crate::config::{Config, CorsOrigins, Registration};
 use crate::cors;
 use crate::datadir::{self, DataDir};
 use crate::db;
@@ -67,15 +67,27 @@ pub fn serve(config: Config) -> Result<(), Failure> {
     }
     let claim = datadir::claim(&config.static_root)?;
     let address = SocketAddr::new(config.bind, config.port);
-    let tcp = listener::bind(address).map_err(|err| {
-        let message = format!("BIND/PORT: cannot listen on {address}: {err}");
-        match err.kind() {
-            io::ErrorKind::AddrInUse | io::ErrorKind::AddrNotAvailable => Failure::transient(message),
-            _ => Failure::config(message),
+    let tcp = match listener::bind(address) {
+        Ok(tcp) => tcp,
+        Err(err) => {
+            claim.withdraw();
+            let message = format!("BIND/PORT: cannot listen on {address}: {err}");
+            return Err(match err.kind() {
+                io::ErrorKind::AddrInUse | io::ErrorKind::AddrNotAvailable => Failure::transient(message),
+                _ => Failure::config(message),
+            });
         }
-    })?;
+    };
     let bound = tcp.local_addr().map_err(|err| Failure::config(format!("PORT: {err}")))?;
+    let fresh = !config.static_root.join(db::FILE_NAME).exists();
     let data = DataDir::open_for_server(&config.static_root, &claim)?;
+    if fresh && config.registration == Registration::Open && !bound.ip().is_loopback() {
+        log::warn(format_args!(
+            "anyone who reaches {bound} may create an account and store data (REGISTRATION=open): \
+             set REGISTRATION=invite and make invitations with `sync-node invite`, or BIND=127.0.0.1 behind a \
+             proxy (docs/operations.md)"
+        ));
+    }
     let unreadable = |err: rusqlite::Error| Failure::config(format!("STATIC_ROOT: cannot read the database: {err}"));
     let generation = data.db.generation().map_err(unreadable)?;
     // Lockouts live in memory: a new server starts with none.

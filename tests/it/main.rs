@@ -8,6 +8,7 @@ mod crash;
 mod data_dir;
 mod hostile;
 mod http_layer;
+mod installed;
 mod invitations;
 mod lifecycle;
 mod logging;
