@@ -199,6 +199,30 @@ mod tests {
     }
 
     #[test]
+    fn the_packaged_configuration_is_safe_and_the_unit_falls_back_to_the_same() {
+        use crate::config::{Config, Registration};
+        let file = parse(include_str!("../contrib/sync-node.conf")).unwrap();
+        let config = Config::from_pairs(file.clone()).unwrap();
+        assert!(config.bind.is_loopback());
+        assert_eq!(config.registration, Registration::Invite);
+        assert_eq!(data_dir_of(&file), Some(PathBuf::from("/var/lib/sync-node")));
+        // Without the file (EnvironmentFile=-…), the unit's own lines hold.
+        let unit = include_str!("../contrib/sync-node.service");
+        let defaults: Vec<(String, String)> = unit
+            .lines()
+            .filter_map(|line| line.strip_prefix("Environment="))
+            .filter_map(|pair| pair.split_once('='))
+            .map(|(name, value)| (name.to_owned(), value.to_owned()))
+            .collect();
+        let fallback = Config::from_pairs(defaults).unwrap();
+        assert!(fallback.bind.is_loopback());
+        assert_eq!(fallback.registration, Registration::Invite);
+        assert_eq!(fallback.static_root, config.static_root);
+        assert!(unit.lines().any(|line| line == "EnvironmentFile=-/etc/sync-node/sync-node.conf"));
+        assert!(unit.lines().any(|line| line == "ExecStart=/usr/bin/sync-node serve"));
+    }
+
+    #[test]
     fn a_line_the_service_might_read_otherwise_is_refused_with_its_number() {
         for (text, problem) in [
             ("PORT=8080\nexport BIND\n", "line 2: not NAME=value"),
