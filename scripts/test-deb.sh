@@ -104,7 +104,9 @@ packages() {
   local out=$work/packages-$arch help=$work/help.txt broken
   rm -rf "$out"
   mkdir -p "$out"
-  cargo run --release --quiet -- --help >"$help"
+  # The man page's text from the tree's own binary (an arm64 one runs
+  # through qemu-user's binfmt entry).
+  "$(cat "$work/bin-$arch-tree")" --help >"$help"
   scripts/make-deb.sh "$(cat "$work/bin-$arch-old")" "$arch" 0.1.0~schema7 "$out" "$help"
   for version in 0.1.0 0.1.0+rebuild1 0.1.0+fixed1; do
     scripts/make-deb.sh "$(cat "$work/bin-$arch-tree")" "$arch" "$version" "$out" "$help"
