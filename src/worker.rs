@@ -1,42 +1,47 @@
 //! One connection's life as a state machine. Where it waits (for a head,
-//! for the loop, for its stream's next event, lingering) it is parked in
-//! the waiting room ([`Room`]) and holds no thread; when there is work —
-//! a head to parse, a body to read, an answer to write — a work thread
-//! takes it, does that phase under its deadline, and parks it again:
+//! for the loop, for its stream's next event, for its socket while a body
+//! arrives or an answer leaves, lingering) it is parked in the waiting
+//! room ([`Room`]) and holds no thread; when there is work (a head to
+//! parse, bytes of a body that arrived, room for more of an answer) a work
+//! thread takes it, does what can be done without waiting, and parks it
+//! again:
 //!
 //! ```text
-//!   Request ──head──▶ [parse, JSON body] ──event──▶ Loop ──Respond──▶ [answer] ──▶ Request
-//!      │                                             │  ▲                  │
-//!      └─late: 408──▶ Linger                 Receive │  │ Uploaded         └─close──▶ Linger
+//!   Request ──head──▶ [parse] ─(JSON body: Receive)─▶ Loop ──Respond──▶ Send ──▶ Request
+//!      │                                             │  ▲                 │
+//!      └─late: 408──▶ Send ──▶ Linger       Receive  │  │ Uploaded        └─close──▶ Linger
 //!                                      Password ─────▼──┘
-//!                                            [body / PBKDF2 pool]
+//!                                          [body: Receive / PBKDF2 pool]
 //! ```
 //!
-//! Phases with their deadlines: a head 10 s from its first byte (the
-//! room), a JSON body 10 s, a store or log body and an answer a sliding
-//! 4 KiB/s after 10 s (on the work thread), waiting for the loop none (a
-//! hang-up ends it; the loop bounds its long-polls), the next request the
-//! idle timeout, lingering 2 s.
+//! Phases with their deadlines: a head 10 s from its first byte, a JSON
+//! body 10 s, a store or log body and an answer a sliding 4 KiB/s after
+//! 10 s (each wait for the socket carries the pace's deadline; a socket
+//! not ready by then is late: 408, or cut off), waiting for the loop none
+//! (a hang-up ends it; the loop bounds its long-polls), the next request
+//! the idle timeout, lingering 2 s.
 
-use crate::api::{self, JSON_LIMIT, Received};
+use crate::api::{self, JSON_LIMIT, PendingWrite, Received};
 use crate::api::{Event, Reply, Request, Step};
 use crate::blobs::Blobs;
+use crate::blobs::Staging;
 use crate::config::Config;
 use crate::cors;
 use crate::error::{ApiError, Shortage, is_out_of_space};
 use crate::hashing::Hashing;
+use crate::http::body::Decoder;
 use crate::http::budget::{Held, MemoryBudget, OverBudget};
-use crate::http::conn::{ExtraHeaders, Filled};
+use crate::http::conn::{Clock, ExtraHeaders, Filled, Outgoing, Progress};
 use crate::http::listener::Slot;
 use crate::http::pool::Pool;
 use crate::http::request::share_of;
 use crate::http::room::{Address, Mailbox, Presence, Room, Tenant, Wait, Wake};
-use crate::http::{Body, BodyError, Connection, Framing, Limits, Pace, Rejection, Response, SendOptions};
+use crate::http::{Body, BodyError, Connection, Framing, Limits, Pace, Rejection, RequestHead, Response, SendOptions};
 use crate::lifecycle::{InFlight, Lifecycle};
 use crate::log;
 use crate::router::{self, Route};
-use crate::uploads::{Allowance, Uploads, shortage_of};
-use std::io;
+use crate::uploads::{Allowance, Reserved, Uploads, shortage_of};
+use std::io::{self, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::sync::mpsc::Sender;
@@ -62,7 +67,7 @@ const STREAM_LIFETIME: Duration = crate::api::STREAM_LIFETIME;
 /// A store or log body must arrive at 4 KiB/s or more once 10 s have
 /// passed, sliding: bytes sent early buy at most 30 s (far less than the 10
 /// minutes after which `sync-node check --repair` takes a staged file for
-/// a leftover).
+/// a leftover). Between its pieces the connection waits in the room.
 const UPLOAD_PACE: Pace =
     Pace::AtLeast { grace: Duration::from_secs(10), bytes_per_second: 4096, most_ahead: Duration::from_secs(30) };
 
@@ -95,6 +100,8 @@ pub struct Visit {
     cors_memo: Option<(Option<Vec<u8>>, ExtraHeaders)>,
     /// The request in progress, between its head and its answer.
     exchange: Option<Exchange>,
+    /// A body arriving or an answer leaving at its client's pace.
+    transfer: Option<Transfer>,
     /// When the stream this connection carries ends (SPEC §6.1).
     stream_ends: Option<Instant>,
     _presence: Presence,
@@ -118,7 +125,86 @@ struct Exchange {
     /// an upload's go-ahead made a store-replacing flood's p99 for others
     /// 127 ms instead of 48.)
     quick: bool,
-    _in_flight: InFlight,
+    in_flight: InFlight,
+}
+
+/// A body or an answer that moves only as fast as its client: between
+/// the pieces the connection waits in the room for its socket (holding
+/// no thread), until the transfer's pace deadline.
+enum Transfer {
+    Receive(Box<Receiving>),
+    Send(Sending),
+}
+
+/// A body arriving.
+struct Receiving {
+    decoder: Decoder,
+    clock: Clock,
+    sink: Sink,
+    /// What it is, for a refusal ("store", "log entry" …).
+    what: &'static str,
+    then: AfterBody,
+}
+
+/// Where a body's bytes go.
+enum Sink {
+    Memory(Vec<u8>),
+    /// A staged store file, reserving disk and quota as it grows.
+    Staged {
+        staging: Staging,
+        reserved: Reserved,
+    },
+    /// A small body its answer did not need.
+    Discard,
+}
+
+impl Write for Sink {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        match self {
+            Sink::Memory(body) => body.write(bytes),
+            Sink::Staged { staging, reserved } => reserved.writer(staging).write(bytes),
+            Sink::Discard => Ok(bytes.len()),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// What a whole body leads to.
+enum AfterBody {
+    /// The request goes to the loop with it (a JSON body), or straight to
+    /// group commit (a small log entry that came with its head).
+    Request(Box<Headed>),
+    /// The upload the loop asked for goes to it.
+    Uploaded { then: PendingWrite },
+    /// The next request (a small body its answer did not need).
+    Drained,
+}
+
+/// A request whose body is read before the loop sees it.
+struct Headed {
+    head: RequestHead,
+    route: Result<Route, ApiError>,
+    small_append: Option<PendingWrite>,
+}
+
+/// An answer (or a stream's events) leaving.
+struct Sending {
+    out: Outgoing,
+    then: AfterSend,
+}
+
+/// What comes once an answer is out.
+enum AfterSend {
+    /// The next request, unless the connection closes; a small body left
+    /// unread is discarded first (`unread`), a larger one makes it linger.
+    Answered { keep_alive: bool, unread: Option<Framing>, _in_flight: InFlight },
+    /// The stream's next events, or its end.
+    Streamed { ends: bool },
+    /// A refusal: the connection lingers closed.
+    Refused,
 }
 
 /// What comes after a phase.
@@ -142,6 +228,7 @@ pub fn admit(stream: TcpStream, peer: SocketAddr, slot: Slot, shared: &Arc<Share
         shared: Arc::clone(shared),
         cors_memo: None,
         exchange: None,
+        transfer: None,
         stream_ends: None,
         _presence: presence,
     };
@@ -164,6 +251,11 @@ impl Tenant for Visit {
         loop {
             let next = match wake {
                 Wake::Head => self.begin(),
+                Wake::Ready => self.carry_transfer(),
+                // Its socket did not become ready in time: a reader that
+                // takes a trickle never makes room enough for that, just
+                // as a blocking write would wait in vain.
+                Wake::Late if self.transfer.is_some() => self.transfer_late(),
                 Wake::Late => self.refuse_head(Rejection::RequestTimeout),
                 Wake::Tick => self.keep_streaming(),
                 Wake::Message(step) => self.carry_on(step),
@@ -226,10 +318,8 @@ impl Visit {
             // No head to read a method, route or forwarded address from.
             log::access(self.peer.ip(), "-", "(malformed)", response.status, response.body_len(), Duration::ZERO);
         }
-        match self.conn.send(response, &options) {
-            Ok(()) => Next::Linger,
-            Err(_) => Next::Close,
-        }
+        let out = self.conn.outgoing(response, &options);
+        self.send(out, AfterSend::Refused)
     }
 
     /// A whole head has arrived: read what the loop needs with it, and
@@ -253,7 +343,7 @@ impl Visit {
             route: route.as_ref().map_or("(no route)", Route::pattern),
             started: Instant::now(),
         });
-        let mut exchange = Exchange {
+        self.exchange = Some(Exchange {
             options: options.clone(),
             framing,
             expect_continue,
@@ -263,14 +353,14 @@ impl Visit {
             access,
             entry_memory: None,
             quick: matches!(&route, Ok(route) if route.reads_only() && !matches!(route, Route::Changes)),
-            _in_flight: shared.lifecycle.request(),
-        };
+            in_flight: shared.lifecycle.request(),
+        });
         // Behind a trusted proxy the connection counts against the client
         // it forwards, within that client's cap.
         if !self.conn.slot().speaks_for(client) {
             options.keep_alive = false;
-            let _ = self.conn.send(ApiError::Unavailable { retry_after_secs: 1 }.into_response(), &options);
-            return Next::Linger;
+            let out = self.conn.outgoing(ApiError::Unavailable { retry_after_secs: 1 }.into_response(), &options);
+            return self.send(out, AfterSend::Refused);
         }
         let streams_body = matches!(&route, Ok(route) if route.streams_body());
         // SPEC §1: a declared length over the limit is refused first, before
@@ -280,7 +370,7 @@ impl Visit {
             && declared > body_limit(route, &shared.config)
         {
             let what = if matches!(route, Route::AppendLog(_)) { "log entry" } else { "store" };
-            return self.refuse_body(exchange, BodyError::TooLarge, what);
+            return self.refuse_body(BodyError::TooLarge, what);
         }
         // A small log entry that came with its head goes straight to group
         // commit (nothing is waited for that an early answer would spare).
@@ -292,29 +382,35 @@ impl Visit {
             }
             _ => None,
         };
-        let mut body = Vec::new();
-        if small_append.is_some() {
-            match self.conn.read_body(framing, api::SMALL_ENTRY, UPLOAD_PACE) {
-                Ok(bytes) => body = bytes,
-                Err(err) => return self.refuse_body(exchange, err, "log entry"),
+        let (limit, pace, what) = match small_append {
+            Some(_) => (api::SMALL_ENTRY, UPLOAD_PACE, "log entry"),
+            None if !streams_body && framing != Framing::None => {
+                if expect_continue && let Some(exchange) = &mut self.exchange {
+                    exchange.continue_sent = self.conn.send_continue().is_ok();
+                }
+                (JSON_LIMIT, JSON_PACE, "request body")
             }
-            exchange.body_unread = false;
-        } else if !streams_body && exchange.body_unread {
-            if expect_continue {
-                exchange.continue_sent = self.conn.send_continue().is_ok();
-            }
-            match self.conn.read_body(framing, JSON_LIMIT, JSON_PACE) {
-                Ok(bytes) => body = bytes,
-                Err(err) => return self.refuse_body(exchange, err, "request body"),
-            }
-            exchange.body_unread = false;
-        }
-        let reply = self.reply(options.head_only, client);
+            None => return self.request_to_loop(head, route, Vec::new(), None),
+        };
+        let then = AfterBody::Request(Box::new(Headed { head, route, small_append }));
+        self.receive(framing, limit, pace, Sink::Memory(Vec::new()), what, then)
+    }
+
+    /// The request, with its body, goes to the loop (or a small log entry
+    /// straight to group commit).
+    fn request_to_loop(
+        &mut self,
+        head: RequestHead,
+        route: Result<Route, ApiError>,
+        body: Vec<u8>,
+        small_append: Option<PendingWrite>,
+    ) -> Next {
+        let Some(exchange) = &self.exchange else { return Next::Close };
+        let reply = self.reply(exchange.options.head_only, exchange.client);
         let event = match small_append {
             Some(then) => Event::Uploaded { reply, then, received: Received::Entry(body) },
             None => Event::Request { reply, route, request: Request { head, body, peer: self.peer.ip() } },
         };
-        self.exchange = Some(exchange);
         self.hand_to_loop(event)
     }
 
@@ -328,57 +424,180 @@ impl Visit {
 
     /// What the loop said next about the current request.
     fn carry_on(&mut self, step: Step) -> Next {
-        if let Step::Stream { events, ends, held } = step {
-            return self.stream(events, ends, held);
-        }
-        let Some(mut exchange) = self.exchange.take() else {
-            // Mail for no request: the room never delivers it.
-            return Next::Close;
-        };
         match step {
-            Step::Stream { .. } => unreachable!("taken above"),
-            Step::Respond(response) => self.answer(exchange, response),
-            Step::Receive { limit, then, allowance } => {
-                if exchange.expect_continue && !exchange.continue_sent {
-                    exchange.continue_sent = self.conn.send_continue().is_ok();
-                }
-                let what = if then.in_memory() { "log entry" } else { "store" };
-                if then.in_memory() {
-                    // Reserved before a byte is read: the declared
-                    // length, or the most a chunked entry may grow to.
-                    let most = if let Framing::Length(n) = exchange.framing { n } else { limit };
-                    match self.shared.entries.take(usize::try_from(most).unwrap_or(usize::MAX), exchange.client) {
-                        Ok(held) => exchange.entry_memory = held,
-                        Err(OverBudget) => return self.refuse_body(exchange, BodyError::NoRoom, what),
-                    }
-                }
-                match receive(&mut self.conn, exchange.framing, limit, allowance, &self.shared) {
-                    Ok(received) => {
-                        exchange.body_unread = false;
-                        let reply = self.reply(exchange.options.head_only, exchange.client);
-                        self.exchange = Some(exchange);
-                        self.hand_to_loop(Event::Uploaded { reply, then, received })
-                    }
-                    Err(err) => self.refuse_body(exchange, err, what),
-                }
-            }
+            Step::Stream { events, ends, held } => self.stream(events, ends, held),
+            Step::Respond(response) => match self.exchange.take() {
+                Some(exchange) => self.answer(exchange, response),
+                // Mail for no request: the room never delivers it.
+                None => Next::Close,
+            },
+            Step::Receive { limit, then, allowance } => self.upload(limit, then, allowance),
             Step::Password { job, then, ticket } => {
+                let Some(exchange) = &self.exchange else { return Next::Close };
                 let reply = self.reply(exchange.options.head_only, exchange.client);
                 let (hashing, events) = (Arc::clone(&self.shared.hashing), self.shared.events.clone());
                 self.shared.hashing_pool.run(Box::new(move || {
                     let outcome = hashing.run(ticket, || job.run());
                     let _ = events.send(Event::PasswordDone { reply, then, outcome });
                 }));
-                self.exchange = Some(exchange);
                 Next::Wait(Wait::Loop { number: self.conn.requests() })
             }
+        }
+    }
+
+    /// The loop wants the body of an upload: into memory (a log entry, made
+    /// durable by the commit), or into a staged file made durable once
+    /// whole, reserving its bytes within `allowance` as they arrive.
+    fn upload(&mut self, limit: u64, then: PendingWrite, allowance: Option<Allowance>) -> Next {
+        let Some(exchange) = &mut self.exchange else { return Next::Close };
+        if exchange.expect_continue && !exchange.continue_sent {
+            exchange.continue_sent = self.conn.send_continue().is_ok();
+        }
+        let framing = exchange.framing;
+        let what = if then.in_memory() { "log entry" } else { "store" };
+        let sink = if then.in_memory() {
+            // Reserved before a byte is read: the declared length, or the
+            // most a chunked entry may grow to.
+            let most = if let Framing::Length(n) = framing { n } else { limit };
+            match self.shared.entries.take(usize::try_from(most).unwrap_or(usize::MAX), exchange.client) {
+                Ok(held) => exchange.entry_memory = held,
+                Err(OverBudget) => return self.refuse_body(BodyError::NoRoom, what),
+            }
+            Sink::Memory(Vec::new())
+        } else {
+            let declared = if let Framing::Length(n) = framing { Some(n) } else { None };
+            let staged = allowance
+                .ok_or_else(|| io::Error::other("an upload to a file needs its allowance"))
+                .and_then(|allowance| self.shared.uploads.reserve(allowance, declared).map_err(io::Error::other))
+                .and_then(|reserved| Ok(Sink::Staged { staging: self.shared.blobs.stage()?, reserved }));
+            match staged {
+                Ok(sink) => sink,
+                Err(err) => return self.refuse_body(BodyError::Sink(err), what),
+            }
+        };
+        self.receive(framing, limit, UPLOAD_PACE, sink, what, AfterBody::Uploaded { then })
+    }
+
+    /// Starts receiving a body (as much as has arrived; the rest as it
+    /// comes).
+    fn receive(
+        &mut self,
+        framing: Framing,
+        limit: u64,
+        pace: Pace,
+        sink: Sink,
+        what: &'static str,
+        then: AfterBody,
+    ) -> Next {
+        let decoder = match Decoder::new(framing, limit, self.shared.limits.head.max_head) {
+            Ok(decoder) => decoder,
+            Err(err) => return self.refuse_body(err, what),
+        };
+        let clock = Clock::start(pace, Instant::now());
+        self.transfer = Some(Transfer::Receive(Box::new(Receiving { decoder, clock, sink, what, then })));
+        self.carry_transfer()
+    }
+
+    /// Starts sending an answer (as much as the socket takes; the rest as
+    /// it does).
+    fn send(&mut self, out: io::Result<Outgoing>, then: AfterSend) -> Next {
+        match out {
+            Ok(out) => {
+                self.transfer = Some(Transfer::Send(Sending { out, then }));
+                self.carry_transfer()
+            }
+            Err(_) => Next::Close,
+        }
+    }
+
+    /// Moves the transfer on as far as its socket lets it now.
+    fn carry_transfer(&mut self) -> Next {
+        match self.transfer.take() {
+            Some(Transfer::Receive(mut receiving)) => {
+                let Receiving { decoder, clock, sink, .. } = &mut *receiving;
+                match self.conn.receive(decoder, sink, clock) {
+                    Ok(Progress::Done) => self.received(receiving.sink, receiving.then),
+                    Ok(Progress::Blocked(due)) => {
+                        self.transfer = Some(Transfer::Receive(receiving));
+                        Next::Wait(Wait::Receive { due })
+                    }
+                    Err(_) if matches!(receiving.then, AfterBody::Drained) => Next::Close,
+                    Err(err) => self.refuse_body(err, receiving.what),
+                }
+            }
+            Some(Transfer::Send(mut sending)) => match self.conn.push(&mut sending.out) {
+                Ok(Progress::Done) => self.sent(sending.then),
+                Ok(Progress::Blocked(due)) => {
+                    self.transfer = Some(Transfer::Send(sending));
+                    Next::Wait(Wait::Send { number: self.conn.requests(), due })
+                }
+                Err(_) => Next::Close,
+            },
+            None => Next::Close,
+        }
+    }
+
+    /// A transfer fell behind its pace: a body is refused with 408, an
+    /// answer cut off.
+    fn transfer_late(&mut self) -> Next {
+        match self.transfer.take() {
+            Some(Transfer::Receive(receiving)) if !matches!(receiving.then, AfterBody::Drained) => {
+                self.refuse_body(BodyError::TimedOut, receiving.what)
+            }
+            _ => Next::Close,
+        }
+    }
+
+    /// A whole body has arrived.
+    fn received(&mut self, sink: Sink, then: AfterBody) -> Next {
+        if let Some(exchange) = &mut self.exchange {
+            exchange.body_unread = false;
+        }
+        let body = match sink {
+            Sink::Memory(body) => Received::Entry(body),
+            Sink::Staged { staging, reserved } => match staging.finish() {
+                Ok(staged) => {
+                    drop(reserved);
+                    Received::File(staged)
+                }
+                Err(err) => return self.refuse_body(BodyError::Sink(err), "store"),
+            },
+            Sink::Discard => Received::Entry(Vec::new()),
+        };
+        match (then, body) {
+            (AfterBody::Request(headed), Received::Entry(body)) => {
+                let Headed { head, route, small_append } = *headed;
+                self.request_to_loop(head, route, body, small_append)
+            }
+            (AfterBody::Uploaded { then }, received) => {
+                let Some(exchange) = &self.exchange else { return Next::Close };
+                let reply = self.reply(exchange.options.head_only, exchange.client);
+                self.hand_to_loop(Event::Uploaded { reply, then, received })
+            }
+            (AfterBody::Drained, _) => self.next_request(),
+            (AfterBody::Request(_), Received::File(_)) => Next::Close,
+        }
+    }
+
+    /// An answer is out.
+    fn sent(&mut self, then: AfterSend) -> Next {
+        match then {
+            AfterSend::Answered { keep_alive: false, unread: Some(_), .. } | AfterSend::Refused => Next::Linger,
+            AfterSend::Answered { keep_alive: false, unread: None, .. } => Next::Close,
+            AfterSend::Answered { unread: Some(framing), .. } => {
+                self.receive(framing, DRAIN_LIMIT, DRAIN_PACE, Sink::Discard, "request body", AfterBody::Drained)
+            }
+            AfterSend::Answered { unread: None, .. } => self.next_request(),
+            AfterSend::Streamed { ends: true } => Next::Close,
+            AfterSend::Streamed { ends: false } => self.wait_for_events(),
         }
     }
 
     /// Writes the answer, then keeps the connection for the next request
     /// or closes it.
     fn answer(&mut self, exchange: Exchange, response: Response) -> Next {
-        let Exchange { mut options, framing, expect_continue, body_unread, continue_sent, access, .. } = exchange;
+        let Exchange { mut options, framing, expect_continue, body_unread, continue_sent, access, in_flight, .. } =
+            exchange;
         // An answer given without the body (401, 404, 412 …) goes out at
         // once. A small body is then discarded so the connection can be
         // kept; a large one closes it. A server shutting down closes each
@@ -389,27 +608,26 @@ impl Visit {
         options.keep_alive &= (!body_unread || drain) && !self.shared.lifecycle.stopping() && !self.conn.worn_out();
         let (status, bytes) = (response.status, sent_bytes(&response, &options));
         drop(exchange.entry_memory);
-        let sent = self.conn.send(response, &options);
         if let Some(access) = &access {
             access.log(status, bytes);
         }
-        drop(exchange._in_flight);
-        if sent.is_err() {
-            return Next::Close;
-        }
-        if !options.keep_alive {
-            return if body_unread { Next::Linger } else { Next::Close };
-        }
-        if body_unread && self.conn.copy_body(framing, DRAIN_LIMIT, &mut io::sink(), DRAIN_PACE).is_err() {
-            return Next::Close;
-        }
-        self.next_request()
+        let out = self.conn.outgoing(response, &options);
+        let unread = body_unread.then_some(framing);
+        self.send(out, AfterSend::Answered { keep_alive: options.keep_alive, unread, _in_flight: in_flight })
     }
 
     /// Events of the stream this request asked for: the first begin the
-    /// answer (which closes the connection when the stream ends).
+    /// answer (which closes the connection when the stream ends); those
+    /// that come while earlier ones are still being sent follow them.
     fn stream(&mut self, events: Vec<u8>, ends: bool, held: Option<Held>) -> Next {
-        let sent = match self.exchange.take() {
+        if let Some(Transfer::Send(sending)) = &mut self.transfer {
+            sending.out.append(events, held);
+            if ends {
+                sending.then = AfterSend::Streamed { ends: true };
+            }
+            return self.carry_transfer();
+        }
+        let out = match self.exchange.take() {
             Some(exchange) => {
                 let mut options = exchange.options;
                 options.keep_alive = false;
@@ -417,29 +635,27 @@ impl Visit {
                     .with_header("Content-Type", "text/event-stream")
                     .with_header("Cache-Control", "no-store")
                     .with_header("X-Accel-Buffering", "no")
-                    .with_body(Body::Stream(events));
+                    .with_body(Body::Stream(events))
+                    .holding(held);
                 if let Some(access) = &exchange.access {
                     access.log(200, response.body_len());
                 }
                 self.stream_ends = Some(Instant::now() + STREAM_LIFETIME);
-                self.conn.send(response, &options)
+                self.conn.outgoing(response, &options)
             }
-            None if self.stream_ends.is_some() => self.conn.send_more(&events),
+            None if self.stream_ends.is_some() => Ok(self.conn.outgoing_bytes(events, held)),
             None => return Next::Close,
         };
-        drop(held);
-        match sent {
-            Ok(()) if !ends => self.wait_for_events(),
-            _ => Next::Close,
-        }
+        self.send(out, AfterSend::Streamed { ends })
     }
 
     /// A stream between events: a comment after a silence, or its end
     /// when its time is up (the connection closes, the answer's end).
     fn keep_streaming(&mut self) -> Next {
         match self.stream_ends {
-            Some(ends) if Instant::now() < ends && self.conn.send_more(b": keep-alive\n\n").is_ok() => {
-                self.wait_for_events()
+            Some(ends) if Instant::now() < ends => {
+                let out = self.conn.outgoing_bytes(b": keep-alive\n\n".to_vec(), None);
+                self.send(Ok(out), AfterSend::Streamed { ends: false })
             }
             _ => Next::Close,
         }
@@ -463,7 +679,8 @@ impl Visit {
 
     /// Answers a body that could not (or will not) be read, if the client
     /// can still hear it, and closes the connection.
-    fn refuse_body(&mut self, exchange: Exchange, err: BodyError, what: &'static str) -> Next {
+    fn refuse_body(&mut self, err: BodyError, what: &'static str) -> Next {
+        let Some(exchange) = self.exchange.take() else { return Next::Close };
         let error = match err {
             BodyError::TooLarge => ApiError::PayloadTooLarge(what),
             BodyError::Malformed => ApiError::bad_request("Malformed chunked body."),
@@ -479,12 +696,11 @@ impl Visit {
         let mut options = exchange.options;
         options.keep_alive = false;
         let response: Response = error.into_response();
-        let (status, bytes) = (response.status, sent_bytes(&response, &options));
-        let sent = self.conn.send(response, &options);
         if let Some(access) = &exchange.access {
-            access.log(status, bytes);
+            access.log(response.status, sent_bytes(&response, &options));
         }
-        if sent.is_ok() { Next::Linger } else { Next::Close }
+        let out = self.conn.outgoing(response, &options);
+        self.send(out, AfterSend::Refused)
     }
 }
 
@@ -495,27 +711,6 @@ fn body_limit(route: &Route, config: &Config) -> u64 {
         Route::AppendLog(_) => config.max_entry_bytes,
         _ => JSON_LIMIT,
     }
-}
-
-/// Receives a body: into memory (a log entry, made durable by the
-/// commit), or streamed into a staged file made durable here, reserving
-/// its bytes within `allowance` as they arrive.
-fn receive(
-    conn: &mut Connection,
-    framing: Framing,
-    limit: u64,
-    allowance: Option<Allowance>,
-    shared: &Shared,
-) -> Result<Received, BodyError> {
-    let Some(allowance) = allowance else {
-        return conn.read_body(framing, limit, UPLOAD_PACE).map(Received::Entry);
-    };
-    let declared = if let Framing::Length(n) = framing { Some(n) } else { None };
-    let mut reserved =
-        shared.uploads.reserve(allowance, declared).map_err(|short| BodyError::Sink(io::Error::other(short)))?;
-    let mut staging = shared.blobs.stage().map_err(BodyError::Sink)?;
-    conn.copy_body(framing, limit, &mut reserved.writer(&mut staging), UPLOAD_PACE)?;
-    staging.finish().map(Received::File).map_err(BodyError::Sink)
 }
 
 /// A request as the access log tells it (`ACCESS_LOG=1`): never its key,

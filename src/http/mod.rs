@@ -6,6 +6,7 @@
 //! is no room for ([`refuser`]) and the memory answers being sent may hold
 //! ([`budget`]). Only this module touches sockets.
 
+pub mod body;
 pub mod budget;
 pub mod conn;
 pub mod listener;

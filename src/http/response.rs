@@ -107,6 +107,11 @@ impl Response {
         }
     }
 
+    /// Its body, and the answers' memory it holds (until that is dropped).
+    pub(super) fn into_body(self) -> (Body, Option<Held>) {
+        (self.body, self.held)
+    }
+
     /// Writes the status line and headers (with `extra`, `Date` and the
     /// framing headers).
     pub fn write_head(&self, out: &mut Vec<u8>, extra: &[(&'static str, String)], keep_alive: bool) {

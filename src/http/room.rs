@@ -14,6 +14,9 @@
 //!   waiting longer than [`STALLED_AFTER`] may be shed to make room;
 //! - **the next event of its stream**, or the time of its next keep-alive
 //!   comment (a tick);
+//! - **its socket**, while a body arrives or an answer leaves slower than
+//!   the socket moves it: until it is readable (writable) again, or the
+//!   transfer's pace deadline passes;
 //! - **the end of lingering**: a closed connection reads and discards
 //!   what its client still sends for a while, so the answer written
 //!   before is not lost to a reset.
@@ -66,6 +69,8 @@ pub enum Wake<M> {
     Late,
     /// A stream's keep-alive (or end) time came.
     Tick,
+    /// Its socket can give (take) more of the body (answer) in transfer.
+    Ready,
     /// The loop sent this.
     Message(M),
 }
@@ -79,6 +84,11 @@ pub enum Wait {
     Loop { number: u64 },
     /// The next event of the stream of request `number`, or `tick`.
     Stream { number: u64, tick: Instant },
+    /// More of the body being received, until `due` (then it is late).
+    Receive { due: Instant },
+    /// Room for more of the answer (or stream) of request `number` being
+    /// sent, until `due`.
+    Send { number: u64, due: Instant },
     /// The end of lingering after a close.
     Linger,
 }
@@ -245,12 +255,13 @@ impl<T: Tenant> Room<T> {
             Wait::Request => tenant.connection().slot().reading(),
             // A stream between events may be shed like a held long-poll.
             Wait::Stream { .. } => tenant.connection().slot().waiting(),
-            Wait::Loop { .. } | Wait::Linger => {}
+            Wait::Loop { .. } | Wait::Receive { .. } | Wait::Send { .. } | Wait::Linger => {}
         }
         let deadline = match wait {
             Wait::Request => head_began.map_or(now + self.idle_timeout, |at| at + self.head_timeout),
             Wait::Loop { .. } => now + STALLED_AFTER,
             Wait::Stream { tick, .. } => tick,
+            Wait::Receive { due } | Wait::Send { due, .. } => due,
             Wait::Linger => now + LINGER,
         };
         self.settle(tenant, wait, Some(deadline), Since { head_began, body_awaited: false })
@@ -278,8 +289,8 @@ impl<T: Tenant> Room<T> {
             None => (VecDeque::new(), false),
         };
         let number = match wait {
-            Wait::Loop { number } | Wait::Stream { number, .. } => Some(number),
-            Wait::Request | Wait::Linger => None,
+            Wait::Loop { number } | Wait::Stream { number, .. } | Wait::Send { number, .. } => Some(number),
+            Wait::Request | Wait::Receive { .. } | Wait::Linger => None,
         };
         let mut mail: VecDeque<_> = mail.into_iter().filter(|(to, _)| Some(*to) == number).collect();
         if let Some((_, message)) = mail.pop_front() {
@@ -295,6 +306,9 @@ impl<T: Tenant> Room<T> {
             // longer (a long-poll) is closed when its client has closed.
             Wait::Loop { .. } if deadline.is_some() => epoll::EventFlags::empty(),
             Wait::Loop { .. } | Wait::Stream { .. } => epoll::EventFlags::RDHUP,
+            Wait::Receive { .. } => epoll::EventFlags::IN | epoll::EventFlags::RDHUP,
+            // A client that closed its side may still read its answer.
+            Wait::Send { .. } => epoll::EventFlags::OUT,
         } | epoll::EventFlags::ONESHOT;
         let data = epoll::EventData::new_u64(connection);
         let socket = tenant.connection_ref().socket();
@@ -451,6 +465,8 @@ impl<T: Tenant> Room<T> {
             // still unread (waiting for those again would only see the
             // same hang-up, at once, for ever).
             Wait::Loop { .. } | Wait::Stream { .. } => hung_up,
+            // The transfer finds out what there is (a hang-up included).
+            Wait::Receive { .. } | Wait::Send { .. } => return self.dispatch(parked.tenant, Wake::Ready),
             Wait::Linger => !parked.tenant.connection().discard(),
         };
         if !gone {
@@ -486,7 +502,8 @@ impl<T: Tenant> Room<T> {
                 // Silent till its idle deadline, or done lingering: closed.
                 Wait::Request if parked.head_began.is_none() => {}
                 Wait::Linger => {}
-                Wait::Request => self.dispatch(parked.tenant, Wake::Late),
+                // A head, body or answer behind its deadline.
+                Wait::Request | Wait::Receive { .. } | Wait::Send { .. } => self.dispatch(parked.tenant, Wake::Late),
                 Wait::Stream { .. } => self.dispatch(parked.tenant, Wake::Tick),
                 Wait::Loop { .. } => {
                     // Waiting long on the loop (a long-poll): it may be
@@ -520,7 +537,13 @@ impl<T: Tenant> Mailbox<T::Message> for Room<T> {
                 return true;
             }
             Some(Spot::Here(parked)) => match parked.wait {
-                Wait::Loop { number } | Wait::Stream { number, .. } if number == to.number => table.take(to.connection),
+                // A stream's events come while its last ones are still
+                // being sent too.
+                Wait::Loop { number } | Wait::Stream { number, .. } | Wait::Send { number, .. }
+                    if number == to.number =>
+                {
+                    table.take(to.connection)
+                }
                 // For a request that is over.
                 _ => return false,
             },

@@ -5,7 +5,7 @@
 //! to anyone on a public interface says so.
 
 use crate::support::{BIN, Options, PASSWORD, Server, cli};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::TcpListener;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
@@ -132,35 +132,31 @@ fn a_configuration_file_the_service_might_read_otherwise_is_refused_by_line() {
     assert!(text(&ran.stderr).contains("does not set STATIC_ROOT"), "{}", text(&ran.stderr));
 }
 
+/// Starts a server on `root` whose port is `taken`: its exit code and
+/// what it said.
+fn start_on_taken_port(root: &Path, taken: &TcpListener) -> (Option<i32>, String) {
+    let output = Command::new(BIN)
+        .env_clear()
+        .env("STATIC_ROOT", root)
+        .env("BIND", "127.0.0.1")
+        .env("PORT", taken.local_addr().unwrap().port().to_string())
+        .output()
+        .unwrap();
+    (output.status.code(), text(&output.stderr))
+}
+
 #[test]
 fn a_start_that_finds_its_port_taken_leaves_no_new_directory_behind() {
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("new");
-    let mut child = Command::new(BIN)
-        .env_clear()
-        .env("STATIC_ROOT", &root)
-        .env("BIND", "127.0.0.1")
-        .env("PORT", taken.local_addr().unwrap().port().to_string())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let status = child.wait().unwrap();
-    let mut said = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut said).unwrap();
-    assert_eq!(status.code(), Some(3), "{said}");
+    let (code, said) = start_on_taken_port(&root, &taken);
+    assert_eq!(code, Some(3), "{said}");
     assert!(!root.exists(), "left behind: {:?}", std::fs::read_dir(&root).map(|d| d.count()));
     // A directory that was there already stays, without a lock file.
     std::fs::create_dir(&root).unwrap();
-    let status = Command::new(BIN)
-        .env_clear()
-        .env("STATIC_ROOT", &root)
-        .env("BIND", "127.0.0.1")
-        .env("PORT", taken.local_addr().unwrap().port().to_string())
-        .stderr(Stdio::null())
-        .status()
-        .unwrap();
-    assert_eq!(status.code(), Some(3));
+    let (code, said) = start_on_taken_port(&root, &taken);
+    assert_eq!(code, Some(3), "{said}");
     assert_eq!(std::fs::read_dir(&root).unwrap().count(), 0);
 }
 

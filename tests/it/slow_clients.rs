@@ -349,3 +349,53 @@ fn stalled_small_bodies_hold_no_thread() {
     let mut first = stalled.swap_remove(0);
     assert_eq!(first.try_read_response(false).map(|resp| resp.status), Some(408));
 }
+
+#[test]
+fn stalled_uploads_and_unread_downloads_hold_no_thread() {
+    // 320 connections from 10 addresses with an account: half begin a
+    // 1 MB store upload and stall after its first bytes, half ask for a
+    // 4 MB store and never read it. Between the pieces a body or an
+    // answer waits for its socket in the room, so the work threads stay
+    // free for everyone else. (Before, each held a work thread until its
+    // pace ran out, and a victim waited 47 s behind them.)
+    let server = Server::start();
+    let token = server.register("heavy");
+    assert_eq!(server.put("big", &token, &[], &vec![3u8; 4 * 1024 * 1024]).status, 201);
+    let mut stalled = Vec::new();
+    for from in 10..20u8 {
+        for i in 0..32 {
+            let mut conn = connect_from([127, 0, 0, from], server.addr);
+            let request = if i % 2 == 0 {
+                format!(
+                    "PUT /v1/stores/up-{from}-{i} HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {token}\r\n\
+                     Content-Length: 1000000\r\n\r\nfirst bytes"
+                )
+            } else {
+                format!("GET /v1/stores/big HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {token}\r\n\r\n")
+            };
+            conn.send(request.as_bytes());
+            stalled.push(conn);
+        }
+    }
+    thread::sleep(Duration::from_millis(500));
+    // A thread blocked in a socket's read or write sleeps in the kernel's
+    // `wait_woken`; idle work threads wait on a futex, the room in epoll.
+    let on_sockets = std::fs::read_dir(format!("/proc/{}/task", server.pid()))
+        .unwrap()
+        .flatten()
+        .filter(|task| std::fs::read_to_string(task.path().join("wchan")).is_ok_and(|at| at == "wait_woken"))
+        .count();
+    assert_eq!(on_sockets, 0, "threads waiting on a socket for 320 stalled transfers");
+    for _ in 0..20 {
+        let started = Instant::now();
+        assert!(healthy(&server, [127, 0, 0, 30]));
+        assert!(started.elapsed() < Duration::from_secs(1), "health took {:?}", started.elapsed());
+    }
+    let victim_token = server.register("victim");
+    assert_eq!(server.put("mine", &victim_token, &[], b"written meanwhile").status, 201);
+    // A download that waited is whole once it is read.
+    let mut reader = stalled.swap_remove(1);
+    reader.stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let answer = reader.read_response(false);
+    assert_eq!((answer.status, answer.body.len()), (200, 4 * 1024 * 1024));
+}
