@@ -6,6 +6,8 @@
 # only builds the amd64 package from the debug binary and checks what it
 # holds and its maintainer scripts' syntax.
 #
+# Then install.sh from a release archive's files in another fresh root.
+#
 # The packages: the commit before schema 8 as 0.1.0~schema7 (so the first
 # upgrade crosses a schema migration), this tree as 0.1.0, the same binary
 # as 0.1.0+rebuild1, a binary that cannot start as 0.1.0+broken1, and the
@@ -269,6 +271,29 @@ reinstalled_finds_its_data() {
   data_kept
 }
 
+# install.sh from a release archive's files, in a fresh root: the same
+# service, with the binary in /usr/local/bin; run again over itself, it
+# takes the upgrade path (a backup, the data kept).
+install_script() {
+  local archive=$root/tmp/archive
+  mkdir -p "$archive"
+  cp "$(cat "$work/bin-$arch-tree")" "$archive/sync-node"
+  cp -R contrib "$archive/contrib"
+  packaging/expand.sh packaging/install.sh 0.1.0 >"$archive/install.sh"
+  chmod 0755 "$archive/install.sh"
+  in_root /tmp/archive/install.sh
+  in_root getent passwd sync-node | grep -q ':/usr/sbin/nologin$'
+  grep -qx 'ExecStart=/usr/local/bin/sync-node serve' "$root/etc/systemd/system/sync-node.service"
+  grep -qx 'REGISTRATION=invite' "$root/etc/sync-node/sync-node.conf"
+  [ "$(in_root stat -c '%a %U' /var/lib/sync-node)" = "700 sync-node" ]
+  in_root systemctl is-enabled sync-node.service
+  healthy
+  register_and_write
+  in_root /tmp/archive/install.sh
+  backups_are 1
+  data_kept
+}
+
 for arch in "${arches[@]}"; do
   root=$work/root-$arch
   log=$work/test-deb-$arch.log
@@ -289,6 +314,9 @@ for arch in "${arches[@]}"; do
   step "remove: stopped and disabled, data and config kept" removed_keeps_data_and_config
   step "purge: config and user gone, data kept" purged_keeps_data_only
   step "install again after purge: the kept data is served" reinstalled_finds_its_data
+  cleanup
+  step "fresh Debian 12 root" fresh_root
+  step "install.sh from the archive, then again over itself: backup, data kept" install_script
   cleanup
 done
 

@@ -45,8 +45,11 @@ fn usage() -> String {
          sync-node --version         print the version\n  \
          sync-node --help            print this help\n\n\
          Commands other than serve need an existing STATIC_ROOT and work beside a running server;\n\
-         each says on stderr which data directory it used. An ID or DIR that starts with '-'\n\
-         goes after '--' (sync-node account add -- -odd-id); --help anywhere shows this help.\n\
+         each says on stderr which data directory it used. On an installed server, a command root\n\
+         runs without STATIC_ROOT takes the service's /etc/sync-node/sync-node.conf (SYNC_NODE_CONFIG\n\
+         names another) and runs as the owner of the data directory it names.\n\
+         An ID or DIR that starts with '-' goes after '--' (sync-node account add -- -odd-id);\n\
+         --help anywhere shows this help.\n\
          SIGTERM or SIGINT stops the server gracefully (up to 10 s).\n\
          Exit codes: 0 done, 1 could not do it (e.g. STATIC_ROOT missing or in use),\n\
          2 usage or configuration error, 3 a start failure that may pass (port in use).\n\n\
