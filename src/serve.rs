@@ -127,7 +127,7 @@ pub fn serve(config: Config) -> Result<(), Failure> {
         },
         ..Limits::default()
     };
-    let room = Room::start(Pool::new(crate::http::pool::WORK_THREADS), limits.idle_timeout, limits.head_timeout)
+    let room = Room::start(Pool::new(crate::http::pool::WORK_THREADS), limits)
         .map_err(|err| Failure::config(format!("cannot open the waiting room: {err}")))?;
     let shared = Arc::new(Shared {
         events,

@@ -14,12 +14,12 @@
 //!                                          [body: Receive / PBKDF2 pool]
 //! ```
 //!
-//! Phases with their deadlines: a head 10 s from its first byte, a JSON
-//! body 10 s, a store or log body and an answer a sliding 4 KiB/s after
-//! 10 s (each wait for the socket carries the pace's deadline; a socket
-//! not ready by then is late: 408, or cut off), waiting for the loop none
-//! (a hang-up ends it; the loop bounds its long-polls), the next request
-//! the idle timeout, lingering 2 s.
+//! Phases with their deadlines (all in [`Limits`]): a head 10 s from its
+//! first byte, a JSON body 10 s, a store or log body and an answer a
+//! sliding 4 KiB/s after 10 s (each wait for the socket carries the pace's
+//! deadline; a socket not ready by then is late: 408, or cut off), waiting
+//! for the loop none (a hang-up ends it; the loop bounds its long-polls),
+//! the next request the idle timeout, lingering 2 s.
 
 use crate::api::{self, JSON_LIMIT, PendingWrite, Received};
 use crate::api::{Event, Reply, Request, Step};
@@ -50,10 +50,6 @@ use std::time::{Duration, Instant};
 /// A request body this small is read and discarded when the answer does not
 /// need it, so the connection can be kept alive.
 const DRAIN_LIMIT: u64 = 64 * 1024;
-/// How long discarding such a body may take before the connection is closed.
-const DRAIN_PACE: Pace = Pace::Within(Duration::from_secs(2));
-/// A JSON body must arrive within this long of its head (SPEC §1).
-const JSON_PACE: Pace = Pace::Within(Duration::from_secs(10));
 /// How long a work thread waits for the loop's answer to a read before it
 /// parks the connection in the room: it comes within microseconds, and
 /// taking it on the same thread spares two hand-overs. (Waiting so for a
@@ -64,12 +60,6 @@ const GRACE: Duration = Duration::from_millis(2);
 const KEEP_ALIVE: Duration = Duration::from_secs(25);
 /// How long a stream lasts; then it ends cleanly and its client resumes.
 const STREAM_LIFETIME: Duration = crate::api::STREAM_LIFETIME;
-/// A store or log body must arrive at 4 KiB/s or more once 10 s have
-/// passed, sliding: bytes sent early buy at most 30 s (far less than the 10
-/// minutes after which `sync-node check --repair` takes a staged file for
-/// a leftover). Between its pieces the connection waits in the room.
-const UPLOAD_PACE: Pace =
-    Pace::AtLeast { grace: Duration::from_secs(10), bytes_per_second: 4096, most_ahead: Duration::from_secs(30) };
 
 /// What every connection shares.
 pub struct Shared {
@@ -383,12 +373,12 @@ impl Visit {
             _ => None,
         };
         let (limit, pace, what) = match small_append {
-            Some(_) => (api::SMALL_ENTRY, UPLOAD_PACE, "log entry"),
+            Some(_) => (api::SMALL_ENTRY, shared.limits.transfer_pace, "log entry"),
             None if !streams_body && framing != Framing::None => {
                 if expect_continue && let Some(exchange) = &mut self.exchange {
                     exchange.continue_sent = self.conn.send_continue().is_ok();
                 }
-                (JSON_LIMIT, JSON_PACE, "request body")
+                (JSON_LIMIT, Pace::Within(shared.limits.json_body_timeout), "request body")
             }
             None => return self.request_to_loop(head, route, Vec::new(), None),
         };
@@ -475,7 +465,8 @@ impl Visit {
                 Err(err) => return self.refuse_body(BodyError::Sink(err), what),
             }
         };
-        self.receive(framing, limit, UPLOAD_PACE, sink, what, AfterBody::Uploaded { then })
+        let pace = self.shared.limits.transfer_pace;
+        self.receive(framing, limit, pace, sink, what, AfterBody::Uploaded { then })
     }
 
     /// Starts receiving a body (as much as has arrived; the rest as it
@@ -585,7 +576,8 @@ impl Visit {
             AfterSend::Answered { keep_alive: false, unread: Some(_), .. } | AfterSend::Refused => Next::Linger,
             AfterSend::Answered { keep_alive: false, unread: None, .. } => Next::Close,
             AfterSend::Answered { unread: Some(framing), .. } => {
-                self.receive(framing, DRAIN_LIMIT, DRAIN_PACE, Sink::Discard, "request body", AfterBody::Drained)
+                let pace = Pace::Within(self.shared.limits.drain_timeout);
+                self.receive(framing, DRAIN_LIMIT, pace, Sink::Discard, "request body", AfterBody::Drained)
             }
             AfterSend::Answered { unread: None, .. } => self.next_request(),
             AfterSend::Streamed { ends: true } => Next::Close,

@@ -31,7 +31,8 @@ const CHUNK: usize = 64 * 1024;
 const MAX_REQUESTS: u64 = 1000;
 const MAX_LIFETIME: Duration = Duration::from_secs(3600);
 
-/// Limits and timeouts of one connection.
+/// Limits and deadlines of one connection, each defined here once (the
+/// room, the work threads and the tests take them from here).
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub head: HeadLimits,
@@ -40,9 +41,18 @@ pub struct Limits {
     /// How long a connection may wait for its next request (kept alive,
     /// or new).
     pub idle_timeout: Duration,
-    /// How fast an answer must be taken: a reader slower than this is cut
-    /// off, and what its answer held is freed.
-    pub send_pace: Pace,
+    /// A small JSON body, from its head to its last byte (SPEC §1).
+    pub json_body_timeout: Duration,
+    /// How fast a store or log body must arrive and an answer be taken
+    /// (SPEC §1): a client slower than this gets 408 (a body) or is cut
+    /// off (an answer), and what the transfer held is freed. Bytes sent
+    /// early buy at most `most_ahead` (far less than the 10 minutes after
+    /// which `sync-node check --repair` takes a staged file for a
+    /// leftover).
+    pub transfer_pace: Pace,
+    /// How long discarding a small body the answer did not need may take
+    /// before the connection is closed instead of kept.
+    pub drain_timeout: Duration,
     /// Whether a request's small body is read with its head, before the
     /// request is handled: not for a route that can be answered before
     /// its body (an upload refused by its head alone is answered at once,
@@ -57,11 +67,13 @@ impl Default for Limits {
             head_timeout: Duration::from_secs(10),
             reads_body_first: |_| true,
             idle_timeout: Duration::from_secs(60),
-            send_pace: Pace::AtLeast {
+            json_body_timeout: Duration::from_secs(10),
+            transfer_pace: Pace::AtLeast {
                 grace: Duration::from_secs(10),
                 bytes_per_second: 4096,
                 most_ahead: Duration::from_secs(30),
             },
+            drain_timeout: Duration::from_secs(2),
         }
     }
 }
@@ -390,7 +402,7 @@ impl Connection {
         let mut head = Vec::with_capacity(512);
         response.write_head(&mut head, &options.extra, options.keep_alive);
         let (body, held) = response.into_body();
-        let mut out = Outgoing::new(self.limits.send_pace, held);
+        let mut out = Outgoing::new(self.limits.transfer_pace, held);
         match body {
             _ if options.head_only => out.append(head, None),
             Body::Bytes(bytes) | Body::Stream(bytes) if bytes.len() <= CHUNK => {
@@ -421,7 +433,7 @@ impl Connection {
     /// More of a stream (its events, a keep-alive comment) to write with
     /// [`Connection::push`], holding `held` until it is out.
     pub fn outgoing_bytes(&self, bytes: Vec<u8>, held: Option<Held>) -> Outgoing {
-        let mut out = Outgoing::new(self.limits.send_pace, None);
+        let mut out = Outgoing::new(self.limits.transfer_pace, None);
         out.append(bytes, held);
         out
     }
@@ -567,7 +579,7 @@ mod tests {
     #[test]
     fn a_reader_that_keeps_taking_a_little_is_still_cut_off_at_the_send_pace() {
         let (mut conn, mut client) = connected();
-        conn.limits.send_pace = Pace::AtLeast {
+        conn.limits.transfer_pace = Pace::AtLeast {
             grace: Duration::from_millis(100),
             bytes_per_second: 4 * 1024 * 1024,
             most_ahead: Duration::from_millis(300),

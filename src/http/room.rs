@@ -25,7 +25,7 @@
 //! mail and is taken when it parks again; one for a connection that is
 //! gone is dropped.
 
-use super::conn::{Connection, Filled};
+use super::conn::{Connection, Filled, Limits};
 use super::pool::Pool;
 use rustix::event::{EventfdFlags, Timespec, epoll, eventfd};
 use rustix::fd::OwnedFd;
@@ -157,8 +157,9 @@ pub struct Room<T: Tenant> {
     bell: OwnedFd,
     table: Mutex<Table<T>>,
     pool: Pool,
-    idle_timeout: Duration,
-    head_timeout: Duration,
+    /// The deadlines of the waits for a request (of the connection's
+    /// [`Limits`]).
+    limits: Limits,
 }
 
 /// Keeps a connection's place in the room while it lives: when it is
@@ -212,7 +213,7 @@ impl<T: Tenant> Table<T> {
 
 impl<T: Tenant> Room<T> {
     /// Opens the room and starts its thread; work goes to `pool`.
-    pub fn start(pool: Pool, idle_timeout: Duration, head_timeout: Duration) -> std::io::Result<Arc<Room<T>>> {
+    pub fn start(pool: Pool, limits: Limits) -> std::io::Result<Arc<Room<T>>> {
         let epoll = epoll::create(epoll::CreateFlags::CLOEXEC)?;
         let bell = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?;
         epoll::add(&epoll, &bell, epoll::EventData::new_u64(BELL), epoll::EventFlags::IN)?;
@@ -221,8 +222,7 @@ impl<T: Tenant> Room<T> {
             bell,
             table: Mutex::new(Table { spots: HashMap::new(), timers: BTreeSet::new(), sleeping_until: None }),
             pool,
-            idle_timeout,
-            head_timeout,
+            limits,
         });
         let theirs = Arc::clone(&room);
         thread::Builder::new().name("room".into()).spawn(move || theirs.run())?;
@@ -258,7 +258,7 @@ impl<T: Tenant> Room<T> {
             Wait::Loop { .. } | Wait::Receive { .. } | Wait::Send { .. } | Wait::Linger => {}
         }
         let deadline = match wait {
-            Wait::Request => head_began.map_or(now + self.idle_timeout, |at| at + self.head_timeout),
+            Wait::Request => head_began.map_or(now + self.limits.idle_timeout, |at| at + self.limits.head_timeout),
             Wait::Loop { .. } => now + STALLED_AFTER,
             Wait::Stream { tick, .. } => tick,
             Wait::Receive { due } | Wait::Send { due, .. } => due,
@@ -446,7 +446,7 @@ impl<T: Tenant> Room<T> {
                     parked.tenant.connection().slot().reading();
                     let now = Instant::now();
                     parked.head_began = Some(now);
-                    parked.deadline = Some(now + self.head_timeout);
+                    parked.deadline = Some(now + self.limits.head_timeout);
                     false
                 }
                 Filled::Body if !parked.body_awaited => {
@@ -455,7 +455,7 @@ impl<T: Tenant> Room<T> {
                     let now = Instant::now();
                     parked.body_awaited = true;
                     parked.head_began.get_or_insert(now);
-                    parked.deadline = Some(now + self.head_timeout);
+                    parked.deadline = Some(now + self.limits.json_body_timeout);
                     false
                 }
                 Filled::Partial | Filled::Body | Filled::Nothing => false,
