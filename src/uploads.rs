@@ -4,7 +4,8 @@
 //! it will be: six chunked uploads by an account with 10 MiB of quota left
 //! once left 27 MiB free on a 400 MiB disk while everyone else got 507.
 //! So every upload reserves the bytes it will write — its declared length
-//! at once, a chunked body a megabyte ahead as it arrives — against
+//! at once, a chunked body up to a megabyte ahead as it arrives (as far
+//! as there is room: the bytes arriving must fit, not the megabyte) — against
 //! `MIN_FREE_BYTES` (with every other upload's bytes not yet written) and
 //! against the quota room the loop gave it (with the same account's other
 //! uploads in flight). A reservation is given back when its upload ends,
@@ -66,7 +67,7 @@ impl Uploads {
     pub fn reserve(&self, allowance: Allowance, declared: Option<u64>) -> Result<Reserved, Shortage> {
         let mut reserved = Reserved { uploads: self.clone(), allowance, reserved: 0, written: 0 };
         if let Some(length) = declared {
-            reserved.grow(length)?;
+            reserved.grow(length, length)?;
         }
         Ok(reserved)
     }
@@ -79,19 +80,25 @@ impl Uploads {
 }
 
 impl Reserved {
-    /// Reserves `more` bytes, if the disk and the quota have room for them
-    /// beside everything else reserved.
-    fn grow(&mut self, more: u64) -> Result<(), Shortage> {
+    /// Reserves at least `least` more bytes, and up to `most` as far as
+    /// the disk and the quota have room beside everything else reserved.
+    /// (A chunked body reserves ahead only what there is room for: once,
+    /// any chunked body got 507 when its owner had less than a megabyte
+    /// of quota left, however small it was.)
+    fn grow(&mut self, least: u64, most: u64) -> Result<(), Shortage> {
         let uploads = self.uploads.clone();
         let mut state = uploads.state();
         let account = state.by_account.get(&self.allowance.account).copied().unwrap_or(0);
-        if self.allowance.quota_room.is_some_and(|room| account.saturating_add(more) > room) {
+        let quota_left = self.allowance.quota_room.map_or(u64::MAX, |room| room.saturating_sub(account));
+        if quota_left < least {
             return Err(Shortage::Quota);
         }
         let free = uploads.blobs.free_bytes().map_err(|_| Shortage::Disk)?;
-        if free < uploads.min_free.saturating_add(state.unwritten).saturating_add(more) {
+        let disk_left = free.saturating_sub(uploads.min_free.saturating_add(state.unwritten));
+        if disk_left < least {
             return Err(Shortage::Disk);
         }
+        let more = most.max(least).min(quota_left).min(disk_left);
         state.unwritten += more;
         tally::take(&mut state.by_account, self.allowance.account.clone(), more);
         self.reserved += more;
@@ -131,8 +138,8 @@ impl<W: Write> Write for Reserving<'_, W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let needed = self.reserved.written + buf.len() as u64;
         if needed > self.reserved.reserved {
-            let more = needed - self.reserved.reserved + STEP;
-            self.reserved.grow(more).map_err(io::Error::other)?;
+            let least = needed - self.reserved.reserved;
+            self.reserved.grow(least, least + STEP).map_err(io::Error::other)?;
         }
         let n = self.sink.write(buf)?;
         self.reserved.wrote(n as u64);
@@ -197,6 +204,19 @@ mod tests {
         assert!((STEP..=3 * STEP).contains(&written), "{written}");
         drop(reserved);
         assert_eq!(uploads.unwritten(), 0);
+    }
+
+    #[test]
+    fn a_chunked_body_that_fits_the_room_left_is_taken_however_little_is_left() {
+        let (_dir, uploads) = uploads(1 << 40);
+        for room in [1000, STEP - 1, STEP + 10] {
+            let mut reserved = uploads.reserve(allowance("a", Some(room)), None).unwrap();
+            let mut sink = Vec::new();
+            let body = vec![7u8; usize::try_from(room).unwrap()];
+            reserved.writer(&mut sink).write_all(&body).unwrap();
+            let err = reserved.writer(&mut sink).write_all(b"x").unwrap_err();
+            assert_eq!(shortage_of(&err), Some(Shortage::Quota), "one byte past {room}");
+        }
     }
 
     #[test]
