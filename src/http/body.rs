@@ -10,7 +10,7 @@ use super::request::{self, Framing};
 use std::io::Write;
 
 /// The longest chunk-size or trailer line taken.
-pub const MAX_CHUNK_LINE: usize = 4096;
+const MAX_CHUNK_LINE: usize = 4096;
 
 /// Where a body being decoded is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
