@@ -162,6 +162,18 @@ impl Write for Sink {
     }
 }
 
+impl Sink {
+    /// What was received, a staged file made durable (its reservation
+    /// given back once it is).
+    fn finish(self) -> io::Result<Received> {
+        match self {
+            Sink::Memory(body) => Ok(Received::Entry(body)),
+            Sink::Staged { staging, reserved: _reserved } => staging.finish().map(Received::File),
+            Sink::Discard => Ok(Received::Entry(Vec::new())),
+        }
+    }
+}
+
 /// What a whole body leads to.
 enum AfterBody {
     /// The request goes to the loop with it (a JSON body), or straight to
@@ -445,24 +457,31 @@ impl Visit {
         }
         let framing = exchange.framing;
         let what = if then.in_memory() { "log entry" } else { "store" };
-        let sink = if then.in_memory() {
-            // Reserved before a byte is read: the declared length, or the
-            // most a chunked entry may grow to.
-            let most = if let Framing::Length(n) = framing { n } else { limit };
-            match self.shared.entries.take(usize::try_from(most).unwrap_or(usize::MAX), exchange.client) {
-                Ok(held) => exchange.entry_memory = held,
-                Err(OverBudget) => return self.refuse_body(BodyError::NoRoom, what),
+        // A store body has its allowance (disk and quota, reserved as it
+        // arrives); a log entry has none and is held in memory.
+        let sink = match allowance {
+            None => {
+                // Reserved before a byte is read: the declared length, or
+                // the most a chunked entry may grow to.
+                let most = if let Framing::Length(n) = framing { n } else { limit };
+                match self.shared.entries.take(usize::try_from(most).unwrap_or(usize::MAX), exchange.client) {
+                    Ok(held) => exchange.entry_memory = held,
+                    Err(OverBudget) => return self.refuse_body(BodyError::NoRoom, what),
+                }
+                Sink::Memory(Vec::new())
             }
-            Sink::Memory(Vec::new())
-        } else {
-            let declared = if let Framing::Length(n) = framing { Some(n) } else { None };
-            let staged = allowance
-                .ok_or_else(|| io::Error::other("an upload to a file needs its allowance"))
-                .and_then(|allowance| self.shared.uploads.reserve(allowance, declared).map_err(io::Error::other))
-                .and_then(|reserved| Ok(Sink::Staged { staging: self.shared.blobs.stage()?, reserved }));
-            match staged {
-                Ok(sink) => sink,
-                Err(err) => return self.refuse_body(BodyError::Sink(err), what),
+            Some(allowance) => {
+                let declared = if let Framing::Length(n) = framing { Some(n) } else { None };
+                let staged = self
+                    .shared
+                    .uploads
+                    .reserve(allowance, declared)
+                    .map_err(io::Error::other)
+                    .and_then(|reserved| Ok(Sink::Staged { staging: self.shared.blobs.stage()?, reserved }));
+                match staged {
+                    Ok(sink) => sink,
+                    Err(err) => return self.refuse_body(BodyError::Sink(err), what),
+                }
             }
         };
         let pace = self.shared.limits.transfer_pace;
@@ -541,21 +560,17 @@ impl Visit {
 
     /// A whole body has arrived.
     fn received(&mut self, sink: Sink, then: AfterBody) -> Next {
+        if let AfterBody::Drained = then {
+            return self.next_request();
+        }
         if let Some(exchange) = &mut self.exchange {
             exchange.body_unread = false;
         }
-        let body = match sink {
-            Sink::Memory(body) => Received::Entry(body),
-            Sink::Staged { staging, reserved } => match staging.finish() {
-                Ok(staged) => {
-                    drop(reserved);
-                    Received::File(staged)
-                }
-                Err(err) => return self.refuse_body(BodyError::Sink(err), "store"),
-            },
-            Sink::Discard => Received::Entry(Vec::new()),
+        let received = match sink.finish() {
+            Ok(received) => received,
+            Err(err) => return self.refuse_body(BodyError::Sink(err), "store"),
         };
-        match (then, body) {
+        match (then, received) {
             (AfterBody::Request(headed), Received::Entry(body)) => {
                 let Headed { head, route, small_append } = *headed;
                 self.request_to_loop(head, route, body, small_append)
@@ -565,8 +580,8 @@ impl Visit {
                 let reply = self.reply(exchange.options.head_only, exchange.client);
                 self.hand_to_loop(Event::Uploaded { reply, then, received })
             }
-            (AfterBody::Drained, _) => self.next_request(),
-            (AfterBody::Request(_), Received::File(_)) => Next::Close,
+            // A request's own body is read into memory, never staged.
+            (AfterBody::Request(_) | AfterBody::Drained, _) => Next::Close,
         }
     }
 
