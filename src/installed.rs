@@ -114,7 +114,12 @@ pub fn adopt(adoption: Adoption, args: &[OsString]) -> Result<(), Failure> {
         None => eprintln!("sync-node: using the service's configuration {}", service.file.display()),
     }
     let err = command.exec();
-    Err(Failure::failed(format!("cannot run {} again: {err}", program.display())))
+    let hint = if err.kind() == std::io::ErrorKind::PermissionDenied {
+        " (the data directory's owner must be able to run it: install it where it can, such as /usr/bin)"
+    } else {
+        ""
+    };
+    Err(Failure::failed(format!("cannot run {} again: {err}{hint}", program.display())))
 }
 
 /// The last `STATIC_ROOT` of a file's variables.

@@ -15,9 +15,16 @@ use std::process::{Command, Output, Stdio};
 const SERVICE_UID: u32 = 65534;
 
 /// Runs `sync-node ARGS` as a packaged install's operator would: no
-/// `STATIC_ROOT`, the configuration file named by `SYNC_NODE_CONFIG`.
+/// `STATIC_ROOT`, the configuration file named by `SYNC_NODE_CONFIG`. The
+/// program is a copy beside that file, where the service's user may run
+/// it (as it may `/usr/bin/sync-node`; the build's own directory may be
+/// private to the one who built it).
 fn operator(config: &Path, args: &[&str], input: &str) -> Output {
-    let mut child = Command::new(BIN)
+    let program = config.with_file_name("sync-node");
+    if !program.exists() {
+        std::fs::copy(BIN, &program).unwrap();
+    }
+    let mut child = Command::new(&program)
         .args(args)
         .env_clear()
         .env("SYNC_NODE_CONFIG", config)
