@@ -35,6 +35,7 @@ pub mod polls;
 pub mod precondition;
 pub mod prompt;
 pub mod ratelimit;
+pub mod read_cache;
 pub mod router;
 pub mod secret;
 pub mod serve;

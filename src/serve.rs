@@ -11,6 +11,7 @@ use crate::config::{Config, CorsOrigins, Registration};
 use crate::cors;
 use crate::datadir::{self, DataDir};
 use crate::db;
+use crate::db::commits::CommitWatch;
 use crate::error::ApiError;
 use crate::exit::Failure;
 use crate::hashing::{self, Hashing};
@@ -25,6 +26,7 @@ use crate::lifecycle::Lifecycle;
 use crate::log;
 use crate::polls::Polls;
 use crate::ratelimit::{DistinctLimit, RateLimit};
+use crate::read_cache::ReadCache;
 use crate::server;
 use crate::throttle::Throttle;
 use crate::uploads::Uploads;
@@ -105,6 +107,13 @@ pub fn serve(config: Config) -> Result<(), Failure> {
             swept.orphans.len()
         ));
     }
+    // Without the WAL's shared memory every read goes to the loop: slower,
+    // never wrong.
+    let reads = Arc::new(ReadCache::new(
+        CommitWatch::open(&config.static_root.join(db::FILE_NAME))
+            .inspect_err(|err| log::warn(format_args!("every read goes through the loop: {err}")))
+            .ok(),
+    ));
     let decoy_hash = auth::decoy_hash(config.pbkdf2_iterations).map_err(|err| Failure::config(err.to_string()))?;
 
     let config = Arc::new(config);
@@ -140,6 +149,7 @@ pub fn serve(config: Config) -> Result<(), Failure> {
         answers: answers.clone(),
         entries: MemoryBudget::new(ENTRY_MEMORY, MEMORY_PER_ADDRESS),
         uploads: Uploads::new(blobs.clone(), config.min_free_bytes),
+        reads: Arc::clone(&reads),
         room,
     });
     let room = Arc::clone(&shared.room);
@@ -204,6 +214,8 @@ pub fn serve(config: Config) -> Result<(), Failure> {
         pinned: Vec::new(),
         others_waiting: false,
         answers,
+        reads,
+        read_mark: None,
     };
     server::run(app, inbox, &lifecycle);
     log::info("sync-node stopped");

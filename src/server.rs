@@ -150,6 +150,9 @@ fn handle(app: &mut App, event: Event, inbox: &mut Inbox<Event>) {
 fn write<T>(app: &mut App, work: impl FnOnce(&mut App) -> Result<T, ApiError>) -> Result<T, ApiError> {
     app.db.begin_write()?;
     let outcome = guarded(|| work(app)).and_then(|value| Ok(app.db.commit().map(|()| value)?));
+    // The commit mark already makes every remembered read stale; emptying
+    // the cache too keeps that from resting on SQLite's shared memory alone.
+    app.reads.forget();
     if outcome.is_err() {
         app.db.roll_back();
         app.discard_after_commit();
@@ -190,6 +193,9 @@ fn handle_reads(app: &mut App, first: (Reply, Route, Request), inbox: &mut Inbox
             None => break,
         }
     }
+    // Taken before the snapshot: answers remembered as of this mark are
+    // as new as it or newer, and any commit after it changes the mark.
+    let mark = app.reads.mark();
     if let Err(err) = app.db.begin_read() {
         let response = ApiError::from(err);
         for (reply, _, _) in batch {
@@ -197,6 +203,7 @@ fn handle_reads(app: &mut App, first: (Reply, Route, Request), inbox: &mut Inbox
         }
         return;
     }
+    app.read_mark = mark;
     let mut left = batch.len();
     for (reply, route, request) in batch {
         left -= 1;
@@ -209,6 +216,7 @@ fn handle_reads(app: &mut App, first: (Reply, Route, Request), inbox: &mut Inbox
             Err(err) => drop(reply.send(Step::Respond(err.into_response()))),
         }
     }
+    app.read_mark = None;
     if let Err(err) = app.db.end_read() {
         log::error(format_args!("could not end a batch of reads: {err}"));
     }

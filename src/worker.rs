@@ -23,8 +23,10 @@
 
 use crate::api::{self, JSON_LIMIT, PendingWrite, Received};
 use crate::api::{Event, Reply, Request, Step};
+use crate::auth;
 use crate::blobs::Blobs;
 use crate::blobs::Staging;
+use crate::clock;
 use crate::config::Config;
 use crate::cors;
 use crate::error::{ApiError, Shortage, is_out_of_space};
@@ -39,6 +41,8 @@ use crate::http::room::{Address, Mailbox, Presence, Room, Tenant, Wait, Wake};
 use crate::http::{Body, BodyError, Connection, Framing, Limits, Pace, Rejection, RequestHead, Response, SendOptions};
 use crate::lifecycle::{InFlight, Lifecycle};
 use crate::log;
+use crate::precondition;
+use crate::read_cache::ReadCache;
 use crate::router::{self, Route};
 use crate::uploads::{Allowance, Reserved, Uploads, shortage_of};
 use std::io::{self, Write};
@@ -78,6 +82,9 @@ pub struct Shared {
     pub entries: MemoryBudget,
     /// The disk and quota room store uploads in flight hold.
     pub uploads: Uploads,
+    /// Store reads answered here, as the loop answered them, until the
+    /// next commit.
+    pub reads: Arc<ReadCache>,
     pub room: Arc<Room<Visit>>,
 }
 
@@ -364,6 +371,12 @@ impl Visit {
             let out = self.conn.outgoing(ApiError::Unavailable { retry_after_secs: 1 }.into_response(), &options);
             return self.send(out, AfterSend::Refused);
         }
+        if let (Ok(Route::GetStore(key)), Framing::None) = (&route, framing)
+            && let Some(response) = self.answer_from_cache(&head, key)
+            && let Some(exchange) = self.exchange.take()
+        {
+            return self.answer(exchange, response);
+        }
         let streams_body = matches!(&route, Ok(route) if route.streams_body());
         // SPEC §1: a declared length over the limit is refused first, before
         // authentication, and without reading the body.
@@ -396,6 +409,17 @@ impl Visit {
         };
         let then = AfterBody::Request(Box::new(Headed { head, route, small_append }));
         self.receive(framing, limit, pace, Sink::Memory(Vec::new()), what, then)
+    }
+
+    /// A read the loop answered since the last commit, answered again here
+    /// (anything out of the ordinary, even a malformed header, is the loop's).
+    fn answer_from_cache(&self, head: &RequestHead, key: &str) -> Option<Response> {
+        let token_hash = auth::token_hash(api::bearer_token(head)?);
+        let if_none_match = match head.list_header("if-none-match").ok()? {
+            Some(tags) => Some(precondition::parse_none_match(&tags).ok()?),
+            None => None,
+        };
+        self.shared.reads.answer(&token_hash, key, if_none_match.as_ref(), clock::now_ms())
     }
 
     /// The request, with its body, goes to the loop (or a small log entry

@@ -53,7 +53,7 @@ pub fn changes(app: &mut App, request: &Request) -> Result<Handled, ApiError> {
     let changes = db::changes::feed(app.db.conn(), &session.account_id, query.since, query.since == 0, query.limit)?;
     if changes.is_empty() && query.wait > 0 {
         let deadline = Instant::now() + Duration::from_secs(query.wait);
-        let Session { account_id, token_hash } = session;
+        let Session { account_id, token_hash, .. } = session;
         return Ok(Handled::Park(Poll { account_id, token_hash, since: query.since, limit: query.limit, deadline }));
     }
     let more_after = (changes.len() > query.limit).then(|| changes[query.limit - 1].seq);
@@ -85,7 +85,7 @@ fn stream(app: &mut App, request: &Request) -> Result<Handled, ApiError> {
     if (!walking && since < horizon) || since > current {
         return Ok(Handled::Stream { poll: None, events: GONE_EVENT.to_vec(), more: false });
     }
-    let Session { account_id, token_hash } = session;
+    let Session { account_id, token_hash, .. } = session;
     let deadline = Instant::now() + STREAM_LIFETIME + Duration::from_secs(60);
     let mut poll = Poll { account_id, token_hash, since, limit: paging::MAX_PAGE, deadline };
     let (events, more) = app.stream_pages(&mut poll, &mut Memo::default())?;

@@ -31,6 +31,7 @@ use crate::blobs::{Blobs, OpenFiles};
 use crate::clock;
 use crate::config::Config;
 use crate::cors;
+use crate::db::commits::CommitMark;
 use crate::db::{self, Db};
 use crate::error::ApiError;
 use crate::hashing::{Hashing, Ticket};
@@ -41,6 +42,7 @@ use crate::log;
 use crate::permission::Permission;
 use crate::polls::{Poll, Polls};
 use crate::ratelimit::{DistinctLimit, RateLimit};
+use crate::read_cache::ReadCache;
 use crate::router::Route;
 
 use crate::throttle::Throttle;
@@ -137,6 +139,11 @@ pub struct App {
     /// The memory answers being sent may hold: a log page is no larger
     /// than what is left of it.
     pub answers: MemoryBudget,
+    /// Store reads the work threads answer again until the next commit.
+    pub reads: Arc<ReadCache>,
+    /// The commit mark taken before the open read transaction began
+    /// (`None` outside one): what its answers are remembered as of.
+    pub read_mark: Option<CommitMark>,
 }
 
 /// What a write leaves to do once its transaction has committed — remove
@@ -277,6 +284,8 @@ pub type Event = crate::exchange::Event<PendingWrite, AfterPassword>;
 pub struct Session {
     pub account_id: String,
     pub token_hash: String,
+    /// From then on the session is due for its sliding extension.
+    pub fresh_until_ms: i64,
 }
 
 impl App {
@@ -319,7 +328,11 @@ impl App {
             #[cfg(feature = "test-hooks")]
             Route::TestHeld => Ok(Step::Respond(crate::http::Response::json(
                 200,
-                &serde_json::json!({"polls": self.polls.count(), "streams": self.streams.count()}),
+                &serde_json::json!({
+                    "polls": self.polls.count(),
+                    "streams": self.streams.count(),
+                    "cached_reads": self.reads.answered.load(std::sync::atomic::Ordering::Relaxed),
+                }),
             ))),
         };
         step.map(Handled::Step)
@@ -476,12 +489,13 @@ impl App {
         // After the answer, in a write of its own (reads never write; and
         // a full disk must not turn every read into an error), once however
         // many requests of the session are in this batch.
-        let due = expiration - now < lifetime / 2;
+        let fresh_until_ms = expiration - lifetime / 2;
+        let due = now >= fresh_until_ms;
         let queued = |work: &Deferred| matches!(work, Deferred::ExtendSession { token_hash: t, .. } if t == token_hash);
         if due && !self.deferred.iter().any(queued) {
             self.deferred.push(Deferred::ExtendSession { token_hash: token_hash.to_owned(), until: now + lifetime });
         }
-        Ok(Session { account_id, token_hash: token_hash.to_owned() })
+        Ok(Session { account_id, token_hash: token_hash.to_owned(), fresh_until_ms })
     }
 
     /// Does what the write that just committed left to do.
@@ -620,7 +634,7 @@ fn too_many(wait: std::time::Duration) -> ApiError {
 
 /// The bearer token, if exactly one well-formed one was sent (two
 /// `Authorization` lines are no credentials at all).
-fn bearer_token(head: &RequestHead) -> Option<&str> {
+pub fn bearer_token(head: &RequestHead) -> Option<&str> {
     let value = std::str::from_utf8(head.single_header("authorization").ok()??).ok()?.trim();
     let (scheme, token) = value.split_once(' ')?;
     let token = token.trim();

@@ -13,20 +13,20 @@ use crate::auth;
 use crate::blobs::{Batch, Staged};
 use crate::clock;
 use crate::db::{self, Db, stores::Grant, stores::LogState, stores::StoreRow};
-use crate::encoding::{hex, http_date};
+use crate::encoding::hex;
 use crate::error::{ApiError, CurrentVersion, Shortage};
 use crate::http::{Body, Framing, Response};
 use crate::permission::Permission;
 use crate::precondition::{self, Precondition, Refusal};
+use crate::read_cache::StoreRead;
 use crate::router::decode_key;
 use crate::uploads::Allowance;
 use serde_json::json;
 use std::io::Write;
 use std::ops::ControlFlow;
+use std::sync::{Arc, Weak};
 
-/// Store answers may be cached only if revalidated every time (SPEC §1): a
-/// browser must never show a stale version or serve a revoked reader.
-pub(super) const REVALIDATE: &str = "private, no-cache";
+pub(super) use crate::read_cache::REVALIDATE;
 
 /// What a PUT does to the store's meta.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,55 +62,34 @@ pub struct PendingPut {
     compact_to: Option<u64>,
 }
 
-/// `GET` / `HEAD /v1/stores/{key}`
+/// `GET` / `HEAD /v1/stores/{key}`. What it answers is remembered for
+/// the work threads to answer again until the next commit
+/// ([`crate::read_cache`]).
 pub fn get(app: &mut App, request: &Request, key: &str) -> Result<Step, ApiError> {
     let if_none_match =
         request.head.list_header("if-none-match")?.as_deref().map(precondition::parse_none_match).transpose()?;
     let session = app.authenticate(request)?;
     let (store, grant) = visible_grant(app, key, &session)?;
-    let held = grant.permission;
-    let etag = format!("\"{}\"", store.token);
-    if if_none_match.is_some_and(|tags| tags.matches(&store.token)) {
-        return respond(with_envelope_seq(
-            with_log_headers(
-                Response::new(304).with_header("ETag", etag).with_header("Cache-Control", REVALIDATE),
-                &store,
-            ),
-            grant,
-        ));
+    let mut read = StoreRead {
+        token: store.token,
+        seq: store.seq,
+        modified: store.modified,
+        size: store.size,
+        meta: store.meta,
+        log_head: store.log.log_head,
+        log_base: store.log.log_base,
+        permission: grant.permission,
+        envelope_seq: grant.envelope_seq,
+        file: Weak::new(),
+    };
+    let response = read.answer(if_none_match.as_ref(), || app.open_files.get(&app.blobs, &store.file))?;
+    if let Body::File { file, .. } = &response.body {
+        read.file = Arc::downgrade(file);
     }
-    let file = app.open_files.get(&app.blobs, &store.file)?;
-    let mut response = Response::new(200)
-        .with_header("Content-Type", "application/octet-stream")
-        .with_header("Cache-Control", REVALIDATE)
-        .with_header("ETag", etag)
-        .with_header("Sync-Permission", held.as_str())
-        .with_header("Sync-Seq", store.seq.to_string())
-        .with_header("Last-Modified", http_date(store.modified));
-    response = with_envelope_seq(with_log_headers(response, &store), grant);
-    if let Some(meta) = store.meta {
-        response.header("Sync-Meta", meta);
+    if let Some(at) = app.read_mark {
+        app.reads.remember(at, &session.token_hash, session.fresh_until_ms, key, read);
     }
-    response.body = Body::File { file, len: store.size };
     respond(response)
-}
-
-/// `Sync-Log-Head` and `Sync-Log-Base` once the store's log has an entry
-/// (on 304s too: an append does not change the ETag).
-fn with_log_headers(mut response: Response, store: &StoreRow) -> Response {
-    if store.log.log_head > 0 {
-        response.header("Sync-Log-Head", store.log.log_head.to_string());
-        response.header("Sync-Log-Base", store.log.log_base.to_string());
-    }
-    response
-}
-
-/// `Sync-Envelope-Seq` when the caller has an envelope on the store (SPEC §10.2).
-fn with_envelope_seq(mut response: Response, grant: Grant) -> Response {
-    if let Some(seq) = grant.envelope_seq {
-        response.header("Sync-Envelope-Seq", seq.to_string());
-    }
-    response
 }
 
 /// `GET /v1/stores[?limit=L][&after=K]`: one page of the caller's stores

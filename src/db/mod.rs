@@ -4,6 +4,7 @@
 
 pub mod accounts;
 pub mod changes;
+pub mod commits;
 pub mod identities;
 pub mod invites;
 pub mod links;

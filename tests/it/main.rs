@@ -1,6 +1,7 @@
 //! The integration tests: each starts the real binary and speaks HTTP to it.
 
 mod accounts;
+mod cached_reads;
 mod changes;
 mod cli;
 mod contrib;

@@ -1,0 +1,130 @@
+//! Store reads answered by the work threads without the loop: each
+//! must give exactly what the loop would give at that instant. A write, a
+//! revocation, a sign-out, an append or a command-line tool's commit ends
+//! them at once. `cached_reads` (a `test-hooks` count) shows which answers
+//! came from there, so these tests cannot pass with the cache unused.
+
+use crate::support::{Resp, Server, cli};
+use serde_json::json;
+
+fn answered_without_the_loop(server: &Server) -> u64 {
+    server.get("/v1/test-hooks/held", None).json()["cached_reads"].as_u64().unwrap()
+}
+
+/// `GET` of `key`, and whether the work threads answered it.
+fn read(server: &Server, key: &str, token: &str, headers: &[(&str, &str)]) -> (Resp, bool) {
+    let before = answered_without_the_loop(server);
+    let resp = server.call("GET", &format!("/v1/stores/{key}"), Some(token), headers, b"");
+    (resp, answered_without_the_loop(server) > before)
+}
+
+fn grant(server: &Server, token: &str, key: &str, account: &str, permission: serde_json::Value) -> u16 {
+    let body = json!({"account": account, "permission": permission}).to_string();
+    server.call("PUT", &format!("/v1/stores/{key}/permissions"), Some(token), &[], body.as_bytes()).status
+}
+
+#[test]
+fn a_repeated_read_is_answered_without_the_loop_exactly_as_the_loop_answered_it() {
+    let server = Server::start();
+    let token = server.register("reader");
+    let etag = server.put("doc", &token, &[("Sync-Meta", "m1")], b"version one").etag();
+
+    let (first, cached) = read(&server, "doc", &token, &[]);
+    assert!(!cached, "the first read is the loop's");
+    let (second, cached) = read(&server, "doc", &token, &[]);
+    assert!(cached, "the same read again is not");
+    assert_eq!(first.raw_without_date(), second.raw_without_date());
+    assert_eq!(second.body, b"version one");
+
+    // Its 304 too, and HEAD.
+    let (not_modified, cached) = read(&server, "doc", &token, &[("If-None-Match", &etag)]);
+    assert_eq!((not_modified.status, cached), (304, true));
+    let before = answered_without_the_loop(&server);
+    let head = server.call("HEAD", "/v1/stores/doc", Some(&token), &[], b"");
+    assert_eq!((head.status, head.header("Content-Length")), (200, Some("11")));
+    assert!(head.body.is_empty());
+    assert_eq!(answered_without_the_loop(&server), before + 1);
+
+    // What it cannot answer as the loop would goes to the loop.
+    let (malformed, cached) = read(&server, "doc", &token, &[("If-None-Match", "not a tag")]);
+    assert_eq!((malformed.status, cached), (400, false));
+    let (unknown, cached) = read(&server, "doc", "a-token-nobody-has", &[]);
+    assert_eq!((unknown.status, cached), (401, false));
+}
+
+#[test]
+fn a_write_is_seen_by_the_next_read_of_every_reader() {
+    let server = Server::start();
+    let owner = server.register("owner");
+    let friend = server.register("friend");
+    let etag = server.put("shared", &owner, &[], b"v1").etag();
+    assert_eq!(grant(&server, &owner, "shared", "friend", json!("READ")), 204);
+    read(&server, "shared", &friend, &[]);
+    assert!(read(&server, "shared", &friend, &[("If-None-Match", &etag)]).1);
+
+    let written = server.put("shared", &owner, &[("If-Match", &etag), ("Sync-Meta", "new")], b"v2");
+    assert_eq!(written.status, 200);
+    let (after, cached) = read(&server, "shared", &friend, &[("If-None-Match", &etag)]);
+    assert_eq!((after.status, after.body.as_slice(), cached), (200, &b"v2"[..], false));
+    assert_eq!(after.header("Sync-Meta"), Some("new"));
+    assert_eq!(after.etag(), written.etag());
+
+    // An append changes no ETag, but the 304 carries the log's new head.
+    let (_, cached) = read(&server, "shared", &owner, &[("If-None-Match", &written.etag())]);
+    let (again, cached_again) = read(&server, "shared", &owner, &[("If-None-Match", &written.etag())]);
+    assert_eq!((again.status, again.header("Sync-Log-Head"), cached, cached_again), (304, None, false, true));
+    assert_eq!(server.call("POST", "/v1/stores/shared/log", Some(&owner), &[], b"entry").status, 201);
+    let (appended, cached) = read(&server, "shared", &owner, &[("If-None-Match", &written.etag())]);
+    assert_eq!((appended.status, appended.header("Sync-Log-Head"), cached), (304, Some("1"), false));
+}
+
+#[test]
+fn revocation_sign_out_and_deletion_take_effect_at_once() {
+    let server = Server::start();
+    let owner = server.register("owner");
+    let friend = server.register("friend");
+    server.put("shared", &owner, &[], b"secret").etag();
+    assert_eq!(grant(&server, &owner, "shared", "friend", json!("READ")), 204);
+    let warm = |token: &str| {
+        read(&server, "shared", token, &[]);
+        assert!(read(&server, "shared", token, &[]).1, "warmed");
+    };
+
+    warm(&friend);
+    assert_eq!(grant(&server, &owner, "shared", "friend", json!(null)), 204);
+    assert_eq!(read(&server, "shared", &friend, &[]).0.status, 404, "a revoked reader reads nothing");
+
+    warm(&owner);
+    assert_eq!(server.call("DELETE", "/v1/sessions/current", Some(&owner), &[], b"").status, 204);
+    assert_eq!(read(&server, "shared", &owner, &[]).0.status, 401, "a signed-out session reads nothing");
+}
+
+#[test]
+fn a_command_line_tools_commit_ends_them_too() {
+    let server = Server::start();
+    let token = server.register("leaving");
+    server.put("doc", &token, &[], b"data");
+    read(&server, "doc", &token, &[]);
+    assert!(read(&server, "doc", &token, &[]).1);
+
+    let (code, _, err) = cli(&server.root, &["account", "delete", "leaving"], &[]);
+    assert_eq!(code, 0, "{err}");
+    let (after, cached) = read(&server, "doc", &token, &[]);
+    assert_eq!((after.status, cached), (401, false), "the deleted account's session is gone at once");
+}
+
+#[test]
+fn any_other_connections_commit_ends_them_even_when_the_loop_writes_nothing_after_it() {
+    // A 304 needs no open file, and deleting a session row leaves the loop
+    // nothing to do: only the commit itself can end the cached answer.
+    let server = Server::start();
+    let token = server.register("reader");
+    let etag = server.put("doc", &token, &[], b"data").etag();
+    let current = [("If-None-Match", etag.as_str())];
+    read(&server, "doc", &token, &current);
+    assert!(read(&server, "doc", &token, &current).1);
+
+    crate::support::database(&server.root).execute("DELETE FROM sync_session", []).unwrap();
+    let (after, cached) = read(&server, "doc", &token, &current);
+    assert_eq!((after.status, cached), (401, false));
+}
