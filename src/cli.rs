@@ -17,6 +17,7 @@ use crate::encoding::rfc3339;
 use crate::error::ApiError;
 use crate::exit::Failure;
 use crate::installed;
+use crate::limits;
 use crate::ops;
 use crate::prompt;
 use crate::serve;
@@ -58,6 +59,10 @@ fn usage() -> String {
     );
     for (name, default, meaning) in VARIABLES {
         text.push_str(&format!("  {name:<18} {meaning} (default: {default})\n"));
+    }
+    text.push_str("\nFixed limits:\n");
+    for limit in limits::TABLE {
+        text.push_str(&format!("  {}: {}\n", limit.what, limit.shown()));
     }
     text
 }

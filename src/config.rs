@@ -2,6 +2,7 @@
 //! (name, value) pairs, so every rule is unit-tested, and a reader of the
 //! real environment around it.
 
+use crate::limits::{ENTRY_OVERHEAD, MAX_ENTRY_CAP};
 use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
@@ -52,11 +53,6 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
     ),
     ("MAX_STORES_PER_ACCOUNT", "10000", "stores one account may own (1..=10000000)"),
 ];
-
-/// The largest `MAX_ENTRY_BYTES` allowed: entries are held in memory while
-/// they arrive and copied by the loop when read (a read answer holds about
-/// 4 MiB at most), so they stay small.
-pub const MAX_ENTRY_CAP: u64 = 4 * 1024 * 1024;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CorsOrigins {
@@ -145,7 +141,7 @@ impl Config {
         let get = |name: &str| vars.get(name).map(|v| v.trim());
         let max_store_bytes = number(get("MAX_STORE_BYTES"), "MAX_STORE_BYTES", 64 * 1024 * 1024, 1, u64::MAX)?;
         // A log counts its bytes and ENTRY_OVERHEAD per entry.
-        let overhead = crate::db::stores::ENTRY_OVERHEAD;
+        let overhead = ENTRY_OVERHEAD;
         let log_default = max_store_bytes.max(overhead + 1);
         let max_log_bytes = number(get("MAX_LOG_BYTES"), "MAX_LOG_BYTES", log_default, overhead + 1, u64::MAX)?;
         // An entry the log could never hold is a contradiction, not a limit.

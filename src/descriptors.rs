@@ -13,7 +13,7 @@ pub const PER_CONNECTION: u64 = 1;
 /// and the database and its journal, the loop's cache of open store files
 /// (64), the listening socket, the waiting room's epoll and bell, the
 /// lock, standard streams, a hook's pipes, and some to spare.
-pub const RESERVE: u64 = crate::http::pool::WORK_THREADS as u64 + crate::http::refuser::MAX_WAITING as u64 + 128;
+pub const RESERVE: u64 = crate::limits::WORK_THREADS as u64 + crate::http::refuser::MAX_WAITING as u64 + 128;
 
 /// The descriptors `max_connections` need.
 pub fn needed(max_connections: usize) -> u64 {

@@ -12,13 +12,6 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
-/// Jobs handed out (running or waiting for a core) at most.
-pub const MAX_WAITING: usize = 64;
-/// Places one client address may hold: four addresses leave a quarter.
-pub const PER_ADDRESS: usize = 12;
-/// Places the jobs of one account may hold.
-pub const PER_ACCOUNT: usize = 4;
-
 #[derive(Debug)]
 pub struct Hashing {
     cores: Mutex<Cores>,

@@ -6,6 +6,7 @@
 //! its token replaces the one already mailed, rather than letting a flood
 //! of requests fork a flood of processes.
 
+use crate::limits::{HOOK_TIME_LIMIT, MAX_HOOKS_RUNNING};
 use crate::log;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -13,9 +14,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
-
-const TIME_LIMIT: Duration = Duration::from_secs(30);
-pub const MAX_RUNNING: usize = 4;
 
 #[derive(Debug, Clone)]
 pub struct ResetHook {
@@ -30,7 +28,7 @@ impl ResetHook {
 
     /// A place for one more run, if fewer than the most are running.
     pub fn reserve(&self) -> Option<HookSlot> {
-        if self.running.fetch_add(1, Ordering::AcqRel) >= MAX_RUNNING {
+        if self.running.fetch_add(1, Ordering::AcqRel) >= MAX_HOOKS_RUNNING {
             self.running.fetch_sub(1, Ordering::AcqRel);
             return None;
         }
@@ -79,7 +77,7 @@ fn run_to_end(program: &PathBuf, id: &str, token: &str) -> Result<(), String> {
         .stdout(Stdio::null())
         .spawn()
         .map_err(|err| format!("cannot start: {err}"))?;
-    let deadline = Instant::now() + TIME_LIMIT;
+    let deadline = Instant::now() + HOOK_TIME_LIMIT;
     loop {
         match child.try_wait() {
             Ok(Some(status)) if status.success() => return Ok(()),
@@ -87,7 +85,7 @@ fn run_to_end(program: &PathBuf, id: &str, token: &str) -> Result<(), String> {
             Ok(None) if Instant::now() >= deadline => {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(format!("still running after {} s; killed", TIME_LIMIT.as_secs()));
+                return Err(format!("still running after {} s; killed", HOOK_TIME_LIMIT.as_secs()));
             }
             Ok(None) => thread::sleep(Duration::from_millis(50)),
             Err(err) => return Err(format!("cannot wait for it: {err}")),
@@ -102,7 +100,7 @@ mod tests {
     #[test]
     fn places_are_bounded_and_given_back() {
         let hook = ResetHook::new("/bin/true".into());
-        let slots: Vec<HookSlot> = (0..MAX_RUNNING).map(|_| hook.reserve().expect("a place")).collect();
+        let slots: Vec<HookSlot> = (0..MAX_HOOKS_RUNNING).map(|_| hook.reserve().expect("a place")).collect();
         assert!(hook.reserve().is_none(), "all places taken");
         drop(slots);
         let slot = hook.reserve().expect("unused places come back");

@@ -28,6 +28,7 @@ pub mod http;
 pub mod inbox;
 pub mod installed;
 pub mod lifecycle;
+pub mod limits;
 pub mod log;
 pub mod ops;
 pub mod permission;

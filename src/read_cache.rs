@@ -29,7 +29,7 @@ pub const REVALIDATE: &str = "private, no-cache";
 /// What the entries may hold in all; past it the cache starts again.
 const CACHE_BYTES: usize = 1 << 20;
 /// What an entry costs besides its key, token hash and meta.
-const ENTRY_OVERHEAD: usize = 256;
+const ENTRY_COST: usize = 256;
 
 /// What a read of one store answers as of one commit: all a 200 or a 304
 /// carries but the body.
@@ -93,7 +93,7 @@ impl StoreRead {
     }
 
     fn cost(&self, token_hash: &str, key: &str) -> usize {
-        ENTRY_OVERHEAD + token_hash.len() + key.len() + self.meta.as_ref().map_or(0, String::len)
+        ENTRY_COST + token_hash.len() + key.len() + self.meta.as_ref().map_or(0, String::len)
     }
 }
 

@@ -3,9 +3,7 @@
 //! method 405 with `Allow`. Store keys are percent-decoded and validated here.
 
 use crate::error::ApiError;
-
-/// Longest store key in bytes, after percent-decoding.
-pub const MAX_KEY_BYTES: usize = 1024;
+use crate::limits::MAX_KEY_BYTES;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {

@@ -17,12 +17,17 @@ use crate::exit::Failure;
 use crate::hashing::{self, Hashing};
 use crate::hook::ResetHook;
 use crate::http::Limits;
-use crate::http::budget::{ANSWER_MEMORY, ENTRY_MEMORY, MEMORY_PER_ADDRESS, MemoryBudget};
+use crate::http::budget::MemoryBudget;
 use crate::http::listener::{self, Caps, Register};
 use crate::http::pool::Pool;
 use crate::http::refuser::Refuser;
 use crate::http::room::Room;
 use crate::lifecycle::Lifecycle;
+use crate::limits::{
+    ANSWER_MEMORY, ENTRY_MEMORY, HASHING_PLACES, HASHING_PLACES_PER_ACCOUNT, HASHING_PLACES_PER_ADDRESS,
+    LOOKUPS_PER_HOUR, MAX_POLLS_PER_ACCOUNT, MEMORY_PER_ADDRESS, REDEEM_FAILURES_PER_HOUR, REGISTRATIONS_PER_HOUR,
+    RESET_REQUESTS_PER_HOUR, RESET_TOKENS_PER_HOUR, SIGN_INS_PER_HOUR, WORK_THREADS,
+};
 use crate::log;
 use crate::polls::Polls;
 use crate::ratelimit::{DistinctLimit, RateLimit};
@@ -43,8 +48,6 @@ use std::time::Duration;
 
 /// Store files the loop keeps open for reading.
 const OPEN_FILES: usize = 64;
-/// Long-polls one account may hold at once; past it the oldest is answered.
-const MAX_POLLS_PER_ACCOUNT: usize = 64;
 
 /// Runs the server until the process is stopped. Start-up goes: lock the
 /// data directory (before anything in it is touched), bind the port, open
@@ -124,9 +127,9 @@ pub fn serve(config: Config) -> Result<(), Failure> {
     let hashing = Hashing::new(
         cores,
         hashing::Shares {
-            total: hashing::MAX_WAITING,
-            per_address: hashing::PER_ADDRESS,
-            per_account: hashing::PER_ACCOUNT,
+            total: HASHING_PLACES,
+            per_address: HASHING_PLACES_PER_ADDRESS,
+            per_account: HASHING_PLACES_PER_ACCOUNT,
         },
     );
     let answers = MemoryBudget::new(ANSWER_MEMORY, MEMORY_PER_ADDRESS);
@@ -136,7 +139,7 @@ pub fn serve(config: Config) -> Result<(), Failure> {
         },
         ..Limits::default()
     };
-    let room = Room::start(Pool::new(crate::http::pool::WORK_THREADS), limits)
+    let room = Room::start(Pool::new(WORK_THREADS), limits)
         .map_err(|err| Failure::config(format!("cannot open the waiting room: {err}")))?;
     let shared = Arc::new(Shared {
         events,
@@ -145,7 +148,7 @@ pub fn serve(config: Config) -> Result<(), Failure> {
         blobs: blobs.clone(),
         limits,
         hashing: Arc::clone(&hashing),
-        hashing_pool: Pool::new(hashing::MAX_WAITING),
+        hashing_pool: Pool::new(HASHING_PLACES),
         answers: answers.clone(),
         entries: MemoryBudget::new(ENTRY_MEMORY, MEMORY_PER_ADDRESS),
         uploads: Uploads::new(blobs.clone(), config.min_free_bytes),
@@ -197,13 +200,13 @@ pub fn serve(config: Config) -> Result<(), Failure> {
         walks: Default::default(),
         open_files: OpenFiles::new(OPEN_FILES),
         throttle: Throttle::default(),
-        registrations: RateLimit::new(api::REGISTRATIONS_PER_HOUR, api::HOUR, api::RATE_LIMIT_KEYS),
-        sign_ins: RateLimit::new(api::SIGN_INS_PER_HOUR, api::HOUR, api::RATE_LIMIT_KEYS),
-        reset_requests: RateLimit::new(api::RESET_REQUESTS_PER_HOUR, api::HOUR, api::RATE_LIMIT_KEYS),
-        reset_tokens: RateLimit::new(api::RESET_TOKENS_PER_HOUR, api::HOUR, api::RATE_LIMIT_KEYS),
-        identity_lookups: DistinctLimit::new(api::IDENTITY_LOOKUPS_PER_HOUR, api::HOUR, api::RATE_LIMIT_KEYS),
-        redeem_failures_by_account: RateLimit::new(api::REDEEM_FAILURES_PER_HOUR, api::HOUR, api::RATE_LIMIT_KEYS),
-        redeem_failures_by_address: RateLimit::new(api::REDEEM_FAILURES_PER_HOUR, api::HOUR, api::RATE_LIMIT_KEYS),
+        registrations: RateLimit::new(REGISTRATIONS_PER_HOUR, api::HOUR, api::RATE_LIMIT_KEYS),
+        sign_ins: RateLimit::new(SIGN_INS_PER_HOUR, api::HOUR, api::RATE_LIMIT_KEYS),
+        reset_requests: RateLimit::new(RESET_REQUESTS_PER_HOUR, api::HOUR, api::RATE_LIMIT_KEYS),
+        reset_tokens: RateLimit::new(RESET_TOKENS_PER_HOUR, api::HOUR, api::RATE_LIMIT_KEYS),
+        identity_lookups: DistinctLimit::new(LOOKUPS_PER_HOUR, api::HOUR, api::RATE_LIMIT_KEYS),
+        redeem_failures_by_account: RateLimit::new(REDEEM_FAILURES_PER_HOUR, api::HOUR, api::RATE_LIMIT_KEYS),
+        redeem_failures_by_address: RateLimit::new(REDEEM_FAILURES_PER_HOUR, api::HOUR, api::RATE_LIMIT_KEYS),
         reset_hook,
         hashing,
         deferred: Vec::new(),

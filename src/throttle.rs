@@ -6,19 +6,12 @@
 //! Memory is bounded: a flood of distinct ids or addresses evicts the
 //! stalest entries.
 
+use crate::limits::{FAILURE_WINDOW, FAILURES_PER_ACCOUNT, FAILURES_PER_ADDRESS, MAX_LOCKOUT};
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-/// Failures are counted over this window.
-pub const WINDOW: Duration = Duration::from_secs(15 * 60);
-/// Failures per account id within the window before a lockout.
-pub const ID_LIMIT: usize = 5;
-/// Failures per client address within the window before a lockout.
-pub const ADDRESS_LIMIT: usize = 20;
-/// The longest lockout, however often it repeats.
-const MAX_LOCKOUT: Duration = Duration::from_secs(24 * 3600);
 /// Entries kept per table.
 const CAPACITY: usize = 10_000;
 /// An admitted attempt counts until its verdict, or at most this long (so a
@@ -45,7 +38,7 @@ impl Entry {
     /// Why a new attempt must wait: a lockout, or the limit already taken
     /// by recent failures and attempts in flight.
     fn refusal(&self, limit: usize, now: Instant) -> Option<Duration> {
-        let recent = self.failures.iter().filter(|at| now.saturating_duration_since(**at) < WINDOW).count();
+        let recent = self.failures.iter().filter(|at| now.saturating_duration_since(**at) < FAILURE_WINDOW).count();
         let in_flight = self.pending.iter().filter(|at| now.saturating_duration_since(**at) < PENDING_TTL).count();
         self.blocked(now).or_else(|| (recent + in_flight >= limit).then_some(PENDING_RETRY))
     }
@@ -56,7 +49,7 @@ impl Entry {
         let quiet_for = self.last_seen.map_or(Duration::MAX, |seen| now.saturating_duration_since(seen));
         self.blocked(now).is_none()
             && self.pending.iter().all(|at| now.saturating_duration_since(*at) >= PENDING_TTL)
-            && (quiet_for >= MAX_LOCKOUT || (self.lockouts == 0 && quiet_for >= WINDOW))
+            && (quiet_for >= MAX_LOCKOUT || (self.lockouts == 0 && quiet_for >= FAILURE_WINDOW))
     }
 }
 
@@ -105,12 +98,12 @@ impl<K: Hash + Eq + Clone> Table<K> {
         self.settle(key);
         let limit = self.limit;
         let entry = self.entry(key, now);
-        entry.failures.retain(|at| now.saturating_duration_since(*at) < WINDOW);
+        entry.failures.retain(|at| now.saturating_duration_since(*at) < FAILURE_WINDOW);
         entry.failures.push(now);
         if entry.failures.len() < limit {
             return None;
         }
-        let lockout = WINDOW.saturating_mul(1 << entry.lockouts.min(16)).min(MAX_LOCKOUT);
+        let lockout = FAILURE_WINDOW.saturating_mul(1 << entry.lockouts.min(16)).min(MAX_LOCKOUT);
         entry.lockouts += 1;
         entry.blocked_until = Some(now + lockout);
         entry.failures.clear();
@@ -159,7 +152,10 @@ impl Default for Throttle {
 
 impl Throttle {
     pub fn with_capacity(capacity: usize) -> Self {
-        Throttle { by_account: Table::new(ID_LIMIT, capacity), by_address: Table::new(ADDRESS_LIMIT, capacity) }
+        Throttle {
+            by_account: Table::new(FAILURES_PER_ACCOUNT, capacity),
+            by_address: Table::new(FAILURES_PER_ADDRESS, capacity),
+        }
     }
 
     /// Admits an attempt for `account` from `address`, or says how long
@@ -238,10 +234,14 @@ mod tests {
         }
         assert_eq!(throttle.check("acct", HOME, start), None, "the success reset the count");
         let started = throttle.failed("acct", address(9), start);
-        assert_eq!(started, Lockouts { account: Some(WINDOW), address: None }, "the fifth failure starts a lockout");
-        assert_eq!(throttle.check("acct", HOME, start), Some(WINDOW));
+        assert_eq!(
+            started,
+            Lockouts { account: Some(FAILURE_WINDOW), address: None },
+            "the fifth failure starts a lockout"
+        );
+        assert_eq!(throttle.check("acct", HOME, start), Some(FAILURE_WINDOW));
         assert_eq!(throttle.check("other", HOME, start), None);
-        assert_eq!(throttle.check("acct", HOME, start + WINDOW), None);
+        assert_eq!(throttle.check("acct", HOME, start + FAILURE_WINDOW), None);
     }
 
     #[test]
@@ -249,12 +249,12 @@ mod tests {
         let start = Instant::now();
         let mut throttle = Throttle::default();
         let admitted = (0..40).filter(|i| throttle.reserve("acct", address(*i), start).is_ok()).count();
-        assert_eq!(admitted, ID_LIMIT, "40 simultaneous guesses, 5 admitted");
+        assert_eq!(admitted, FAILURES_PER_ACCOUNT, "40 simultaneous guesses, 5 admitted");
         assert_eq!(throttle.reserve("acct", HOME, start), Err(PENDING_RETRY));
         for i in 0..5 {
             let _ = throttle.failure("acct", address(i), start);
         }
-        assert_eq!(throttle.reserve("acct", HOME, start), Err(WINDOW), "five verdicts, then a lockout");
+        assert_eq!(throttle.reserve("acct", HOME, start), Err(FAILURE_WINDOW), "five verdicts, then a lockout");
         // A verdict that never comes stops counting after a while.
         let mut lost = Throttle::default();
         for i in 0..5 {
@@ -284,7 +284,7 @@ mod tests {
                     }
                     _ => {}
                 }
-                proptest::prop_assert!(verdicts + in_flight <= ID_LIMIT, "{verdicts} + {in_flight}");
+                proptest::prop_assert!(verdicts + in_flight <= FAILURES_PER_ACCOUNT, "{verdicts} + {in_flight}");
             }
         }
     }
@@ -296,8 +296,8 @@ mod tests {
         for i in 0..4 {
             throttle.failed("acct", HOME, start + Duration::from_secs(i));
         }
-        throttle.failed("acct", HOME, start + WINDOW + Duration::from_secs(5));
-        assert_eq!(throttle.check("acct", HOME, start + WINDOW + Duration::from_secs(5)), None);
+        throttle.failed("acct", HOME, start + FAILURE_WINDOW + Duration::from_secs(5));
+        assert_eq!(throttle.check("acct", HOME, start + FAILURE_WINDOW + Duration::from_secs(5)), None);
     }
 
     #[test]
@@ -307,13 +307,13 @@ mod tests {
         for i in 0..20 {
             throttle.failed(&format!("id{i}"), HOME, start);
         }
-        assert_eq!(throttle.check("fresh", HOME, start), Some(WINDOW));
+        assert_eq!(throttle.check("fresh", HOME, start), Some(FAILURE_WINDOW));
         assert_eq!(throttle.check("fresh", address(1), start), None);
-        let later = start + WINDOW;
+        let later = start + FAILURE_WINDOW;
         for i in 0..20 {
             throttle.failed(&format!("again{i}"), HOME, later);
         }
-        assert_eq!(throttle.check("fresh", HOME, later), Some(WINDOW * 2));
+        assert_eq!(throttle.check("fresh", HOME, later), Some(FAILURE_WINDOW * 2));
     }
 
     #[test]

@@ -21,7 +21,7 @@
 //! for the loop none (a hang-up ends it; the loop bounds its long-polls),
 //! the next request the idle timeout, lingering 2 s.
 
-use crate::api::{self, JSON_LIMIT, PendingWrite, Received};
+use crate::api::{self, PendingWrite, Received};
 use crate::api::{Event, Reply, Request, Step};
 use crate::auth;
 use crate::blobs::Blobs;
@@ -40,6 +40,7 @@ use crate::http::request::share_of;
 use crate::http::room::{Address, Mailbox, Presence, Room, Tenant, Wait, Wake};
 use crate::http::{Body, BodyError, Connection, Framing, Limits, Pace, Rejection, RequestHead, Response, SendOptions};
 use crate::lifecycle::{InFlight, Lifecycle};
+use crate::limits::{JSON_LIMIT, STREAM_KEEP_ALIVE, STREAM_LIFETIME};
 use crate::log;
 use crate::precondition;
 use crate::read_cache::ReadCache;
@@ -60,10 +61,6 @@ const DRAIN_LIMIT: u64 = 64 * 1024;
 /// client's next request held threads under a write flood, and made no
 /// difference to reads.)
 const GRACE: Duration = Duration::from_millis(2);
-/// A stream that has been silent this long gets a comment (SPEC §6.1).
-const KEEP_ALIVE: Duration = Duration::from_secs(25);
-/// How long a stream lasts; then it ends cleanly and its client resumes.
-const STREAM_LIFETIME: Duration = crate::api::STREAM_LIFETIME;
 
 /// What every connection shares.
 pub struct Shared {
@@ -694,7 +691,7 @@ impl Visit {
 
     fn wait_for_events(&self) -> Next {
         let ends = self.stream_ends.unwrap_or_else(Instant::now);
-        let tick = (Instant::now() + KEEP_ALIVE).min(ends);
+        let tick = (Instant::now() + STREAM_KEEP_ALIVE).min(ends);
         Next::Wait(Wait::Stream { number: self.conn.requests(), tick })
     }
 

@@ -10,20 +10,16 @@ use crate::clock;
 use crate::db::{self, changes::Change};
 use crate::error::{ApiError, Forgotten};
 use crate::http::Response;
+use crate::limits::{MAX_PAGE, MAX_WAIT_SECONDS, STREAM_LIFETIME};
 use crate::polls::{Parked, Poll};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-/// Longest wait a client may ask for.
-pub const MAX_WAIT_SECONDS: u64 = 60;
 /// Pages a stream is sent in one go; one further behind catches up in
 /// turns with the loop's other work.
 const PAGES_AT_ONCE: usize = 4;
-/// How long a stream lasts (its connection ends it then; the loop forgets
-/// it a little later in any case).
-pub const STREAM_LIFETIME: Duration = Duration::from_secs(3600);
 
 #[derive(Debug, PartialEq, Eq)]
 struct FeedQuery {
@@ -87,7 +83,7 @@ fn stream(app: &mut App, request: &Request) -> Result<Handled, ApiError> {
     }
     let Session { account_id, token_hash, .. } = session;
     let deadline = Instant::now() + STREAM_LIFETIME + Duration::from_secs(60);
-    let mut poll = Poll { account_id, token_hash, since, limit: paging::MAX_PAGE, deadline };
+    let mut poll = Poll { account_id, token_hash, since, limit: MAX_PAGE, deadline };
     let (events, more) = app.stream_pages(&mut poll, &mut Memo::default())?;
     Ok(Handled::Stream { poll: Some(poll), events, more })
 }
@@ -406,7 +402,7 @@ struct FeedEntry<'a> {
 
 /// `since` (required, ≥ 0), `wait` (0..=60, default 0) and `limit`.
 fn parse_query(query: Option<&str>) -> Result<FeedQuery, ApiError> {
-    let (mut since, mut wait, mut limit) = (None, 0, paging::MAX_PAGE);
+    let (mut since, mut wait, mut limit) = (None, 0, MAX_PAGE);
     for (name, value) in paging::pairs(query) {
         match name {
             "since" => {

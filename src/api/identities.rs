@@ -11,16 +11,10 @@ use crate::db;
 use crate::encoding::hex;
 use crate::error::ApiError;
 use crate::http::Response;
+use crate::limits::{MAX_IDENTITY_BYTES, PUBLISHES_PER_DAY};
 use crate::precondition;
 use serde_json::json;
 use std::time::Instant;
-
-/// Largest identity in bytes (published in `/v1/info`).
-pub const MAX_IDENTITY_BYTES: usize = 4096;
-/// Publishes per account per day that passed their preconditions.
-pub const PUBLISHES_PER_DAY: u64 = 10;
-/// Different ids one account may look up per hour.
-pub const LOOKUPS_PER_HOUR: usize = 100;
 
 /// `PUT /v1/account/identity`
 pub fn publish(app: &mut App, request: &Request) -> Result<Step, ApiError> {

@@ -4,7 +4,7 @@
 //! the secret. Every failed redeem gets one answer, and 10 failures an
 //! hour from an account or an address lock that account or address out.
 
-use super::sharing::{MAX_ENVELOPE_BYTES, decode_sealed};
+use super::sharing::decode_sealed;
 use super::stores::{Owners, check_free_disk, check_quota, visible};
 use super::{App, DAY, respond};
 use super::{Request, Step};
@@ -14,24 +14,11 @@ use crate::db::{self, Db, links::Link};
 use crate::encoding::{base64url, hex};
 use crate::error::{ApiError, Shortage};
 use crate::http::Response;
+use crate::limits::{LINK_DAYS, LINK_OVERHEAD, MAX_ENVELOPE_BYTES, MAX_LINK_DAYS, MAX_LINK_USES, MAX_LINKS_PER_STORE};
 use crate::permission::Permission;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use std::time::Instant;
-
-/// Most uses one link may have.
-pub const MAX_LINK_USES: i64 = 1000;
-/// Most links a store may have made (working, used up or ended: their
-/// rows stay until the store goes).
-pub const MAX_LINKS_PER_STORE: u64 = 1000;
-/// What a link counts against its store's owners besides its envelope and
-/// id (the schema's `link_bytes` counts the same).
-pub const LINK_OVERHEAD: u64 = 256;
-/// Failed redeems per account, and per address, per hour.
-pub const REDEEM_FAILURES_PER_HOUR: usize = 10;
-/// A link's life when none is asked for, and the longest it may have.
-const DEFAULT_DAYS: i64 = 7;
-const MAX_DAYS: i64 = 365;
 
 /// A link id: 16 to 64 characters of A–Z a–z 0–9 _ -.
 pub fn valid_link_id(link: &str) -> bool {
@@ -174,10 +161,10 @@ fn parse_link(body: &[u8], now: i64) -> Result<Link, ApiError> {
     };
     let day = DAY.as_millis() as i64;
     let expires = match value.get("expires") {
-        None => now + DEFAULT_DAYS * day,
+        None => now + LINK_DAYS * day,
         Some(expires) => expires
             .as_i64()
-            .filter(|e| *e > now && *e <= now + MAX_DAYS * day)
+            .filter(|e| *e > now && *e <= now + MAX_LINK_DAYS * day)
             .ok_or_else(|| bad("expires must be in the future and at most 365 days ahead (ms since the epoch)."))?,
     };
     Ok(Link {

@@ -11,7 +11,8 @@ use crate::auth;
 use crate::clock;
 use crate::db::{self, Db, stores::StoreRow};
 use crate::error::{ApiError, Forgotten};
-use crate::http::{Body, Framing, RequestHead, Response, budget};
+use crate::http::{Body, Framing, RequestHead, Response};
+use crate::limits::{COUNTED_FROM, ENTRY_OVERHEAD};
 use crate::permission::Permission;
 use crate::precondition::{self, Precondition, Refusal};
 use serde_json::json;
@@ -100,7 +101,7 @@ fn check_entry_size(app: &App, store: &StoreRow, size: u64, unwritten: u64) -> R
     if size > app.config.max_entry_bytes {
         return Err(ApiError::PayloadTooLarge("log entry"));
     }
-    let added = size + db::stores::ENTRY_OVERHEAD;
+    let added = size + ENTRY_OVERHEAD;
     if store.log.charge() + added > app.config.max_log_bytes {
         return Err(ApiError::PayloadTooLarge("store log (compact it: write the body with Sync-Log-Base)"));
     }
@@ -184,7 +185,7 @@ pub fn read(app: &mut App, request: &Request, key: &str) -> Result<Step, ApiErro
     let body = if request.head.is_head() {
         db::logs::lengths(conn, key, after, limit, fits)?;
         Body::Unsent(framed as u64)
-    } else if at_most <= budget::COUNTED_FROM as u64 {
+    } else if at_most <= COUNTED_FROM as u64 {
         // A small page: one pass into a buffer that never grows.
         let mut body = Vec::with_capacity(at_most as usize);
         let rows = limit.saturating_add(1);

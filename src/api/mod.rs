@@ -4,7 +4,6 @@
 
 mod accounts;
 mod changes;
-pub use changes::STREAM_LIFETIME;
 mod deferred;
 mod identities;
 mod links;
@@ -19,11 +18,8 @@ mod stores;
 pub use crate::exchange::{Received, Request};
 pub use accounts::{create as create_account, delete_account};
 pub use deferred::Deferred;
-pub use identities::{LOOKUPS_PER_HOUR as IDENTITY_LOOKUPS_PER_HOUR, MAX_IDENTITY_BYTES};
-pub use links::REDEEM_FAILURES_PER_HOUR;
 pub use logs::{SMALL_ENTRY, small_append};
 pub use reset::issue_token as issue_reset_token;
-pub use sharing::MAX_ENVELOPE_BYTES;
 pub use stores::{PendingWrite, finish_uploads};
 
 use crate::auth::{self, PasswordOutcome};
@@ -51,14 +47,6 @@ use std::net::IpAddr;
 use std::sync::{Arc, Weak};
 use std::time::Instant;
 
-/// Largest JSON body of a control endpoint.
-pub const JSON_LIMIT: u64 = 64 * 1024;
-/// Accounts one client address may create per hour (SPEC §3).
-pub const REGISTRATIONS_PER_HOUR: usize = 10;
-/// Password-reset requests one client address may make per hour.
-pub const RESET_REQUESTS_PER_HOUR: usize = 10;
-/// Reset tokens issued for one account per hour.
-pub const RESET_TOKENS_PER_HOUR: usize = 3;
 /// Keys each rate-limit table keeps at most.
 pub const RATE_LIMIT_KEYS: usize = 10_000;
 /// Dropped log entries deleted at once by [`App::reap`], and about how
@@ -67,9 +55,6 @@ pub const REAP_ROWS: usize = 2_000;
 pub const REAP_BYTES: u64 = 8 * 1024 * 1024;
 /// Stores of an account being deleted that [`App::reap`] deletes at once.
 pub const REAP_STORES: usize = 50;
-/// Successful sign-ins one account may make in an hour (and attempts in
-/// flight count): correct passwords cost PBKDF2 work too.
-pub const SIGN_INS_PER_HOUR: usize = 60;
 pub const HOUR: std::time::Duration = std::time::Duration::from_secs(3600);
 pub const DAY: std::time::Duration = std::time::Duration::from_secs(86_400);
 

@@ -5,10 +5,9 @@
 //! other request.
 
 use crate::error::ApiError;
+use crate::limits::MAX_PAGE;
 use std::time::{Duration, Instant};
 
-/// The most entries one page of a listing holds (and the default).
-pub const MAX_PAGE: usize = 1000;
 /// The loop time one page may take before it ends early (with `more`).
 const PAGE_BUDGET: Duration = Duration::from_micros(250);
 /// How many entries go in between looks at the clock.

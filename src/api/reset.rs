@@ -9,16 +9,14 @@ use crate::auth::{self, PasswordJob};
 use crate::clock;
 use crate::db;
 use crate::error::ApiError;
-use crate::hook::{MAX_RUNNING, ResetHook};
+use crate::hook::ResetHook;
 use crate::http::Response;
+use crate::limits::{MAX_HOOKS_RUNNING, RESET_TOKEN_LIFETIME};
 use crate::log;
 use serde::Deserialize;
 use serde_json::json;
 use std::net::IpAddr;
 use std::time::Instant;
-
-/// How long a reset token works.
-pub const TOKEN_LIFETIME_MS: i64 = 3_600_000;
 
 #[derive(Deserialize)]
 struct ResetRequest {
@@ -66,7 +64,7 @@ pub(super) fn issue_requested(app: &mut App, account_id: String, id: String, add
         app.reset_tokens.release(&account_id);
         // WARN: mail is being lost; the address may be the owner's.
         log::warn(format_args!(
-            "reset-dropped reason=hook-busy ({MAX_RUNNING} RESET_HOOK runs already) last-address={address}"
+            "reset-dropped reason=hook-busy ({MAX_HOOKS_RUNNING} RESET_HOOK runs already) last-address={address}"
         ));
         return Ok(());
     };
@@ -79,7 +77,12 @@ pub(super) fn issue_requested(app: &mut App, account_id: String, id: String, add
 /// A new one-hour token for the account, replacing any older one.
 pub fn issue_token(conn: &rusqlite::Connection, account_id: &str) -> Result<String, ApiError> {
     let token = auth::new_token()?;
-    db::resets::replace(conn, account_id, &auth::token_hash(&token), clock::now_ms() + TOKEN_LIFETIME_MS)?;
+    db::resets::replace(
+        conn,
+        account_id,
+        &auth::token_hash(&token),
+        clock::now_ms() + RESET_TOKEN_LIFETIME.as_millis() as i64,
+    )?;
     Ok(token)
 }
 

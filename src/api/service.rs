@@ -1,17 +1,14 @@
 //! `GET /v1/health` and `GET /v1/info`: no authentication, no writes.
 
 use super::Step;
-use super::changes::MAX_WAIT_SECONDS;
-use super::paging::MAX_PAGE;
 use super::respond;
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::http::Response;
-use crate::router::MAX_KEY_BYTES;
+use crate::limits::{
+    MAX_ENVELOPE_BYTES, MAX_IDENTITY_BYTES, MAX_KEY_BYTES, MAX_META_BYTES, MAX_PAGE, MAX_WAIT_SECONDS,
+};
 use serde_json::json;
-
-/// Largest `Sync-Meta` value in bytes.
-pub const MAX_META_BYTES: usize = 8000;
 
 pub fn health() -> Result<Step, ApiError> {
     respond(Response::json(200, &json!({ "status": "ok" })))
@@ -32,8 +29,8 @@ pub fn info(config: &Config, generation: &str) -> Result<Step, ApiError> {
             "max_entry_bytes": config.max_entry_bytes,
             "max_log_bytes": config.max_log_bytes,
             "max_page": MAX_PAGE,
-            "max_identity_bytes": super::MAX_IDENTITY_BYTES,
-            "max_envelope_bytes": super::MAX_ENVELOPE_BYTES,
+            "max_identity_bytes": MAX_IDENTITY_BYTES,
+            "max_envelope_bytes": MAX_ENVELOPE_BYTES,
             "quota_bytes": config.quota_bytes,
             "session_ttl_days": config.session_ttl_days,
             "max_wait_seconds": MAX_WAIT_SECONDS,

@@ -10,12 +10,9 @@ use crate::clock;
 use crate::db;
 use crate::error::ApiError;
 use crate::http::Response;
+use crate::limits::MAX_SESSIONS_PER_ACCOUNT;
 use serde_json::json;
 use std::time::Instant;
-
-/// Live sessions one account may hold; a new one revokes the one used
-/// least recently.
-pub const MAX_SESSIONS_PER_ACCOUNT: usize = 100;
 
 /// `POST /v1/sessions`
 pub fn login(app: &mut App, request: &Request) -> Result<Step, ApiError> {

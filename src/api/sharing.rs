@@ -14,15 +14,11 @@ use crate::db::{self, Db};
 use crate::encoding::unbase64url;
 use crate::error::ApiError;
 use crate::http::Response;
+use crate::limits::{MAX_ENVELOPE_BYTES, MAX_GRANT_CHANGES};
 use crate::permission::Permission;
 use crate::precondition::{self, Precondition};
 use serde_json::{Map, Value, json};
 use std::collections::{HashMap, HashSet};
-
-/// Largest envelope in bytes (published in `/v1/info`).
-pub const MAX_ENVELOPE_BYTES: usize = 4096;
-/// Most changes in one list-form request.
-pub const MAX_GRANT_CHANGES: usize = 1000;
 
 /// One grant change as asked: the account as named, the permission
 /// wanted (`None`: revoke) and a new envelope, if any.

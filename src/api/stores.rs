@@ -6,7 +6,6 @@
 
 use super::Released;
 use super::logs::{self, PendingAppend};
-use super::service::MAX_META_BYTES;
 use super::{App, Session, paging, respond};
 use super::{Received, Request, Step};
 use crate::auth;
@@ -16,6 +15,7 @@ use crate::db::{self, Db, stores::Grant, stores::LogState, stores::StoreRow};
 use crate::encoding::hex;
 use crate::error::{ApiError, CurrentVersion, Shortage};
 use crate::http::{Body, Framing, Response};
+use crate::limits::MAX_META_BYTES;
 use crate::permission::Permission;
 use crate::precondition::{self, Precondition, Refusal};
 use crate::read_cache::StoreRead;

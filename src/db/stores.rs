@@ -1,5 +1,6 @@
 //! SQL for stores and permissions.
 
+use crate::limits::{ENTRY_OVERHEAD, KEY_COPIES, STORE_OVERHEAD};
 use crate::permission::Permission;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde::Serialize;
@@ -28,14 +29,6 @@ pub fn charge(key: &str, meta: Option<&str>, size: u64, log: LogState) -> u64 {
         + STORE_OVERHEAD
         + ENTRY_OVERHEAD * log.entries()
 }
-
-/// Bytes a store counts for besides its own (rows, indexes, change log).
-pub const STORE_OVERHEAD: u64 = 1024;
-/// Bytes a log entry counts for besides its own.
-pub const ENTRY_OVERHEAD: u64 = 128;
-/// How many times a store's key counts: the store, its grants, their index
-/// and its change-log rows each hold a copy.
-pub const KEY_COPIES: u64 = 4;
 
 impl LogState {
     /// Entries retained.

@@ -10,19 +10,11 @@
 //! everyone else), and is refused (`503`) when either cannot take it.
 //! Files are streamed in small chunks and never count.
 
+use crate::limits::COUNTED_FROM;
 use crate::tally;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
-
-/// Answers up to this size do not count (the connection cap bounds them).
-pub const COUNTED_FROM: usize = 64 * 1024;
-/// The most bytes that counted answers may hold at once.
-pub const ANSWER_MEMORY: usize = 32 * 1024 * 1024;
-/// The most bytes that log entries being received may hold at once.
-pub const ENTRY_MEMORY: usize = 32 * 1024 * 1024;
-/// The most of either that one client address may hold.
-pub const MEMORY_PER_ADDRESS: usize = 4 * 1024 * 1024;
 
 /// A shared budget.
 #[derive(Debug, Clone)]

@@ -12,6 +12,10 @@ use super::listener::Slot;
 use super::rejection::Rejection;
 use super::request::{self, Framing, HeadLimits, Parsed, RequestHead};
 use super::response::{Body, Response};
+use crate::limits::{
+    DRAIN_TIMEOUT, HEAD_TIMEOUT, IDLE_TIMEOUT, JSON_BODY_TIMEOUT, MAX_HEAD, MAX_HEAD_LINE, MAX_HEADERS, MAX_LIFETIME,
+    MAX_REQUESTS, TRANSFER_GRACE, TRANSFER_MOST_AHEAD, TRANSFER_PACE,
+};
 use rustix::fd::BorrowedFd;
 use rustix::net::{RecvFlags, SendFlags, recv, send};
 use std::collections::VecDeque;
@@ -25,14 +29,9 @@ use std::time::{Duration, Instant};
 
 /// Transfer unit for bodies and files.
 const CHUNK: usize = 64 * 1024;
-/// A connection closes after its answer once it has carried this many
-/// requests, or been open this long (as nginx's `keepalive_requests` and
-/// `keepalive_time`): no client keeps a slot for ever by trickling heads.
-const MAX_REQUESTS: u64 = 1000;
-const MAX_LIFETIME: Duration = Duration::from_secs(3600);
 
-/// Limits and deadlines of one connection, each defined here once (the
-/// room, the work threads and the tests take them from here).
+/// Limits and deadlines of one connection (the room, the work threads and
+/// the tests take them from here); the values are `crate::limits`'.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub head: HeadLimits,
@@ -63,17 +62,17 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            head: HeadLimits { max_line: 8 * 1024, max_head: 16 * 1024, max_headers: request::MAX_HEADERS },
-            head_timeout: Duration::from_secs(10),
+            head: HeadLimits { max_line: MAX_HEAD_LINE, max_head: MAX_HEAD, max_headers: MAX_HEADERS },
+            head_timeout: HEAD_TIMEOUT,
             reads_body_first: |_| true,
-            idle_timeout: Duration::from_secs(60),
-            json_body_timeout: Duration::from_secs(10),
+            idle_timeout: IDLE_TIMEOUT,
+            json_body_timeout: JSON_BODY_TIMEOUT,
             transfer_pace: Pace::AtLeast {
-                grace: Duration::from_secs(10),
-                bytes_per_second: 4096,
-                most_ahead: Duration::from_secs(30),
+                grace: TRANSFER_GRACE,
+                bytes_per_second: TRANSFER_PACE,
+                most_ahead: TRANSFER_MOST_AHEAD,
             },
-            drain_timeout: Duration::from_secs(2),
+            drain_timeout: DRAIN_TIMEOUT,
         }
     }
 }

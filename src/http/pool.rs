@@ -11,9 +11,6 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
 use std::time::Duration;
 
-/// Threads that work on connections at most (parsing heads, reading
-/// bodies, writing answers); a connection that waits holds none.
-pub const WORK_THREADS: usize = 256;
 /// Stack of a work thread: it parses heads and copies bodies, none of
 /// which needs deep recursion or large stack buffers.
 const STACK: usize = 128 * 1024;

@@ -2,6 +2,7 @@
 //! its body is framed (the request-smuggling rules live here).
 
 use super::rejection::Rejection;
+use crate::limits::MAX_HEADERS;
 use std::net::IpAddr;
 
 /// How the request body is delimited.
@@ -42,9 +43,6 @@ pub fn origin_in_partial_head(bytes: &[u8]) -> Option<&[u8]> {
         line[..colon].eq_ignore_ascii_case(b"origin").then(|| line[colon + 1..].trim_ascii())
     })
 }
-
-/// The most header fields any configuration may allow (room on the stack).
-pub const MAX_HEADERS: usize = 64;
 
 /// Size limits on a request head.
 #[derive(Debug, Clone, Copy)]

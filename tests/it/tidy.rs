@@ -117,3 +117,16 @@ fn the_readmes_configuration_table_is_the_servers() {
     }
     assert!(documented.is_empty(), "README documents variables the server does not read: {documented:?}");
 }
+
+#[test]
+fn the_readmes_fixed_limits_are_the_servers() {
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let mut table = String::from("| limit | value |\n|---|---|\n");
+    for limit in sync_node::limits::TABLE {
+        table.push_str(&format!("| {} | {} |\n", limit.what, limit.shown()));
+    }
+    assert!(
+        readme.contains(&table),
+        "README's \"Fixed limits\" table is not src/limits.rs's; it should read:\n{table}"
+    );
+}
