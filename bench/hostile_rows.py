@@ -407,6 +407,36 @@ def write_flood(work, quick):
         proc.kill()
 
 
+def arriving_requests(work, quick):
+    """Issue 22: requests that send a head and most of a 64 KiB JSON body,
+    then nothing, from many addresses (each within its connection cap)."""
+    count = 300 if quick else 6000
+    port, proc = server(work, "arriving", MAX_CONNECTIONS=str(count + 200))
+    head = (b"POST /v1/sessions HTTP/1.1\r\nHost: b\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 65536\r\n\r\n")
+    body = b'{"id":"' + b"x" * 65000
+    held, refused = [], 0
+    try:
+        with Watch(port, proc.pid) as watch:
+            for n in range(count):
+                s = connect(port, f"127.0.{5 + n // 30 // 250}.{1 + (n // 30) % 250}")
+                s.sendall(head + body)
+                held.append(s)
+            time.sleep(1)
+        for s in held:
+            s.setblocking(False)
+            try:
+                refused += s.recv(64).startswith(b"HTTP/1.1 503")
+            except OSError:
+                pass
+        row(f"{count:,} connections from {count // 30} addresses: a head and 65,000 bytes of a 64 KiB JSON body each, "
+            "then nothing", f"{watch.summary()}; {refused:,} refused with 503", watch,
+            "RSS bounded by the request memory (32 MiB), health unaffected")
+    finally:
+        [s.close() for s in held]
+        proc.kill()
+
+
 def descriptors(work, quick):
     """Item 7: a MAX_CONNECTIONS the descriptors cannot serve."""
     env = dict(os.environ, STATIC_ROOT=os.path.join(work, "fds"), PORT="0", BIND="127.0.0.1", MAX_CONNECTIONS="1000")
@@ -417,4 +447,4 @@ def descriptors(work, quick):
 
 
 ROWS = [held_entries, uploads_in_flight, sliding_pace, empty_stores, long_logs, hashing_places, slow_readers,
-        write_flood, descriptors]
+        write_flood, arriving_requests, descriptors]

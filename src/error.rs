@@ -98,6 +98,7 @@ impl From<crate::http::Rejection> for ApiError {
             Rejection::HttpVersionNotSupported => ApiError::HttpVersionNotSupported,
             Rejection::PayloadTooLarge(what) => ApiError::PayloadTooLarge(what),
             Rejection::RequestTimeout => ApiError::RequestTimeout,
+            Rejection::NoRoom => ApiError::Unavailable { retry_after_secs: 1 },
         }
     }
 }

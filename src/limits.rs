@@ -121,8 +121,15 @@ pub const WORK_THREADS: usize = 256;
 pub const ANSWER_MEMORY: usize = 32 * MIB as usize;
 pub const ENTRY_MEMORY: usize = 32 * MIB as usize;
 pub const COUNTED_FROM: usize = 64 * KIB as usize;
-/// The most of either that one client address may hold.
+/// The most of either that one client address may hold (and of requests
+/// arriving).
 pub const MEMORY_PER_ADDRESS: usize = 4 * MIB as usize;
+/// The most bytes requests still arriving may hold (heads, and the small
+/// bodies read with them), beyond the first [`UNCOUNTED_REQUEST`] bytes
+/// of each: ten thousand connections sending 80 KiB each would otherwise
+/// hold 800 MiB.
+pub const REQUEST_MEMORY: usize = 32 * MIB as usize;
+pub const UNCOUNTED_REQUEST: usize = 2 * KIB as usize;
 
 // Deadlines of a connection.
 
@@ -238,7 +245,9 @@ pub const TABLE: &[Limit] = &[
     count("work threads", WORK_THREADS),
     bytes("memory of answers being sent, in all", ANSWER_MEMORY),
     bytes("memory of log entries being received, in all", ENTRY_MEMORY),
-    bytes("memory of either, per client address", MEMORY_PER_ADDRESS),
+    bytes("memory of requests arriving (heads and small bodies), in all", REQUEST_MEMORY),
+    bytes("a request arriving counts against it beyond", UNCOUNTED_REQUEST),
+    bytes("memory of any one of these, per client address", MEMORY_PER_ADDRESS),
     time("a request head, from its first byte", HEAD_TIMEOUT),
     time("a connection waiting for its next request", IDLE_TIMEOUT),
     time("a JSON body, from the end of its head", JSON_BODY_TIMEOUT),

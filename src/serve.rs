@@ -26,7 +26,7 @@ use crate::lifecycle::Lifecycle;
 use crate::limits::{
     ANSWER_MEMORY, ENTRY_MEMORY, HASHING_PLACES, HASHING_PLACES_PER_ACCOUNT, HASHING_PLACES_PER_ADDRESS,
     LOOKUPS_PER_HOUR, MAX_POLLS_PER_ACCOUNT, MEMORY_PER_ADDRESS, REDEEM_FAILURES_PER_HOUR, REGISTRATIONS_PER_HOUR,
-    RESET_REQUESTS_PER_HOUR, RESET_TOKENS_PER_HOUR, SIGN_INS_PER_HOUR, WORK_THREADS,
+    REQUEST_MEMORY, RESET_REQUESTS_PER_HOUR, RESET_TOKENS_PER_HOUR, SIGN_INS_PER_HOUR, WORK_THREADS,
 };
 use crate::log;
 use crate::polls::Polls;
@@ -151,6 +151,7 @@ pub fn serve(config: Config) -> Result<(), Failure> {
         hashing_pool: Pool::new(HASHING_PLACES),
         answers: answers.clone(),
         entries: MemoryBudget::new(ENTRY_MEMORY, MEMORY_PER_ADDRESS),
+        requests: MemoryBudget::new(REQUEST_MEMORY, MEMORY_PER_ADDRESS),
         uploads: Uploads::new(blobs.clone(), config.min_free_bytes),
         reads: Arc::clone(&reads),
         room,

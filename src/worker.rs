@@ -33,7 +33,7 @@ use crate::error::{ApiError, Shortage, is_out_of_space};
 use crate::hashing::Hashing;
 use crate::http::body::Decoder;
 use crate::http::budget::{Held, MemoryBudget, OverBudget};
-use crate::http::conn::{Clock, ExtraHeaders, Filled, Outgoing, Progress};
+use crate::http::conn::{Clock, ExtraHeaders, Filled, Outgoing, Progress, RequestMemory};
 use crate::http::listener::Slot;
 use crate::http::pool::Pool;
 use crate::http::request::share_of;
@@ -77,6 +77,8 @@ pub struct Shared {
     pub answers: MemoryBudget,
     /// The memory log entries being received may hold.
     pub entries: MemoryBudget,
+    /// The memory requests still arriving in the room may hold.
+    pub requests: MemoryBudget,
     /// The disk and quota room store uploads in flight hold.
     pub uploads: Uploads,
     /// Store reads answered here, as the loop answered them, until the
@@ -229,7 +231,7 @@ enum Next {
 pub fn admit(stream: TcpStream, peer: SocketAddr, slot: Slot, shared: &Arc<Shared>) {
     let presence = shared.room.presence(slot.id());
     let visit = Visit {
-        conn: Connection::new(stream, shared.limits, slot),
+        conn: Connection::new(stream, shared.limits, slot, RequestMemory::new(shared.requests.clone(), peer.ip())),
         peer,
         shared: Arc::clone(shared),
         cors_memo: None,

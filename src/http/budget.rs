@@ -91,6 +91,30 @@ impl MemoryBudget {
     }
 }
 
+impl MemoryBudget {
+    /// Makes `held` hold `bytes` in all (more, never less), taking what it
+    /// lacks for `address`; [`OverBudget`] leaves it as it was.
+    pub fn extend(&self, held: &mut Option<Held>, bytes: usize, address: IpAddr) -> Result<(), OverBudget> {
+        let lacking = bytes.saturating_sub(held.as_ref().map_or(0, |held| held.bytes));
+        if lacking == 0 {
+            return Ok(());
+        }
+        let more = self.take_counted(lacking, address)?;
+        match held {
+            Some(held) => held.absorb(more),
+            None => *held = Some(more),
+        }
+        Ok(())
+    }
+}
+
+impl Held {
+    /// Takes over what `other` holds (for the same address and budget).
+    fn absorb(&mut self, mut other: Held) {
+        self.bytes += std::mem::take(&mut other.bytes);
+    }
+}
+
 impl Drop for Held {
     fn drop(&mut self) {
         let mut usage = lock(&self.usage);
@@ -153,5 +177,20 @@ mod tests {
         assert_eq!(budget.room_for(4 * COUNTED_FROM, ONE), COUNTED_FROM);
         assert_eq!(budget.room_for(100, ONE), 100, "never more than asked for");
         drop(held);
+    }
+
+    #[test]
+    fn a_holding_grows_to_what_it_needs_or_stays_as_it_was() {
+        let budget = MemoryBudget::new(100, 60);
+        let mut held = None;
+        budget.extend(&mut held, 40, ONE).unwrap();
+        budget.extend(&mut held, 30, ONE).unwrap();
+        assert_eq!(held.as_ref().unwrap().bytes, 40, "never less");
+        assert_eq!(budget.extend(&mut held, 70, ONE), Err(OverBudget), "past its address's share");
+        assert_eq!(held.as_ref().unwrap().bytes, 40);
+        budget.extend(&mut held, 60, ONE).unwrap();
+        assert_eq!(budget.take_counted(41, TWO).unwrap_err(), OverBudget, "60 of 100 held");
+        drop(held);
+        assert!(budget.take_counted(100, TWO).is_ok(), "all given back at once");
     }
 }

@@ -7,21 +7,21 @@
 //! does or the pace's deadline passes: a slow client holds no thread.
 
 use super::body::Decoder;
-use super::budget::Held;
+use super::budget::{Held, MemoryBudget};
 use super::listener::Slot;
 use super::rejection::Rejection;
 use super::request::{self, Framing, HeadLimits, Parsed, RequestHead};
 use super::response::{Body, Response};
 use crate::limits::{
     DRAIN_TIMEOUT, HEAD_TIMEOUT, IDLE_TIMEOUT, JSON_BODY_TIMEOUT, MAX_HEAD, MAX_HEAD_LINE, MAX_HEADERS, MAX_LIFETIME,
-    MAX_REQUESTS, TRANSFER_GRACE, TRANSFER_MOST_AHEAD, TRANSFER_PACE,
+    MAX_REQUESTS, TRANSFER_GRACE, TRANSFER_MOST_AHEAD, TRANSFER_PACE, UNCOUNTED_REQUEST,
 };
 use rustix::fd::BorrowedFd;
 use rustix::net::{RecvFlags, SendFlags, recv, send};
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, Write};
-use std::net::{Shutdown, TcpStream};
+use std::net::{IpAddr, Shutdown, TcpStream};
 use std::os::fd::AsFd;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
@@ -187,8 +187,33 @@ pub struct SendOptions {
     pub extra: ExtraHeaders,
 }
 
+/// The memory a request still arriving in the room may hold: what its
+/// buffer holds beyond [`UNCOUNTED_REQUEST`] bytes is taken from the
+/// budget for its client address until a work thread takes the head.
+pub struct RequestMemory {
+    budget: MemoryBudget,
+    address: IpAddr,
+    held: Option<Held>,
+    /// The budget could not take what the request needs: it is refused.
+    refused: bool,
+}
+
+impl RequestMemory {
+    pub fn new(budget: MemoryBudget, address: IpAddr) -> RequestMemory {
+        RequestMemory { budget, address: request::share_of(address), held: None, refused: false }
+    }
+
+    /// Whether `bytes` may be buffered.
+    fn allows(&mut self, bytes: usize) -> bool {
+        let counted = bytes.saturating_sub(UNCOUNTED_REQUEST);
+        self.refused = self.budget.extend(&mut self.held, counted, self.address).is_err();
+        !self.refused
+    }
+}
+
 pub struct Connection {
     stream: TcpStream,
+    memory: RequestMemory,
     /// Its place among the open connections: says when it is idle.
     slot: Slot,
     /// Requests read so far (after the first, a wait is a keep-alive one).
@@ -202,8 +227,17 @@ pub struct Connection {
 }
 
 impl Connection {
-    pub fn new(stream: TcpStream, limits: Limits, slot: Slot) -> Self {
-        Connection { stream, slot, requests: 0, opened: Instant::now(), pending: Vec::new(), limits, discarded: 0 }
+    pub fn new(stream: TcpStream, limits: Limits, slot: Slot, memory: RequestMemory) -> Self {
+        Connection {
+            stream,
+            memory,
+            slot,
+            requests: 0,
+            opened: Instant::now(),
+            pending: Vec::new(),
+            limits,
+            discarded: 0,
+        }
     }
 
     /// The connection's id, for as long as it is open (never reused).
@@ -217,7 +251,8 @@ impl Connection {
     }
 
     /// Reads what has arrived, without waiting, until a whole head is
-    /// buffered (or more than a head may hold).
+    /// buffered (or more than a head may hold). A request whose bytes the
+    /// request memory cannot take is handed over at once, to be refused.
     pub fn fill(&mut self) -> Filled {
         let mut got = false;
         loop {
@@ -230,6 +265,7 @@ impl Connection {
             let want = wanted.saturating_sub(self.pending.len()).clamp(1, chunk.len());
             match recv(&self.stream, &mut chunk[..want], RecvFlags::DONTWAIT) {
                 Ok((0, _)) => return Filled::Closed,
+                Ok((n, _)) if !self.memory.allows(self.pending.len() + n) => return Filled::Head,
                 Ok((n, _)) => {
                     self.pending.extend_from_slice(&chunk[..n]);
                     got = true;
@@ -303,6 +339,11 @@ impl Connection {
     /// whole); one refused, or still partial when its time is up, is the
     /// rejection to answer.
     pub fn take_head(&mut self) -> Result<RequestHead, Rejection> {
+        // What the request memory held moves to a work thread's care.
+        self.memory.held = None;
+        if std::mem::take(&mut self.memory.refused) {
+            return Err(Rejection::NoRoom);
+        }
         match request::parse(&self.pending, self.limits.head)? {
             Parsed::Complete(head, used) => {
                 self.pending.drain(..used);
@@ -561,7 +602,8 @@ mod tests {
         let (server, peer) = listener.accept().unwrap();
         let register = fixture(Caps { total: 4, per_address: None, exempt: Default::default() });
         let slot = register.admit(&server, peer.ip()).unwrap();
-        (Connection::new(server, Limits::default(), slot), client)
+        let memory = RequestMemory::new(MemoryBudget::new(1 << 30, 1 << 30), peer.ip());
+        (Connection::new(server, Limits::default(), slot, memory), client)
     }
 
     /// Pushes `out` until it is done or fails, waiting a little whenever

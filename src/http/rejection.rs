@@ -14,6 +14,8 @@ pub enum Rejection {
     PayloadTooLarge(&'static str),
     /// A head that did not arrive in time.
     RequestTimeout,
+    /// No memory is left to take the request now (try again soon).
+    NoRoom,
 }
 
 impl Rejection {

@@ -399,3 +399,42 @@ fn stalled_uploads_and_unread_downloads_hold_no_thread() {
     let answer = reader.read_response(false);
     assert_eq!((answer.status, answer.body.len()), (200, 4 * 1024 * 1024));
 }
+
+#[test]
+fn requests_still_arriving_hold_no_more_than_the_request_memory() {
+    // 1,200 connections from 40 addresses each send a head and 62,000 bytes
+    // of a 64 KiB JSON body, and stop: 74 MB if the room kept them all.
+    let server = Server::start_with(Options::default().env("MAX_CONNECTIONS", "2000"));
+    let idle = server.rss_kib();
+    let body = vec![b' '; 62_000];
+    let mut held = Vec::new();
+    for n in 0..1200u32 {
+        let mut conn = connect_from([127, 0, 3, 1 + (n / 30) as u8], server.addr);
+        conn.send(
+            b"POST /v1/accounts HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: 65536\r\n\r\n",
+        );
+        conn.send(&body);
+        held.push(conn);
+    }
+    thread::sleep(Duration::from_millis(500));
+    let grown_mib = server.rss_kib().saturating_sub(idle) / 1024;
+    // The budget (32 MiB) and 2 KiB of each: 35 MiB, with room for the rest.
+    assert!(grown_mib < 48, "{grown_mib} MiB held for 1,200 unfinished requests");
+    let refused = held
+        .iter_mut()
+        .filter_map(|conn| {
+            // Refused at once, so any answer is here by now.
+            conn.stream.set_nonblocking(true).unwrap();
+            conn.try_read_response(false)
+        })
+        .filter(|resp| resp.status == 503 && resp.header("Retry-After") == Some("1"))
+        .count();
+    assert!(refused >= 500, "only {refused} of 1,200 refused with 503");
+    // A small request (counted from nothing) still gets in meanwhile.
+    assert!(healthy(&server, [127, 0, 4, 1]));
+    let mut small = connect_from([127, 0, 4, 2], server.addr);
+    small.send(
+        b"POST /v1/sessions HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}",
+    );
+    assert_eq!(small.read_response(false).status, 400);
+}
