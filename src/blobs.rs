@@ -77,17 +77,29 @@ impl OpenFiles {
         if let Some(file) = self.files.get(name) {
             return Ok(Arc::clone(file));
         }
-        let file = Arc::new(blobs.open_file(name)?);
+        // A handle readers still hold is taken back rather than a second
+        // one opened: each name has one handle to account for.
+        let file = match self.lent.remove(name).and_then(|lent| lent.upgrade()) {
+            Some(file) => file,
+            None => Arc::new(blobs.open_file(name)?),
+        };
         if self.files.len() >= self.capacity
             && let Some(victim) = self.files.keys().next().cloned()
             && let Some(evicted) = self.files.remove(&victim)
-            && Arc::strong_count(&evicted) > 1
         {
-            self.lent.retain(|_, held| held.strong_count() > 0);
-            self.lent.insert(victim, Arc::downgrade(&evicted));
+            // Kept whether or not a reader holds it now: a work thread may
+            // take it (through the read cache's weak handle) at any moment.
+            self.lend(victim, &evicted);
         }
         self.files.insert(name.to_owned(), Arc::clone(&file));
         Ok(file)
+    }
+
+    /// Remembers a handle dropped from the cache, for as long as anyone
+    /// holds it.
+    fn lend(&mut self, name: String, file: &Arc<File>) {
+        self.lent.retain(|_, held| held.strong_count() > 0);
+        self.lent.insert(name, Arc::downgrade(file));
     }
 
     /// Stops caching `name` (it is about to be removed); a handle on it
@@ -100,10 +112,12 @@ impl OpenFiles {
         cached.or_else(|| self.lent.remove(name))
     }
 
-    /// Drops every handle (another process may have removed files).
+    /// Drops every handle (another process may have removed files); those
+    /// readers still hold are remembered as lent.
     pub fn clear(&mut self) {
-        self.files.clear();
-        self.lent.clear();
+        for (name, file) in std::mem::take(&mut self.files) {
+            self.lend(name, &file);
+        }
     }
 }
 
@@ -435,6 +449,25 @@ mod tests {
         assert_eq!(taken.strong_count(), 1);
         drop((held, first));
         assert_eq!(taken.strong_count(), 0, "released when the reader lets go");
+    }
+
+    #[test]
+    fn a_handle_readers_hold_stays_known_after_a_clear_and_is_never_opened_twice() {
+        // The read cache keeps weak handles, and a work thread may take one
+        // at any moment; what it holds must count as held, and a name must
+        // have one handle to account for.
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = Blobs::open(dir.path()).unwrap();
+        let names: Vec<String> = (0..3).map(|i| publish(&blobs, staged(&blobs, &[i]))).collect();
+        let mut open = OpenFiles::new(1);
+        let reader = open.get(&blobs, &names[0]).unwrap();
+        open.get(&blobs, &names[1]).unwrap();
+        assert!(Arc::ptr_eq(&reader, &open.get(&blobs, &names[0]).unwrap()), "taken back, not opened again");
+        open.get(&blobs, &names[2]).unwrap();
+        open.clear();
+        assert!(open.take(&names[0]).is_some(), "a reader's handle is known after a clear");
+        assert!(open.take(&names[2]).is_none(), "one nobody holds is gone");
+        drop(reader);
     }
 
     #[test]

@@ -96,6 +96,9 @@ fn shut_down(mut app: App, mut inbox: Inbox<Event>, lifecycle: &Lifecycle) {
             Err(RecvTimeoutError::Disconnected) => break,
         }
     }
+    // Closing the connection may remove the WAL's shared memory, and with
+    // it what tells a cached read from a stale one.
+    app.reads.forget();
     if lifecycle.in_flight() > 0 {
         log::warn(format_args!(
             "{} request(s) still in flight after {SHUTDOWN_GRACE:?}, cut off",

@@ -17,7 +17,7 @@ mod stores;
 
 pub use crate::exchange::{Received, Request};
 pub use accounts::{create as create_account, delete_account};
-pub use deferred::Deferred;
+pub use deferred::{Deferred, ResetFor};
 pub use logs::{SMALL_ENTRY, small_append};
 pub use reset::issue_token as issue_reset_token;
 pub use stores::{PendingWrite, finish_uploads};

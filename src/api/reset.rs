@@ -3,7 +3,7 @@
 //! hands it to `RESET_HOOK`; `POST /v1/password-reset/confirm` takes a
 //! single-use, one-hour token and a new password, and revokes every session.
 
-use super::{AfterPassword, App, Deferred, json_body, respond};
+use super::{AfterPassword, App, Deferred, ResetFor, json_body, respond};
 use super::{Request, Step};
 use crate::auth::{self, PasswordJob};
 use crate::clock;
@@ -43,9 +43,9 @@ pub fn request_reset(app: &mut App, request: &Request) -> Result<Step, ApiError>
         .inspect_err(|_| log::warn(format_args!("reset-limit address={address} (10 reset requests an hour)")))?;
     app.reset_requests.commit(&address, Instant::now());
     let account_id = auth::account_hash(&app.secret, &id);
-    if db::accounts::exists(app.db.conn(), &account_id)? {
-        app.deferred.push(Deferred::IssueResetToken { account_id, id: body.id.trim().to_owned(), address });
-    }
+    let exists = db::accounts::exists(app.db.conn(), &account_id)?;
+    let account = exists.then(|| ResetFor { account_id, id: body.id.trim().to_owned() });
+    app.deferred.push(Deferred::ResetRequested { account, address });
     respond(Response::json(202, &json!({})))
 }
 

@@ -11,7 +11,7 @@
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// Bytes of one copy of the WAL-index header.
 const HEADER_BYTES: usize = 48;
@@ -28,9 +28,11 @@ pub struct CommitWatch {
 
 impl CommitWatch {
     /// Opens the shared-memory file of the database at `path`, which an
-    /// open WAL-mode connection (the server's) keeps in place.
+    /// open WAL-mode connection (the server's) keeps in place; the loop
+    /// empties the read cache before it closes that connection.
     pub fn open(path: &Path) -> io::Result<CommitWatch> {
-        let mut shm = PathBuf::from(path).into_os_string();
+        // SQLite puts it beside the file a symbolic link names.
+        let mut shm = std::fs::canonicalize(path)?.into_os_string();
         shm.push("-shm");
         Ok(CommitWatch { shm: File::open(shm)? })
     }

@@ -128,3 +128,30 @@ fn any_other_connections_commit_ends_them_even_when_the_loop_writes_nothing_afte
     let (after, cached) = read(&server, "doc", &token, &current);
     assert_eq!((after.status, cached), (401, false));
 }
+
+#[test]
+fn a_reset_request_does_the_same_to_them_whether_or_not_the_account_exists() {
+    // Found by review: only a request for an existing account was followed
+    // by a write, which empties the cache, so the caller's next reads told
+    // whether an id is an account.
+    let server = Server::start_with(crate::support::Options::default().env("RESET_HOOK", "/bin/true"));
+    server.register("victim");
+    let attacker = server.register("attacker");
+    let keys: Vec<String> = (0..20).map(|n| format!("k{n}")).collect();
+    for key in &keys {
+        assert_eq!(server.put(key, &attacker, &[], b"x").status, 201);
+    }
+    let cached_after_reset_request = |id: &str| -> u64 {
+        for key in &keys {
+            read(&server, key, &attacker, &[]);
+        }
+        let resp = server.post_json("/v1/password-reset", None, &json!({"id": id}));
+        assert_eq!(resp.status, 202, "{}", resp.text());
+        let before = answered_without_the_loop(&server);
+        for key in &keys {
+            assert_eq!(server.call("GET", &format!("/v1/stores/{key}"), Some(&attacker), &[], b"").status, 200);
+        }
+        answered_without_the_loop(&server) - before
+    };
+    assert_eq!(cached_after_reset_request("nobody-by-that-name"), cached_after_reset_request("victim"));
+}

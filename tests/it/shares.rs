@@ -457,9 +457,10 @@ fn deleting_an_account_of_thousands_of_stores_does_not_hold_the_loop() {
         deleting.store(false, Ordering::Relaxed);
         watcher.join().unwrap()
     });
-    // (A debug build beside the whole suite: the release bench measures the
-    // 10 ms target; deleting it all at once held health over a second.)
-    assert!(slowest < Duration::from_millis(250), "health waited {slowest:?} behind the deletion ({asked} asked)");
+    // (A debug build beside the whole suite on two cores, where one health
+    // check has taken 272 ms: the release bench measures the 10 ms target;
+    // deleting it all at once held health over a second.)
+    assert!(slowest < Duration::from_millis(500), "health waited {slowest:?} behind the deletion ({asked} asked)");
     let feed = server.get(&format!("/v1/changes?since={since}"), Some(&member)).json();
     assert_eq!(feed["changes"][0]["key"], "s7", "the member heard of the shared store's deletion");
     assert_eq!(feed["changes"][0]["token"], serde_json::Value::Null, "a tombstone");
