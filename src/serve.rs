@@ -139,7 +139,8 @@ pub fn serve(config: Config) -> Result<(), Failure> {
         },
         ..Limits::default()
     };
-    let room = Room::start(Pool::new(WORK_THREADS), limits)
+    // As many work threads awake as there are cores: their jobs compute.
+    let room = Room::start(Pool::awake_at_most(WORK_THREADS, cores), limits)
         .map_err(|err| Failure::config(format!("cannot open the waiting room: {err}")))?;
     let shared = Arc::new(Shared {
         events,

@@ -35,7 +35,7 @@ use crate::http::body::Decoder;
 use crate::http::budget::{Held, MemoryBudget, OverBudget};
 use crate::http::conn::{Clock, ExtraHeaders, Filled, Outgoing, Progress, RequestMemory};
 use crate::http::listener::Slot;
-use crate::http::pool::Pool;
+use crate::http::pool::{self, Pool};
 use crate::http::request::share_of;
 use crate::http::room::{Address, Mailbox, Presence, Room, Tenant, Wait, Wake};
 use crate::http::{Body, BodyError, Connection, Framing, Limits, Pace, Rejection, RequestHead, Response, SendOptions};
@@ -158,7 +158,8 @@ impl Write for Sink {
     fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
         match self {
             Sink::Memory(body) => body.write(bytes),
-            Sink::Staged { staging, reserved } => reserved.writer(staging).write(bytes),
+            // A disk may make a write wait (dirty pages being flushed).
+            Sink::Staged { staging, reserved } => pool::blocking(|| reserved.writer(staging).write(bytes)),
             Sink::Discard => Ok(bytes.len()),
         }
     }
@@ -174,7 +175,7 @@ impl Sink {
     fn finish(self) -> io::Result<Received> {
         match self {
             Sink::Memory(body) => Ok(Received::Entry(body)),
-            Sink::Staged { staging, reserved: _reserved } => staging.finish().map(Received::File),
+            Sink::Staged { staging, reserved: _reserved } => pool::blocking(|| staging.finish()).map(Received::File),
             Sink::Discard => Ok(Received::Entry(Vec::new())),
         }
     }
@@ -279,7 +280,7 @@ impl Tenant for Visit {
                     if let Wait::Loop { .. } = wait
                         && quick
                     {
-                        room.expect(self.conn.id(), GRACE);
+                        pool::blocking(|| room.expect(self.conn.id(), GRACE));
                     }
                     match room.park(self, wait) {
                         Ok(()) => return,

@@ -502,7 +502,8 @@ impl Connection {
                 Some(Piece::Bytes { bytes, at }) => &bytes[*at..],
                 Some(Piece::File { file, offset, end }) => {
                     scratch.resize(CHUNK.min((*end - *offset) as usize), 0);
-                    file.read_exact_at(&mut scratch, *offset)?;
+                    // A large file's pieces may have to come from the disk.
+                    super::pool::blocking(|| file.read_exact_at(&mut scratch, *offset))?;
                     &scratch
                 }
             };
