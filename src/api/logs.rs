@@ -203,7 +203,7 @@ pub fn read(app: &mut App, request: &Request, key: &str) -> Result<Step, ApiErro
     let mut response = Response::new(200)
         .with_body(body)
         .with_header("Content-Type", "application/octet-stream")
-        .with_header("Cache-Control", super::stores::REVALIDATE)
+        .with_header("Cache-Control", crate::read_cache::REVALIDATE)
         .with_header("Sync-Log-Head", log.log_head.to_string())
         .with_header("Sync-Log-Base", log.log_base.to_string());
     if more {

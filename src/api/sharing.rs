@@ -6,7 +6,7 @@
 //! affected account only: it takes a new `seq` in that account's feed and
 //! leaves the store's own `seq` and token alone.
 
-use super::stores::{Owners, REVALIDATE, check_quota, refused, visible};
+use super::stores::{Owners, check_quota, refused, visible};
 use super::{App, respond};
 use super::{Request, Step};
 use crate::auth;
@@ -17,6 +17,7 @@ use crate::http::Response;
 use crate::limits::{MAX_ENVELOPE_BYTES, MAX_GRANT_CHANGES};
 use crate::permission::Permission;
 use crate::precondition::{self, Precondition};
+use crate::read_cache::REVALIDATE;
 use serde_json::{Map, Value, json};
 use std::collections::{HashMap, HashSet};
 

@@ -26,8 +26,6 @@ use std::io::Write;
 use std::ops::ControlFlow;
 use std::sync::{Arc, Weak};
 
-pub(super) use crate::read_cache::REVALIDATE;
-
 /// What a PUT does to the store's meta.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MetaChange {

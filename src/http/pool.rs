@@ -80,7 +80,7 @@ struct Blocked<'a>(&'a Arc<Shared>);
 impl<'a> Blocked<'a> {
     fn begin(shared: &'a Arc<Shared>, mut queue: MutexGuard<'_, Queue>) -> Blocked<'a> {
         queue.blocked += 1;
-        Arc::clone(shared).start_another(queue);
+        shared.start_another(queue);
         Blocked(shared)
     }
 }
@@ -120,7 +120,7 @@ impl Pool {
     pub fn run(&self, job: Job) {
         let mut queue = self.shared.lock();
         queue.jobs.push_back(job);
-        Arc::clone(&self.shared).start_another(queue);
+        self.shared.start_another(queue);
     }
 
     /// Threads alive now.
@@ -136,7 +136,7 @@ impl Shared {
     }
 
     /// Wakes or starts a thread for the jobs queued, if they need one.
-    fn start_another(self: Arc<Self>, mut queue: MutexGuard<'_, Queue>) {
+    fn start_another(self: &Arc<Self>, mut queue: MutexGuard<'_, Queue>) {
         // The threads awake take the queued jobs in turn when they are done.
         if queue.jobs.is_empty() || queue.awake() >= self.awake {
             return;
@@ -158,7 +158,7 @@ impl Shared {
         }
         queue.threads += 1;
         drop(queue);
-        let shared = Arc::clone(&self);
+        let shared = Arc::clone(self);
         let spawned = thread::Builder::new().name("work".into()).stack_size(STACK).spawn(move || shared.serve());
         if let Err(err) = spawned {
             // The job waits for a thread that exists (there is at least
