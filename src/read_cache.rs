@@ -106,6 +106,9 @@ pub struct ReadCache {
     /// Reads answered here, so tests can tell (`test-hooks` builds only).
     #[cfg(feature = "test-hooks")]
     pub answered: std::sync::atomic::AtomicU64,
+    /// Of those, the ones answered on the room thread.
+    #[cfg(feature = "test-hooks")]
+    pub answered_in_room: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -131,6 +134,8 @@ impl ReadCache {
             entries: RwLock::default(),
             #[cfg(feature = "test-hooks")]
             answered: Default::default(),
+            #[cfg(feature = "test-hooks")]
+            answered_in_room: Default::default(),
         }
     }
 
@@ -186,9 +191,18 @@ impl ReadCache {
         if self.mark()? != at {
             return None;
         }
-        #[cfg(feature = "test-hooks")]
-        self.answered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Some(response)
+    }
+
+    /// Counts a read answered from here (on the room thread or not), so
+    /// tests can tell (`test-hooks` builds only).
+    #[cfg(feature = "test-hooks")]
+    pub fn count_answer(&self, in_room: bool) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.answered.fetch_add(1, Relaxed);
+        if in_room {
+            self.answered_in_room.fetch_add(1, Relaxed);
+        }
     }
 }
 

@@ -317,6 +317,7 @@ impl App {
                     "polls": self.polls.count(),
                     "streams": self.streams.count(),
                     "cached_reads": self.reads.answered.load(std::sync::atomic::Ordering::Relaxed),
+                    "cached_reads_in_room": self.reads.answered_in_room.load(std::sync::atomic::Ordering::Relaxed),
                 }),
             ))),
         };

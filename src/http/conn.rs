@@ -21,6 +21,7 @@ use rustix::net::{RecvFlags, SendFlags, recv, send};
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, Write};
+use std::mem::MaybeUninit;
 use std::net::{IpAddr, Shutdown, TcpStream};
 use std::os::fd::AsFd;
 use std::os::unix::fs::FileExt;
@@ -28,7 +29,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Transfer unit for bodies and files.
-const CHUNK: usize = 64 * 1024;
+pub const CHUNK: usize = 64 * 1024;
 
 /// Limits and deadlines of one connection (the room, the work threads and
 /// the tests take them from here); the values are `crate::limits`'.
@@ -261,13 +262,16 @@ impl Connection {
                 Wanted::Head(total) => (total, false),
                 Wanted::Body(total) => (total, true),
             };
-            let mut chunk = [0u8; 16 * 1024];
+            // Read into the stack first (not zeroed: rustix hands back only
+            // what was read), so the request memory is asked before any of
+            // it is kept.
+            let mut chunk = [MaybeUninit::<u8>::uninit(); 16 * 1024];
             let want = wanted.saturating_sub(self.pending.len()).clamp(1, chunk.len());
             match recv(&self.stream, &mut chunk[..want], RecvFlags::DONTWAIT) {
-                Ok((0, _)) => return Filled::Closed,
-                Ok((n, _)) if !self.memory.allows(self.pending.len() + n) => return Filled::Head,
-                Ok((n, _)) => {
-                    self.pending.extend_from_slice(&chunk[..n]);
+                Ok((([], _), _)) => return Filled::Closed,
+                Ok(((read, _), _)) if !self.memory.allows(self.pending.len() + read.len()) => return Filled::Head,
+                Ok(((read, _), _)) => {
+                    self.pending.extend_from_slice(read);
                     got = true;
                 }
                 Err(rustix::io::Errno::AGAIN) if head_whole => return Filled::Body,
@@ -346,17 +350,35 @@ impl Connection {
         }
         match request::parse(&self.pending, self.limits.head)? {
             Parsed::Complete(head, used) => {
-                self.pending.drain(..used);
-                if self.pending.is_empty() {
-                    // An idle connection holds no buffer.
-                    self.pending = Vec::new();
-                }
-                self.requests += 1;
-                self.slot.busy();
+                self.take_peeked(used);
                 Ok(head)
             }
             Parsed::Partial => Err(Rejection::RequestTimeout),
         }
+    }
+
+    /// The whole head buffered, parsed but left in place with its length
+    /// (`None` if it can only be refused, or is not whole).
+    pub fn peek_head(&self) -> Option<(RequestHead, usize)> {
+        if self.memory.refused {
+            return None;
+        }
+        match request::parse(&self.pending, self.limits.head) {
+            Ok(Parsed::Complete(head, used)) => Some((head, used)),
+            Ok(Parsed::Partial) | Err(_) => None,
+        }
+    }
+
+    /// Takes the head [`Connection::peek_head`] found, `used` bytes long.
+    pub fn take_peeked(&mut self, used: usize) {
+        self.memory.held = None;
+        self.pending.drain(..used);
+        if self.pending.is_empty() {
+            // An idle connection holds no buffer.
+            self.pending = Vec::new();
+        }
+        self.requests += 1;
+        self.slot.busy();
     }
 
     /// Requests taken so far on this connection: the number of the

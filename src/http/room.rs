@@ -6,7 +6,10 @@
 //! A parked connection waits for one of these ([`Wait`]):
 //! - **its next request**: the room reads what arrives (without
 //!   blocking) until a whole head is there, then hands it to a work
-//!   thread. Silent until the idle deadline: closed. A head begun and not
+//!   thread — or answers it here when its tenant can at once, with nothing
+//!   that could wait ([`Tenant::quick`]: a read answered since the last
+//!   commit, as nginx's one worker answers a static file). Silent until
+//!   the idle deadline: closed. A head begun and not
 //!   whole by the head deadline: handed over late (the worker answers 408);
 //! - **the loop's answer** to its request: delivered by address
 //!   (connection id and the request's number, [`Address`]), never by a
@@ -58,6 +61,22 @@ pub trait Tenant: Send + Sized + 'static {
     fn connection_ref(&self) -> &Connection;
     /// Picks up on a work thread where it left off.
     fn resume(self, wake: Wake<Self::Message>);
+    /// Does what its whole head asks here on the room thread, if that
+    /// can be done at once and nothing in it can wait (a read answered
+    /// since the last commit); `None`: a work thread takes the head.
+    fn quick(&mut self) -> Option<Next>;
+}
+
+/// What a connection does after a step of its work.
+pub enum Next {
+    /// Park until this comes.
+    Wait(Wait),
+    /// A whole head is buffered already: take it now.
+    Head,
+    /// Close at once (nothing to say, or the client is gone).
+    Close,
+    /// Close after the answer just written, reading what the client still sends.
+    Linger,
 }
 
 /// Why a parked connection was woken.
@@ -440,7 +459,13 @@ impl<T: Tenant> Room<T> {
         let gone = match parked.wait {
             Wait::Request => match parked.tenant.connection().fill() {
                 Filled::Closed => true,
-                Filled::Head => return self.dispatch(parked.tenant, Wake::Head),
+                Filled::Head => {
+                    let mut tenant = parked.tenant;
+                    return match tenant.quick() {
+                        Some(next) => self.carry(tenant, next),
+                        None => self.dispatch(tenant, Wake::Head),
+                    };
+                }
                 Filled::Partial if parked.head_began.is_none() => {
                     // The first bytes of a head: its own deadline starts.
                     parked.tenant.connection().slot().reading();
@@ -471,6 +496,20 @@ impl<T: Tenant> Room<T> {
         };
         if !gone {
             self.resettle(parked);
+        }
+    }
+
+    /// Goes on with a connection that answered on this thread.
+    fn carry(&self, tenant: T, next: Next) {
+        match next {
+            Next::Wait(wait) => {
+                if let Err((tenant, message)) = self.park(tenant, wait) {
+                    self.dispatch(tenant, Wake::Message(message));
+                }
+            }
+            Next::Head => self.dispatch(tenant, Wake::Head),
+            Next::Close => drop(tenant),
+            Next::Linger => self.linger(tenant),
         }
     }
 

@@ -4,7 +4,7 @@
 //! them at once. `cached_reads` (a `test-hooks` count) shows which answers
 //! came from there, so these tests cannot pass with the cache unused.
 
-use crate::support::{Resp, Server, cli};
+use crate::support::{Resp, Server, cli, request_bytes, store_files};
 use serde_json::json;
 
 fn answered_without_the_loop(server: &Server) -> u64 {
@@ -16,6 +16,13 @@ fn read(server: &Server, key: &str, token: &str, headers: &[(&str, &str)]) -> (R
     let before = answered_without_the_loop(server);
     let resp = server.call("GET", &format!("/v1/stores/{key}"), Some(token), headers, b"");
     (resp, answered_without_the_loop(server) > before)
+}
+
+/// Reads answered without the loop so far: in all, and on the room
+/// thread.
+fn answered_so_far(server: &Server) -> (u64, u64) {
+    let held = server.get("/v1/test-hooks/held", None).json();
+    (held["cached_reads"].as_u64().unwrap(), held["cached_reads_in_room"].as_u64().unwrap())
 }
 
 fn grant(server: &Server, token: &str, key: &str, account: &str, permission: serde_json::Value) -> u16 {
@@ -154,4 +161,47 @@ fn a_reset_request_does_the_same_to_them_whether_or_not_the_account_exists() {
         answered_without_the_loop(&server) - before
     };
     assert_eq!(cached_after_reset_request("nobody-by-that-name"), cached_after_reset_request("victim"));
+}
+
+/// The room thread answers a cached read itself when nothing in it can
+/// wait; a work thread answers one that came pipelined behind another, or
+/// whose body the page cache no longer holds. All three alike.
+#[test]
+fn the_room_thread_and_a_work_thread_answer_a_cached_read_alike() {
+    let server = Server::start();
+    let token = server.register("reader");
+    server.put("doc", &token, &[], b"version one");
+    let loops = read(&server, "doc", &token, &[]).0;
+
+    let before = answered_so_far(&server);
+    let in_room = read(&server, "doc", &token, &[]).0;
+    assert_eq!(answered_so_far(&server), (before.0 + 1, before.1 + 1), "answered on the room thread");
+    assert_eq!(in_room.raw_without_date(), loops.raw_without_date());
+
+    // Two in one write: the second waits for the first, then a work thread takes it.
+    let before = answered_so_far(&server);
+    let mut conn = server.connect();
+    let one = request_bytes("GET", "/v1/stores/doc", Some(&token), &[], b"");
+    conn.send(&[one.clone(), one].concat());
+    let (first, second) = (conn.read_response(false), conn.read_response(false));
+    assert_eq!(answered_so_far(&server), (before.0 + 2, before.1 + 1), "one in the room, one at work");
+    assert_eq!(first.raw_without_date(), loops.raw_without_date());
+    assert_eq!(second.raw_without_date(), loops.raw_without_date());
+
+    // A body that would have to come from the disk is never read on the room thread.
+    let [file] = &store_files(&server.root)[..] else { panic!("one store file") };
+    let evicted = || {
+        let file = std::fs::File::open(file).unwrap();
+        rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::DontNeed).unwrap();
+    };
+    evicted();
+    let before = answered_so_far(&server);
+    let from_disk = read(&server, "doc", &token, &[]).0;
+    assert_eq!(answered_so_far(&server), (before.0 + 1, before.1), "answered at work");
+    assert_eq!(from_disk.raw_without_date(), loops.raw_without_date());
+    // Its 304 needs no body, and stays on the room thread.
+    evicted();
+    let before = answered_so_far(&server);
+    let not_modified = read(&server, "doc", &token, &[("If-None-Match", &loops.etag())]).0;
+    assert_eq!((not_modified.status, answered_so_far(&server)), (304, (before.0 + 1, before.1 + 1)));
 }
