@@ -33,7 +33,7 @@ use crate::error::{ApiError, Shortage, is_out_of_space};
 use crate::hashing::Hashing;
 use crate::http::body::Decoder;
 use crate::http::budget::{Held, MemoryBudget, OverBudget};
-use crate::http::conn::{CHUNK, Clock, ExtraHeaders, Filled, Outgoing, Progress, RequestMemory};
+use crate::http::conn::{CHUNK, Clock, ExtraHeaders, Outgoing, Progress, RequestMemory};
 use crate::http::listener::Slot;
 use crate::http::pool::{self, Pool};
 use crate::http::request::share_of;
@@ -716,14 +716,12 @@ impl Visit {
         Next::Wait(Wait::Stream { number: self.conn.requests(), tick })
     }
 
-    /// After an answer: take the next head at once if it is already here
-    /// (pipelined), else wait for it in the room.
+    /// After an answer: take the next head at once if it came with this
+    /// one (pipelined), else wait for it in the room. The socket is not
+    /// asked: readiness tells of what arrived since without a system call
+    /// that would mostly find nothing.
     fn next_request(&mut self) -> Next {
-        match self.conn.fill() {
-            Filled::Head => Next::Head,
-            Filled::Closed => Next::Close,
-            Filled::Partial | Filled::Body | Filled::Nothing => Next::Wait(Wait::Request),
-        }
+        if self.conn.head_buffered() { Next::Head } else { Next::Wait(Wait::Request) }
     }
 
     /// Answers a body that could not (or will not) be read, if the client

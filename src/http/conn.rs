@@ -282,6 +282,12 @@ impl Connection {
         }
     }
 
+    /// Whether what is buffered already is a whole head for a work
+    /// thread (as [`Connection::fill`] would find it).
+    pub fn head_buffered(&self) -> bool {
+        matches!(self.wanted(), Wanted::All)
+    }
+
     /// How much of the next request should be buffered before a work
     /// thread takes it.
     fn wanted(&self) -> Wanted {
