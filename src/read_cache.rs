@@ -12,7 +12,9 @@
 //!
 //! It holds what the answers carry (at most [`CACHE_BYTES`] of it) and no
 //! store file: an entry points at the loop's open-file cache, and a read
-//! whose file is no longer open there goes to the loop.
+//! whose file is no longer open there goes to the loop. A small body a work
+//! thread read from that file is kept with its entry, so the room thread
+//! can answer the next read without ever touching a file ([`Source`]).
 
 use crate::db::commits::{CommitMark, CommitWatch};
 use crate::encoding::http_date;
@@ -21,7 +23,8 @@ use crate::permission::Permission;
 use crate::precondition::NoneMatch;
 use std::collections::HashMap;
 use std::fs::File;
-use std::sync::{Arc, PoisonError, RwLock, Weak};
+use std::os::unix::fs::FileExt;
+use std::sync::{Arc, OnceLock, PoisonError, RwLock, Weak};
 
 /// Store answers may be cached only if revalidated every time (SPEC §1): a
 /// browser must never show a stale version or serve a revoked reader.
@@ -30,6 +33,21 @@ pub const REVALIDATE: &str = "private, no-cache";
 const CACHE_BYTES: usize = 1 << 20;
 /// What an entry costs besides its key, token hash and meta.
 const ENTRY_COST: usize = 256;
+/// A body at most this large is kept with its entry once read.
+const KEPT_BODY: u64 = 64 * 1024;
+
+/// Where the body of a cached `200` may come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// Its length only: the answer to a `HEAD`.
+    Length,
+    /// Only a copy kept in memory: the room thread, which never waits for
+    /// a disk (nor starts a read, nor updates a file's access time).
+    Kept,
+    /// The file if need be: a work thread. A small body read so is kept
+    /// for the next reads.
+    File,
+}
 
 /// What a read of one store answers as of one commit: all a 200 or a 304
 /// carries but the body.
@@ -48,15 +66,18 @@ pub struct StoreRead {
     pub envelope_seq: Option<i64>,
     /// The body, while the loop's open-file cache holds it.
     pub file: Weak<File>,
+    /// A small body once a work thread read it (counted in the cache's
+    /// bytes).
+    pub kept: OnceLock<Vec<u8>>,
 }
 
 impl StoreRead {
-    /// The answer to a read with `if_none_match`, the body read from
-    /// `file` (asked for only when the answer has a body).
+    /// The answer to a read with `if_none_match`, its body from `body`
+    /// (asked for only when the answer has one).
     pub fn answer<E>(
         &self,
         if_none_match: Option<&NoneMatch>,
-        file: impl FnOnce() -> Result<Arc<File>, E>,
+        body: impl FnOnce() -> Result<Body, E>,
     ) -> Result<Response, E> {
         let etag = format!("\"{}\"", self.token);
         if if_none_match.is_some_and(|tags| tags.matches(&self.token)) {
@@ -74,7 +95,7 @@ impl StoreRead {
         if let Some(meta) = &self.meta {
             response.header("Sync-Meta", meta.clone());
         }
-        response.body = Body::File { file: file()?, len: self.size };
+        response.body = body()?;
         Ok(response)
     }
 
@@ -171,27 +192,55 @@ impl ReadCache {
     }
 
     /// The answer to a read by `token_hash` of `key` with `if_none_match`,
-    /// if the loop gave it since the last commit and would give it again.
+    /// if the loop gave it since the last commit and would give it again,
+    /// with its body (if any) from `source`.
     pub fn answer(
         &self,
         token_hash: &str,
         key: &str,
         if_none_match: Option<&NoneMatch>,
         now_ms: i64,
+        source: Source,
     ) -> Option<Response> {
         let (read, at) = {
             let entries = self.entries.read().ok()?;
             let session = entries.sessions.get(token_hash).filter(|session| now_ms < session.fresh_until_ms)?;
             (Arc::clone(session.reads.get(key)?), entries.mark?)
         };
-        // The file is taken before the mark is compared: a commit that
-        // replaces it after the comparison then finds it still held, as
-        // it would any reader's.
-        let response = read.answer(if_none_match, || read.file.upgrade().ok_or(())).ok()?;
+        // The file is taken (and read) before the mark is compared: a
+        // commit that replaces it after the comparison then finds it still
+        // held, as it would any reader's.
+        let body = || match (source, read.kept.get()) {
+            (Source::Length, _) => Ok(Body::Unsent(read.size)),
+            (_, Some(kept)) => Ok(Body::Bytes(kept.clone())),
+            (Source::Kept, None) => Err(()),
+            (Source::File, None) => self.body_from_file(token_hash, key, &read, at),
+        };
+        let response = read.answer(if_none_match, body).ok()?;
         if self.mark()? != at {
             return None;
         }
         Some(response)
+    }
+
+    /// `read`'s body from its file; a small one is read now and kept.
+    fn body_from_file(&self, token_hash: &str, key: &str, read: &Arc<StoreRead>, at: CommitMark) -> Result<Body, ()> {
+        let file = read.file.upgrade().ok_or(())?;
+        if read.size > KEPT_BODY {
+            return Ok(Body::File { file, len: read.size });
+        }
+        let mut bytes = vec![0; read.size as usize];
+        file.read_exact_at(&mut bytes, 0).map_err(drop)?;
+        let mut entries = self.entries.write().unwrap_or_else(PoisonError::into_inner);
+        let current = entries.sessions.get(token_hash).and_then(|session| session.reads.get(key));
+        if entries.mark == Some(at)
+            && current.is_some_and(|current| Arc::ptr_eq(current, read))
+            && entries.bytes + bytes.len() <= CACHE_BYTES
+            && read.kept.set(bytes.clone()).is_ok()
+        {
+            entries.bytes += bytes.len();
+        }
+        Ok(Body::Bytes(bytes))
     }
 
     /// Counts a read answered from here (on the room thread or not), so
@@ -244,6 +293,7 @@ mod tests {
                 permission: Permission::Read,
                 envelope_seq: Some(3),
                 file: Arc::downgrade(&self.file),
+                kept: OnceLock::new(),
             }
         }
 
@@ -264,26 +314,26 @@ mod tests {
         let cache = &fixture.cache;
         let at = cache.mark().unwrap();
         cache.remember(at, "session", 1_000, "key", fixture.read("v1"));
-        let response = cache.answer("session", "key", None, 10).expect("a hit");
+        let response = cache.answer("session", "key", None, 10, Source::File).expect("a hit");
         assert_eq!(response.status, 200);
         assert_eq!(response.header_value("ETag"), Some("\"v1\""));
         assert_eq!(response.header_value("Sync-Meta"), Some("m"));
         assert_eq!(response.header_value("Sync-Envelope-Seq"), Some("3"));
         let current = parse_none_match("\"v1\"").unwrap();
-        assert_eq!(cache.answer("session", "key", Some(&current), 10).unwrap().status, 304);
-        assert!(cache.answer("other session", "key", None, 10).is_none(), "entries are per session");
-        assert!(cache.answer("session", "other key", None, 10).is_none());
-        assert!(cache.answer("session", "key", None, 1_000).is_none(), "due for extension: the loop's");
+        assert_eq!(cache.answer("session", "key", Some(&current), 10, Source::File).unwrap().status, 304);
+        assert!(cache.answer("other session", "key", None, 10, Source::File).is_none(), "entries are per session");
+        assert!(cache.answer("session", "other key", None, 10, Source::File).is_none());
+        assert!(cache.answer("session", "key", None, 1_000, Source::File).is_none(), "due for extension: the loop's");
 
         // A command-line tool's commit (another connection) ends it at once.
         let tool = Db::open_existing(&fixture.dir.join("test.db")).unwrap();
         fixture.commit(&tool);
-        assert!(cache.answer("session", "key", None, 10).is_none());
+        assert!(cache.answer("session", "key", None, 10, Source::File).is_none());
         // And so does the loop's own, whose mark is newer than the entry's.
         cache.remember(cache.mark().unwrap(), "session", 1_000, "key", fixture.read("v2"));
-        assert!(cache.answer("session", "key", None, 10).is_some());
+        assert!(cache.answer("session", "key", None, 10, Source::File).is_some());
         fixture.commit(&fixture.server);
-        assert!(cache.answer("session", "key", None, 10).is_none());
+        assert!(cache.answer("session", "key", None, 10, Source::File).is_none());
     }
 
     #[test]
@@ -293,7 +343,7 @@ mod tests {
         let before = cache.mark().unwrap();
         fixture.commit(&fixture.server);
         cache.remember(before, "session", 1_000, "key", fixture.read("v1"));
-        assert!(cache.answer("session", "key", None, 10).is_none());
+        assert!(cache.answer("session", "key", None, 10, Source::File).is_none());
     }
 
     #[test]
@@ -302,13 +352,13 @@ mod tests {
         let at = fixture.cache.mark().unwrap();
         fixture.cache.remember(at, "session", 1_000, "key", fixture.read("v1"));
         fixture.cache.forget();
-        assert!(fixture.cache.answer("session", "key", None, 10).is_none());
+        assert!(fixture.cache.answer("session", "key", None, 10, Source::File).is_none());
         fixture.cache.remember(at, "session", 1_000, "key", fixture.read("v1"));
         let current = parse_none_match("\"v1\"").unwrap();
         fixture.file = Arc::new(File::open(fixture.dir.join("body")).unwrap());
         // The loop closed the file: a 304 needs none, a 200 goes to the loop.
-        assert_eq!(fixture.cache.answer("session", "key", Some(&current), 10).unwrap().status, 304);
-        assert!(fixture.cache.answer("session", "key", None, 10).is_none());
+        assert_eq!(fixture.cache.answer("session", "key", Some(&current), 10, Source::File).unwrap().status, 304);
+        assert!(fixture.cache.answer("session", "key", None, 10, Source::File).is_none());
     }
 
     #[test]
@@ -321,13 +371,39 @@ mod tests {
             fixture.cache.remember(at, "session", 1_000, &format!("key {n}"), read.clone());
             assert!(fixture.cache.entries.read().unwrap().bytes <= CACHE_BYTES);
         }
-        assert!(fixture.cache.answer("session", "key 999", None, 10).is_some());
+        assert!(fixture.cache.answer("session", "key 999", None, 10, Source::File).is_some());
+    }
+
+    #[test]
+    fn a_body_read_from_its_file_is_kept_for_the_room_within_the_bytes() {
+        let fixture = Fixture::new("kept");
+        let cache = &fixture.cache;
+        let at = cache.mark().unwrap();
+        cache.remember(at, "session", 1_000, "key", fixture.read("v1"));
+        assert!(cache.answer("session", "key", None, 10, Source::Kept).is_none(), "nothing kept yet");
+        let head = cache.answer("session", "key", None, 10, Source::Length).unwrap();
+        assert!(matches!(head.body, Body::Unsent(5)));
+        let read = cache.answer("session", "key", None, 10, Source::File).unwrap();
+        assert_eq!(read.body_bytes(), b"hello");
+        let bytes_with_body = cache.entries.read().unwrap().bytes;
+        let kept = cache.answer("session", "key", None, 10, Source::Kept).expect("kept");
+        assert_eq!(kept.body_bytes(), b"hello");
+
+        // A body that would pass the cache's bytes is read, not kept.
+        let mut big = fixture.read("v2");
+        big.size = 5;
+        // It leaves room for fewer than its 5 bytes.
+        big.meta = Some("x".repeat(CACHE_BYTES - bytes_with_body - big.cost("session", "big") - 2));
+        cache.remember(at, "session", 1_000, "big", big);
+        assert_eq!(cache.answer("session", "big", None, 10, Source::File).unwrap().body_bytes(), b"hello");
+        assert!(cache.answer("session", "big", None, 10, Source::Kept).is_none());
+        assert!(cache.entries.read().unwrap().bytes <= CACHE_BYTES);
     }
 
     #[test]
     fn without_a_watch_nothing_is_answered() {
         let cache = ReadCache::new(None);
         assert!(cache.mark().is_none());
-        assert!(cache.answer("session", "key", None, 10).is_none());
+        assert!(cache.answer("session", "key", None, 10, Source::File).is_none());
     }
 }

@@ -33,7 +33,7 @@ use crate::error::{ApiError, Shortage, is_out_of_space};
 use crate::hashing::Hashing;
 use crate::http::body::Decoder;
 use crate::http::budget::{Held, MemoryBudget, OverBudget};
-use crate::http::conn::{CHUNK, Clock, ExtraHeaders, Outgoing, Progress, RequestMemory};
+use crate::http::conn::{Clock, ExtraHeaders, Outgoing, Progress, RequestMemory};
 use crate::http::listener::Slot;
 use crate::http::pool::{self, Pool};
 use crate::http::request::share_of;
@@ -43,7 +43,7 @@ use crate::lifecycle::{InFlight, Lifecycle};
 use crate::limits::{JSON_LIMIT, STREAM_KEEP_ALIVE, STREAM_LIFETIME};
 use crate::log;
 use crate::precondition;
-use crate::read_cache::ReadCache;
+use crate::read_cache::{ReadCache, Source};
 use crate::router::{self, Route};
 use crate::uploads::{Allowance, Reserved, Uploads, shortage_of};
 use std::io::{self, Write};
@@ -246,8 +246,9 @@ impl Tenant for Visit {
 
     /// A read answered since the last commit is answered on the room
     /// thread, sparing two hand-overs between threads: only when nothing
-    /// in it can wait (no access log line, a body the page cache holds
-    /// whole, and an answer the socket takes or the room waits for).
+    /// in it can wait (no access log line, no file to touch — a body only
+    /// from the copy a work thread kept — and an answer the socket takes or
+    /// the room waits for).
     fn quick(&mut self) -> Option<Next> {
         if self.shared.config.access_log {
             return None;
@@ -257,10 +258,7 @@ impl Tenant for Visit {
         if head.framing != Framing::None {
             return None;
         }
-        let mut response = self.answer_from_cache(&head, &key)?;
-        if !head.is_head() && !response.read_body_now(CHUNK as u64) {
-            return None;
-        }
+        let response = self.answer_from_cache(&head, &key, true)?;
         self.conn.take_peeked(used);
         Some(self.start(head, Some(response)))
     }
@@ -388,7 +386,7 @@ impl Visit {
             return self.send(out, AfterSend::Refused);
         }
         if let (Ok(Route::GetStore(key)), Framing::None) = (&route, framing)
-            && let Some(response) = cached.or_else(|| self.answer_from_cache(&head, key))
+            && let Some(response) = cached.or_else(|| self.answer_from_cache(&head, key, false))
             && let Some(exchange) = self.exchange.take()
         {
             #[cfg(feature = "test-hooks")]
@@ -431,13 +429,19 @@ impl Visit {
 
     /// A read the loop answered since the last commit, answered again here
     /// (anything out of the ordinary, even a malformed header, is the loop's).
-    fn answer_from_cache(&self, head: &RequestHead, key: &str) -> Option<Response> {
+    /// On the room thread (`in_room`) a body comes only from memory.
+    fn answer_from_cache(&self, head: &RequestHead, key: &str, in_room: bool) -> Option<Response> {
+        let source = match (head.is_head(), in_room) {
+            (true, _) => Source::Length,
+            (false, true) => Source::Kept,
+            (false, false) => Source::File,
+        };
         let token_hash = auth::token_hash(api::bearer_token(head)?);
         let if_none_match = match head.list_header("if-none-match").ok()? {
             Some(tags) => Some(precondition::parse_none_match(&tags).ok()?),
             None => None,
         };
-        self.shared.reads.answer(&token_hash, key, if_none_match.as_ref(), clock::now_ms())
+        self.shared.reads.answer(&token_hash, key, if_none_match.as_ref(), clock::now_ms(), source)
     }
 
     /// The request, with its body, goes to the loop (or a small log entry

@@ -24,7 +24,7 @@ use crate::uploads::Allowance;
 use serde_json::json;
 use std::io::Write;
 use std::ops::ControlFlow;
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, OnceLock, Weak};
 
 /// What a PUT does to the store's meta.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,8 +79,10 @@ pub fn get(app: &mut App, request: &Request, key: &str) -> Result<Step, ApiError
         permission: grant.permission,
         envelope_seq: grant.envelope_seq,
         file: Weak::new(),
+        kept: OnceLock::new(),
     };
-    let response = read.answer(if_none_match.as_ref(), || app.open_files.get(&app.blobs, &store.file))?;
+    let body = || Ok::<_, ApiError>(Body::File { file: app.open_files.get(&app.blobs, &store.file)?, len: store.size });
+    let response = read.answer(if_none_match.as_ref(), body)?;
     if let Body::File { file, .. } = &response.body {
         read.file = Arc::downgrade(file);
     }

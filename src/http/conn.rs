@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Transfer unit for bodies and files.
-pub const CHUNK: usize = 64 * 1024;
+const CHUNK: usize = 64 * 1024;
 
 /// Limits and deadlines of one connection (the room, the work threads and
 /// the tests take them from here); the values are `crate::limits`'.

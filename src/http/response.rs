@@ -3,10 +3,9 @@
 use super::budget::Held;
 use crate::clock;
 use crate::encoding::http_date;
-use rustix::io::ReadWriteFlags;
 use serde::Serialize;
 use std::fs::File;
-use std::io::{IoSliceMut, Write};
+use std::io::Write;
 use std::sync::Arc;
 
 /// What follows the head.
@@ -106,23 +105,6 @@ impl Response {
             Body::Bytes(bytes) | Body::Stream(bytes) => bytes.len() as u64,
             Body::File { len, .. } | Body::Unsent(len) => *len,
         }
-    }
-
-    /// Reads a file body of at most `most` bytes into memory now, if the
-    /// page cache holds all of it: never waiting for a disk (`false`: it
-    /// is larger, or would have to come from the disk).
-    pub fn read_body_now(&mut self, most: u64) -> bool {
-        let Body::File { file, len } = &self.body else { return true };
-        if *len > most {
-            return false;
-        }
-        let mut bytes = vec![0; *len as usize];
-        let read = rustix::io::preadv2(&**file, &mut [IoSliceMut::new(&mut bytes)], 0, ReadWriteFlags::NOWAIT);
-        if read.ok() != Some(bytes.len()) {
-            return false;
-        }
-        self.body = Body::Bytes(bytes);
-        true
     }
 
     /// Its body, and the answers' memory it holds (until that is dropped).

@@ -33,6 +33,7 @@ use super::pool::Pool;
 use rustix::event::{EventfdFlags, Timespec, epoll, eventfd};
 use rustix::fd::OwnedFd;
 use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::panic::{self, AssertUnwindSafe};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::thread::{self, Thread};
 use std::time::{Duration, Instant};
@@ -459,13 +460,7 @@ impl<T: Tenant> Room<T> {
         let gone = match parked.wait {
             Wait::Request => match parked.tenant.connection().fill() {
                 Filled::Closed => true,
-                Filled::Head => {
-                    let mut tenant = parked.tenant;
-                    return match tenant.quick() {
-                        Some(next) => self.carry(tenant, next),
-                        None => self.dispatch(tenant, Wake::Head),
-                    };
-                }
+                Filled::Head => return self.answer_here(parked.tenant),
                 Filled::Partial if parked.head_began.is_none() => {
                     // The first bytes of a head: its own deadline starts.
                     parked.tenant.connection().slot().reading();
@@ -496,6 +491,19 @@ impl<T: Tenant> Room<T> {
         };
         if !gone {
             self.resettle(parked);
+        }
+    }
+
+    /// A whole head: answered here if its tenant can at once, else handed
+    /// to a work thread. A panic on the way loses the connection, never
+    /// the room, as on a work thread.
+    fn answer_here(&self, mut tenant: T) {
+        let here = panic::catch_unwind(AssertUnwindSafe(|| match tenant.quick() {
+            Some(next) => self.carry(tenant, next),
+            None => self.dispatch(tenant, Wake::Head),
+        }));
+        if here.is_err() {
+            crate::log::error("a connection's work panicked; its connection was closed");
         }
     }
 
