@@ -250,7 +250,9 @@ impl Tenant for Visit {
     /// from the copy a work thread kept — and an answer the socket takes or
     /// the room waits for).
     fn quick(&mut self) -> Option<Next> {
-        if self.shared.config.access_log {
+        // Only a store read can be answered here: anything else is told by
+        // its first bytes, before its head is parsed a second time.
+        if self.shared.config.access_log || !self.conn.begins_with(&[b"GET /v1/stores/", b"HEAD /v1/stores/"]) {
             return None;
         }
         let (head, used) = self.conn.peek_head()?;

@@ -363,6 +363,12 @@ impl Connection {
         }
     }
 
+    /// Whether what is buffered begins with one of `prefixes` (told
+    /// before anything is parsed).
+    pub fn begins_with(&self, prefixes: &[&[u8]]) -> bool {
+        prefixes.iter().any(|prefix| self.pending.starts_with(prefix))
+    }
+
     /// The whole head buffered, parsed but left in place with its length
     /// (`None` if it can only be refused, or is not whole).
     pub fn peek_head(&self) -> Option<(RequestHead, usize)> {
