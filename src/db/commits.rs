@@ -8,6 +8,7 @@
 //! command-line tool makes every earlier answer stale at the instant it
 //! becomes visible.
 
+use rustix::fs::{Mode, OFlags};
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -34,7 +35,15 @@ impl CommitWatch {
         // SQLite puts it beside the file a symbolic link names.
         let mut shm = std::fs::canonicalize(path)?.into_os_string();
         shm.push("-shm");
-        Ok(CommitWatch { shm: File::open(shm)? })
+        // Without an access time to update, reading the mark (on the room
+        // thread too) never writes to the file system's journal. Only the
+        // file's owner may ask for that (EPERM otherwise: a plain open).
+        let flags = OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOATIME;
+        let shm = match rustix::fs::open(&shm, flags, Mode::empty()) {
+            Ok(fd) => File::from(fd),
+            Err(_) => File::open(&shm)?,
+        };
+        Ok(CommitWatch { shm })
     }
 
     /// The current mark; `None` if it cannot be read (nothing can then be

@@ -199,19 +199,24 @@ fn the_room_thread_and_a_work_thread_answer_a_cached_read_alike() {
     assert_eq!(answered_so_far(&server), (before.0 + 1, before.1), "answered at work");
     assert_eq!(at_work.raw_without_date(), loops.raw_without_date());
 
-    // Then the room thread, from the copy, with its file out of the page
-    // cache and last read days ago (relatime would update it on a read).
+    // Then the room thread, from the copy, with the store file out of the
+    // page cache, and it and the commit mark's file (`-shm`, read for every
+    // answer) last read days ago: relatime would update them on a read.
     let [file] = &store_files(&server.root)[..] else { panic!("one store file") };
     rustix::fs::fadvise(std::fs::File::open(file).unwrap(), 0, None, rustix::fs::Advice::DontNeed).unwrap();
-    let aged = std::process::Command::new("touch").args(["-a", "-d", "3 days ago"]).arg(file).status().unwrap();
-    assert!(aged.success());
-    let accessed = || std::fs::metadata(file).unwrap().accessed().unwrap();
+    let shm = server.root.join("sync-node.db-shm");
+    for aged in [file, &shm] {
+        assert!(
+            std::process::Command::new("touch").args(["-a", "-d", "3 days ago"]).arg(aged).status().unwrap().success()
+        );
+    }
+    let accessed = || [file, &shm].map(|path| std::fs::metadata(path).unwrap().accessed().unwrap());
     let (before, disk_reads, last_read) = (answered_so_far(&server), room_thread_disk_reads(&server), accessed());
     let in_room = read(&server, "doc", &token, &[]).0;
     assert_eq!(answered_so_far(&server), (before.0 + 1, before.1 + 1), "answered on the room thread");
     assert_eq!(in_room.raw_without_date(), loops.raw_without_date());
     assert_eq!(room_thread_disk_reads(&server), disk_reads, "the room thread read from the disk");
-    assert_eq!(accessed(), last_read, "the room thread touched the file");
+    assert_eq!(accessed(), last_read, "the room thread updated an access time (a journal write)");
 
     // Two in one write: the second waits for the first, then a work thread takes it.
     let before = answered_so_far(&server);
@@ -222,4 +227,23 @@ fn the_room_thread_and_a_work_thread_answer_a_cached_read_alike() {
     assert_eq!(answered_so_far(&server), (before.0 + 2, before.1 + 1), "one in the room, one at work");
     assert_eq!(first.raw_without_date(), loops.raw_without_date());
     assert_eq!(second.raw_without_date(), loops.raw_without_date());
+}
+
+/// A `HEAD` the room thread answers from the length alone is the loop's,
+/// for a store with a body and an empty one.
+#[test]
+fn a_head_answered_from_the_length_alone_is_the_loops() {
+    let server = Server::start();
+    let token = server.register("reader");
+    for (key, body) in [("doc", &b"some bytes"[..]), ("empty", &b""[..])] {
+        server.put(key, &token, &[("Sync-Meta", "m")], body);
+        let before = answered_so_far(&server);
+        let loops = server.call("HEAD", &format!("/v1/stores/{key}"), Some(&token), &[], b"");
+        assert_eq!(answered_so_far(&server), before, "the first HEAD is the loop's");
+        let in_room = server.call("HEAD", &format!("/v1/stores/{key}"), Some(&token), &[], b"");
+        assert_eq!(answered_so_far(&server), (before.0 + 1, before.1 + 1), "the second is the room's");
+        assert_eq!(in_room.raw_without_date(), loops.raw_without_date(), "{key}");
+        let got = server.call("GET", &format!("/v1/stores/{key}"), Some(&token), &[], b"");
+        assert_eq!(got.header("Content-Length"), in_room.header("Content-Length"));
+    }
 }
