@@ -14,7 +14,8 @@
 //! store file: an entry points at the loop's open-file cache, and a read
 //! whose file is no longer open there goes to the loop. A small body a work
 //! thread read from that file is kept with its entry, so the room thread
-//! can answer the next read without ever touching a file ([`Source`]).
+//! can answer the next read without ever touching a store file
+//! ([`Source`]).
 
 use crate::db::commits::{CommitMark, CommitWatch};
 use crate::encoding::http_date;

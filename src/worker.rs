@@ -246,7 +246,7 @@ impl Tenant for Visit {
 
     /// A read answered since the last commit is answered on the room
     /// thread, sparing two hand-overs between threads: only when nothing
-    /// in it can wait (no access log line, no file to touch — a body only
+    /// in it can wait (no access log line, no store file to touch — a body only
     /// from the copy a work thread kept — and an answer the socket takes or
     /// the room waits for).
     fn quick(&mut self) -> Option<Next> {

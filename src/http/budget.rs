@@ -89,9 +89,7 @@ impl MemoryBudget {
         tally::take(&mut usage.by_address, address, bytes);
         Ok(Held { usage: Arc::clone(&self.usage), address, bytes })
     }
-}
 
-impl MemoryBudget {
     /// Makes `held` hold `bytes` in all (more, never less), taking what it
     /// lacks for `address`; [`OverBudget`] leaves it as it was.
     pub fn extend(&self, held: &mut Option<Held>, bytes: usize, address: IpAddr) -> Result<(), OverBudget> {

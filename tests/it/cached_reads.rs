@@ -176,7 +176,7 @@ fn room_thread_disk_reads(server: &Server) -> u64 {
 }
 
 /// The room thread answers a cached read itself from a copy of its body
-/// that a work thread kept, and never touches a file: not to read it (not
+/// that a work thread kept, and never touches a store file: not to read it (not
 /// even to start reading ahead), not to update its access time. A work
 /// thread answers one that came pipelined behind another. All alike.
 #[test]
